@@ -1,0 +1,70 @@
+"""Aspect buckets: requested sizes mapped to diffusers' aspect-ratio bins.
+
+The table follows the transformer's ``sample_size`` exactly as diffusers' PixArt
+pipelines choose it (128 → 1024 bins, 64 → 512, 32 → 256, 256 → 2048).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CheckpointError, UserError
+
+
+@dataclass(frozen=True)
+class ModelGeometry:
+    sample_size: int
+    """Transformer latent side (128 for PixArt-XL-2-1024)."""
+    vae_scale_factor: int
+    """Pixels per latent (8 for the SD VAE)."""
+    latent_channels: int
+    """Channels of the latents the DiT denoises (4)."""
+    text_dim: int
+    """T5 hidden size (``d_model``: 4096 for T5-XXL), the width of a stored embedding."""
+
+    @property
+    def native_size(self) -> int:
+        return self.sample_size * self.vae_scale_factor
+
+
+def aspect_ratio_table(sample_size: int) -> dict[str, list[float]]:
+    """diffusers' bin table (keys are height/width as strings, values ``[height, width]``)."""
+    from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (
+        ASPECT_RATIO_256_BIN,
+        ASPECT_RATIO_512_BIN,
+        ASPECT_RATIO_1024_BIN,
+    )
+    from diffusers.pipelines.pixart_alpha.pipeline_pixart_sigma import ASPECT_RATIO_2048_BIN
+
+    tables = {32: ASPECT_RATIO_256_BIN, 64: ASPECT_RATIO_512_BIN, 128: ASPECT_RATIO_1024_BIN, 256: ASPECT_RATIO_2048_BIN}
+    if sample_size not in tables:
+        raise UserError(f"transformer sample_size {sample_size} has no aspect-ratio table (known: 32, 64, 128, 256)")
+    return tables[sample_size]
+
+
+def bucket_for(height: float, width: float, table: dict[str, list[float]]) -> tuple[int, int]:
+    """``(bucket_height, bucket_width)`` for a requested size or ratio, by diffusers' own rule."""
+    from diffusers.image_processor import PixArtImageProcessor
+
+    return PixArtImageProcessor.classify_height_width_bin(height, width, ratios=table)
+
+
+def read_model_geometry(model_dir: str | Path) -> ModelGeometry:
+    """Read ``sample_size`` and the VAE scale from a checkpoint directory's configs."""
+    root = Path(model_dir)
+    try:
+        transformer = json.loads((root / "transformer" / "config.json").read_text())
+        vae = json.loads((root / "vae" / "config.json").read_text())
+        text_encoder = json.loads((root / "text_encoder" / "config.json").read_text())
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{root}: not a PixArt checkpoint (missing {Path(exc.filename).relative_to(root)})") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{root}: unreadable checkpoint config ({exc})") from None
+    return ModelGeometry(
+        sample_size=int(transformer["sample_size"]),
+        vae_scale_factor=2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1),
+        latent_channels=int(transformer.get("in_channels", 4)),
+        text_dim=int(text_encoder["d_model"]),
+    )

@@ -1,0 +1,88 @@
+"""``pixart-batch``: parse, build, run. Heavy imports happen inside the commands, so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .errors import UserError
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML recipe (configs/tiny.yaml, configs/pixart-alpha-1024.yaml, ...)")
+    parser.add_argument("--prompts", required=True, help="prompt file: .txt (with --ar/--hw flags), .jsonl, .csv or .parquet")
+    parser.add_argument("--output", required=True, help="output directory (local path, s3:// or gs://)")
+    parser.add_argument("--model", help="hub id or local checkpoint directory, or 'tiny' (overrides model.path)")
+    parser.add_argument("--store", help="embedding store root (default OUTPUT/embeddings)")
+    parser.add_argument("--max-sequence-length", type=int, help="T5 token limit (120 for α, 300 for Σ)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pixart-batch", description="Batch PixArt-α image datasets on Ray.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    generate = commands.add_parser("generate", help="prompts → embedding store → images → sharded dataset")
+    _add_run_arguments(generate)
+    generate.add_argument("--seed", type=int, help="run seed (generation.seed)")
+    generate.add_argument("--images-per-prompt", type=int, help="images per prompt (generation.images_per_prompt)")
+    generate.add_argument("--batch-size", type=int, help="DiT and VAE batch size (stages.denoise/decode.batch_size)")
+    generate.add_argument("--steps", type=int, help="denoising steps (generation.num_inference_steps)")
+    generate.add_argument("--guidance-scale", type=float, help="CFG scale (generation.guidance_scale)")
+    generate.add_argument("--image-format", choices=("png", "jpeg", "webp"), help="image encoding (output.image_format)")
+
+    encode = commands.add_parser("encode", help="build the embedding store only")
+    _add_run_arguments(encode)
+
+    tiny = commands.add_parser("make-tiny-checkpoint", help="write a random tiny PixArt-α checkpoint (diffusers layout)")
+    tiny.add_argument("directory")
+    tiny.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    get = lambda name: getattr(args, name, None)  # noqa: E731
+    return {
+        "model.path": get("model"),
+        "model.max_sequence_length": get("max_sequence_length"),
+        "output.store": get("store"),
+        "output.image_format": get("image_format"),
+        "generation.seed": get("seed"),
+        "generation.images_per_prompt": get("images_per_prompt"),
+        "generation.num_inference_steps": get("steps"),
+        "generation.guidance_scale": get("guidance_scale"),
+        "stages.denoise.batch_size": get("batch_size"),
+        "stages.decode.batch_size": get("batch_size"),
+    }
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if args.command == "make-tiny-checkpoint":
+        from .tiny import build_tiny_checkpoint
+
+        path = build_tiny_checkpoint(args.directory, seed=args.seed)
+        print(path)
+        return 0
+
+    from .config import load_config, with_overrides
+    from .pipeline import run_generate
+
+    config = with_overrides(load_config(args.config), _overrides(args))
+    report = run_generate(config, args.prompts, args.output, encode_only=args.command == "encode")
+    return 1 if report.get("images_failed") else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run_command(args)
+    except UserError as exc:
+        print(f"pixart-batch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pixart-batch: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""Typed run configuration: one frozen dataclass per component, loaded from YAML.
+
+Unknown keys are rejected with their dotted name (a typo must never silently become
+a default). CLI flags override fields after loading (:func:`with_overrides`).
+The resolved config is written next to the outputs (``OUTPUT/run_config.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+DTYPES = ("float32", "float16", "bfloat16")
+IMAGE_FORMATS = ("png", "jpeg", "webp")
+TINY_MODEL = "tiny"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = TINY_MODEL
+    """Hub id (``PixArt-alpha/PixArt-XL-2-1024-MS``), a local checkpoint directory, or ``tiny``
+    (a random tiny checkpoint built locally and cached on first use)."""
+    tiny_seed: int = 0
+    """Seed of the tiny checkpoint when ``path`` is ``tiny``."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) for a hub id; part of the embedding-store key."""
+    max_sequence_length: int = 120
+    """T5 token limit (120 for PixArt-α, 300 for Σ). Longer captions are truncated and flagged."""
+    clean_caption: bool = True
+    """Clean captions with diffusers' PixArt cleaning (needs ftfy and beautifulsoup4)."""
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ConfigError("model.path: must not be empty")
+        if self.max_sequence_length < 1:
+            raise ConfigError(f"model.max_sequence_length: must be >= 1, got {self.max_sequence_length}")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    seed: int = 0
+    """Run seed; each image's seed derives from (seed, prompt id, image index) only."""
+    images_per_prompt: int = 1
+    num_inference_steps: int = 20
+    guidance_scale: float = 4.5
+    """Classifier-free guidance; <= 1 turns CFG off (as in diffusers)."""
+    negative_prompt: str = ""
+    """Negative prompt for prompts that bring none (PixArt's convention is the empty string)."""
+    width: int | None = None
+    """Default width for prompts that request no size; None with height None = the model's native square."""
+    height: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.images_per_prompt < 1:
+            raise ConfigError(f"generation.images_per_prompt: must be >= 1, got {self.images_per_prompt}")
+        if self.num_inference_steps < 1:
+            raise ConfigError(f"generation.num_inference_steps: must be >= 1, got {self.num_inference_steps}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"generation.seed: must be in [0, 2**63), got {self.seed}")
+        if (self.width is None) != (self.height is None):
+            raise ConfigError("generation.width/height: give both or neither")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and value < 8:
+                raise ConfigError(f"generation.{name}: must be >= 8 pixels, got {value}")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Resources of one Ray stage. Every number is per actor (or per task for CPU stages)."""
+
+    batch_size: int = 8
+    """Rows per batch handed to the stage."""
+    num_gpus: float = 0.0
+    """GPUs per actor; fractional values let DiT and VAE actors share a card."""
+    num_cpus: float = 0.5
+    """CPUs per actor/task. Fractional on small machines so actors do not starve the read/write tasks."""
+    concurrency: int | list[int] = 1
+    """Actor pool size: a fixed size, or ``[min, max]`` for an autoscaling pool."""
+    dtype: str = "float32"
+    """Weights dtype of this stage's model (``float32``, ``float16``, ``bfloat16``)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size: must be >= 1, got {self.batch_size}")
+        if self.num_gpus < 0 or self.num_cpus < 0:
+            raise ConfigError("num_gpus/num_cpus: must be >= 0")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype: must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        sizes = self.pool_size()
+        if sizes[0] < 1 or sizes[0] > sizes[1]:
+            raise ConfigError(f"concurrency: must be a size >= 1 or [min, max] with 1 <= min <= max, got {self.concurrency}")
+
+    def pool_size(self) -> tuple[int, int]:
+        """``(min, max)`` actor pool size."""
+        if isinstance(self.concurrency, int):
+            return self.concurrency, self.concurrency
+        if len(self.concurrency) != 2:
+            raise ConfigError(f"concurrency: expected [min, max], got {self.concurrency}")
+        return int(self.concurrency[0]), int(self.concurrency[1])
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.num_gpus > 0 else "cpu"
+
+
+def _stage(**kwargs: Any) -> Any:
+    return field(default_factory=lambda: StageConfig(**kwargs))
+
+
+@dataclass(frozen=True)
+class StagesConfig:
+    clean: StageConfig = _stage(batch_size=256, num_cpus=0.25)
+    """CPU tasks: caption cleaning (ftfy + bs4); dtype unused."""
+    encode: StageConfig = _stage(batch_size=32)
+    """T5 actors."""
+    denoise: StageConfig = _stage(batch_size=8)
+    """DiT actors; a batch is split by aspect bucket before it reaches the pipeline."""
+    decode: StageConfig = _stage(batch_size=8)
+    """VAE actors: latents to pixels, resized back to the requested size."""
+    write: StageConfig = _stage(batch_size=64, num_cpus=0.25)
+    """CPU tasks: image encoding (PNG/JPEG/WebP) and sha256; dtype unused."""
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    image_format: str = "png"
+    """``png`` (lossless, default), ``jpeg`` or ``webp``."""
+    image_quality: int = 95
+    """JPEG/WebP quality (1-100); ignored for PNG."""
+    rows_per_shard: int = 1000
+    """Most image rows in one Parquet shard under ``OUTPUT/data/``."""
+    row_group_size: int = 100
+    """Rows per Parquet row group (the unit a reader fetches)."""
+    store: str | None = None
+    """Embedding store root; default ``OUTPUT/embeddings``. Shared stores are safe: entries are keyed
+    by everything that changes an embedding."""
+
+    def __post_init__(self) -> None:
+        if self.image_format not in IMAGE_FORMATS:
+            raise ConfigError(f"output.image_format: must be one of {', '.join(IMAGE_FORMATS)}, got {self.image_format!r}")
+        if not 1 <= self.image_quality <= 100:
+            raise ConfigError(f"output.image_quality: must be in 1..100, got {self.image_quality}")
+        if self.rows_per_shard < 1 or self.row_group_size < 1:
+            raise ConfigError("output.rows_per_shard/row_group_size: must be >= 1")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str | None = None
+    """Ray address; None joins ``RAY_ADDRESS`` / a running local cluster or starts a local one."""
+    num_cpus: int | None = None
+    """Logical CPUs of a Ray instance started here (more than the cores is fine: stages use fractions)."""
+    no_progress_timeout_s: float = 600.0
+    """Fail (instead of hanging) when the pipeline makes no progress for this long."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, rejecting unknown keys by dotted name."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{name}' (known: {', '.join(fields)})")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, name)
+        else:
+            kwargs[key] = _check_type(value, hint, name)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        message = str(exc)
+        if where and not message.startswith(where):
+            message = f"{where}.{message}"
+        raise ConfigError(message) from None
+
+
+def _check_type(value: Any, hint: Any, name: str) -> Any:
+    origin = typing.get_origin(hint)
+    options = typing.get_args(hint) if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is str and isinstance(value, str):
+            return value
+        if typing.get_origin(option) is list and isinstance(value, list) and all(isinstance(v, int) for v in value):
+            return list(value)
+    raise ConfigError(f"config key '{name}': expected {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def load_config(path: str | os.PathLike | None) -> RunConfig:
+    """Load a YAML recipe (None = all defaults)."""
+    if path is None:
+        return RunConfig()
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    try:
+        return _build(RunConfig, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def with_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """Return ``config`` with dotted-key overrides (``{"generation.seed": 3}``); None values are skipped."""
+    data = config.to_dict()
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return _build(RunConfig, data, "")
+
+
+def config_json(config: RunConfig) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True)

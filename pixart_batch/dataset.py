@@ -1,0 +1,136 @@
+"""The output dataset: Parquet shards that ``datasets.load_dataset("parquet", data_dir=...)`` reads.
+
+Layout::
+
+    OUTPUT/data/train-<run>-<task>-<n>.parquet   image rows (``image`` is a datasets Image feature)
+    OUTPUT/README.md                             dataset card: features + generation settings (YAML)
+    OUTPUT/run_config.json                       the resolved config of the latest run
+    OUTPUT/run_report.json                       counts per stage and bucket, times, images/s
+    OUTPUT/embeddings/                           the embedding store (unless configured elsewhere)
+
+Every file is committed atomically (:mod:`.storage`), so a crash never leaves a
+partial shard that a reader takes for data.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from . import schema as S
+from .errors import OutputError
+from .storage import Location, list_files, locate, makedirs, remove_temporaries, write_bytes_atomic, write_parquet_atomic
+
+DATA_DIR = "data"
+
+
+def features():
+    """The datasets ``Features`` of an image row (``image`` last)."""
+    from datasets import Features, Image, Value
+
+    types = {
+        S.KEY: Value("string"),
+        S.PROMPT_ID: Value("string"),
+        S.IMAGE_INDEX: Value("int32"),
+        S.PROMPT: Value("string"),
+        S.CAPTION: Value("string"),
+        S.NEGATIVE_PROMPT: Value("string"),
+        S.NEGATIVE_CAPTION: Value("string"),
+        S.SEED: Value("int64"),
+        S.STEPS: Value("int32"),
+        S.GUIDANCE: Value("float32"),
+        S.MODEL: Value("string"),
+        S.SCHEDULER: Value("string"),
+        S.DTYPE: Value("string"),
+        S.MAX_SEQ_LEN: Value("int32"),
+        S.NUM_TOKENS: Value("int32"),
+        S.TRUNCATED: Value("bool"),
+        S.WIDTH: Value("int32"),
+        S.HEIGHT: Value("int32"),
+        S.BUCKET_WIDTH: Value("int32"),
+        S.BUCKET_HEIGHT: Value("int32"),
+        S.IMAGE_FORMAT: Value("string"),
+        S.SHA256: Value("string"),
+        S.IMAGE: Image(),
+    }
+    assert tuple(types) == S.OUTPUT_COLUMNS
+    return Features(types)
+
+
+class OutputDataset:
+    def __init__(self, uri: str) -> None:
+        self.location: Location = locate(uri)
+        self.uri = self.location.uri
+
+    def data_path(self, *parts: str) -> str:
+        return self.location.join(DATA_DIR, *parts)
+
+    def prepare(self) -> int:
+        """Create the output folders (checking they are writable) and remove crashed writers'
+        temporaries; returns how many were removed."""
+        try:
+            makedirs(self.location, self.data_path())
+            probe = self.location.join(".write-probe")
+            write_bytes_atomic(self.location, probe, b"")
+            self.location.fs.delete_file(probe)
+        except OSError as exc:
+            raise OutputError(f"{self.uri}: output is not writable ({exc.strerror or exc})") from None
+        return remove_temporaries(self.location, self.location.path)
+
+    def shard_files(self) -> list[str]:
+        return list_files(self.location, self.data_path(), suffix=".parquet")
+
+    def committed_keys(self) -> set[str]:
+        import pyarrow.parquet as pq
+
+        keys: set[str] = set()
+        for path in self.shard_files():
+            with self.location.fs.open_input_file(path) as handle:
+                keys.update(pq.read_table(handle, columns=[S.KEY]).column(0).to_pylist())
+        return keys
+
+    def write_shard(self, table, name: str, row_group_size: int) -> int:
+        return write_parquet_atomic(self.location, self.data_path(name), table, row_group_size=row_group_size, compression="zstd")
+
+    def write_json(self, name: str, data: Any) -> None:
+        write_bytes_atomic(self.location, self.location.join(name), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+    def write_card(self, settings: dict[str, Any], counts: dict[str, Any]) -> None:
+        import yaml
+
+        feature_list = [{"name": name, "dtype": "image" if name == S.IMAGE else feature.dtype} for name, feature in features().items()]
+        front = {
+            "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": f"{DATA_DIR}/*.parquet"}]}],
+            "dataset_info": {"features": feature_list},
+            "generation": settings,
+        }
+        body = (
+            "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n"
+            "# Synthetic images generated with pixart_batch\n\n"
+            f"{counts.get('images_total', 0)} images from {counts.get('prompts', 0)} prompts, "
+            f"model `{settings.get('model')}`.\n\n"
+            "Each row records what reproduces its image with plain diffusers: `prompt`, `negative_prompt`, "
+            "`seed` (a `torch.Generator(\"cpu\").manual_seed(seed)`), `num_inference_steps`, `guidance_scale`, "
+            "and the bucket size (`bucket_height` × `bucket_width`, `use_resolution_binning=False`); "
+            "`width` × `height` is the final image after diffusers' resize-and-crop.\n\n"
+            "```python\nfrom datasets import load_dataset\n"
+            'ds = load_dataset("parquet", data_dir="data", split="train")\n```\n'
+        )
+        write_bytes_atomic(self.location, self.location.join("README.md"), body.encode())
+
+    def to_table(self, batch: dict[str, np.ndarray], constants: dict[str, Any]):
+        """An Arrow table in the output schema from a stage batch (``image_bytes`` → ``image``)."""
+        import pyarrow as pa
+
+        size = len(batch[S.KEY])
+        columns: dict[str, Any] = {}
+        for name in S.OUTPUT_COLUMNS:
+            if name == S.IMAGE:
+                columns[name] = [{"bytes": blob, "path": f"{key}.{constants[S.IMAGE_FORMAT]}"} for key, blob in zip(batch[S.KEY], batch["image_bytes"])]
+            elif name in constants:
+                columns[name] = [constants[name]] * size
+            else:
+                columns[name] = batch[name].tolist()
+        return pa.Table.from_pydict(columns, schema=features().arrow_schema)

@@ -1,0 +1,28 @@
+"""Errors a user can act on.
+
+Anything raised as a :class:`UserError` is printed by the CLI as one line
+(``pixart-batch: error: <message>``) with exit status 2 and no traceback.
+Messages name the file and line (or key/setting) that is wrong.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input, config or environment: reported as one line, exit status 2."""
+
+
+class PromptFileError(UserError):
+    """A prompt file that cannot be read as prompts (names the file and line)."""
+
+
+class ConfigError(UserError):
+    """A config that is malformed or names an unknown key."""
+
+
+class CheckpointError(UserError):
+    """A model checkpoint that is missing or unsafe to load."""
+
+
+class OutputError(UserError):
+    """An output directory that cannot be written or contradicts the run's settings."""

@@ -1,0 +1,60 @@
+"""T5 encoding into store rows: valid tokens only, in the encoder's dtype."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import schema as S
+from ..tensors import tensor_to_bytes
+
+
+class TextEncoder:
+    """Encodes distinct captions (columns ``caption_key``, ``caption``) into store rows.
+
+    A batch is padded to its longest caption, not to ``max_sequence_length``: T5 with an
+    attention mask gives the valid tokens the same values either way (up to rounding).
+    Adds ``num_tokens``, ``truncated`` and ``embedding`` (raw bytes of tokens × d_model).
+    """
+
+    def __init__(self, model: str, dtype: str, device: str, max_sequence_length: int) -> None:
+        import torch
+
+        from ..models import load_component
+
+        torch.set_grad_enabled(False)
+        self.tokenizer = load_component(model, "tokenizer", dtype, device)
+        self.text_encoder = load_component(model, "text_encoder", dtype, device)
+        self.device = device
+        self.max_sequence_length = max_sequence_length
+
+    def encode(self, captions: list[str]):
+        """``(embeddings [B, L, D], valid token counts [B], truncated [B])`` for one batch."""
+        import torch
+
+        tokens = self.tokenizer(
+            captions,
+            padding="longest",
+            max_length=self.max_sequence_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_tensors="pt",
+        )
+        full_lengths = [len(ids) for ids in self.tokenizer(captions, add_special_tokens=True).input_ids]
+        mask = tokens.attention_mask.to(self.device)
+        with torch.inference_mode():
+            hidden = self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0]
+        counts = tokens.attention_mask.sum(dim=1).tolist()
+        truncated = [n > self.max_sequence_length for n in full_lengths]
+        return hidden, counts, truncated
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        captions = batch[S.CAPTION].tolist()
+        hidden, counts, truncated = self.encode(captions)
+        batch[S.NUM_TOKENS] = np.array(counts, dtype=np.int32)
+        batch[S.TRUNCATED] = np.array(truncated, dtype=bool)
+        batch[S.EMBEDDING] = np.array([tensor_to_bytes(hidden[i, :n]) for i, n in enumerate(counts)], dtype=object)
+        batch["_busy_encode_s"] = np.full(len(captions), (time.perf_counter() - start) / max(len(captions), 1))
+        return batch

@@ -1,0 +1,151 @@
+"""The embedding store: T5 outputs in Parquet, valid tokens only, keyed by what changes them.
+
+Layout (``ROOT`` defaults to ``OUTPUT/embeddings``)::
+
+    ROOT/<store_key>/store.json              identity: encoder hash, max_sequence_length, cleaning, dtype, d_model
+    ROOT/<store_key>/parts/<hh>/part-<id>.parquet
+
+``store_key`` hashes the identity, so a different encoder, dtype, token limit or
+cleaning setting can never read stale vectors. Each row is one distinct cleaned
+caption: ``caption_key`` (sha256 of the caption), ``caption``, ``num_tokens``,
+``truncated`` and ``embedding`` — the raw bytes of ``num_tokens × d_model`` values in
+the encoder's dtype (no padding, no compression: lossless and exactly sized).
+Part files are committed atomically (:mod:`.storage`); ``<hh>`` spreads them over at
+most 256 folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+from . import schema as S
+from .storage import Location, list_files, locate, read_bytes, write_bytes_atomic, write_parquet_atomic
+
+
+def caption_key(caption: str) -> str:
+    return hashlib.sha256(caption.encode("utf-8")).hexdigest()[:32]
+
+
+def store_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            (S.CAPTION_KEY, pa.string()),
+            (S.CAPTION, pa.string()),
+            (S.NUM_TOKENS, pa.int32()),
+            (S.TRUNCATED, pa.bool_()),
+            (S.EMBEDDING, pa.binary()),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class StoreIdentity:
+    encoder: str
+    """Hash of tokenizer + text-encoder files (:func:`pixart_batch.models.encoder_identity`)."""
+    max_sequence_length: int
+    clean_caption: bool
+    dtype: str
+    d_model: int
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class EmbeddingStore:
+    def __init__(self, root: str, identity: StoreIdentity) -> None:
+        self.root = root
+        self.identity = identity
+        self.location: Location = locate(root).child(identity.key())
+
+    @property
+    def uri(self) -> str:
+        return self.location.uri
+
+    def open(self) -> "EmbeddingStore":
+        """Create the store (or check an existing one has the same identity)."""
+        meta = self.location.join("store.json")
+        wanted = json.dumps(self.identity.__dict__, sort_keys=True, indent=2)
+        try:
+            found = read_bytes(self.location, meta).decode()
+        except (FileNotFoundError, OSError):
+            write_bytes_atomic(self.location, meta, wanted.encode())
+            return self
+        if json.loads(found) != self.identity.__dict__:
+            from .errors import OutputError
+
+            raise OutputError(f"{meta}: embedding store identity does not match its key; the store is damaged")
+        return self
+
+    def part_files(self) -> list[str]:
+        return list_files(self.location, self.location.join("parts"), suffix=".parquet")
+
+    def known_keys(self) -> set[str]:
+        """Caption keys of every committed part file."""
+        import pyarrow.parquet as pq
+
+        keys: set[str] = set()
+        for path in self.part_files():
+            with self.location.fs.open_input_file(path) as handle:
+                keys.update(pq.read_table(handle, columns=[S.CAPTION_KEY]).column(0).to_pylist())
+        return keys
+
+    def write_part(self, table) -> str:
+        """Commit one part file (rows sorted by key; returns its path)."""
+        part_id = uuid.uuid4().hex
+        path = self.location.join("parts", part_id[:2], f"part-{part_id}.parquet")
+        table = table.select(store_schema().names).cast(store_schema()).sort_by(S.CAPTION_KEY)
+        write_parquet_atomic(
+            self.location,
+            path,
+            table,
+            row_group_size=64,
+            compression={S.CAPTION_KEY: "zstd", S.CAPTION: "zstd", S.NUM_TOKENS: "zstd", S.TRUNCATED: "zstd", S.EMBEDDING: "none"},
+            use_dictionary=[S.CAPTION_KEY, S.CAPTION],
+            write_statistics=[S.CAPTION_KEY, S.NUM_TOKENS],
+        )
+        return path
+
+    def lookup(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """``{caption_key: {num_tokens, truncated, embedding}}`` for the given keys (all must exist)."""
+        import pyarrow.compute as pc
+        import pyarrow.dataset as pads
+
+        wanted = sorted(set(keys))
+        dataset = pads.dataset(self.part_files(), format="parquet", filesystem=self.location.fs, schema=store_schema())
+        table = dataset.to_table(
+            columns=[S.CAPTION_KEY, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING],
+            filter=pc.field(S.CAPTION_KEY).isin(wanted),
+        )
+        found: dict[str, dict[str, Any]] = {}
+        for row in table.to_pylist():
+            found[row.pop(S.CAPTION_KEY)] = row
+        missing = [k for k in wanted if k not in found]
+        if missing:
+            raise KeyError(f"embedding store {self.uri} lacks {len(missing)} caption(s), e.g. {missing[0]}")
+        return found
+
+
+class AttachEmbeddings:
+    """CPU stage: adds the stored embeddings of each row's caption and negative caption."""
+
+    def __init__(self, root: str, identity: StoreIdentity) -> None:
+        self.store = EmbeddingStore(root, identity)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keys = batch[S.CAPTION_KEY].tolist()
+        negative_keys = batch[S.NEGATIVE_KEY].tolist()
+        found = self.store.lookup(keys + negative_keys)
+        batch[S.NUM_TOKENS] = np.array([found[k][S.NUM_TOKENS] for k in keys], dtype=np.int32)
+        batch[S.TRUNCATED] = np.array([found[k][S.TRUNCATED] for k in keys], dtype=bool)
+        batch[S.PROMPT_EMBEDDING] = np.array([found[k][S.EMBEDDING] for k in keys], dtype=object)
+        batch[S.NEGATIVE_NUM_TOKENS] = np.array([found[k][S.NUM_TOKENS] for k in negative_keys], dtype=np.int32)
+        batch[S.NEGATIVE_EMBEDDING] = np.array([found[k][S.EMBEDDING] for k in negative_keys], dtype=object)
+        return batch
