@@ -1,0 +1,64 @@
+"""Shared fixtures: one tiny checkpoint and one local Ray instance per test session.
+
+No hub access: ``PIXART_BATCH_CACHE`` points the tiny-checkpoint cache at a
+session temporary directory, and HF_HUB_OFFLINE forbids downloads.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("pixart_batch_cache")
+    os.environ["PIXART_BATCH_CACHE"] = str(cache)
+    yield cache
+
+
+@pytest.fixture(scope="session")
+def tiny_model(_cache_dir) -> Path:
+    from pixart_batch.tiny import cached_tiny_checkpoint
+
+    return cached_tiny_checkpoint(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_model):
+    from diffusers import PixArtAlphaPipeline
+
+    pipe = PixArtAlphaPipeline.from_pretrained(tiny_model, use_safetensors=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def tiny_config(**overrides):
+    """The tiny recipe with dotted overrides (``{"generation.images_per_prompt": 2}``)."""
+    from pixart_batch.config import load_config, with_overrides
+
+    base = load_config(Path(__file__).parent.parent / "configs" / "tiny.yaml")
+    return with_overrides(base, overrides)
+
+
+def copy_prompts(name: str, directory: Path) -> Path:
+    target = directory / name
+    shutil.copy(DATA / "prompts" / name, target)
+    return target

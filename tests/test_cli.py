@@ -1,0 +1,29 @@
+import subprocess
+import sys
+
+
+def test_help_does_not_import_heavy_modules():
+    code = (
+        "import sys\n"
+        "from pixart_batch.cli import build_parser\n"
+        "try:\n    build_parser().parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'ray', 'datasets', 'pyarrow') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out
+    assert "generate" in out and "encode" in out and "make-tiny-checkpoint" in out
+
+
+def test_console_script_help_runs():
+    result = subprocess.run([sys.executable, "-m", "pixart_batch", "generate", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for flag in ("--config", "--prompts", "--output", "--model", "--seed", "--images-per-prompt", "--batch-size", "--steps", "--guidance-scale"):
+        assert flag in result.stdout
+
+
+def test_make_tiny_checkpoint_command(tmp_path):
+    from pixart_batch.cli import main
+
+    assert main(["make-tiny-checkpoint", str(tmp_path / "ckpt"), "--seed", "1"]) == 0
+    assert (tmp_path / "ckpt" / "model_index.json").is_file()
