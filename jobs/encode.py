@@ -1,8 +1,13 @@
 """Ray job entrypoint for the embedding store alone. Same arguments as ``pixart-batch encode``."""
 
+import os
 import sys
 
-from pixart_batch.cli import main
+# `ray job submit --working-dir .` runs this file from the working dir; make the package importable
+# without installing it (Ray also puts the working dir on the workers' path).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pixart_batch.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["encode", *sys.argv[1:]]))
