@@ -138,6 +138,8 @@ class OutputConfig:
     """Most image rows in one Parquet shard under ``OUTPUT/data/``."""
     row_group_size: int = 100
     """Rows per Parquet row group (the unit a reader fetches)."""
+    store_rows_per_part: int = 1024
+    """Captions per embedding-store part file (the unit committed at once while encoding)."""
     store: str | None = None
     """Embedding store root; default ``OUTPUT/embeddings``. Shared stores are safe: entries are keyed
     by everything that changes an embedding."""
@@ -147,8 +149,8 @@ class OutputConfig:
             raise ConfigError(f"output.image_format: must be one of {', '.join(IMAGE_FORMATS)}, got {self.image_format!r}")
         if not 1 <= self.image_quality <= 100:
             raise ConfigError(f"output.image_quality: must be in 1..100, got {self.image_quality}")
-        if self.rows_per_shard < 1 or self.row_group_size < 1:
-            raise ConfigError("output.rows_per_shard/row_group_size: must be >= 1")
+        if min(self.rows_per_shard, self.row_group_size, self.store_rows_per_part) < 1:
+            raise ConfigError("output.rows_per_shard/row_group_size/store_rows_per_part: must be >= 1")
 
 
 @dataclass(frozen=True)

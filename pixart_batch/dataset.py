@@ -4,6 +4,9 @@ Layout::
 
     OUTPUT/data/train-<run>-<task>-<n>.parquet   image rows (``image`` is a datasets Image feature)
     OUTPUT/README.md                             dataset card: features + generation settings (YAML)
+    OUTPUT/settings.json                         the settings that determine the images (the guard)
+    OUTPUT/plan.parquet                          every planned image of the latest run (key, prompt, bucket)
+    OUTPUT/failures/failures-<run>-*.parquet     images that kept failing: key and error message
     OUTPUT/run_config.json                       the resolved config of the latest run
     OUTPUT/run_report.json                       counts per stage and bucket, times, images/s
     OUTPUT/embeddings/                           the embedding store (unless configured elsewhere)
@@ -24,6 +27,33 @@ from .errors import OutputError
 from .storage import Location, list_files, locate, makedirs, remove_temporaries, write_bytes_atomic, write_parquet_atomic
 
 DATA_DIR = "data"
+FAILURES_DIR = "failures"
+SETTINGS_FILE = "settings.json"
+PLAN_FILE = "plan.parquet"
+GROWABLE_SETTINGS = {"images_per_prompt"}
+"""Settings that may grow between runs without changing existing images (more images per prompt)."""
+
+
+def failure_schema():
+    import pyarrow as pa
+
+    return pa.schema([(S.KEY, pa.string()), (S.PROMPT_ID, pa.string()), (S.IMAGE_INDEX, pa.int32()), (S.ERROR, pa.string()), ("run", pa.string())])
+
+
+def plan_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            (S.KEY, pa.string()),
+            (S.PROMPT_ID, pa.string()),
+            (S.IMAGE_INDEX, pa.int32()),
+            (S.CAPTION_KEY, pa.string()),
+            (S.NEGATIVE_KEY, pa.string()),
+            (S.BUCKET_HEIGHT, pa.int32()),
+            (S.BUCKET_WIDTH, pa.int32()),
+        ]
+    )
 
 
 def features():
@@ -90,6 +120,59 @@ class OutputDataset:
             with self.location.fs.open_input_file(path) as handle:
                 keys.update(pq.read_table(handle, columns=[S.KEY]).column(0).to_pylist())
         return keys
+
+    def read_settings(self) -> dict[str, Any] | None:
+        """The settings recorded by an earlier run, or None for a new output."""
+        from .storage import is_file, read_bytes
+
+        path = self.location.join(SETTINGS_FILE)
+        if not is_file(self.location, path):
+            return None
+        try:
+            return json.loads(read_bytes(self.location, path))
+        except (OSError, ValueError) as exc:
+            raise OutputError(f"{path}: unreadable settings ({exc}); this output was not written by pixart-batch") from None
+
+    def check_settings(self, settings: dict[str, Any]) -> None:
+        """Refuse a run whose settings would change images already in this output."""
+        recorded = self.read_settings()
+        if recorded is None:
+            return
+        for name in sorted(set(recorded) | set(settings)):
+            before, now = recorded.get(name), settings.get(name)
+            if before == now:
+                continue
+            if name in GROWABLE_SETTINGS and isinstance(before, int) and isinstance(now, int) and now > before:
+                continue
+            raise OutputError(
+                f"{self.uri}: setting '{name}' is {json.dumps(now)} but this output was generated with {json.dumps(before)}; "
+                "re-run with the same setting, or write to a new output"
+            )
+
+    def committed_failures(self) -> dict[str, str]:
+        """``{key: error}`` of failed images that are not (yet) in the dataset."""
+        import pyarrow.parquet as pq
+
+        failures: dict[str, str] = {}
+        for path in list_files(self.location, self.location.join(FAILURES_DIR), suffix=".parquet"):
+            with self.location.fs.open_input_file(path) as handle:
+                for row in pq.read_table(handle, columns=[S.KEY, S.ERROR]).to_pylist():
+                    failures[row[S.KEY]] = row[S.ERROR]
+        committed = self.committed_keys()
+        return {key: error for key, error in failures.items() if key not in committed}
+
+    def write_failures(self, table, name: str) -> None:
+        write_parquet_atomic(self.location, self.location.join(FAILURES_DIR, name), table.cast(failure_schema()))
+
+    def write_plan(self, table) -> None:
+        write_parquet_atomic(self.location, self.location.join(PLAN_FILE), table.cast(plan_schema()), row_group_size=100_000, compression="zstd")
+
+    def read_plan(self):
+        import pyarrow.parquet as pq
+
+        path = self.location.join(PLAN_FILE)
+        with self.location.fs.open_input_file(path) as handle:
+            return pq.read_table(handle)
 
     def write_shard(self, table, name: str, row_group_size: int) -> int:
         return write_parquet_atomic(self.location, self.data_path(name), table, row_group_size=row_group_size, compression="zstd")

@@ -77,16 +77,15 @@ def _resolve_hub(config: ModelConfig) -> ResolvedModel:
     return ResolvedModel(name=config.path, local_dir=local, revision=config.revision)
 
 
-def encoder_identity(model: ResolvedModel) -> str:
-    """A hash of what determines the text encoder's outputs (tokenizer + T5 config + weights).
-
-    Weights are hashed whole up to 64 MiB per file; larger files by their safetensors
-    header (names, dtypes, shapes, offsets), size and the hub revision.
-    """
+def _hash_components(model: ResolvedModel, components: tuple[str, ...]) -> str:
+    """A hash of the files of some components (weights whole up to 64 MiB per file; larger files by
+    their safetensors header — names, dtypes, shapes, offsets — and size) plus a hub id's revision."""
     digest = hashlib.sha256()
-    digest.update(f"{model.name}@{model.revision}".encode() if model.local_dir.name != model.name else b"")
-    for component in ("tokenizer", "text_encoder"):
-        for path in sorted((model.local_dir / component).iterdir()):
+    if model.local_dir.name != model.name:  # a hub id: its name and revision are part of what it is
+        digest.update(f"{model.name}@{model.revision}".encode())
+    for component in components:
+        folder = model.local_dir / component
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
             if not path.is_file():
                 continue
             digest.update(f"{component}/{path.name}".encode())
@@ -100,6 +99,16 @@ def encoder_identity(model: ResolvedModel) -> str:
                 else:
                     digest.update(str(size).encode())
     return digest.hexdigest()[:32]
+
+
+def encoder_identity(model: ResolvedModel) -> str:
+    """What determines the text encoder's outputs: tokenizer + T5 config and weights."""
+    return _hash_components(model, ("tokenizer", "text_encoder"))
+
+
+def checkpoint_identity(model: ResolvedModel) -> str:
+    """What determines the images: every component of the checkpoint."""
+    return _hash_components(model, COMPONENTS)
 
 
 def scheduler_name(model: ResolvedModel) -> str:

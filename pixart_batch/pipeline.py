@@ -17,6 +17,7 @@ import json
 import math
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -26,13 +27,14 @@ import numpy as np
 from . import schema as S
 from .buckets import aspect_ratio_table, read_model_geometry
 from .config import RunConfig, StageConfig, config_json
-from .dataset import OutputDataset
+from .dataset import SETTINGS_FILE, OutputDataset
 from .errors import UserError
-from .models import encoder_identity, resolve_model, scheduler_name
+from .models import checkpoint_identity, encoder_identity, resolve_model, scheduler_name
 from .plan import MAX_IMAGES_PER_PROMPT, image_key, image_seed, plan_size
 from .prompts import read_prompts
 from .store import AttachEmbeddings, EmbeddingStore, StoreIdentity, caption_key
 
+STORE_COLUMNS = (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)
 BUSY_COLUMNS = {"encode": "_busy_encode_s", "denoise": "_busy_denoise_s", "decode": "_busy_decode_s", "write": "_busy_write_s"}
 
 
@@ -128,9 +130,11 @@ def _make_sinks():
             if not batches:
                 return {"rows": 0, "busy_s": 0.0}
             batch = _concat(batches)
-            table = pa.table({name: batch[name].tolist() for name in (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)})
-            store.write_part(table)
-            return {"rows": len(batch[S.CAPTION_KEY]), "busy_s": float(batch[BUSY_COLUMNS["encode"]].sum())}
+            total = len(batch[S.CAPTION_KEY])
+            for start in range(0, total, self.rows_per_part):
+                part = {name: batch[name][start : start + self.rows_per_part].tolist() for name in STORE_COLUMNS}
+                store.write_part(pa.table(part))
+            return {"rows": total, "busy_s": float(batch[BUSY_COLUMNS["encode"]].sum())}
 
     class ImageSink(Datasink):
         """Writes image rows as Parquet shards of at most ``rows_per_shard`` rows, each committed atomically."""
@@ -144,34 +148,37 @@ def _make_sinks():
             return self.rows_per_shard
 
         def write(self, blocks, ctx) -> dict[str, Any]:
+            import pyarrow as pa
+
             output = OutputDataset(self.output_uri)
-            result: dict[str, Any] = {"rows": 0, "files": 0, "bytes": 0, "busy_s": Counter(), "buckets": Counter()}
-            pending: list[dict[str, np.ndarray]] = []
-            pending_rows = 0
-
-            def flush() -> None:
-                nonlocal pending, pending_rows
-                if not pending_rows:
-                    return
-                batch = _concat(pending)
-                table = output.to_table(batch, self.constants)
+            result: dict[str, Any] = {"rows": 0, "failed": 0, "files": 0, "bytes": 0, "truncated": 0, "busy_s": Counter(), "buckets": Counter()}
+            batches = list(_batches(blocks))
+            if not batches:
+                return result
+            everything = _concat(batches)
+            for stage, column in BUSY_COLUMNS.items():
+                if column in everything:
+                    result["busy_s"][stage] += float(everything[column].sum())
+            failed = everything[S.ERROR].astype(bool)
+            if failed.any():
+                rows = {name: everything[name][failed].tolist() for name in (S.KEY, S.PROMPT_ID, S.IMAGE_INDEX, S.ERROR)}
+                rows["run"] = [self.run_id] * int(failed.sum())
+                output.write_failures(pa.table(rows), f"failures-{self.run_id}-{ctx.task_idx:05d}.parquet")
+                result["failed"] = int(failed.sum())
+                for key, error in zip(rows[S.KEY], rows[S.ERROR]):
+                    log(f"failed {key}: {error}")
+            healthy = {name: column[~failed] for name, column in everything.items()}
+            total = len(healthy[S.KEY])
+            for start in range(0, total, self.rows_per_shard):
+                batch = {name: column[start : start + self.rows_per_shard] for name, column in healthy.items()}
+                rows_in_shard = len(batch[S.KEY])
                 name = f"train-{self.run_id}-{ctx.task_idx:05d}-{result['files']:04d}.parquet"
-                result["bytes"] += output.write_shard(table, name, self.row_group_size)
+                result["bytes"] += output.write_shard(output.to_table(batch, self.constants), name, self.row_group_size)
                 result["files"] += 1
-                result["rows"] += pending_rows
-                for stage, column in BUSY_COLUMNS.items():
-                    if column in batch:
-                        result["busy_s"][stage] += float(batch[column].sum())
+                result["rows"] += rows_in_shard
+                result["truncated"] += int(batch[S.TRUNCATED].sum())
                 result["buckets"].update(f"{h}x{w}" for h, w in zip(batch[S.BUCKET_HEIGHT], batch[S.BUCKET_WIDTH]))
-                log(f"committed {name} ({pending_rows} images)")
-                pending, pending_rows = [], 0
-
-            for batch in _batches(blocks):
-                pending.append(batch)
-                pending_rows += len(batch[S.KEY])
-                if pending_rows >= self.rows_per_shard:
-                    flush()
-            flush()
+                log(f"committed {name} ({rows_in_shard} images)")
             return result
 
         def on_write_complete(self, write_result) -> None:
@@ -208,10 +215,11 @@ class RunReport:
     prompts: int = 0
     images_planned: int = 0
     images_generated: int = 0
+    images_failed: int = 0
     images_skipped: int = 0
     embeddings_encoded: int = 0
     embeddings_reused: int = 0
-    captions_truncated: int = 0
+    images_with_truncated_caption: int = 0
     captions_empty: int = 0
     temporaries_removed: int = 0
     buckets: dict[str, int] = field(default_factory=dict)
@@ -234,6 +242,7 @@ class Run:
         self.prompts_path = prompts
         self.log = on_phase
         self.started = time.time()
+        self.run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.started)) + uuid.uuid4().hex[:6]
         self.report = RunReport()
         self.records = read_prompts(prompts)
         if len(self.records) * config.generation.images_per_prompt > 0 and config.generation.images_per_prompt > MAX_IMAGES_PER_PROMPT:
@@ -246,10 +255,6 @@ class Run:
         self.geometry = read_model_geometry(self.model.local_dir)
         self.table = aspect_ratio_table(self.geometry.sample_size)
         self.sizes = {r.prompt_id: plan_size(r, config.generation, self.geometry, self.table) for r in self.records}
-        self.output = OutputDataset(output)
-        self.report.output = self.output.uri
-        self.report.prompts = len(self.records)
-        self.report.temporaries_removed = self.output.prepare()
         self.identity = StoreIdentity(
             encoder=encoder_identity(self.model),
             max_sequence_length=config.model.max_sequence_length,
@@ -257,8 +262,16 @@ class Run:
             dtype=config.stages.encode.dtype,
             d_model=self.geometry.text_dim,
         )
+        self.output = OutputDataset(output)
+        # Everything above only read; the guard decides before anything is written.
+        self.output.check_settings(self.settings())
+        self.report.output = self.output.uri
+        self.report.prompts = len(self.records)
+        self.report.temporaries_removed = self.output.prepare()
+        self.output.write_json(SETTINGS_FILE, self.settings())
         self.store_root = config.output.store or self.output.location.uri.rstrip("/") + "/embeddings"
         self.store = EmbeddingStore(self.store_root, self.identity).open()
+        self.report.temporaries_removed += self.store.remove_temporaries()
         self.report.store = self.store.uri
         self.captions: dict[str, tuple[str, str]] = {}
 
@@ -315,44 +328,58 @@ class Run:
                     },
                     **_map_kwargs(stage),
                 )
-                .write_datasink(StoreSink(self.store_root, self.identity, rows_per_part=1024))
+                .write_datasink(StoreSink(self.store_root, self.identity, rows_per_part=self.config.output.store_rows_per_part))
             )
         self.report.stage_seconds["encode"] = time.perf_counter() - start
 
     # -- phase 2
     def plan(self) -> list[dict[str, Any]]:
+        """Rows of the images still to make (planned minus committed), sorted by bucket.
+
+        The whole plan (every planned key) is written to ``OUTPUT/plan.parquet`` for
+        ``status`` and ``verify``.
+        """
+        import pyarrow as pa
+
         generation = self.config.generation
         committed = self.output.committed_keys()
         rows = []
+        planned: dict[str, list] = {name: [] for name in ("key", "prompt_id", "image_index", "caption_key", "negative_key", "bucket_height", "bucket_width")}
         buckets: Counter = Counter()
         for record in self.records:
             caption, negative = self.captions[record.prompt_id]
             size = self.sizes[record.prompt_id]
             for index in range(generation.images_per_prompt):
-                key = image_key(record.prompt_id, index)
+                row = {
+                    S.KEY: image_key(record.prompt_id, index),
+                    S.PROMPT_ID: record.prompt_id,
+                    S.IMAGE_INDEX: index,
+                    S.CAPTION_KEY: caption_key(caption),
+                    S.NEGATIVE_KEY: caption_key(negative),
+                    S.BUCKET_HEIGHT: size.bucket_height,
+                    S.BUCKET_WIDTH: size.bucket_width,
+                }
+                for name in planned:
+                    planned[name].append(row[name])
                 buckets[f"{size.bucket_height}x{size.bucket_width}"] += 1
-                if key in committed:
+                if row[S.KEY] in committed:
                     continue
-                rows.append(
+                row.update(
                     {
-                        S.KEY: key,
-                        S.PROMPT_ID: record.prompt_id,
-                        S.IMAGE_INDEX: index,
                         S.PROMPT: record.prompt,
                         S.CAPTION: caption,
                         S.NEGATIVE_PROMPT: record.negative_prompt if record.negative_prompt is not None else generation.negative_prompt,
                         S.NEGATIVE_CAPTION: negative,
-                        S.CAPTION_KEY: caption_key(caption),
-                        S.NEGATIVE_KEY: caption_key(negative),
                         S.SEED: image_seed(generation.seed, record.prompt_id, index),
                         S.WIDTH: size.width,
                         S.HEIGHT: size.height,
-                        S.BUCKET_WIDTH: size.bucket_width,
-                        S.BUCKET_HEIGHT: size.bucket_height,
+                        S.ERROR: "",
                     }
                 )
+                rows.append(row)
+        self.output.write_plan(pa.table(planned))
         rows.sort(key=lambda row: (row[S.BUCKET_HEIGHT], row[S.BUCKET_WIDTH], row[S.KEY]))
-        self.report.images_planned = len(self.records) * generation.images_per_prompt
+        self.report.images_planned = len(planned["key"])
         self.report.images_skipped = self.report.images_planned - len(rows)
         self.report.buckets = dict(sorted(buckets.items()))
         self.log(f"planned {self.report.images_planned} images in {len(buckets)} buckets; {len(rows)} to generate, {self.report.images_skipped} already done")
@@ -378,7 +405,7 @@ class Run:
         stages = self.config.stages
         generation = self.config.generation
         _, ImageSink = _make_sinks()
-        run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.started))
+        run_id = self.run_id
         start = time.perf_counter()
         dataset = (
             ray.data.from_items(rows, override_num_blocks=_blocks_for(len(rows), stages.denoise.batch_size))
@@ -430,14 +457,20 @@ class Run:
         for result in results:
             busy.update(result["busy_s"])
             self.report.images_generated += result["rows"]
+            self.report.images_with_truncated_caption += result["truncated"]
+            self.report.images_failed += result["failed"]
         self.report.stage_seconds["generate"] = elapsed
         self.report.stage_busy_seconds = {k: round(v, 3) for k, v in busy.items()}
         self.report.images_per_second = self.report.images_generated / elapsed if elapsed > 0 else 0.0
 
     def settings(self) -> dict[str, Any]:
+        """What determines the images of this output (recorded, and guarded on re-runs)."""
         generation = self.config.generation
+        is_hub = self.model.name != str(self.model.local_dir)
         return {
-            "model": self.model.name,
+            "model": self.model.name if is_hub else "local checkpoint",
+            "revision": self.model.revision,
+            "checkpoint": checkpoint_identity(self.model),
             "scheduler": scheduler_name(self.model),
             "seed": generation.seed,
             "images_per_prompt": generation.images_per_prompt,
@@ -452,7 +485,6 @@ class Run:
             "decode_dtype": self.config.stages.decode.dtype,
             "image_format": self.config.output.image_format,
             "image_quality": self.config.output.image_quality,
-            "encoder_identity": self.identity.encoder,
         }
 
     def finish(self) -> dict[str, Any]:

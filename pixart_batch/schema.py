@@ -36,6 +36,9 @@ SHA256 = "sha256"
 IMAGE = "image"
 IMAGE_FORMAT = "image_format"
 
+# Failures: "" for a healthy row, else "<stage>: <Exception>: <message>".
+ERROR = "error"
+
 # Transient columns between the DiT, VAE and encode stages (never written).
 PROMPT_EMBEDDING = "prompt_embedding"
 NEGATIVE_EMBEDDING = "negative_embedding"

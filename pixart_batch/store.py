@@ -84,6 +84,12 @@ class EmbeddingStore:
             raise OutputError(f"{meta}: embedding store identity does not match its key; the store is damaged")
         return self
 
+    def remove_temporaries(self) -> int:
+        """Delete part files that crashed writers left half-written; returns how many."""
+        from .storage import remove_temporaries
+
+        return remove_temporaries(self.location, self.location.path)
+
     def part_files(self) -> list[str]:
         return list_files(self.location, self.location.join("parts"), suffix=".parquet")
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from .. import schema as S
 from ..tensors import bytes_to_tensor
-from .denoise import group_rows
+from .common import run_groups
 
 
 class Decoder:
@@ -50,19 +48,14 @@ class Decoder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        start = time.perf_counter()
-        size = len(batch[S.KEY])
-        pixels: list[bytes] = [b""] * size
-        sizes = zip(
-            batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist(), batch[S.HEIGHT].tolist(), batch[S.WIDTH].tolist()
-        )
-        for (bucket_h, bucket_w, height, width), indices in group_rows(list(sizes)).items():
+        def process(sizes, indices: list[int]) -> list[bytes]:
+            bucket_h, bucket_w, height, width = sizes
             shape = (self.latent_channels, bucket_h // self.vae_scale_factor, bucket_w // self.vae_scale_factor)
             latents = torch.stack([bytes_to_tensor(batch[S.LATENTS][i], "float32", shape) for i in indices])
-            images = self.decode(latents, int(height), int(width))
-            for position, index in enumerate(indices):
-                pixels[index] = images[position].tobytes()
+            images = self.decode(latents, height, width)
+            return [images[position].tobytes() for position in range(len(indices))]
+
+        columns = [batch[c].tolist() for c in (S.BUCKET_HEIGHT, S.BUCKET_WIDTH, S.HEIGHT, S.WIDTH)]
+        batch = run_groups(batch, "decode", lambda i: tuple(int(c[i]) for c in columns), process, S.PIXELS)
         del batch[S.LATENTS]
-        batch[S.PIXELS] = np.array(pixels, dtype=object)
-        batch["_busy_decode_s"] = np.full(size, (time.perf_counter() - start) / size)
         return batch

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
-
 import numpy as np
 
 from .. import schema as S
 from ..tensors import bytes_to_tensor, tensor_to_bytes
-
-
-def group_rows(keys: list[tuple]) -> dict[tuple, list[int]]:
-    """Row indices grouped by key, in first-seen order."""
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for index, key in enumerate(keys):
-        groups[key].append(index)
-    return groups
+from .common import run_groups
 
 
 class Denoiser:
@@ -101,20 +91,15 @@ class Denoiser:
         ).images
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        start = time.perf_counter()
-        size = len(batch[S.KEY])
-        latents: list[bytes] = [b""] * size
-        buckets = list(zip(batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist()))
-        for (height, width), indices in group_rows(buckets).items():
-            rows = {
-                column: [batch[column][i] for i in indices]
-                for column in (S.NUM_TOKENS, S.NEGATIVE_NUM_TOKENS, S.PROMPT_EMBEDDING, S.NEGATIVE_EMBEDDING, S.SEED)
-            }
-            out = self.denoise(rows, int(height), int(width)).float()
-            for position, index in enumerate(indices):
-                latents[index] = tensor_to_bytes(out[position])
+        columns = (S.NUM_TOKENS, S.NEGATIVE_NUM_TOKENS, S.PROMPT_EMBEDDING, S.NEGATIVE_EMBEDDING, S.SEED)
+
+        def process(bucket, indices: list[int]) -> list[bytes]:
+            rows = {column: [batch[column][i] for i in indices] for column in columns}
+            out = self.denoise(rows, *bucket).float()
+            return [tensor_to_bytes(out[position]) for position in range(len(indices))]
+
+        heights, widths = batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist()
+        batch = run_groups(batch, "denoise", lambda i: (int(heights[i]), int(widths[i])), process, S.LATENTS)
         for column in (S.PROMPT_EMBEDDING, S.NEGATIVE_EMBEDDING):
             del batch[column]
-        batch[S.LATENTS] = np.array(latents, dtype=object)
-        batch["_busy_denoise_s"] = np.full(size, (time.perf_counter() - start) / size)
         return batch

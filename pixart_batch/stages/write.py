@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import time
 
 import numpy as np
 
 from .. import schema as S
+from .common import run_groups
 
 
 class ImageEncoder:
@@ -32,13 +32,14 @@ class ImageEncoder:
         return buffer.getvalue()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        start = time.perf_counter()
-        encoded = []
-        for blob, height, width in zip(batch[S.PIXELS], batch[S.HEIGHT], batch[S.WIDTH]):
-            array = np.frombuffer(blob, dtype=np.uint8).reshape(int(height), int(width), 3)
-            encoded.append(self.encode(array))
+        def process(_, indices: list[int]) -> list[bytes]:
+            encoded = []
+            for i in indices:
+                shape = (int(batch[S.HEIGHT][i]), int(batch[S.WIDTH][i]), 3)
+                encoded.append(self.encode(np.frombuffer(batch[S.PIXELS][i], dtype=np.uint8).reshape(shape)))
+            return encoded
+
+        batch = run_groups(batch, "write", lambda i: None, process, "image_bytes")
         del batch[S.PIXELS]
-        batch["image_bytes"] = np.array(encoded, dtype=object)
-        batch[S.SHA256] = np.array([hashlib.sha256(b).hexdigest() for b in encoded], dtype=object)
-        batch["_busy_write_s"] = np.full(len(encoded), (time.perf_counter() - start) / max(len(encoded), 1))
+        batch[S.SHA256] = np.array([hashlib.sha256(b).hexdigest() if b else "" for b in batch["image_bytes"]], dtype=object)
         return batch
