@@ -34,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     encode = commands.add_parser("encode", help="build the embedding store only")
     _add_run_arguments(encode)
 
+    status = commands.add_parser("status", help="planned / embedded / done / failed images per bucket")
+    status.add_argument("output")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    verify = commands.add_parser("verify", help="check every file, key, sha256 and count; non-zero exit on any problem")
+    verify.add_argument("output")
+
     tiny = commands.add_parser("make-tiny-checkpoint", help="write a random tiny PixArt-α checkpoint (diffusers layout)")
     tiny.add_argument("directory")
     tiny.add_argument("--seed", type=int, default=0)
@@ -64,12 +71,36 @@ def run_command(args: argparse.Namespace) -> int:
         print(path)
         return 0
 
+    if args.command == "status":
+        import json
+
+        from .audit import format_status, status
+
+        report = status(args.output)
+        print(json.dumps(report, indent=2) if args.json else format_status(report))
+        return 0
+    if args.command == "verify":
+        from .audit import verify
+
+        result = verify(args.output)
+        for problem in result.problems:
+            print(f"problem: {problem}")
+        print(f"{'OK' if result.ok else 'FAILED'}: {result.images} images in {result.files} files, {len(result.problems)} problems")
+        return 0 if result.ok else 1
+
     from .config import load_config, with_overrides
     from .pipeline import run_generate
 
     config = with_overrides(load_config(args.config), _overrides(args))
     report = run_generate(config, args.prompts, args.output, encode_only=args.command == "encode")
-    return 1 if report.get("images_failed") else 0
+    if report.get("images_failed"):
+        print(
+            f"pixart-batch: {report['images_failed']} images failed (see {args.output}/failures/); "
+            "re-run the same command to retry them",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

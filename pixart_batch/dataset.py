@@ -5,6 +5,7 @@ Layout::
     OUTPUT/data/train-<run>-<task>-<n>.parquet   image rows (``image`` is a datasets Image feature)
     OUTPUT/README.md                             dataset card: features + generation settings (YAML)
     OUTPUT/settings.json                         the settings that determine the images (the guard)
+    OUTPUT/store.json                            where this output's embedding store is
     OUTPUT/plan.parquet                          every planned image of the latest run (key, prompt, bucket)
     OUTPUT/failures/failures-<run>-*.parquet     images that kept failing: key and error message
     OUTPUT/run_config.json                       the resolved config of the latest run
@@ -24,12 +25,14 @@ import numpy as np
 
 from . import schema as S
 from .errors import OutputError
+from .faults import stall
 from .storage import Location, list_files, locate, makedirs, remove_temporaries, write_bytes_atomic, write_parquet_atomic
 
 DATA_DIR = "data"
 FAILURES_DIR = "failures"
 SETTINGS_FILE = "settings.json"
 PLAN_FILE = "plan.parquet"
+STORE_POINTER_FILE = "store.json"
 GROWABLE_SETTINGS = {"images_per_prompt"}
 """Settings that may grow between runs without changing existing images (more images per prompt)."""
 
@@ -175,7 +178,9 @@ class OutputDataset:
             return pq.read_table(handle)
 
     def write_shard(self, table, name: str, row_group_size: int) -> int:
-        return write_parquet_atomic(self.location, self.data_path(name), table, row_group_size=row_group_size, compression="zstd")
+        return write_parquet_atomic(
+            self.location, self.data_path(name), table, row_group_size=row_group_size, compression="zstd", before_commit=lambda: stall("shard-commit")
+        )
 
     def write_json(self, name: str, data: Any) -> None:
         write_bytes_atomic(self.location, self.location.join(name), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())

@@ -27,7 +27,7 @@ import numpy as np
 from . import schema as S
 from .buckets import aspect_ratio_table, read_model_geometry
 from .config import RunConfig, StageConfig, config_json
-from .dataset import SETTINGS_FILE, OutputDataset
+from .dataset import SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset
 from .errors import UserError
 from .models import checkpoint_identity, encoder_identity, resolve_model, scheduler_name
 from .plan import MAX_IMAGES_PER_PROMPT, image_key, image_seed, plan_size
@@ -46,7 +46,8 @@ def log(message: str) -> None:
 
 
 def init_ray(config: RunConfig) -> None:
-    """Join ``ray.address`` / ``RAY_ADDRESS`` / a running cluster, or start a local one."""
+    """Join ``ray.address`` or ``RAY_ADDRESS`` (set by ``ray job submit``), else start a private local
+    instance (``address="local"``: never silently join some other Ray running on this machine)."""
     import os
 
     import ray
@@ -54,11 +55,10 @@ def init_ray(config: RunConfig) -> None:
     if ray.is_initialized():
         return
     address = config.ray.address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     if address:
-        ray.init(address=address, **kwargs)
+        ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=config.ray.num_cpus, **kwargs)
+        ray.init(address="local", num_cpus=config.ray.num_cpus, include_dashboard=False, log_to_driver=True)
 
 
 def configure_data_context(config: RunConfig) -> None:
@@ -273,6 +273,7 @@ class Run:
         self.store = EmbeddingStore(self.store_root, self.identity).open()
         self.report.temporaries_removed += self.store.remove_temporaries()
         self.report.store = self.store.uri
+        self.output.write_json(STORE_POINTER_FILE, {"uri": self.store.uri})
         self.captions: dict[str, tuple[str, str]] = {}
 
     # -- phase 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import posixpath
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 TMP_PREFIX = ".tmp-"
 
@@ -72,8 +73,11 @@ def read_bytes(loc: Location, path: str) -> bytes:
         return stream.read()
 
 
-def write_bytes_atomic(loc: Location, path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file, or the new one whole."""
+def write_bytes_atomic(loc: Location, path: str, data: bytes, before_commit: Callable[[], None] | None = None) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file, or the new one whole.
+
+    ``before_commit`` runs between writing the temporary file and renaming it (tests use it).
+    """
     parent, name = posixpath.split(path)
     if not loc.is_local:
         with loc.fs.open_output_stream(path) as stream:
@@ -85,13 +89,17 @@ def write_bytes_atomic(loc: Location, path: str, data: bytes) -> None:
         with loc.fs.open_output_stream(tmp) as stream:
             stream.write(data)
         _fsync(tmp)
+        if before_commit is not None:
+            before_commit()
         loc.fs.move(tmp, path)
     except BaseException:
         _remove_quietly(loc, tmp)
         raise
 
 
-def write_parquet_atomic(loc: Location, path: str, table, row_group_size: int | None = None, **options) -> int:
+def write_parquet_atomic(
+    loc: Location, path: str, table, row_group_size: int | None = None, before_commit: Callable[[], None] | None = None, **options
+) -> int:
     """Write a Parquet file atomically; returns its size in bytes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -99,7 +107,7 @@ def write_parquet_atomic(loc: Location, path: str, table, row_group_size: int | 
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, row_group_size=row_group_size, **options)
     data = sink.getvalue().to_pybytes()
-    write_bytes_atomic(loc, path, data)
+    write_bytes_atomic(loc, path, data, before_commit)
     return len(data)
 
 

@@ -9,7 +9,6 @@ table instead of the dataset). Crashes of the process itself are Ray's to retry.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import defaultdict
 from typing import Callable, Hashable
@@ -17,10 +16,7 @@ from typing import Callable, Hashable
 import numpy as np
 
 from .. import schema as S
-
-FAULTS_ENV = "PIXART_BATCH_FAULTS"
-"""Fault injection for tests: ``stage:key[,stage:key...]`` makes ``stage`` raise for ``key``."""
-
+from ..faults import raise_if_injected, stall
 
 def group_rows(keys: list[Hashable]) -> dict[Hashable, list[int]]:
     """Row indices grouped by key, in first-seen order."""
@@ -28,14 +24,6 @@ def group_rows(keys: list[Hashable]) -> dict[Hashable, list[int]]:
     for index, key in enumerate(keys):
         groups[key].append(index)
     return groups
-
-
-def _injected(stage: str, keys: list[str]) -> None:
-    spec = os.environ.get(FAULTS_ENV, "")
-    for item in filter(None, spec.split(",")):
-        fault_stage, _, fault_key = item.partition(":")
-        if fault_stage == stage and fault_key in keys:
-            raise RuntimeError(f"injected fault in {stage} for {fault_key}")
 
 
 def run_groups(
@@ -51,6 +39,7 @@ def run_groups(
     Adds ``_busy_<stage>_s`` (seconds of this call, spread over the rows).
     """
     start = time.perf_counter()
+    stall(stage)
     size = len(batch[S.KEY])
     errors = batch[S.ERROR].astype(object).copy()
     outputs: list[object] = [b""] * size
@@ -60,7 +49,7 @@ def run_groups(
     for group, positions in groups.items():
         indices = [healthy[p] for p in positions]
         try:
-            _injected(stage, [keys[i] for i in indices])
+            raise_if_injected(stage, [keys[i] for i in indices])
             results = process(group, indices)
         except Exception:  # isolate: retry each row alone
             results = None
@@ -70,7 +59,7 @@ def run_groups(
             continue
         for index in indices:
             try:
-                _injected(stage, [keys[index]])
+                raise_if_injected(stage, [keys[index]])
                 outputs[index] = process(group, [index])[0]
             except Exception as exc:  # the row failed on its own: record it, keep the batch
                 errors[index] = f"{stage}: {type(exc).__name__}: {exc}".replace("\n", " ")[:1000]

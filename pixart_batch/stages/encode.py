@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from .. import schema as S
+from ..faults import stall
 from ..tensors import tensor_to_bytes
 
 
@@ -51,6 +52,7 @@ class TextEncoder:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
+        stall("encode")
         captions = batch[S.CAPTION].tolist()
         hidden, counts, truncated = self.encode(captions)
         batch[S.NUM_TOKENS] = np.array(counts, dtype=np.int32)

@@ -1,0 +1,150 @@
+"""``pixart-batch status`` and ``pixart-batch verify``: what an output holds, and whether it is whole."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import schema as S
+from .dataset import PLAN_FILE, SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset
+from .errors import OutputError
+from .storage import is_file, list_files, locate, read_bytes
+
+
+def _open_output(uri: str) -> OutputDataset:
+    output = OutputDataset(uri)
+    if not is_file(output.location, output.location.join(SETTINGS_FILE)):
+        raise OutputError(f"{output.uri}: not a pixart-batch output (no {SETTINGS_FILE})")
+    return output
+
+
+def _store_keys(output: OutputDataset) -> tuple[set[str], list[str]]:
+    """Caption keys in the output's embedding store, and the store's part files."""
+    import pyarrow.parquet as pq
+
+    pointer = output.location.join(STORE_POINTER_FILE)
+    if not is_file(output.location, pointer):
+        return set(), []
+    store = locate(json.loads(read_bytes(output.location, pointer))["uri"])
+    parts = list_files(store, store.join("parts"), suffix=".parquet")
+    keys: set[str] = set()
+    for path in parts:
+        with store.fs.open_input_file(path) as handle:
+            keys.update(pq.read_table(handle, columns=[S.CAPTION_KEY]).column(0).to_pylist())
+    return keys, parts
+
+
+def status(uri: str) -> dict[str, Any]:
+    """Per bucket: planned / embedded / done / failed images (and totals)."""
+    output = _open_output(uri)
+    if not is_file(output.location, output.location.join(PLAN_FILE)):
+        raise OutputError(f"{output.uri}: no {PLAN_FILE} yet (the first run stopped before planning); re-run generate")
+    plan = output.read_plan().to_pylist()
+    done = output.committed_keys()
+    failed = output.committed_failures()
+    embedded, _ = _store_keys(output)
+    buckets: dict[str, Counter] = defaultdict(Counter)
+    for row in plan:
+        counts = buckets[f"{row[S.BUCKET_HEIGHT]}x{row[S.BUCKET_WIDTH]}"]
+        counts["planned"] += 1
+        counts["embedded"] += row[S.CAPTION_KEY] in embedded and row[S.NEGATIVE_KEY] in embedded
+        counts["done"] += row[S.KEY] in done
+        counts["failed"] += row[S.KEY] in failed
+    total: Counter = Counter()
+    for counts in buckets.values():
+        total.update(counts)
+    fields = ("planned", "embedded", "done", "failed")
+    return {
+        "output": output.uri,
+        "buckets": {name: {f: buckets[name][f] for f in fields} for name in sorted(buckets)},
+        "total": {f: total[f] for f in fields},
+        "not_in_plan": len(done - {row[S.KEY] for row in plan}),
+    }
+
+
+def format_status(report: dict[str, Any]) -> str:
+    lines = [f"{report['output']}", f"{'bucket (h x w)':>16} {'planned':>9} {'embedded':>9} {'done':>9} {'failed':>9}"]
+    for name, counts in [*report["buckets"].items(), ("total", report["total"])]:
+        lines.append(f"{name:>16} {counts['planned']:>9} {counts['embedded']:>9} {counts['done']:>9} {counts['failed']:>9}")
+    if report["not_in_plan"]:
+        lines.append(f"{report['not_in_plan']} images in the dataset are not in the latest plan")
+    return "\n".join(lines)
+
+
+@dataclass
+class Verification:
+    files: int = 0
+    images: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(uri: str) -> Verification:
+    """Every file readable, no duplicate keys, every sha256 right, counts equal to the plan."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    output = _open_output(uri)
+    result = Verification()
+    seen: dict[str, str] = {}
+    for path in output.shard_files():
+        result.files += 1
+        try:
+            with output.location.fs.open_input_file(path) as handle:
+                table = pq.read_table(handle)
+        except Exception as exc:  # any unreadable file is a finding, not a crash
+            result.problems.append(f"{path}: unreadable shard ({exc})")
+            continue
+        missing = [c for c in S.OUTPUT_COLUMNS if c not in table.column_names]
+        if missing:
+            result.problems.append(f"{path}: missing columns {', '.join(missing)}")
+            continue
+        for row in table.select([S.KEY, S.SHA256, S.IMAGE, S.WIDTH, S.HEIGHT]).to_pylist():
+            result.images += 1
+            key = row[S.KEY]
+            if key in seen:
+                result.problems.append(f"{path}: duplicate key {key} (also in {seen[key]})")
+            seen[key] = path
+            data = (row[S.IMAGE] or {}).get("bytes") or b""
+            if hashlib.sha256(data).hexdigest() != row[S.SHA256]:
+                result.problems.append(f"{path}: {key}: sha256 of the image bytes does not match")
+                continue
+            try:
+                with Image.open(io.BytesIO(data)) as image:
+                    image.load()
+                    if image.size != (row[S.WIDTH], row[S.HEIGHT]):
+                        result.problems.append(f"{path}: {key}: image is {image.size[0]}x{image.size[1]}, row says {row[S.WIDTH]}x{row[S.HEIGHT]}")
+            except Exception as exc:
+                result.problems.append(f"{path}: {key}: image does not decode ({exc})")
+    _, parts = _store_keys(output)
+    for path in parts:
+        result.files += 1
+        try:
+            store_fs = locate(json.loads(read_bytes(output.location, output.location.join(STORE_POINTER_FILE)))["uri"]).fs
+            with store_fs.open_input_file(path) as handle:
+                pq.read_table(handle)
+        except Exception as exc:
+            result.problems.append(f"{path}: unreadable embedding-store part ({exc})")
+    try:
+        planned = set(output.read_plan().column(S.KEY).to_pylist())
+    except Exception as exc:
+        result.problems.append(f"{output.location.join(PLAN_FILE)}: unreadable plan ({exc})")
+        return result
+    failed = output.committed_failures()
+    missing = sorted(planned - set(seen) - set(failed))
+    extra = sorted(set(seen) - planned)
+    if missing:
+        result.problems.append(f"{len(missing)} planned images are missing (e.g. {missing[0]}); re-run generate to finish")
+    if failed:
+        key = sorted(failed)[0]
+        result.problems.append(f"{len(failed)} planned images failed (e.g. {key}: {failed[key]}); see failures/")
+    if extra:
+        result.problems.append(f"{len(extra)} images are not in the latest plan (e.g. {extra[0]})")
+    return result
