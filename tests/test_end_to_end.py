@@ -70,6 +70,17 @@ def test_every_prompt_times_k_rows_loadable_with_datasets(request, which, per_pr
     assert {"clean", "encode", "generate"} <= set(saved["stage_seconds"])
 
 
+def test_truncated_and_empty_captions_are_generated_and_counted(mixed_run):
+    _, output, report = mixed_run
+    _, rows = load_rows(output)
+    truncated = [row for row in rows.values() if row["truncated"]]
+    assert truncated and all(row["num_tokens"] == 120 for row in truncated)
+    assert report["images_with_truncated_caption"] == len(truncated)
+    empty = [row for row in rows.values() if row["caption"] == ""]  # the CJK prompt: diffusers' cleaning drops it all
+    assert empty and report["captions_empty"] == len({row["prompt_id"] for row in empty})
+    assert all(row["num_tokens"] == 1 for row in empty)  # just </s>, as diffusers encodes ""
+
+
 def _image_bytes(output, key):
     import pyarrow.parquet as pq
 

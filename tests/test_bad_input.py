@@ -1,0 +1,111 @@
+"""Bad input: one line naming what is wrong, exit status 2, no traceback, existing output untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pixart_batch.cli import main
+
+GOOD = "a red fox in the snow\n"
+
+
+@pytest.fixture
+def existing_output(tmp_path):
+    """An output directory with content that must survive every refused run."""
+    output = tmp_path / "out"
+    (output / "data").mkdir(parents=True)
+    (output / "data" / "train-keep.parquet").write_bytes(b"PAR1 committed shard PAR1")
+    (output / "README.md").write_text("card")
+    return output
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def refused(capsys, args: list[str], output: Path, *needles: str) -> str:
+    before = snapshot(output)
+    capsys.readouterr()
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("pixart-batch: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert snapshot(output) == before
+    return err
+
+
+def generate(prompts: Path, output: Path, *extra: str) -> list[str]:
+    return ["generate", "--config", "configs/tiny.yaml", "--prompts", str(prompts), "--output", str(output), *extra]
+
+
+@pytest.mark.parametrize(
+    "name, content, needles",
+    [
+        ("empty.txt", b"", [":", "no prompts (file is empty)"]),
+        ("blank.txt", b"\n   \n\t\n", ["no prompts (only blank lines)"]),
+        ("latin1.txt", b"a cat\ncaf\xe9 au lait\n", [":2:", "not valid UTF-8"]),
+        ("flags.txt", b"a cat\n--ar 1:2\n", [":2:", "empty (only size flags)"]),
+        ("zero-ar.txt", b"a cat --ar 0:1\n", [":1:", "--ar"]),
+        ("zero-hw.txt", b"a cat\na dog --hw 0:512\n", [":2:", "--hw"]),
+        ("nan-ar.txt", b"a cat --ar a:b\n", [":1:", "--ar"]),
+        ("negative-hw.txt", b"a cat --hw -64:64\n", [":1:", "--hw"]),
+        ("bad.jsonl", b'{"prompt": "a cat"}\n{"prompt": "a dog"\n', [":2:", "not valid JSON"]),
+        ("noprompt.csv", b"text,id\na cat,1\n", ["no 'prompt' column"]),
+        ("dupes.jsonl", b'{"id": "x", "prompt": "a"}\n{"id": "x", "prompt": "b"}\n', [":2:", "duplicate id 'x'"]),
+        ("zero.jsonl", b'{"prompt": "a", "width": 0, "height": 64}\n', [":1:", "width"]),
+        ("negative.csv", b"prompt,width,height\na cat,64,-8\n", ["height"]),
+    ],
+)
+def test_bad_prompt_files(tmp_path, capsys, existing_output, name, content, needles):
+    prompts = tmp_path / name
+    prompts.write_bytes(content)
+    refused(capsys, generate(prompts, existing_output), existing_output, name, *needles)
+
+
+def test_missing_prompt_file(tmp_path, capsys, existing_output):
+    refused(capsys, generate(tmp_path / "nope.txt", existing_output), existing_output, "nope.txt", "no such file")
+
+
+def test_unknown_config_key(tmp_path, capsys, existing_output):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(GOOD)
+    config = tmp_path / "c.yaml"
+    config.write_text("generation:\n  steps: 3\n")
+    args = ["generate", "--config", str(config), "--prompts", str(prompts), "--output", str(existing_output)]
+    refused(capsys, args, existing_output, "c.yaml", "'generation.steps'")
+
+
+def test_missing_checkpoint(tmp_path, capsys, existing_output):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(GOOD)
+    refused(capsys, generate(prompts, existing_output, "--model", str(tmp_path / "no-such-model")), existing_output, "no-such-model", "not found")
+
+
+def test_pickle_checkpoint_is_refused(tmp_path, capsys, existing_output, tiny_model):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(GOOD)
+    unsafe = tmp_path / "unsafe"
+    shutil.copytree(tiny_model, unsafe)
+    weights = unsafe / "transformer" / "diffusion_pytorch_model.safetensors"
+    weights.rename(weights.with_name("diffusion_pytorch_model.bin"))
+    refused(capsys, generate(prompts, existing_output, "--model", str(unsafe)), existing_output, "transformer", "only safetensors")
+
+
+def test_unwritable_output(tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(GOOD)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    refused(capsys, generate(prompts, blocker / "out"), tmp_path, "not writable")
+
+
+def test_not_an_output_for_status_and_verify(tmp_path, capsys):
+    for command in ("status", "verify"):
+        refused(capsys, [command, str(tmp_path)], tmp_path, "not a pixart-batch output")
