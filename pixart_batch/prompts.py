@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -292,11 +293,50 @@ def _record_from_fields(fields: dict[str, Any], source: str, ids: _IdMaker) -> _
 # --------------------------------------------------------------------------- file access
 
 
-def _open_binary(path: str | os.PathLike[str]) -> BinaryIO:
-    """Open a prompt file for binary reading (the one place that touches storage)."""
+class _ArrowRaw(io.RawIOBase):
+    """A pyarrow input stream as a Python raw stream (so it can be buffered and read by lines)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
+
+
+def _open_binary(path: str | os.PathLike[str], seekable: bool = False) -> BinaryIO:
+    """Open a prompt file for binary reading (the one place that touches storage).
+
+    Local paths open directly; ``s3://``, ``gs://`` and other URIs go through
+    ``pyarrow.fs`` (credentials from the usual environment), streamed.
+    """
     name = os.fsdecode(path)
+    if "://" in name and not name.startswith("file://"):
+        from pyarrow import fs
+
+        try:
+            filesystem, inner = fs.FileSystem.from_uri(name)
+            info = filesystem.get_file_info(inner)
+            if info.type == fs.FileType.NotFound:
+                _fail(name, "no such file")
+            if info.type == fs.FileType.Directory:
+                _fail(name, "is a directory, not a prompt file")
+            if seekable:
+                return filesystem.open_input_file(inner)
+            return io.BufferedReader(_ArrowRaw(filesystem.open_input_stream(inner)), buffer_size=1 << 20)
+        except (OSError, ValueError) as exc:
+            _fail(name, f"cannot open ({_first_line(exc)})")
+    name = name.removeprefix("file://")
     try:
-        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+        return open(name, "rb")  # noqa: SIM115 - the caller closes it
     except FileNotFoundError:
         _fail(name, "no such file")
     except IsADirectoryError:
@@ -422,7 +462,7 @@ def _iter_parquet(path: str | os.PathLike[str], name: str) -> Iterator[_Entry]:
 
     ids = _IdMaker()
     row = 0
-    with _open_binary(path) as stream:
+    with _open_binary(path, seekable=True) as stream:
         try:
             parquet = pq.ParquetFile(stream)
         except (pa.ArrowException, OSError) as exc:
