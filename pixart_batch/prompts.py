@@ -47,6 +47,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
+from array import array
 from dataclasses import dataclass
 from typing import Any, BinaryIO, NoReturn
 
@@ -55,9 +56,11 @@ from pixart_batch.errors import PromptFileError
 __all__ = [
     "SUPPORTED_EXTENSIONS",
     "PromptRecord",
+    "PromptScan",
     "iter_prompts",
     "parse_prompt_line",
     "read_prompts",
+    "scan_prompts",
 ]
 
 
@@ -193,17 +196,36 @@ def parse_prompt_line(text: str, source: str) -> tuple[str, int | None, int | No
 
 
 class _IdMaker:
-    """Derives content ids, numbering repeats of the same key in file order."""
+    """Derives content ids: ``p<16 hex>`` of the key's sha256, ``-N`` for its N-th repeat.
 
-    def __init__(self) -> None:
-        self._seen: dict[bytes, int] = {}
+    Numbering repeats needs to know which keys repeat. A first pass (``repeated=None``)
+    only records each key's 64-bit digest (8 bytes per prompt, in a compact array); the
+    second pass is given the digests that occur more than once and counts just those, so
+    memory does not hold a dict entry per prompt.
+    """
+
+    def __init__(self, repeated: frozenset[int] | None = None) -> None:
+        self.repeated = repeated
+        self.digests = array("Q")
+        self._counts: dict[int, int] = {}
 
     def derive(self, key: bytes) -> str:
-        """Return ``p<16 hex>`` for the UTF-8 ``key``, with ``-N`` for its N-th repeat."""
-        digest = hashlib.sha256(key).digest()[:8]
-        count = self._seen.get(digest, 0)
-        self._seen[digest] = count + 1
-        return f"p{digest.hex()}" if count == 0 else f"p{digest.hex()}-{count}"
+        digest = int.from_bytes(hashlib.sha256(key).digest()[:8], "big")
+        if self.repeated is None:
+            self.digests.append(digest)
+            return f"p{digest:016x}"
+        if digest not in self.repeated:
+            return f"p{digest:016x}"
+        count = self._counts.get(digest, 0)
+        self._counts[digest] = count + 1
+        return f"p{digest:016x}" if count == 0 else f"p{digest:016x}-{count}"
+
+
+_DERIVED_ID_RE = re.compile(r"p([0-9a-f]{16})(?:-([1-9][0-9]*))?")
+
+
+def _id_digest(prompt_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(prompt_id.encode(), digest_size=8).digest(), "big")
 
 
 def _explicit_id(value: Any, source: str) -> str:
@@ -374,9 +396,8 @@ def _no_prompts(name: str, saw_lines: bool) -> NoReturn:
 # --------------------------------------------------------------------------- readers
 
 
-def _iter_txt(path: str | os.PathLike[str], name: str) -> Iterator[_Entry]:
+def _iter_txt(path: str | os.PathLike[str], name: str, ids: _IdMaker) -> Iterator[_Entry]:
     """Read a ``.txt`` file: one prompt per non-blank line, optional size flags."""
-    ids = _IdMaker()
     saw_lines = found = False
     with _open_binary(path) as stream:
         for number, line in _decoded_lines(stream, name):
@@ -393,9 +414,8 @@ def _iter_txt(path: str | os.PathLike[str], name: str) -> Iterator[_Entry]:
         _no_prompts(name, saw_lines)
 
 
-def _iter_jsonl(path: str | os.PathLike[str], name: str) -> Iterator[_Entry]:
+def _iter_jsonl(path: str | os.PathLike[str], name: str, ids: _IdMaker) -> Iterator[_Entry]:
     """Read a ``.jsonl``/``.ndjson`` file: one JSON object per non-blank line."""
-    ids = _IdMaker()
     saw_lines = found = False
     with _open_binary(path) as stream:
         for number, line in _decoded_lines(stream, name):
@@ -424,9 +444,8 @@ def _columns_or_fail(columns: list[str], source: str) -> None:
         _fail(source, f"no 'prompt' column (columns: {', '.join(columns) or 'none'})")
 
 
-def _iter_csv(path: str | os.PathLike[str], name: str) -> Iterator[_Entry]:
+def _iter_csv(path: str | os.PathLike[str], name: str, ids: _IdMaker) -> Iterator[_Entry]:
     """Read a ``.csv`` file with a header row; errors name the line a row starts on."""
-    ids = _IdMaker()
     found = False
     with _open_binary(path) as stream:
         lines = (line for _, line in _decoded_lines(stream, name))
@@ -455,12 +474,11 @@ def _iter_csv(path: str | os.PathLike[str], name: str) -> Iterator[_Entry]:
         _fail(name, "no prompts (no rows after the header)")
 
 
-def _iter_parquet(path: str | os.PathLike[str], name: str) -> Iterator[_Entry]:
+def _iter_parquet(path: str | os.PathLike[str], name: str, ids: _IdMaker) -> Iterator[_Entry]:
     """Read a ``.parquet`` file batch by batch; errors name the 1-based row."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    ids = _IdMaker()
     row = 0
     with _open_binary(path, seekable=True) as stream:
         try:
@@ -486,7 +504,7 @@ def _iter_parquet(path: str | os.PathLike[str], name: str) -> Iterator[_Entry]:
         _fail(name, "no prompts (file has no rows)")
 
 
-_READERS: dict[str, Callable[[str | os.PathLike[str], str], Iterator[_Entry]]] = {
+_READERS: dict[str, Callable[[str | os.PathLike[str], str, "_IdMaker"], Iterator[_Entry]]] = {
     ".txt": _iter_txt,
     ".jsonl": _iter_jsonl,
     ".ndjson": _iter_jsonl,
@@ -495,7 +513,7 @@ _READERS: dict[str, Callable[[str | os.PathLike[str], str], Iterator[_Entry]]] =
 }
 
 
-def _entries(path: str | os.PathLike[str]) -> Iterator[_Entry]:
+def _entries(path: str | os.PathLike[str], ids: _IdMaker) -> Iterator[_Entry]:
     """Pick the reader for ``path`` by extension (raising now for an unknown one)."""
     name = os.fsdecode(path)
     extension = os.path.splitext(name)[1].lower()
@@ -506,7 +524,7 @@ def _entries(path: str | os.PathLike[str]) -> Iterator[_Entry]:
             f"unsupported prompt file type {extension or '(no extension)'!r}; "
             f"use one of {', '.join(SUPPORTED_EXTENSIONS)}",
         )
-    return reader(path, name)
+    return reader(path, name, ids)
 
 
 def _duplicate_id(
@@ -532,38 +550,90 @@ def _duplicate_id(
 # --------------------------------------------------------------------------- public API
 
 
-def iter_prompts(path: str | os.PathLike[str]) -> Iterator[PromptRecord]:
-    """Stream the prompts of ``path`` in file order, validating each as it is read.
+@dataclass(frozen=True)
+class PromptScan:
+    """What a first, validating pass over a prompt file learned (see :func:`scan_prompts`)."""
 
-    The file type comes from the extension (see :data:`SUPPORTED_EXTENSIONS`);
-    an unsupported one is rejected at once, everything else is reported while
-    iterating.  A file without any prompt raises once it is exhausted.  Id
-    uniqueness across the file is *not* checked here (it needs every id in
-    memory); :func:`read_prompts` checks it.
+    path: str
+    count: int
+    """Prompts in the file."""
+    repeated: frozenset[int]
+    """Content digests of lines/rows without an explicit id that occur more than once."""
+
+
+def scan_prompts(path: str | os.PathLike[str]) -> PromptScan:
+    """Validate every prompt of ``path`` and check that ids are unique, in bounded memory.
+
+    Streams the file once, keeping 8 bytes per prompt (content digests and explicit-id
+    digests in compact arrays) instead of the prompts themselves; a duplicate is then
+    located by a second, targeted pass so the error can name both lines.
+
+    Raises:
+        PromptFileError: for anything that makes the file unusable, or an id that
+            occurs twice (an explicit id repeated, or a derived id equal to an explicit one).
+    """
+    import numpy as np
+
+    name = os.fsdecode(path)
+    ids = _IdMaker()
+    explicit = array("Q")
+    lookalikes: list[str] = []  # explicit ids shaped like derived ones (could collide)
+    count = 0
+    for record, is_explicit in _entries(path, ids):
+        count += 1
+        if is_explicit:
+            explicit.append(_id_digest(record.prompt_id))
+            if _DERIVED_ID_RE.fullmatch(record.prompt_id):
+                lookalikes.append(record.prompt_id)
+    digests = np.frombuffer(ids.digests, dtype=np.uint64) if len(ids.digests) else np.zeros(0, np.uint64)
+    values, counts = np.unique(digests, return_counts=True)
+    repeated = frozenset(int(v) for v in values[counts > 1])
+    clash = bool(lookalikes) and _derived_clash(lookalikes, values, counts)
+    explicit_values, explicit_counts = np.unique(np.frombuffer(explicit, dtype=np.uint64), return_counts=True) if len(explicit) else (None, None)
+    if clash or (explicit_counts is not None and (explicit_counts > 1).any()):
+        _raise_duplicate(path, repeated)
+    return PromptScan(name, count, repeated)
+
+
+def _derived_clash(lookalikes: list[str], values, counts) -> bool:
+    """Whether an explicit id equals an id derived for some other line."""
+    import numpy as np
+
+    for prompt_id in lookalikes:
+        match = _DERIVED_ID_RE.fullmatch(prompt_id)
+        digest, occurrence = int(match[1], 16), int(match[2] or 0)
+        position = np.searchsorted(values, np.uint64(digest))
+        if position < len(values) and int(values[position]) == digest and occurrence < int(counts[position]):
+            return True
+    return False
+
+
+def _raise_duplicate(path: str | os.PathLike[str], repeated: frozenset[int]) -> NoReturn:
+    """Find the first id that repeats (second pass, exact) and raise the error naming both lines."""
+    name = os.fsdecode(path)
+    first: dict[str, tuple[PromptRecord, bool]] = {}
+    for record, explicit in _entries(path, _IdMaker(repeated)):
+        earlier = first.setdefault(record.prompt_id, (record, explicit))
+        if earlier[0] is not record:
+            _duplicate_id(name, record, explicit, *earlier)
+    raise AssertionError("a duplicate id was detected but not found again")  # pragma: no cover
+
+
+def iter_prompts(path: str | os.PathLike[str], scan: PromptScan | None = None) -> Iterator[PromptRecord]:
+    """Stream the prompts of ``path`` in file order, with their final ids.
+
+    Pass the :class:`PromptScan` of :func:`scan_prompts` (which validates the whole
+    file and checks ids); without one the file is scanned first. Memory stays bounded
+    either way: records are yielded one at a time.
 
     Raises:
         PromptFileError: for anything that makes the file unusable.
     """
-    return (record for record, _ in _entries(path))
+    if scan is None:
+        scan = scan_prompts(path)
+    return (record for record, _ in _entries(path, _IdMaker(scan.repeated)))
 
 
 def read_prompts(path: str | os.PathLike[str]) -> list[PromptRecord]:
-    """Read every prompt of ``path``, as :func:`iter_prompts`, and check ids are unique.
-
-    Raises:
-        PromptFileError: as :func:`iter_prompts`, or for an id that occurs
-            twice (an explicit id repeated, or a derived id equal to an
-            explicit one).
-    """
-    name = os.fsdecode(path)
-    records: list[PromptRecord] = []
-    explicit_ids: list[bool] = []
-    first: dict[str, int] = {}  # id -> index of its first record
-    for record, explicit in _entries(path):
-        index = first.setdefault(record.prompt_id, len(records))
-        if index != len(records):
-            _duplicate_id(name, record, explicit, records[index], explicit_ids[index])
-        records.append(record)
-        explicit_ids.append(explicit)
-    return records
-
+    """Every prompt of ``path`` as a list (:func:`scan_prompts` + :func:`iter_prompts`)."""
+    return list(iter_prompts(path, scan_prompts(path)))

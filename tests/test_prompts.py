@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pixart_batch.errors import PromptFileError
-from pixart_batch.prompts import PromptRecord, iter_prompts, parse_prompt_line, read_prompts
+from pixart_batch.prompts import PromptRecord, iter_prompts, parse_prompt_line, read_prompts, scan_prompts
 
 DATA = Path(__file__).parent / "data" / "prompts"
 
@@ -152,14 +152,23 @@ def test_mixed_txt_file():
     assert all(re.fullmatch(r"p[0-9a-f]{16}(-[0-9]+)?", r.prompt_id) for r in records)
 
 
-def test_iter_prompts_matches_read_prompts_and_is_lazy(tmp_path):
+def test_iter_prompts_matches_read_prompts_and_validates_first(tmp_path):
     assert list(iter_prompts(DATA / "mixed.txt")) == read_prompts(DATA / "mixed.txt")
+    scan = scan_prompts(DATA / "mixed.txt")
+    assert scan.count == len(read_prompts(DATA / "mixed.txt"))
+    assert list(iter_prompts(DATA / "mixed.txt", scan)) == read_prompts(DATA / "mixed.txt")
     path = write(tmp_path, "p.txt", "first\nsecond\n\nbroken --ar 0:1\n")
-    stream = iter_prompts(path)
-    assert next(stream).prompt == "first"
-    assert next(stream).prompt == "second"
+    # The whole file is validated before the first record is handed out.
     with pytest.raises(PromptFileError, match=re.escape(f"{path}:4: --ar needs")):
-        next(stream)
+        iter_prompts(path)
+
+
+def test_scan_keeps_no_record_per_prompt(tmp_path):
+    path = write(tmp_path, "p.txt", "".join(f"prompt {i}\n" for i in range(5000)) + "prompt 7\nprompt 7\n")
+    scan = scan_prompts(path)
+    assert scan.count == 5002 and len(scan.repeated) == 1
+    ids = [r.prompt_id for r in iter_prompts(path, scan)]
+    assert len(set(ids)) == 5002 and ids[-1].endswith("-2") and ids[-2].endswith("-1")
 
 
 @pytest.mark.parametrize(("line", "pattern"), BAD_LINES)
