@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import schema as S
-from .dataset import PLAN_FILE, SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset
+from .dataset import PLAN_POINTER_FILE, SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset
 from .errors import OutputError
 from .storage import is_file, list_files, locate, read_bytes
 
@@ -41,8 +41,8 @@ def _store_keys(output: OutputDataset) -> tuple[set[str], list[str]]:
 def status(uri: str) -> dict[str, Any]:
     """Per bucket: planned / embedded / done / failed images (and totals)."""
     output = _open_output(uri)
-    if not is_file(output.location, output.location.join(PLAN_FILE)):
-        raise OutputError(f"{output.uri}: no {PLAN_FILE} yet (the first run stopped before planning); re-run generate")
+    if not output.plan_files():
+        raise OutputError(f"{output.uri}: no plan yet (the first run stopped before planning); re-run generate")
     plan = output.read_plan().to_pylist()
     done = output.committed_keys()
     failed = output.committed_failures()
@@ -132,10 +132,13 @@ def verify(uri: str) -> Verification:
                 pq.read_table(handle)
         except Exception as exc:
             result.problems.append(f"{path}: unreadable embedding-store part ({exc})")
+    if not output.plan_files():
+        result.problems.append(f"{output.uri}: no plan (no run got as far as planning); re-run generate")
+        return result
     try:
-        planned = set(output.read_plan().column(S.KEY).to_pylist())
+        planned = set(output.read_plan([S.KEY]).column(S.KEY).to_pylist())
     except Exception as exc:
-        result.problems.append(f"{output.location.join(PLAN_FILE)}: unreadable plan ({exc})")
+        result.problems.append(f"{output.location.join(PLAN_POINTER_FILE)}: unreadable plan ({exc})")
         return result
     failed = output.committed_failures()
     missing = sorted(planned - set(seen) - set(failed))

@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--steps", type=int, help="denoising steps (generation.num_inference_steps)")
     generate.add_argument("--guidance-scale", type=float, help="CFG scale (generation.guidance_scale)")
     generate.add_argument("--image-format", choices=("png", "jpeg", "webp"), help="image encoding (output.image_format)")
+    generate.add_argument("--dry-run", action="store_true", help="validate, clean and plan only (writes the plan; no models run)")
 
     encode = commands.add_parser("encode", help="build the embedding store only")
     _add_run_arguments(encode)
@@ -92,7 +93,7 @@ def run_command(args: argparse.Namespace) -> int:
     from .pipeline import run_generate
 
     config = with_overrides(load_config(args.config), _overrides(args))
-    report = run_generate(config, args.prompts, args.output, encode_only=args.command == "encode")
+    report = run_generate(config, args.prompts, args.output, encode_only=args.command == "encode", dry_run=getattr(args, "dry_run", False))
     if report.get("images_failed"):
         print(
             f"pixart-batch: {report['images_failed']} images failed (see {args.output}/failures/); "

@@ -57,8 +57,8 @@ class GenerationConfig:
     height: int | None = None
 
     def __post_init__(self) -> None:
-        if self.images_per_prompt < 1:
-            raise ConfigError(f"generation.images_per_prompt: must be >= 1, got {self.images_per_prompt}")
+        if not 1 <= self.images_per_prompt < 100_000:  # image keys carry a 5-digit index
+            raise ConfigError(f"generation.images_per_prompt: must be in 1..99999, got {self.images_per_prompt}")
         if self.num_inference_steps < 1:
             raise ConfigError(f"generation.num_inference_steps: must be >= 1, got {self.num_inference_steps}")
         if not 0 <= self.seed < 2**63:

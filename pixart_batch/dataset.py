@@ -6,7 +6,8 @@ Layout::
     OUTPUT/README.md                             dataset card: features + generation settings (YAML)
     OUTPUT/settings.json                         the settings that determine the images (the guard)
     OUTPUT/store.json                            where this output's embedding store is
-    OUTPUT/plan.parquet                          every planned image of the latest run (key, prompt, bucket)
+    OUTPUT/plan.json, plan/<run>/part-*.parquet  every planned image of the latest run (key, prompt, bucket)
+    OUTPUT/.work/<run>/                          the run's staged prompt chunks (hidden; removed at the end)
     OUTPUT/failures/failures-<run>-*.parquet     images that kept failing: key and error message
     OUTPUT/run_config.json                       the resolved config of the latest run
     OUTPUT/run_report.json                       counts per stage and bucket, times, images/s
@@ -31,7 +32,10 @@ from .storage import Location, list_files, locate, makedirs, remove_temporaries,
 DATA_DIR = "data"
 FAILURES_DIR = "failures"
 SETTINGS_FILE = "settings.json"
-PLAN_FILE = "plan.parquet"
+PLAN_DIR = "plan"
+PLAN_POINTER_FILE = "plan.json"
+WORK_DIR = ".work"
+PROMPT_CHUNK_ROWS = 50_000
 STORE_POINTER_FILE = "store.json"
 GROWABLE_SETTINGS = {"images_per_prompt"}
 """Settings that may grow between runs without changing existing images (more images per prompt)."""
@@ -100,9 +104,8 @@ class OutputDataset:
     def data_path(self, *parts: str) -> str:
         return self.location.join(DATA_DIR, *parts)
 
-    def prepare(self) -> int:
-        """Create the output folders (checking they are writable) and remove crashed writers'
-        temporaries; returns how many were removed."""
+    def check_writable(self) -> None:
+        """Create the output folders and prove a file can be committed there (then remove it)."""
         try:
             makedirs(self.location, self.data_path())
             probe = self.location.join(".write-probe")
@@ -110,6 +113,10 @@ class OutputDataset:
             self.location.fs.delete_file(probe)
         except OSError as exc:
             raise OutputError(f"{self.uri}: output is not writable ({exc.strerror or exc})") from None
+
+    def prepare(self) -> int:
+        """Remove what crashed runs left (temporaries, staged work); returns how many temporaries."""
+        self.remove_work()
         return remove_temporaries(self.location, self.location.path)
 
     def shard_files(self) -> list[str]:
@@ -167,15 +174,68 @@ class OutputDataset:
     def write_failures(self, table, name: str) -> None:
         write_parquet_atomic(self.location, self.location.join(FAILURES_DIR, name), table.cast(failure_schema()))
 
-    def write_plan(self, table) -> None:
-        write_parquet_atomic(self.location, self.location.join(PLAN_FILE), table.cast(plan_schema()), row_group_size=100_000, compression="zstd")
+    def stage_prompts(self, run_id: str, scan, default_negative: str) -> list[str]:
+        """Stream the prompt file into Parquet chunks under ``.work/<run>/`` (where every node can
+        read them); the driver holds one chunk at a time. Returns the chunk paths."""
+        from .plan import prompt_chunk
+        from .prompts import iter_prompts
 
-    def read_plan(self):
+        paths, chunk = [], []
+
+        def flush() -> None:
+            path = self.location.join(WORK_DIR, run_id, "prompts", f"part-{len(paths):05d}.parquet")
+            write_parquet_atomic(self.location, path, prompt_chunk(chunk, default_negative), compression="zstd")
+            paths.append(path)
+            chunk.clear()
+
+        for record in iter_prompts(scan.path, scan):
+            chunk.append(record)
+            if len(chunk) >= PROMPT_CHUNK_ROWS:
+                flush()
+        if chunk:
+            flush()
+        return paths
+
+    def remove_work(self, run_id: str | None = None) -> None:
+        """Delete staged work of ``run_id`` (or of every run: crashed runs leave theirs behind)."""
+        path = self.location.join(WORK_DIR, run_id) if run_id else self.location.join(WORK_DIR)
+        try:
+            self.location.fs.delete_dir(path)
+        except (FileNotFoundError, OSError):
+            pass
+
+    def write_plan_part(self, run_id: str, table, name: str) -> None:
+        write_parquet_atomic(self.location, self.location.join(PLAN_DIR, run_id, name), table.cast(plan_schema()), row_group_size=100_000, compression="zstd")
+
+    def commit_plan(self, run_id: str, images: int) -> None:
+        """Point ``plan.json`` at this run's plan, then drop older plans."""
+        from pyarrow import fs
+
+        self.write_json(PLAN_POINTER_FILE, {"run": run_id, "images": images})
+        for info in self.location.fs.get_file_info(fs.FileSelector(self.location.join(PLAN_DIR), allow_not_found=True)):
+            if info.type == fs.FileType.Directory and info.base_name != run_id:
+                self.location.fs.delete_dir(info.path)
+
+    def plan_files(self) -> list[str]:
+        """Part files of the latest plan (empty if no run got as far as planning)."""
+        from .storage import is_file, read_bytes
+
+        pointer = self.location.join(PLAN_POINTER_FILE)
+        if not is_file(self.location, pointer):
+            return []
+        run_id = json.loads(read_bytes(self.location, pointer))["run"]
+        return list_files(self.location, self.location.join(PLAN_DIR, run_id), suffix=".parquet")
+
+    def read_plan(self, columns: list[str] | None = None):
+        """The latest plan as one Arrow table (inspection commands; the pipeline never loads it)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        path = self.location.join(PLAN_FILE)
-        with self.location.fs.open_input_file(path) as handle:
-            return pq.read_table(handle)
+        tables = []
+        for path in self.plan_files():
+            with self.location.fs.open_input_file(path) as handle:
+                tables.append(pq.read_table(handle, columns=columns))
+        return pa.concat_tables(tables) if tables else plan_schema().empty_table().select(columns or plan_schema().names)
 
     def write_shard(self, table, name: str, row_group_size: int) -> int:
         return write_parquet_atomic(

@@ -27,11 +27,10 @@ import numpy as np
 from . import schema as S
 from .buckets import aspect_ratio_table, read_model_geometry
 from .config import RunConfig, StageConfig, config_json
-from .dataset import SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset
+from .dataset import SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset, plan_schema
 from .errors import UserError
 from .models import checkpoint_identity, encoder_identity, resolve_model, scheduler_name
-from .plan import MAX_IMAGES_PER_PROMPT, image_key, image_seed, plan_size
-from .prompts import read_prompts
+from .prompts import scan_prompts
 from .store import AttachEmbeddings, EmbeddingStore, StoreIdentity, caption_key
 
 STORE_COLUMNS = (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)
@@ -86,11 +85,6 @@ def _map_kwargs(stage: StageConfig) -> dict[str, Any]:
         # Fractional GPUs let DiT and VAE actors share one card; 0 = run on CPU.
         **({"num_gpus": stage.num_gpus} if stage.num_gpus else {}),
     }
-
-
-def _blocks_for(rows: int, batch_size: int) -> int:
-    """Enough blocks that the stages stream (a block ~ two batches), never more than rows."""
-    return max(1, min(rows, math.ceil(rows / max(2 * batch_size, 1))))
 
 
 # --------------------------------------------------------------------------- sinks
@@ -185,16 +179,63 @@ def _make_sinks():
             # Runs on the driver: keep each write task's counts for the run report.
             self.results = list(write_result.write_returns)
 
-    return StoreSink, ImageSink
+    class PlanSink(Datasink):
+        """Writes the plan (one small row per planned image) as part files of ``plan/<run>/``."""
+
+        def __init__(self, output_uri: str, run_id: str) -> None:
+            self.output_uri, self.run_id = output_uri, run_id
+
+        def write(self, blocks, ctx) -> dict[str, Any]:
+            import pyarrow as pa
+
+            batches = list(_batches(blocks))
+            if not batches:
+                return {"rows": 0, "buckets": Counter()}
+            batch = _concat(batches)
+            output = OutputDataset(self.output_uri)
+            table = pa.table({name: batch[name] for name in plan_schema().names})
+            output.write_plan_part(self.run_id, table, f"part-{ctx.task_idx:05d}.parquet")
+            buckets = Counter(f"{h}x{w}" for h, w in zip(batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist()))
+            return {"rows": len(batch[S.KEY]), "buckets": buckets}
+
+        def on_write_complete(self, write_result) -> None:
+            self.results = list(write_result.write_returns)
+
+    return StoreSink, ImageSink, PlanSink
 
 
 # --------------------------------------------------------------------------- stage functions (CPU tasks)
 
 
-def clean_batch(batch: dict[str, np.ndarray], clean_caption: bool) -> dict[str, np.ndarray]:
+def clean_and_size(batch: dict[str, np.ndarray], clean_caption: bool, generation, geometry, table) -> dict[str, np.ndarray]:
+    """Cleaned captions, their store keys, and the size plan of each staged prompt."""
+    from .plan import add_sizes
     from .stages.clean import CaptionCleaner
 
-    return CaptionCleaner(clean_caption)(batch)
+    batch = CaptionCleaner(clean_caption)(batch)
+    batch[S.CAPTION_KEY] = np.array([caption_key(c) for c in batch[S.CAPTION]], dtype=object)
+    batch[S.NEGATIVE_KEY] = np.array([caption_key(c) for c in batch[S.NEGATIVE_CAPTION]], dtype=object)
+    batch["_empty"] = np.array([not c for c in batch[S.CAPTION]], dtype=np.int64)
+    return add_sizes(batch, generation, geometry, table)
+
+
+def caption_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every caption a prompt needs encoded: its own and its negative prompt's."""
+    return {
+        S.CAPTION_KEY: np.concatenate([batch[S.CAPTION_KEY], batch[S.NEGATIVE_KEY]]),
+        S.CAPTION: np.concatenate([batch[S.CAPTION], batch[S.NEGATIVE_CAPTION]]),
+    }
+
+
+def first_of_group(table):
+    """One row per caption key (the input of ``groupby(caption_key).map_groups``)."""
+    return table.slice(0, 1)
+
+
+def expand(batch: dict[str, np.ndarray], images_per_prompt: int, run_seed: int) -> dict[str, np.ndarray]:
+    from .plan import expand_images
+
+    return expand_images(batch, images_per_prompt, run_seed)
 
 
 def attach_embeddings(batch: dict[str, np.ndarray], root: str, identity: StoreIdentity) -> dict[str, np.ndarray]:
@@ -205,6 +246,11 @@ def encode_images(batch: dict[str, np.ndarray], image_format: str, quality: int)
     from .stages.write import ImageEncoder
 
     return ImageEncoder(image_format, quality)(batch)
+
+
+def _shuffle_partitions(rows: int) -> int:
+    """Partitions for an all-to-all step: ~100k small rows each, at least 1, at most 64."""
+    return max(1, min(64, math.ceil(rows / 100_000)))
 
 
 # --------------------------------------------------------------------------- the run
@@ -235,7 +281,11 @@ class RunReport:
 
 
 class Run:
-    """One ``generate`` or ``encode`` run. Everything that can be checked is checked before Ray starts."""
+    """One ``generate`` or ``encode`` run.
+
+    The constructor only reads and checks (prompt file, checkpoint, settings guard), so bad
+    input fails before Ray starts and before anything is written. :meth:`start` writes.
+    """
 
     def __init__(self, config: RunConfig, prompts: str, output: str, on_phase: Callable[[str], None] = log) -> None:
         self.config = config
@@ -244,9 +294,7 @@ class Run:
         self.started = time.time()
         self.run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.started)) + uuid.uuid4().hex[:6]
         self.report = RunReport()
-        self.records = read_prompts(prompts)
-        if len(self.records) * config.generation.images_per_prompt > 0 and config.generation.images_per_prompt > MAX_IMAGES_PER_PROMPT:
-            raise UserError(f"generation.images_per_prompt: at most {MAX_IMAGES_PER_PROMPT}")
+        self.scan = scan_prompts(prompts)
         if config.model.clean_caption:
             from .stages.clean import require_cleaning_dependencies
 
@@ -254,7 +302,6 @@ class Run:
         self.model = resolve_model(config.model)
         self.geometry = read_model_geometry(self.model.local_dir)
         self.table = aspect_ratio_table(self.geometry.sample_size)
-        self.sizes = {r.prompt_id: plan_size(r, config.generation, self.geometry, self.table) for r in self.records}
         self.identity = StoreIdentity(
             encoder=encoder_identity(self.model),
             max_sequence_length=config.model.max_sequence_length,
@@ -263,128 +310,126 @@ class Run:
             d_model=self.geometry.text_dim,
         )
         self.output = OutputDataset(output)
-        # Everything above only read; the guard decides before anything is written.
         self.output.check_settings(self.settings())
+        self.output.check_writable()
+        self.store_root = config.output.store or self.output.location.uri.rstrip("/") + "/embeddings"
         self.report.output = self.output.uri
-        self.report.prompts = len(self.records)
+        self.report.prompts = self.scan.count
+
+    def start(self) -> None:
+        """Check the cluster can run the stages, then prepare the output and stage the prompts."""
+        check_gpus(self.config)
         self.report.temporaries_removed = self.output.prepare()
         self.output.write_json(SETTINGS_FILE, self.settings())
-        self.store_root = config.output.store or self.output.location.uri.rstrip("/") + "/embeddings"
         self.store = EmbeddingStore(self.store_root, self.identity).open()
         self.report.temporaries_removed += self.store.remove_temporaries()
         self.report.store = self.store.uri
         self.output.write_json(STORE_POINTER_FILE, {"uri": self.store.uri})
-        self.captions: dict[str, tuple[str, str]] = {}
+        self.chunks = self.output.stage_prompts(self.run_id, self.scan, self.config.generation.negative_prompt)
 
     # -- phase 1
     def clean(self) -> None:
         import ray
 
         stage = self.config.stages.clean
-        negative_default = self.config.generation.negative_prompt
-        items = [
-            {S.PROMPT_ID: r.prompt_id, S.PROMPT: r.prompt, S.NEGATIVE_PROMPT: r.negative_prompt if r.negative_prompt is not None else negative_default}
-            for r in self.records
-        ]
         start = time.perf_counter()
-        dataset = ray.data.from_items(items, override_num_blocks=_blocks_for(len(items), stage.batch_size)).map_batches(
-            clean_batch,
-            fn_kwargs={"clean_caption": self.config.model.clean_caption},
-            batch_size=stage.batch_size,
-            batch_format="numpy",
-            num_cpus=stage.num_cpus,  # cheap text work: a fraction of a CPU so it never starves actors
+        self.prompts = (
+            ray.data.read_parquet(self.chunks, filesystem=self.output.location.fs)
+            .map_batches(
+                clean_and_size,
+                fn_kwargs={
+                    "clean_caption": self.config.model.clean_caption,
+                    "generation": self.config.generation,
+                    "geometry": self.geometry,
+                    "table": self.table,
+                },
+                batch_size=stage.batch_size,
+                batch_format="numpy",
+                num_cpus=stage.num_cpus,  # cheap text work: a fraction of a CPU so it never starves actors
+            )
+            .materialize()
         )
-        for row in dataset.iter_rows():
-            self.captions[row[S.PROMPT_ID]] = (row[S.CAPTION], row[S.NEGATIVE_CAPTION])
+        self.report.captions_empty = int(self.prompts.sum("_empty") or 0)
         self.report.stage_seconds["clean"] = time.perf_counter() - start
-        self.report.captions_empty = sum(1 for caption, _ in self.captions.values() if not caption)
-        self.log(f"cleaned {len(self.captions)} prompts ({self.report.captions_empty} cleaned to empty text)")
+        self.log(f"cleaned {self.scan.count} prompts ({self.report.captions_empty} cleaned to empty text)")
 
     def encode(self) -> None:
         import ray
 
-        wanted: dict[str, str] = {}
-        for caption, negative in self.captions.values():
-            wanted[caption_key(caption)] = caption
-            wanted[caption_key(negative)] = negative
-        known = self.store.known_keys()
-        todo = [{S.CAPTION_KEY: k, S.CAPTION: c} for k, c in wanted.items() if k not in known]
-        todo.sort(key=lambda row: len(row[S.CAPTION]))  # similar lengths per batch: little padding
-        self.report.embeddings_reused = len(wanted) - len(todo)
-        self.report.embeddings_encoded = len(todo)
-        self.log(f"embedding store {self.store.uri}: {len(todo)} captions to encode, {self.report.embeddings_reused} reused")
         start = time.perf_counter()
-        if todo:
+        captions = self.prompts.map_batches(caption_rows, batch_format="numpy", num_cpus=self.config.stages.clean.num_cpus)
+        partitions = _shuffle_partitions(2 * self.scan.count)
+        distinct = captions.groupby(S.CAPTION_KEY, num_partitions=partitions).map_groups(first_of_group, batch_format="pyarrow").materialize()
+        wanted = distinct.count()
+        parts = self.store.part_files()
+        todo = distinct
+        if parts:
+            known = ray.data.read_parquet(parts, filesystem=self.store.location.fs, columns=[S.CAPTION_KEY])
+            todo = distinct.join(known, join_type="left_anti", num_partitions=partitions, on=(S.CAPTION_KEY,)).materialize()
+        self.report.embeddings_encoded = todo.count()
+        self.report.embeddings_reused = wanted - self.report.embeddings_encoded
+        self.log(f"embedding store {self.store.uri}: {self.report.embeddings_encoded} captions to encode, {self.report.embeddings_reused} reused")
+        if self.report.embeddings_encoded:
             stage = self.config.stages.encode
-            StoreSink, _ = _make_sinks()
-            (
-                ray.data.from_items(todo, override_num_blocks=_blocks_for(len(todo), stage.batch_size))
-                .map_batches(
-                    _stage_class("encode"),
-                    fn_constructor_kwargs={
-                        "model": self.model.name,
-                        "dtype": stage.dtype,
-                        "device": stage.device,
-                        "max_sequence_length": self.config.model.max_sequence_length,
-                    },
-                    **_map_kwargs(stage),
-                )
-                .write_datasink(StoreSink(self.store_root, self.identity, rows_per_part=self.config.output.store_rows_per_part))
-            )
+            StoreSink, _, _ = _make_sinks()
+            # Small blocks: actors get work in parallel, and parts commit as batches finish.
+            todo.repartition(target_num_rows_per_block=stage.batch_size).map_batches(
+                _stage_class("encode"),
+                fn_constructor_kwargs={
+                    "model": self.model.name,
+                    "dtype": stage.dtype,
+                    "device": stage.device,
+                    "max_sequence_length": self.config.model.max_sequence_length,
+                },
+                **_map_kwargs(stage),
+            ).write_datasink(StoreSink(self.store_root, self.identity, rows_per_part=self.config.output.store_rows_per_part))
         self.report.stage_seconds["encode"] = time.perf_counter() - start
 
     # -- phase 2
-    def plan(self) -> list[dict[str, Any]]:
-        """Rows of the images still to make (planned minus committed), sorted by bucket.
+    def plan(self, dry_run: bool = False):
+        """The images still to make (planned minus committed), sorted by bucket, as a dataset.
 
-        The whole plan (every planned key) is written to ``OUTPUT/plan.parquet`` for
-        ``status`` and ``verify``.
+        The whole plan is written to ``OUTPUT/plan/<run>/`` for ``status`` and ``verify``.
+        Everything here runs in Ray workers; the driver only sees counts.
         """
-        import pyarrow as pa
+        import ray
 
         generation = self.config.generation
-        committed = self.output.committed_keys()
-        rows = []
-        planned: dict[str, list] = {name: [] for name in ("key", "prompt_id", "image_index", "caption_key", "negative_key", "bucket_height", "bucket_width")}
+        start = time.perf_counter()
+        images = self.prompts.map_batches(
+            expand,
+            fn_kwargs={"images_per_prompt": generation.images_per_prompt, "run_seed": generation.seed},
+            batch_format="numpy",
+            num_cpus=self.config.stages.clean.num_cpus,
+        ).materialize()
+        _, _, PlanSink = _make_sinks()
+        plan_sink = PlanSink(self.output.uri, self.run_id)
+        images.select_columns(list(plan_schema().names)).write_datasink(plan_sink)
         buckets: Counter = Counter()
-        for record in self.records:
-            caption, negative = self.captions[record.prompt_id]
-            size = self.sizes[record.prompt_id]
-            for index in range(generation.images_per_prompt):
-                row = {
-                    S.KEY: image_key(record.prompt_id, index),
-                    S.PROMPT_ID: record.prompt_id,
-                    S.IMAGE_INDEX: index,
-                    S.CAPTION_KEY: caption_key(caption),
-                    S.NEGATIVE_KEY: caption_key(negative),
-                    S.BUCKET_HEIGHT: size.bucket_height,
-                    S.BUCKET_WIDTH: size.bucket_width,
-                }
-                for name in planned:
-                    planned[name].append(row[name])
-                buckets[f"{size.bucket_height}x{size.bucket_width}"] += 1
-                if row[S.KEY] in committed:
-                    continue
-                row.update(
-                    {
-                        S.PROMPT: record.prompt,
-                        S.CAPTION: caption,
-                        S.NEGATIVE_PROMPT: record.negative_prompt if record.negative_prompt is not None else generation.negative_prompt,
-                        S.NEGATIVE_CAPTION: negative,
-                        S.SEED: image_seed(generation.seed, record.prompt_id, index),
-                        S.WIDTH: size.width,
-                        S.HEIGHT: size.height,
-                        S.ERROR: "",
-                    }
-                )
-                rows.append(row)
-        self.output.write_plan(pa.table(planned))
-        rows.sort(key=lambda row: (row[S.BUCKET_HEIGHT], row[S.BUCKET_WIDTH], row[S.KEY]))
-        self.report.images_planned = len(planned["key"])
-        self.report.images_skipped = self.report.images_planned - len(rows)
+        for result in getattr(plan_sink, "results", []):
+            buckets.update(result["buckets"])
+            self.report.images_planned += result["rows"]
+        self.output.commit_plan(self.run_id, self.report.images_planned)
+        shards = self.output.shard_files()
+        if dry_run:
+            committed_count = len(self.output.committed_keys()) if shards else 0
+            self.report.images_skipped = min(committed_count, self.report.images_planned)
+            self.report.buckets = dict(sorted(buckets.items()))
+            self.report.stage_seconds["plan"] = time.perf_counter() - start
+            self.log(f"dry run: planned {self.report.images_planned} images in {len(buckets)} buckets")
+            return None
+        remaining = images
+        partitions = _shuffle_partitions(self.report.images_planned)
+        if shards:
+            committed = ray.data.read_parquet(shards, filesystem=self.output.location.fs, columns=[S.KEY])
+            remaining = remaining.join(committed, join_type="left_anti", num_partitions=partitions, on=(S.KEY,))
+        remaining = remaining.sort([S.BUCKET_HEIGHT, S.BUCKET_WIDTH, S.KEY]).materialize()
+        todo = remaining.count()
+        self.report.images_skipped = self.report.images_planned - todo
         self.report.buckets = dict(sorted(buckets.items()))
-        self.log(f"planned {self.report.images_planned} images in {len(buckets)} buckets; {len(rows)} to generate, {self.report.images_skipped} already done")
-        return rows
+        self.report.stage_seconds["plan"] = time.perf_counter() - start
+        self.log(f"planned {self.report.images_planned} images in {len(buckets)} buckets; {todo} to generate, {self.report.images_skipped} already done")
+        return remaining if todo else None
 
     def constants(self) -> dict[str, Any]:
         generation = self.config.generation
@@ -398,18 +443,17 @@ class Run:
             S.IMAGE_FORMAT: self.config.output.image_format,
         }
 
-    def generate(self, rows: list[dict[str, Any]]) -> None:
-        import ray
-
-        if not rows:
+    def generate(self, remaining) -> None:
+        if remaining is None:
             return
         stages = self.config.stages
         generation = self.config.generation
-        _, ImageSink = _make_sinks()
-        run_id = self.run_id
+        _, ImageSink, _ = _make_sinks()
         start = time.perf_counter()
         dataset = (
-            ray.data.from_items(rows, override_num_blocks=_blocks_for(len(rows), stages.denoise.batch_size))
+            # Blocks of one DiT batch: images stream through the stages and shards commit as they
+            # finish, instead of a whole sorted partition at a time.
+            remaining.repartition(target_num_rows_per_block=stages.denoise.batch_size)
             .map_batches(
                 attach_embeddings,
                 fn_kwargs={"root": self.store_root, "identity": self.identity},
@@ -450,12 +494,11 @@ class Run:
                 num_cpus=stages.write.num_cpus,  # PNG encoding: CPU work kept off the GPU actors
             )
         )
-        sink = ImageSink(self.output.uri, run_id, self.constants(), self.config.output.rows_per_shard, self.config.output.row_group_size)
+        sink = ImageSink(self.output.uri, self.run_id, self.constants(), self.config.output.rows_per_shard, self.config.output.row_group_size)
         dataset.write_datasink(sink)
-        results = getattr(sink, "results", [])
         elapsed = time.perf_counter() - start
         busy: Counter = Counter()
-        for result in results:
+        for result in getattr(sink, "results", []):
             busy.update(result["busy_s"])
             self.report.images_generated += result["rows"]
             self.report.images_with_truncated_caption += result["truncated"]
@@ -489,12 +532,38 @@ class Run:
         }
 
     def finish(self) -> dict[str, Any]:
+        self.output.remove_work(self.run_id)
         self.report.wall_seconds = round(time.time() - self.started, 3)
         self.report.stage_seconds = {k: round(v, 3) for k, v in self.report.stage_seconds.items()}
         report = self.report.to_dict()
         self.output.write_json("run_report.json", report)
         self.output.write_json("run_config.json", json.loads(config_json(self.config)))
         return report
+
+
+def check_gpus(config: RunConfig) -> None:
+    """Refuse up front a run whose stages need more GPUs at once than the cluster has.
+
+    The encode phase runs alone; DiT and VAE actors run together. Each pool needs its
+    minimum size × ``num_gpus`` to start.
+    """
+    import ray
+
+    available = float(ray.cluster_resources().get("GPU", 0.0))
+    stages = config.stages
+    phases = {
+        "encode": [("encode", stages.encode)],
+        "generate": [("denoise", stages.denoise), ("decode", stages.decode)],
+    }
+    for phase, members in phases.items():
+        parts = [(name, stage.pool_size()[0], stage.num_gpus) for name, stage in members if stage.num_gpus > 0]
+        need = sum(size * gpus for _, size, gpus in parts)
+        if need > available + 1e-9:
+            detail = " + ".join(f"{name} {size}×{gpus:g}" for name, size, gpus in parts)
+            raise UserError(
+                f"the {phase} stages need {need:g} GPUs at once ({detail}) but the Ray cluster has {available:g}; "
+                "lower stages.*.concurrency or num_gpus, or use a CPU recipe (configs/tiny.yaml, configs/cpu.yaml)"
+            )
 
 
 def _stage_class(name: str):
@@ -511,17 +580,25 @@ def _stage_class(name: str):
     return Decoder
 
 
-def run_generate(config: RunConfig, prompts: str, output: str, encode_only: bool = False) -> dict[str, Any]:
-    """The whole pipeline (or only the embedding store with ``encode_only``); returns the run report."""
+def run_generate(config: RunConfig, prompts: str, output: str, encode_only: bool = False, dry_run: bool = False) -> dict[str, Any]:
+    """The whole pipeline (or only the embedding store with ``encode_only``, or only the plan with
+    ``dry_run``); returns the run report."""
     run = Run(config, prompts, output)
     init_ray(config)
     configure_data_context(config)
+    run.start()
     run.clean()
+    if dry_run:
+        run.plan(dry_run=True)
+        return _finish(run)
     run.encode()
     if not encode_only:
-        rows = run.plan()
-        run.generate(rows)
+        run.generate(run.plan())
         run.output.write_card(run.settings(), {"images_total": run.report.images_planned, "prompts": run.report.prompts})
+    return _finish(run)
+
+
+def _finish(run: Run) -> dict[str, Any]:
     report = run.finish()
     log(f"done: {report['images_generated']} images generated, {report['images_skipped']} skipped, "
         f"{report['embeddings_encoded']} captions encoded, {report['embeddings_reused']} reused, "

@@ -54,3 +54,57 @@ def plan_size(record: PromptRecord, generation: GenerationConfig, geometry: Mode
         height = width = geometry.native_size
     bucket_height, bucket_width = bucket_for(height, width, table)
     return SizePlan(int(height), int(width), bucket_height, bucket_width)
+
+
+# --------------------------------------------------------------------------- batch forms (run in Ray workers)
+
+PROMPT_COLUMNS = ("prompt_id", "prompt", "negative_prompt", "requested_width", "requested_height", "aspect_ratio", "source")
+"""Columns of the staged prompt chunks; 0 means "not given" for the three size columns."""
+
+
+def prompt_chunk(records: list[PromptRecord], default_negative: str):
+    """An Arrow table of staged prompts (the negative prompt default already applied)."""
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "prompt_id": [r.prompt_id for r in records],
+            "prompt": [r.prompt for r in records],
+            "negative_prompt": [r.negative_prompt if r.negative_prompt is not None else default_negative for r in records],
+            "requested_width": pa.array([r.width or 0 for r in records], pa.int32()),
+            "requested_height": pa.array([r.height or 0 for r in records], pa.int32()),
+            "aspect_ratio": pa.array([r.aspect_ratio or 0.0 for r in records], pa.float64()),
+            "source": [r.source for r in records],
+        }
+    )
+
+
+def add_sizes(batch: dict, generation: GenerationConfig, geometry: ModelGeometry, table: dict) -> dict:
+    """Adds ``width``, ``height``, ``bucket_width``, ``bucket_height`` to a batch of staged prompts."""
+    import numpy as np
+
+    sizes = []
+    for width, height, ratio in zip(batch["requested_width"], batch["requested_height"], batch["aspect_ratio"]):
+        record = PromptRecord("", "", None, int(width) or None, int(height) or None, float(ratio) or None, "")
+        sizes.append(plan_size(record, generation, geometry, table))
+    batch["width"] = np.array([s.width for s in sizes], dtype=np.int32)
+    batch["height"] = np.array([s.height for s in sizes], dtype=np.int32)
+    batch["bucket_width"] = np.array([s.bucket_width for s in sizes], dtype=np.int32)
+    batch["bucket_height"] = np.array([s.bucket_height for s in sizes], dtype=np.int32)
+    return batch
+
+
+def expand_images(batch: dict, images_per_prompt: int, run_seed: int) -> dict:
+    """One row per image: each prompt row repeated ``images_per_prompt`` times with its key and seed."""
+    import numpy as np
+
+    count = len(batch["prompt_id"])
+    repeat = np.repeat(np.arange(count), images_per_prompt)
+    out = {name: column[repeat] for name, column in batch.items() if name not in ("requested_width", "requested_height", "aspect_ratio")}
+    indices = np.tile(np.arange(images_per_prompt, dtype=np.int32), count)
+    ids = out["prompt_id"].tolist()
+    out["image_index"] = indices
+    out["key"] = np.array([image_key(p, int(i)) for p, i in zip(ids, indices)], dtype=object)
+    out["seed"] = np.array([image_seed(run_seed, p, int(i)) for p, i in zip(ids, indices)], dtype=np.int64)
+    out["error"] = np.array([""] * len(ids), dtype=object)
+    return out

@@ -1,0 +1,39 @@
+"""A run never asks for more GPUs than the cluster has without saying so up front."""
+
+import pytest
+
+from pixart_batch.config import load_config
+from pixart_batch.errors import UserError
+from pixart_batch.pipeline import check_gpus
+
+
+def test_phases_are_counted_against_cluster_gpus(monkeypatch):
+    import ray
+
+    gpus = {"GPU": 0.0}
+    monkeypatch.setattr(ray, "cluster_resources", lambda: dict(gpus))
+    one = load_config("configs/one-gpu.yaml")
+    with pytest.raises(UserError, match=r"the encode stages need 1 GPUs at once \(encode 1×1\) but the Ray cluster has 0"):
+        check_gpus(one)
+    gpus["GPU"] = 1.0
+    check_gpus(one)  # T5 alone, then DiT 0.6 + VAE 0.4: fits one card
+    eight = load_config("configs/node-8gpu.yaml")
+    with pytest.raises(UserError, match=r"generate stages need 8 GPUs at once \(denoise 8×0.6 \+ decode 8×0.4\)"):
+        check_gpus(eight)
+    gpus["GPU"] = 8.0
+    check_gpus(eight)
+    check_gpus(load_config("configs/multi-node.yaml"))  # autoscaling pools: their minimum fits one node
+    gpus["GPU"] = 0.0
+    check_gpus(load_config("configs/tiny.yaml"))
+
+
+def test_gpu_recipe_on_a_cpu_cluster_is_refused_before_any_work(ray_session, tiny_model, tmp_path, capsys):
+    from pixart_batch.cli import main
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    capsys.readouterr()
+    code = main(["generate", "--config", "configs/one-gpu.yaml", "--model", "tiny", "--prompts", str(prompts), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "GPUs at once" in err and err.count("\n") == 1
+    assert not list((tmp_path / "out").rglob("*.parquet"))
