@@ -65,6 +65,13 @@ def configure_data_context(config: RunConfig) -> None:
 
     context = DataContext.get_current()
     context.enable_progress_bars = True
+    # Retries: Ray Data's defaults are what a long batch job wants and are relied on here —
+    # actor-pool actors restart without limit and their in-flight tasks are retried
+    # (max_restarts=-1, max_task_retries=-1), tasks lost with a node are re-run. Exceptions
+    # raised by our own stage code are not retried by Ray: the stages retry each failing
+    # image alone and turn what still fails into failure rows (see stages/common.py), so a
+    # map task never fails because of one image and no block is ever dropped.
+    context.max_errored_blocks = 0
     # A deadlock (e.g. actors holding every CPU) must fail the run instead of hanging it.
     context.execution_no_progress_timeout_s = config.ray.no_progress_timeout_s
     # Keep the order of the plan (sorted by bucket) so DiT batches rarely mix buckets.
@@ -364,7 +371,7 @@ class Run:
         parts = self.store.part_files()
         todo = distinct
         if parts:
-            known = ray.data.read_parquet(parts, filesystem=self.store.location.fs, columns=[S.CAPTION_KEY])
+            known = ray.data.read_parquet(parts, filesystem=self.store.location.fs).select_columns([S.CAPTION_KEY])
             todo = distinct.join(known, join_type="left_anti", num_partitions=partitions, on=(S.CAPTION_KEY,)).materialize()
         self.report.embeddings_encoded = todo.count()
         self.report.embeddings_reused = wanted - self.report.embeddings_encoded
@@ -421,7 +428,7 @@ class Run:
         remaining = images
         partitions = _shuffle_partitions(self.report.images_planned)
         if shards:
-            committed = ray.data.read_parquet(shards, filesystem=self.output.location.fs, columns=[S.KEY])
+            committed = ray.data.read_parquet(shards, filesystem=self.output.location.fs).select_columns([S.KEY])
             remaining = remaining.join(committed, join_type="left_anti", num_partitions=partitions, on=(S.KEY,))
         remaining = remaining.sort([S.BUCKET_HEIGHT, S.BUCKET_WIDTH, S.KEY]).materialize()
         todo = remaining.count()

@@ -1,0 +1,37 @@
+"""``encode`` (the store only) and ``generate --dry-run`` (the plan only)."""
+
+import json
+
+import pytest
+from conftest import tiny_config
+
+from pixart_batch.audit import status
+from pixart_batch.pipeline import run_generate
+
+pytestmark = pytest.mark.slow
+
+
+def test_encode_only_then_generate_reuses_every_embedding(tmp_path, ray_session, tiny_model):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog --ar 1:2\na cat\n")  # a repeated caption is encoded once
+    output = tmp_path / "out"
+    report = run_generate(tiny_config(), str(prompts), str(output), encode_only=True)
+    assert report["embeddings_encoded"] == 3 and report["images_generated"] == 0  # 2 captions + ""
+    assert not list((output / "data").glob("*.parquet"))
+    report = run_generate(tiny_config(), str(prompts), str(output))
+    assert (report["embeddings_encoded"], report["embeddings_reused"]) == (0, 3)
+    assert report["images_generated"] == 3
+
+
+def test_dry_run_plans_without_running_models(tmp_path, ray_session, tiny_model):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog --ar 1:2\na fox --hw 96:160\n")
+    output = tmp_path / "out"
+    report = run_generate(tiny_config(**{"generation.images_per_prompt": 3}), str(prompts), str(output), dry_run=True)
+    assert report["images_planned"] == 9 and report["images_generated"] == 0
+    assert not (output / "embeddings").exists() or not list((output / "embeddings").rglob("part-*.parquet"))
+    assert sum(report["buckets"].values()) == 9 and len(report["buckets"]) == 3
+    table = status(str(output))
+    assert table["total"] == {"planned": 9, "embedded": 0, "done": 0, "failed": 0}
+    assert json.loads((output / "plan.json").read_text())["images"] == 9
+    assert not (output / ".work").exists() or not list((output / ".work").rglob("*"))
