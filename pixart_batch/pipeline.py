@@ -1,11 +1,14 @@
 """Wires the stages into Ray Data. The only module that knows about Ray.
 
-Two phases, each a streaming Ray Data pipeline:
+The driver validates and streams the prompt file into chunks (``OUTPUT/.work/<run>/``);
+everything else runs on the workers:
 
-1. **encode**: prompts → clean (CPU tasks) → distinct captions not yet in the store →
-   T5 actors → store part files (committed atomically by :class:`StoreSink`);
-2. **generate**: plan (prompts × images, minus keys already in the output) sorted by
-   bucket → attach stored embeddings (CPU tasks) → DiT actors → VAE actors → image
+1. **clean**: chunks → diffusers' caption cleaning + size plan (CPU tasks), materialized;
+2. **encode**: captions → distinct (groupby) → minus the store (anti-join) → T5 actors →
+   store part files (committed atomically by :class:`StoreSink`);
+3. **plan**: prompts × images_per_prompt → ``plan/<run>/`` (:class:`PlanSink`) → minus
+   committed keys (anti-join) → sorted by bucket;
+4. **generate**: attach stored embeddings (CPU tasks) → DiT actors → VAE actors → image
    encoding (CPU tasks) → Parquet shards (:class:`ImageSink`).
 
 Resource numbers come from the config's ``stages`` section; the comments say why.
@@ -23,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import numpy as np
+import ray
+from ray.data import Datasink
 
 from . import schema as S
 from .buckets import aspect_ratio_table, read_model_geometry
@@ -30,6 +35,7 @@ from .config import RunConfig, StageConfig, config_json
 from .dataset import SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset, plan_schema
 from .errors import UserError
 from .models import checkpoint_identity, encoder_identity, resolve_model, scheduler_name
+from .plan import add_sizes, expand_images
 from .prompts import scan_prompts
 from .store import AttachEmbeddings, EmbeddingStore, StoreIdentity, caption_key
 
@@ -48,8 +54,6 @@ def init_ray(config: RunConfig) -> None:
     """Join ``ray.address`` or ``RAY_ADDRESS`` (set by ``ray job submit``), else start a private local
     instance (``address="local"``: never silently join some other Ray running on this machine)."""
     import os
-
-    import ray
 
     if ray.is_initialized():
         return
@@ -74,8 +78,6 @@ def configure_data_context(config: RunConfig) -> None:
     context.max_errored_blocks = 0
     # A deadlock (e.g. actors holding every CPU) must fail the run instead of hanging it.
     context.execution_no_progress_timeout_s = config.ray.no_progress_timeout_s
-    # Keep the order of the plan (sorted by bucket) so DiT batches rarely mix buckets.
-    context.execution_options.preserve_order = True
 
 
 def _map_kwargs(stage: StageConfig) -> dict[str, Any]:
@@ -110,105 +112,102 @@ def _concat(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
 
 
-def _make_sinks():
-    from ray.data import Datasink
+class StoreSink(Datasink):
+    """Writes each task's encoded captions as one store part file, committed atomically."""
 
-    class StoreSink(Datasink):
-        """Writes each task's encoded captions as one store part file, committed atomically."""
+    def __init__(self, root: str, identity: StoreIdentity, rows_per_part: int) -> None:
+        self.root, self.identity, self.rows_per_part = root, identity, rows_per_part
 
-        def __init__(self, root: str, identity: StoreIdentity, rows_per_part: int) -> None:
-            self.root, self.identity, self.rows_per_part = root, identity, rows_per_part
+    @property
+    def min_rows_per_write(self) -> int:
+        return self.rows_per_part
 
-        @property
-        def min_rows_per_write(self) -> int:
-            return self.rows_per_part
+    def write(self, blocks, ctx) -> dict[str, Any]:
+        import pyarrow as pa
 
-        def write(self, blocks, ctx) -> dict[str, Any]:
-            import pyarrow as pa
+        store = EmbeddingStore(self.root, self.identity)
+        batches = list(_batches(blocks))
+        if not batches:
+            return {"rows": 0, "busy_s": 0.0}
+        batch = _concat(batches)
+        total = len(batch[S.CAPTION_KEY])
+        for start in range(0, total, self.rows_per_part):
+            part = {name: batch[name][start : start + self.rows_per_part].tolist() for name in STORE_COLUMNS}
+            store.write_part(pa.table(part))
+        return {"rows": total, "busy_s": float(batch[BUSY_COLUMNS["encode"]].sum())}
 
-            store = EmbeddingStore(self.root, self.identity)
-            batches = list(_batches(blocks))
-            if not batches:
-                return {"rows": 0, "busy_s": 0.0}
-            batch = _concat(batches)
-            total = len(batch[S.CAPTION_KEY])
-            for start in range(0, total, self.rows_per_part):
-                part = {name: batch[name][start : start + self.rows_per_part].tolist() for name in STORE_COLUMNS}
-                store.write_part(pa.table(part))
-            return {"rows": total, "busy_s": float(batch[BUSY_COLUMNS["encode"]].sum())}
+class ImageSink(Datasink):
+    """Writes image rows as Parquet shards of at most ``rows_per_shard`` rows, each committed atomically."""
 
-    class ImageSink(Datasink):
-        """Writes image rows as Parquet shards of at most ``rows_per_shard`` rows, each committed atomically."""
+    def __init__(self, output_uri: str, run_id: str, constants: dict[str, Any], rows_per_shard: int, row_group_size: int) -> None:
+        self.output_uri, self.run_id, self.constants = output_uri, run_id, constants
+        self.rows_per_shard, self.row_group_size = rows_per_shard, row_group_size
 
-        def __init__(self, output_uri: str, run_id: str, constants: dict[str, Any], rows_per_shard: int, row_group_size: int) -> None:
-            self.output_uri, self.run_id, self.constants = output_uri, run_id, constants
-            self.rows_per_shard, self.row_group_size = rows_per_shard, row_group_size
+    @property
+    def min_rows_per_write(self) -> int:
+        return self.rows_per_shard
 
-        @property
-        def min_rows_per_write(self) -> int:
-            return self.rows_per_shard
+    def write(self, blocks, ctx) -> dict[str, Any]:
+        import pyarrow as pa
 
-        def write(self, blocks, ctx) -> dict[str, Any]:
-            import pyarrow as pa
-
-            output = OutputDataset(self.output_uri)
-            result: dict[str, Any] = {"rows": 0, "failed": 0, "files": 0, "bytes": 0, "truncated": 0, "busy_s": Counter(), "buckets": Counter()}
-            batches = list(_batches(blocks))
-            if not batches:
-                return result
-            everything = _concat(batches)
-            for stage, column in BUSY_COLUMNS.items():
-                if column in everything:
-                    result["busy_s"][stage] += float(everything[column].sum())
-            failed = everything[S.ERROR].astype(bool)
-            if failed.any():
-                rows = {name: everything[name][failed].tolist() for name in (S.KEY, S.PROMPT_ID, S.IMAGE_INDEX, S.ERROR)}
-                rows["run"] = [self.run_id] * int(failed.sum())
-                output.write_failures(pa.table(rows), f"failures-{self.run_id}-{ctx.task_idx:05d}.parquet")
-                result["failed"] = int(failed.sum())
-                for key, error in zip(rows[S.KEY], rows[S.ERROR]):
-                    log(f"failed {key}: {error}")
-            healthy = {name: column[~failed] for name, column in everything.items()}
-            total = len(healthy[S.KEY])
-            for start in range(0, total, self.rows_per_shard):
-                batch = {name: column[start : start + self.rows_per_shard] for name, column in healthy.items()}
-                rows_in_shard = len(batch[S.KEY])
-                name = f"train-{self.run_id}-{ctx.task_idx:05d}-{result['files']:04d}.parquet"
-                result["bytes"] += output.write_shard(output.to_table(batch, self.constants), name, self.row_group_size)
-                result["files"] += 1
-                result["rows"] += rows_in_shard
-                result["truncated"] += int(batch[S.TRUNCATED].sum())
-                result["buckets"].update(f"{h}x{w}" for h, w in zip(batch[S.BUCKET_HEIGHT], batch[S.BUCKET_WIDTH]))
-                log(f"committed {name} ({rows_in_shard} images)")
+        output = OutputDataset(self.output_uri)
+        result: dict[str, Any] = {"rows": 0, "failed": 0, "files": 0, "bytes": 0, "truncated": 0, "busy_s": Counter(), "buckets": Counter()}
+        batches = list(_batches(blocks))
+        if not batches:
             return result
+        everything = _concat(batches)
+        for stage, column in BUSY_COLUMNS.items():
+            if column in everything:
+                result["busy_s"][stage] += float(everything[column].sum())
+        failed = everything[S.ERROR].astype(bool)
+        if failed.any():
+            rows = {name: everything[name][failed].tolist() for name in (S.KEY, S.PROMPT_ID, S.IMAGE_INDEX, S.ERROR)}
+            rows["run"] = [self.run_id] * int(failed.sum())
+            output.write_failures(pa.table(rows), f"failures-{self.run_id}-{ctx.task_idx:05d}.parquet")
+            result["failed"] = int(failed.sum())
+            for key, error in zip(rows[S.KEY], rows[S.ERROR]):
+                log(f"failed {key}: {error}")
+        healthy = {name: column[~failed] for name, column in everything.items()}
+        total = len(healthy[S.KEY])
+        for start in range(0, total, self.rows_per_shard):
+            batch = {name: column[start : start + self.rows_per_shard] for name, column in healthy.items()}
+            rows_in_shard = len(batch[S.KEY])
+            name = f"train-{self.run_id}-{ctx.task_idx:05d}-{result['files']:04d}.parquet"
+            result["bytes"] += output.write_shard(output.to_table(batch, self.constants), name, self.row_group_size)
+            result["files"] += 1
+            result["rows"] += rows_in_shard
+            result["truncated"] += int(batch[S.TRUNCATED].sum())
+            result["buckets"].update(f"{h}x{w}" for h, w in zip(batch[S.BUCKET_HEIGHT], batch[S.BUCKET_WIDTH]))
+            log(f"committed {name} ({rows_in_shard} images)")
+        return result
 
-        def on_write_complete(self, write_result) -> None:
-            # Runs on the driver: keep each write task's counts for the run report.
-            self.results = list(write_result.write_returns)
+    def on_write_complete(self, write_result) -> None:
+        # Runs on the driver: keep each write task's counts for the run report.
+        self.results = list(write_result.write_returns)
 
-    class PlanSink(Datasink):
-        """Writes the plan (one small row per planned image) as part files of ``plan/<run>/``."""
+class PlanSink(Datasink):
+    """Writes the plan (one small row per planned image) as part files of ``plan/<run>/``."""
 
-        def __init__(self, output_uri: str, run_id: str) -> None:
-            self.output_uri, self.run_id = output_uri, run_id
+    def __init__(self, output_uri: str, run_id: str) -> None:
+        self.output_uri, self.run_id = output_uri, run_id
 
-        def write(self, blocks, ctx) -> dict[str, Any]:
-            import pyarrow as pa
+    def write(self, blocks, ctx) -> dict[str, Any]:
+        import pyarrow as pa
 
-            batches = list(_batches(blocks))
-            if not batches:
-                return {"rows": 0, "buckets": Counter()}
-            batch = _concat(batches)
-            output = OutputDataset(self.output_uri)
-            table = pa.table({name: batch[name] for name in plan_schema().names})
-            output.write_plan_part(self.run_id, table, f"part-{ctx.task_idx:05d}.parquet")
-            buckets = Counter(f"{h}x{w}" for h, w in zip(batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist()))
-            return {"rows": len(batch[S.KEY]), "buckets": buckets}
+        batches = list(_batches(blocks))
+        if not batches:
+            return {"rows": 0, "buckets": Counter()}
+        batch = _concat(batches)
+        output = OutputDataset(self.output_uri)
+        table = pa.table({name: batch[name] for name in plan_schema().names})
+        output.write_plan_part(self.run_id, table, f"part-{ctx.task_idx:05d}.parquet")
+        buckets = Counter(f"{h}x{w}" for h, w in zip(batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist()))
+        return {"rows": len(batch[S.KEY]), "buckets": buckets}
 
-        def on_write_complete(self, write_result) -> None:
-            self.results = list(write_result.write_returns)
+    def on_write_complete(self, write_result) -> None:
+        self.results = list(write_result.write_returns)
 
-    return StoreSink, ImageSink, PlanSink
+
 
 
 # --------------------------------------------------------------------------- stage functions (CPU tasks)
@@ -216,7 +215,6 @@ def _make_sinks():
 
 def clean_and_size(batch: dict[str, np.ndarray], clean_caption: bool, generation, geometry, table) -> dict[str, np.ndarray]:
     """Cleaned captions, their store keys, and the size plan of each staged prompt."""
-    from .plan import add_sizes
     from .stages.clean import CaptionCleaner
 
     batch = CaptionCleaner(clean_caption)(batch)
@@ -237,12 +235,6 @@ def caption_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def first_of_group(table):
     """One row per caption key (the input of ``groupby(caption_key).map_groups``)."""
     return table.slice(0, 1)
-
-
-def expand(batch: dict[str, np.ndarray], images_per_prompt: int, run_seed: int) -> dict[str, np.ndarray]:
-    from .plan import expand_images
-
-    return expand_images(batch, images_per_prompt, run_seed)
 
 
 def attach_embeddings(batch: dict[str, np.ndarray], root: str, identity: StoreIdentity) -> dict[str, np.ndarray]:
@@ -336,8 +328,6 @@ class Run:
 
     # -- phase 1
     def clean(self) -> None:
-        import ray
-
         stage = self.config.stages.clean
         start = time.perf_counter()
         self.prompts = (
@@ -361,8 +351,6 @@ class Run:
         self.log(f"cleaned {self.scan.count} prompts ({self.report.captions_empty} cleaned to empty text)")
 
     def encode(self) -> None:
-        import ray
-
         start = time.perf_counter()
         captions = self.prompts.map_batches(caption_rows, batch_format="numpy", num_cpus=self.config.stages.clean.num_cpus)
         partitions = _shuffle_partitions(2 * self.scan.count)
@@ -378,7 +366,6 @@ class Run:
         self.log(f"embedding store {self.store.uri}: {self.report.embeddings_encoded} captions to encode, {self.report.embeddings_reused} reused")
         if self.report.embeddings_encoded:
             stage = self.config.stages.encode
-            StoreSink, _, _ = _make_sinks()
             # Small blocks: actors get work in parallel, and parts commit as batches finish.
             todo.repartition(target_num_rows_per_block=stage.batch_size).map_batches(
                 _stage_class("encode"),
@@ -399,17 +386,14 @@ class Run:
         The whole plan is written to ``OUTPUT/plan/<run>/`` for ``status`` and ``verify``.
         Everything here runs in Ray workers; the driver only sees counts.
         """
-        import ray
-
         generation = self.config.generation
         start = time.perf_counter()
         images = self.prompts.map_batches(
-            expand,
+            expand_images,
             fn_kwargs={"images_per_prompt": generation.images_per_prompt, "run_seed": generation.seed},
             batch_format="numpy",
             num_cpus=self.config.stages.clean.num_cpus,
         ).materialize()
-        _, _, PlanSink = _make_sinks()
         plan_sink = PlanSink(self.output.uri, self.run_id)
         images.select_columns(list(plan_schema().names)).write_datasink(plan_sink)
         buckets: Counter = Counter()
@@ -418,25 +402,22 @@ class Run:
             self.report.images_planned += result["rows"]
         self.output.commit_plan(self.run_id, self.report.images_planned)
         shards = self.output.shard_files()
-        if dry_run:
-            committed_count = len(self.output.committed_keys()) if shards else 0
-            self.report.images_skipped = min(committed_count, self.report.images_planned)
-            self.report.buckets = dict(sorted(buckets.items()))
-            self.report.stage_seconds["plan"] = time.perf_counter() - start
-            self.log(f"dry run: planned {self.report.images_planned} images in {len(buckets)} buckets")
-            return None
         remaining = images
-        partitions = _shuffle_partitions(self.report.images_planned)
         if shards:
             committed = ray.data.read_parquet(shards, filesystem=self.output.location.fs).select_columns([S.KEY])
+            partitions = _shuffle_partitions(self.report.images_planned)
             remaining = remaining.join(committed, join_type="left_anti", num_partitions=partitions, on=(S.KEY,))
-        remaining = remaining.sort([S.BUCKET_HEIGHT, S.BUCKET_WIDTH, S.KEY]).materialize()
+        if not dry_run:
+            remaining = remaining.sort([S.BUCKET_HEIGHT, S.BUCKET_WIDTH, S.KEY]).materialize()
         todo = remaining.count()
         self.report.images_skipped = self.report.images_planned - todo
         self.report.buckets = dict(sorted(buckets.items()))
         self.report.stage_seconds["plan"] = time.perf_counter() - start
-        self.log(f"planned {self.report.images_planned} images in {len(buckets)} buckets; {todo} to generate, {self.report.images_skipped} already done")
-        return remaining if todo else None
+        self.log(
+            f"{'dry run: ' if dry_run else ''}planned {self.report.images_planned} images in {len(buckets)} buckets; "
+            f"{todo} to generate, {self.report.images_skipped} already done"
+        )
+        return remaining if todo and not dry_run else None
 
     def constants(self) -> dict[str, Any]:
         generation = self.config.generation
@@ -455,7 +436,6 @@ class Run:
             return
         stages = self.config.stages
         generation = self.config.generation
-        _, ImageSink, _ = _make_sinks()
         start = time.perf_counter()
         dataset = (
             # Blocks of one DiT batch: images stream through the stages and shards commit as they
@@ -554,8 +534,6 @@ def check_gpus(config: RunConfig) -> None:
     The encode phase runs alone; DiT and VAE actors run together. Each pool needs its
     minimum size × ``num_gpus`` to start.
     """
-    import ray
-
     available = float(ray.cluster_resources().get("GPU", 0.0))
     stages = config.stages
     phases = {
