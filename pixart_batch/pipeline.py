@@ -237,8 +237,8 @@ def first_of_group(table):
     return table.slice(0, 1)
 
 
-def attach_embeddings(batch: dict[str, np.ndarray], root: str, identity: StoreIdentity) -> dict[str, np.ndarray]:
-    return AttachEmbeddings(root, identity)(batch)
+def attach_embeddings(batch: dict[str, np.ndarray], root: str, identity: StoreIdentity, index: list) -> dict[str, np.ndarray]:
+    return AttachEmbeddings(root, identity, index)(batch)
 
 
 def encode_images(batch: dict[str, np.ndarray], image_format: str, quality: int) -> dict[str, np.ndarray]:
@@ -366,18 +366,29 @@ class Run:
         self.log(f"embedding store {self.store.uri}: {self.report.embeddings_encoded} captions to encode, {self.report.embeddings_reused} reused")
         if self.report.embeddings_encoded:
             stage = self.config.stages.encode
-            # Small blocks: actors get work in parallel, and parts commit as batches finish.
-            todo.repartition(target_num_rows_per_block=stage.batch_size).map_batches(
-                _stage_class("encode"),
-                fn_constructor_kwargs={
-                    "model": self.model.name,
-                    "dtype": stage.dtype,
-                    "device": stage.device,
-                    "max_sequence_length": self.config.model.max_sequence_length,
-                },
-                **_map_kwargs(stage),
-            ).write_datasink(StoreSink(self.store_root, self.identity, rows_per_part=self.config.output.store_rows_per_part))
+            # Sorted by key and kept in order, so each store part covers a narrow key range and a
+            # lookup opens few parts; small blocks, so actors work in parallel and parts commit
+            # as batches finish.
+            context = ray.data.DataContext.get_current()
+            context.execution_options.preserve_order = True
+            try:
+                self._encode(todo.sort(S.CAPTION_KEY), stage)
+            finally:
+                context.execution_options.preserve_order = False
         self.report.stage_seconds["encode"] = time.perf_counter() - start
+
+    def _encode(self, todo, stage: StageConfig) -> None:
+        """T5 actors over the captions to encode, into committed store parts."""
+        todo.repartition(target_num_rows_per_block=stage.batch_size).map_batches(
+            _stage_class("encode"),
+            fn_constructor_kwargs={
+                "model": self.model.name,
+                "dtype": stage.dtype,
+                "device": stage.device,
+                "max_sequence_length": self.config.model.max_sequence_length,
+            },
+            **_map_kwargs(stage),
+        ).write_datasink(StoreSink(self.store_root, self.identity, rows_per_part=self.config.output.store_rows_per_part))
 
     # -- phase 2
     def plan(self, dry_run: bool = False):
@@ -443,7 +454,7 @@ class Run:
             remaining.repartition(target_num_rows_per_block=stages.denoise.batch_size)
             .map_batches(
                 attach_embeddings,
-                fn_kwargs={"root": self.store_root, "identity": self.identity},
+                fn_kwargs={"root": self.store_root, "identity": self.identity, "index": self.store.index()},
                 batch_size=stages.denoise.batch_size,
                 batch_format="numpy",
                 num_cpus=stages.clean.num_cpus,  # I/O-bound reads of the store

@@ -119,36 +119,86 @@ class EmbeddingStore:
         )
         return path
 
-    def lookup(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """``{caption_key: {num_tokens, truncated, embedding}}`` for the given keys (all must exist)."""
-        import pyarrow.compute as pc
-        import pyarrow.dataset as pads
+    def index(self) -> list[tuple[str, str, str]]:
+        """``[(part path, smallest key, largest key)]`` from each part's footer statistics.
+
+        Parts are written from captions sorted by key, so each covers a narrow key range and a
+        lookup opens only the parts whose range holds a wanted key. Built once per run on the
+        driver (O(parts) footers), handed to every lookup task.
+        """
+        entries = []
+        for path in self.part_files():
+            metadata = _footer(self.location, path)
+            column = metadata.schema.to_arrow_schema().get_field_index(S.CAPTION_KEY)
+            stats = [metadata.row_group(i).column(column).statistics for i in range(metadata.num_row_groups)]
+            if stats and all(st is not None and st.has_min_max for st in stats):
+                entries.append((path, min(st.min for st in stats), max(st.max for st in stats)))
+            else:  # no statistics: always a candidate
+                entries.append((path, "", "\uffff"))
+        return entries
+
+    def lookup(self, keys: Iterable[str], index: list[tuple[str, str, str]] | None = None) -> dict[str, dict[str, Any]]:
+        """``{caption_key: {num_tokens, truncated, embedding}}`` for the given keys (all must exist).
+
+        Reads only the parts, and within them the row groups, whose key range holds a wanted key.
+        """
+        import pyarrow.parquet as pq
 
         wanted = sorted(set(keys))
-        dataset = pads.dataset(self.part_files(), format="parquet", filesystem=self.location.fs, schema=store_schema())
-        table = dataset.to_table(
-            columns=[S.CAPTION_KEY, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING],
-            filter=pc.field(S.CAPTION_KEY).isin(wanted),
-        )
         found: dict[str, dict[str, Any]] = {}
-        for row in table.to_pylist():
-            found[row.pop(S.CAPTION_KEY)] = row
+        for path, low, high in self.index() if index is None else index:
+            candidates = [k for k in wanted if low <= k <= high and k not in found]
+            if not candidates:
+                continue
+            metadata = _footer(self.location, path)
+            column = metadata.schema.to_arrow_schema().get_field_index(S.CAPTION_KEY)
+            groups = []
+            for i in range(metadata.num_row_groups):
+                st = metadata.row_group(i).column(column).statistics
+                if st is None or not st.has_min_max or any(st.min <= k <= st.max for k in candidates):
+                    groups.append(i)
+            if not groups:
+                continue
+            with self.location.fs.open_input_file(path) as handle:
+                table = pq.ParquetFile(handle).read_row_groups(groups, columns=[S.CAPTION_KEY, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING])
+            wanted_here = set(candidates)
+            for row in table.to_pylist():
+                key = row.pop(S.CAPTION_KEY)
+                if key in wanted_here:
+                    found[key] = row
         missing = [k for k in wanted if k not in found]
         if missing:
             raise KeyError(f"embedding store {self.uri} lacks {len(missing)} caption(s), e.g. {missing[0]}")
         return found
 
 
+_FOOTERS: dict[tuple[str, str], Any] = {}
+
+
+def _footer(location: Location, path: str):
+    """A part's Parquet footer; parts never change once committed, so each process reads it once."""
+    import pyarrow.parquet as pq
+
+    key = (location.uri, path)
+    if key not in _FOOTERS:
+        if len(_FOOTERS) >= 8192:
+            _FOOTERS.clear()
+        with location.fs.open_input_file(path) as handle:
+            _FOOTERS[key] = pq.ParquetFile(handle).metadata
+    return _FOOTERS[key]
+
+
 class AttachEmbeddings:
     """CPU stage: adds the stored embeddings of each row's caption and negative caption."""
 
-    def __init__(self, root: str, identity: StoreIdentity) -> None:
+    def __init__(self, root: str, identity: StoreIdentity, index: list[tuple[str, str, str]]) -> None:
         self.store = EmbeddingStore(root, identity)
+        self.index = index
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         keys = batch[S.CAPTION_KEY].tolist()
         negative_keys = batch[S.NEGATIVE_KEY].tolist()
-        found = self.store.lookup(keys + negative_keys)
+        found = self.store.lookup(keys + negative_keys, self.index)
         batch[S.NUM_TOKENS] = np.array([found[k][S.NUM_TOKENS] for k in keys], dtype=np.int32)
         batch[S.TRUNCATED] = np.array([found[k][S.TRUNCATED] for k in keys], dtype=bool)
         batch[S.PROMPT_EMBEDDING] = np.array([found[k][S.EMBEDDING] for k in keys], dtype=object)

@@ -128,3 +128,22 @@ def test_sizes_map_to_diffusers_bins(tiny_model):
     assert (exact.bucket_height, exact.bucket_width) == (192, 320)
     default = plan_size(record(), GenerationConfig(width=320, height=192), geometry, table)
     assert (default.bucket_height, default.bucket_width) == (192, 320)
+
+
+def test_lookup_opens_only_parts_whose_key_range_holds_the_key(tmp_path, tiny_model):
+    import pyarrow as pa
+
+    batch = _encode(tiny_model, [f"caption {i}" for i in range(40)])
+    table = pa.table({k: batch[k].tolist() for k in (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)}).sort_by(S.CAPTION_KEY)
+    identity = StoreIdentity(encoder="x", max_sequence_length=120, clean_caption=True, dtype="float32", d_model=32)
+    store = EmbeddingStore(str(tmp_path / "store"), identity).open()
+    low_part, high_part = store.write_part(table.slice(0, 20)), store.write_part(table.slice(20))
+    index = store.index()
+    assert {path for path, _, _ in index} == {low_part, high_part}
+    keys = table.column(S.CAPTION_KEY).to_pylist()
+    for key, part in ((keys[3], low_part), (keys[30], high_part)):
+        assert [path for path, low, high in index if low <= key <= high] == [part]
+    found = store.lookup([keys[3], keys[30]], index)
+    assert found[keys[3]][S.EMBEDDING] == table.column(S.EMBEDDING)[3].as_py()
+    with pytest.raises(KeyError, match="lacks 1 caption"):
+        store.lookup(["0" * 32], index)
