@@ -2,7 +2,7 @@
 
 Layout::
 
-    OUTPUT/data/train-<run>-<task>-<n>.parquet   image rows (``image`` is a datasets Image feature)
+    OUTPUT/data/<run>/<task//1000>/train-<run>-<task>-<n>.parquet   image rows (``image`` is a datasets Image feature)
     OUTPUT/README.md                             dataset card: features + generation settings (YAML)
     OUTPUT/settings.json                         the settings that determine the images (the guard)
     OUTPUT/store.json                            where this output's embedding store is
@@ -250,7 +250,7 @@ class OutputDataset:
 
         feature_list = [{"name": name, "dtype": "image" if name == S.IMAGE else feature.dtype} for name, feature in features().items()]
         front = {
-            "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": f"{DATA_DIR}/*.parquet"}]}],
+            "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": f"{DATA_DIR}/**/*.parquet"}]}],
             "dataset_info": {"features": feature_list},
             "generation": settings,
         }

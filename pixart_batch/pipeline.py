@@ -172,7 +172,9 @@ class ImageSink(Datasink):
         for start in range(0, total, self.rows_per_shard):
             batch = {name: column[start : start + self.rows_per_shard] for name, column in healthy.items()}
             rows_in_shard = len(batch[S.KEY])
-            name = f"train-{self.run_id}-{ctx.task_idx:05d}-{result['files']:04d}.parquet"
+            # data/<run>/<task // 1000>/...: no folder grows without bound (datasets reads data/
+            # recursively); the name alone is unique too, so shards can be copied flat.
+            name = f"{self.run_id}/{ctx.task_idx // 1000:04d}/train-{self.run_id}-{ctx.task_idx:05d}-{result['files']:04d}.parquet"
             result["bytes"] += output.write_shard(output.to_table(batch, self.constants), name, self.row_group_size)
             result["files"] += 1
             result["rows"] += rows_in_shard

@@ -127,15 +127,24 @@ def list_files(loc: Location, path: str, suffix: str = "", recursive: bool = Tru
     return sorted(found)
 
 
-def remove_temporaries(loc: Location, path: str) -> int:
-    """Delete leftover ``.tmp-*`` files of crashed writers under ``path``; returns how many."""
+def remove_temporaries(loc: Location, path: str, older_than_s: float = 0.0) -> int:
+    """Delete leftover ``.tmp-*`` files of crashed writers under ``path``; returns how many.
+
+    ``older_than_s`` spares recent ones (a store shared by several outputs may have a live
+    writer of another run).
+    """
+    import time
+
     from pyarrow import fs
 
     removed = 0
     for info in loc.fs.get_file_info(fs.FileSelector(path, recursive=True, allow_not_found=True)):
-        if info.type == fs.FileType.File and posixpath.basename(info.path).startswith(TMP_PREFIX):
-            _remove_quietly(loc, info.path)
-            removed += 1
+        if info.type != fs.FileType.File or not posixpath.basename(info.path).startswith(TMP_PREFIX):
+            continue
+        if older_than_s and info.mtime is not None and time.time() - info.mtime.timestamp() < older_than_s:
+            continue
+        _remove_quietly(loc, info.path)
+        removed += 1
     return removed
 
 

@@ -85,10 +85,11 @@ class EmbeddingStore:
         return self
 
     def remove_temporaries(self) -> int:
-        """Delete part files that crashed writers left half-written; returns how many."""
+        """Delete part files that crashed writers left half-written, an hour or more ago (a store
+        shared by several outputs may have a live writer of another run); returns how many."""
         from .storage import remove_temporaries
 
-        return remove_temporaries(self.location, self.location.path)
+        return remove_temporaries(self.location, self.location.path, older_than_s=3600)
 
     def part_files(self) -> list[str]:
         return list_files(self.location, self.location.join("parts"), suffix=".parquet")

@@ -84,7 +84,7 @@ def test_truncated_and_empty_captions_are_generated_and_counted(mixed_run):
 def _image_bytes(output, key):
     import pyarrow.parquet as pq
 
-    for path in (output / "data").glob("*.parquet"):
+    for path in (output / "data").rglob("*.parquet"):
         table = pq.read_table(path, columns=["key", "image"]).to_pylist()
         for row in table:
             if row["key"] == key:

@@ -17,7 +17,7 @@ def test_encode_only_then_generate_reuses_every_embedding(tmp_path, ray_session,
     output = tmp_path / "out"
     report = run_generate(tiny_config(), str(prompts), str(output), encode_only=True)
     assert report["embeddings_encoded"] == 3 and report["images_generated"] == 0  # 2 captions + ""
-    assert not list((output / "data").glob("*.parquet"))
+    assert not list((output / "data").rglob("*.parquet"))
     report = run_generate(tiny_config(), str(prompts), str(output))
     assert (report["embeddings_encoded"], report["embeddings_reused"]) == (0, 3)
     assert report["images_generated"] == 3

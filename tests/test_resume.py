@@ -91,7 +91,7 @@ def _store_keys(output: Path) -> list[str]:
 
 
 def _shards(output: Path) -> list[Path]:
-    return sorted((output / "data").glob("train-*.parquet"))
+    return sorted((output / "data").rglob("train-*.parquet"))
 
 
 def _command(prompts, config, output) -> list[str]:
@@ -123,7 +123,7 @@ def test_sigkill_during_encode_denoise_and_shard_writes_then_resume(tmp_path, wo
 
     # 3. Killed while a shard is being written (its temporary file exists, not yet renamed).
     run = start_cli(command, log, PIXART_BATCH_SLOW="shard-commit:60")
-    wait_for(lambda: any(p.name.startswith(".tmp-") for p in (output / "data").iterdir()), run, log)
+    wait_for(lambda: any(p.name.startswith(".tmp-") for p in (output / "data").rglob("*")), run, log)
     kill_tree(run)
     assert done_before <= {path.name for path in _shards(output)}
     partial = _images(output)  # datasets skips the half-committed temporary
