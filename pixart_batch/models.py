@@ -27,6 +27,11 @@ class ResolvedModel:
     """A local copy of the checkpoint (the hub cache snapshot for a hub id)."""
     revision: str | None = None
 
+    @property
+    def is_hub(self) -> bool:
+        """Loaded by hub id (its name and revision identify it), not from a local directory."""
+        return self.name != str(self.local_dir)
+
 
 def _check_local(root: Path) -> None:
     if not (root / "model_index.json").is_file():
@@ -81,7 +86,7 @@ def _hash_components(model: ResolvedModel, components: tuple[str, ...]) -> str:
     """A hash of the files of some components (weights whole up to 64 MiB per file; larger files by
     their safetensors header — names, dtypes, shapes, offsets — and size) plus a hub id's revision."""
     digest = hashlib.sha256()
-    if model.local_dir.name != model.name:  # a hub id: its name and revision are part of what it is
+    if model.is_hub:  # a hub id: its name and revision are part of what it is; a local dir is its files
         digest.update(f"{model.name}@{model.revision}".encode())
     for component in components:
         folder = model.local_dir / component

@@ -510,9 +510,8 @@ class Run:
     def settings(self) -> dict[str, Any]:
         """What determines the images of this output (recorded, and guarded on re-runs)."""
         generation = self.config.generation
-        is_hub = self.model.name != str(self.model.local_dir)
         return {
-            "model": self.model.name if is_hub else "local checkpoint",
+            "model": self.model.name if self.model.is_hub else "local checkpoint",
             "revision": self.model.revision,
             "checkpoint": checkpoint_identity(self.model),
             "scheduler": scheduler_name(self.model),

@@ -43,3 +43,17 @@ def test_existing_nonempty_directory_is_refused(tmp_path):
     with pytest.raises(UserError, match="not empty"):
         build_tiny_checkpoint(tmp_path / "x")
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
+
+
+def test_identity_is_the_files_not_the_path(tmp_path, tiny_model):
+    import shutil
+
+    from pixart_batch.config import ModelConfig
+    from pixart_batch.models import checkpoint_identity, encoder_identity, resolve_model
+
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(tiny_model, copy)
+    here, there = resolve_model(ModelConfig(path=str(tiny_model))), resolve_model(ModelConfig(path=str(copy)))
+    assert not here.is_hub and not there.is_hub
+    assert encoder_identity(here) == encoder_identity(there)
+    assert checkpoint_identity(here) == checkpoint_identity(there)
