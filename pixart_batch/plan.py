@@ -13,9 +13,6 @@ from .buckets import ModelGeometry, bucket_for
 from .config import GenerationConfig
 from .prompts import PromptRecord
 
-MAX_IMAGES_PER_PROMPT = 100_000
-
-
 def image_seed(run_seed: int, prompt_id: str, image_index: int) -> int:
     """A 63-bit seed for one image (``torch.Generator("cpu").manual_seed(seed)``)."""
     digest = hashlib.sha256(f"{run_seed}\x00{prompt_id}\x00{image_index}".encode()).digest()
@@ -58,12 +55,9 @@ def plan_size(record: PromptRecord, generation: GenerationConfig, geometry: Mode
 
 # --------------------------------------------------------------------------- batch forms (run in Ray workers)
 
-PROMPT_COLUMNS = ("prompt_id", "prompt", "negative_prompt", "requested_width", "requested_height", "aspect_ratio", "source")
-"""Columns of the staged prompt chunks; 0 means "not given" for the three size columns."""
-
-
 def prompt_chunk(records: list[PromptRecord], default_negative: str):
-    """An Arrow table of staged prompts (the negative prompt default already applied)."""
+    """An Arrow table of staged prompts (the negative prompt default already applied; 0 in a
+    size column means "not given")."""
     import pyarrow as pa
 
     return pa.table(

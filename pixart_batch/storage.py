@@ -52,12 +52,6 @@ def locate(uri: str) -> Location:
     return Location(fs.LocalFileSystem(), local, local)
 
 
-def exists(loc: Location, path: str) -> bool:
-    from pyarrow import fs
-
-    return loc.fs.get_file_info(path).type != fs.FileType.NotFound
-
-
 def is_file(loc: Location, path: str) -> bool:
     from pyarrow import fs
 
