@@ -22,20 +22,25 @@ def _open_output(uri: str) -> OutputDataset:
     return output
 
 
-def _store_keys(output: OutputDataset) -> tuple[set[str], list[str]]:
-    """Caption keys in the output's embedding store, and the store's part files."""
-    import pyarrow.parquet as pq
-
+def _store_parts(output: OutputDataset):
+    """The output's embedding store location and its part files (``None, []`` before the first run)."""
     pointer = output.location.join(STORE_POINTER_FILE)
     if not is_file(output.location, pointer):
-        return set(), []
+        return None, []
     store = locate(json.loads(read_bytes(output.location, pointer))["uri"])
-    parts = list_files(store, store.join("parts"), suffix=".parquet")
+    return store, list_files(store, store.join("parts"), suffix=".parquet")
+
+
+def _store_keys(output: OutputDataset) -> set[str]:
+    """Caption keys in the output's embedding store."""
+    import pyarrow.parquet as pq
+
+    store, parts = _store_parts(output)
     keys: set[str] = set()
     for path in parts:
         with store.fs.open_input_file(path) as handle:
             keys.update(pq.read_table(handle, columns=[S.CAPTION_KEY]).column(0).to_pylist())
-    return keys, parts
+    return keys
 
 
 def status(uri: str) -> dict[str, Any]:
@@ -46,7 +51,7 @@ def status(uri: str) -> dict[str, Any]:
     plan = output.read_plan().to_pylist()
     done = output.committed_keys()
     failed = output.committed_failures()
-    embedded, _ = _store_keys(output)
+    embedded = _store_keys(output)
     buckets: dict[str, Counter] = defaultdict(Counter)
     for row in plan:
         counts = buckets[f"{row[S.BUCKET_HEIGHT]}x{row[S.BUCKET_WIDTH]}"]
@@ -123,12 +128,11 @@ def verify(uri: str) -> Verification:
                         result.problems.append(f"{path}: {key}: image is {image.size[0]}x{image.size[1]}, row says {row[S.WIDTH]}x{row[S.HEIGHT]}")
             except Exception as exc:
                 result.problems.append(f"{path}: {key}: image does not decode ({exc})")
-    _, parts = _store_keys(output)
+    store, parts = _store_parts(output)
     for path in parts:
         result.files += 1
         try:
-            store_fs = locate(json.loads(read_bytes(output.location, output.location.join(STORE_POINTER_FILE)))["uri"]).fs
-            with store_fs.open_input_file(path) as handle:
+            with store.fs.open_input_file(path) as handle:
                 pq.read_table(handle)
         except Exception as exc:
             result.problems.append(f"{path}: unreadable embedding-store part ({exc})")
