@@ -1,6 +1,15 @@
-"""pixart_batch: sharded, reproducible synthetic image datasets with PixArt-α on Ray.
+"""pixart_batch: sharded, reproducible synthetic image datasets with PixArt-α / PixArt-Σ on Ray.
 
 Importing the package is cheap (no torch, diffusers or ray): heavy modules load lazily.
 """
 
+import logging
+
 __version__ = "0.1.0"
+
+# torchao (the optional int8 T5 path) is imported by diffusers whenever it is installed, and that
+# import logs warnings that are not errors of a run: one per prebuilt CUDA kernel it cannot load
+# on this machine, torch's deprecation notes on its enums, and diffusers' note about torchao tensor
+# classes it looks for by their old names. Only real errors of these loggers are shown.
+for _name in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
+    logging.getLogger(_name).setLevel(logging.ERROR)

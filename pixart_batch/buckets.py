@@ -51,15 +51,20 @@ def bucket_for(height: float, width: float, table: dict[str, list[float]]) -> tu
     return PixArtImageProcessor.classify_height_width_bin(height, width, ratios=table)
 
 
-def read_model_geometry(model_dir: str | Path) -> ModelGeometry:
-    """Read ``sample_size`` and the VAE scale from a checkpoint directory's configs."""
+def read_model_geometry(model_dir: str | Path, folders: dict[str, Path] | None = None) -> ModelGeometry:
+    """Read ``sample_size``, the VAE scale and T5's width from a checkpoint's component configs.
+
+    ``folders`` maps ``transformer`` / ``vae`` / ``text_encoder`` to their folders when they are not all
+    under ``model_dir`` (components supplied by ``model.components_from``).
+    """
     root = Path(model_dir)
+    where = {name: (folders or {}).get(name, root / name) for name in ("transformer", "vae", "text_encoder")}
     try:
-        transformer = json.loads((root / "transformer" / "config.json").read_text())
-        vae = json.loads((root / "vae" / "config.json").read_text())
-        text_encoder = json.loads((root / "text_encoder" / "config.json").read_text())
+        transformer = json.loads((where["transformer"] / "config.json").read_text())
+        vae = json.loads((where["vae"] / "config.json").read_text())
+        text_encoder = json.loads((where["text_encoder"] / "config.json").read_text())
     except FileNotFoundError as exc:
-        raise CheckpointError(f"{root}: not a PixArt checkpoint (missing {Path(exc.filename).relative_to(root)})") from None
+        raise CheckpointError(f"{root}: not a PixArt checkpoint (missing {exc.filename})") from None
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{root}: unreadable checkpoint config ({exc})") from None
     return ModelGeometry(

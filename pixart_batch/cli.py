@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import UserError
 
@@ -19,7 +19,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pixart-batch", description="Batch PixArt-α image datasets on Ray.")
+    parser = argparse.ArgumentParser(prog="pixart-batch", description="Batch PixArt-α / PixArt-Σ image datasets on Ray.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     generate = commands.add_parser("generate", help="prompts → embedding store → images → sharded dataset")
@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--images-per-prompt", type=int, help="images per prompt (generation.images_per_prompt)")
     generate.add_argument("--batch-size", type=int, help="DiT and VAE batch size (stages.denoise/decode.batch_size)")
     generate.add_argument("--steps", type=int, help="denoising steps (generation.num_inference_steps)")
-    generate.add_argument("--guidance-scale", type=float, help="CFG scale (generation.guidance_scale)")
+    generate.add_argument("--guidance-scale", type=float, help="CFG scale (generation.guidance_scale); <= 1 runs without CFG")
+    generate.add_argument("--scheduler", help="checkpoint (default), dpm-solver++, sa-solver, euler, euler-ancestral, ddim, ddpm, lcm")
     generate.add_argument("--image-format", choices=("png", "jpeg", "webp"), help="image encoding (output.image_format)")
     generate.add_argument("--dry-run", action="store_true", help="validate, clean and plan only (writes the plan; no models run)")
 
@@ -42,9 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="check every file, key, sha256 and count; non-zero exit on any problem")
     verify.add_argument("output")
 
-    tiny = commands.add_parser("make-tiny-checkpoint", help="write a random tiny PixArt-α checkpoint (diffusers layout)")
+    tiny = commands.add_parser("make-tiny-checkpoint", help="write a random tiny PixArt checkpoint (diffusers layout)")
     tiny.add_argument("directory")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--family", default="alpha", choices=("alpha", "sigma"), help="PixArtAlphaPipeline or PixArtSigmaPipeline")
+    tiny.add_argument(
+        "--scheduler",
+        default="dpm-solver++",
+        choices=("dpm-solver++", "sa-solver", "euler", "euler-ancestral", "ddim", "ddpm", "lcm"),
+        help="the scheduler the checkpoint ships (lcm as PixArt-LCM, ddpm as PixArt-DMD)",
+    )
+    tiny.add_argument("--size", default="tiny", choices=("tiny", "small"), help="tiny (tests) or small (real block structure, for CPU benchmarks)")
     return parser
 
 
@@ -59,6 +68,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         "generation.images_per_prompt": get("images_per_prompt"),
         "generation.num_inference_steps": get("steps"),
         "generation.guidance_scale": get("guidance_scale"),
+        "generation.scheduler": get("scheduler"),
         "stages.denoise.batch_size": get("batch_size"),
         "stages.decode.batch_size": get("batch_size"),
     }
@@ -68,7 +78,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "make-tiny-checkpoint":
         from .tiny import build_tiny_checkpoint
 
-        path = build_tiny_checkpoint(args.directory, seed=args.seed)
+        path = build_tiny_checkpoint(args.directory, seed=args.seed, family=args.family, scheduler=args.scheduler, size=args.size)
         print(path)
         return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -30,15 +31,20 @@ class ModelConfig:
     """Seed of the tiny checkpoint when ``path`` is ``tiny``."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) for a hub id; part of the embedding-store key."""
-    max_sequence_length: int = 120
-    """T5 token limit (120 for PixArt-α, 300 for Σ). Longer captions are truncated and flagged."""
+    components_from: str | None = None
+    """A checkpoint (hub id or directory) supplying the components ``path`` lacks — text encoder,
+    tokenizer, VAE — for checkpoints published as a transformer and scheduler only (PixArt-DMD,
+    some PixArt-Σ releases), as their model cards load them."""
+    max_sequence_length: int | None = None
+    """T5 token limit; None = the model family's (120 for PixArt-α, 300 for Σ). Longer captions are
+    truncated and flagged."""
     clean_caption: bool = True
     """Clean captions with diffusers' PixArt cleaning (needs ftfy and beautifulsoup4)."""
 
     def __post_init__(self) -> None:
         if not self.path:
             raise ConfigError("model.path: must not be empty")
-        if self.max_sequence_length < 1:
+        if self.max_sequence_length is not None and self.max_sequence_length < 1:
             raise ConfigError(f"model.max_sequence_length: must be >= 1, got {self.max_sequence_length}")
 
 
@@ -55,8 +61,29 @@ class GenerationConfig:
     width: int | None = None
     """Default width for prompts that request no size; None with height None = the model's native square."""
     height: int | None = None
+    scheduler: str = "checkpoint"
+    """``checkpoint`` (the scheduler the checkpoint ships: DPM-Solver++ for PixArt-α/Σ, LCM for
+    PixArt-LCM) or one of ``dpm-solver++``, ``sa-solver``, ``euler``, ``euler-ancestral``, ``ddim``,
+    ``ddpm``, ``lcm`` (built with ``from_config`` on the checkpoint's scheduler config)."""
+    timesteps: list[int] | None = None
+    """Explicit timesteps instead of the scheduler's spacing (PixArt-DMD: ``[400]``); their count
+    must equal ``num_inference_steps``."""
 
     def __post_init__(self) -> None:
+        from .families import CHECKPOINT_SCHEDULER, SCHEDULERS
+
+        if self.scheduler != CHECKPOINT_SCHEDULER and self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"generation.scheduler: must be {CHECKPOINT_SCHEDULER} or one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:
+            raise ConfigError(f"generation.guidance_scale: must be a finite number >= 0, got {self.guidance_scale}")
+        if self.timesteps is not None:
+            steps = self.timesteps
+            if not steps or any(not 0 <= t < 1000 for t in steps) or any(a <= b for a, b in zip(steps, steps[1:])):
+                raise ConfigError(f"generation.timesteps: must be a non-empty, strictly decreasing list in [0, 1000), got {steps}")
+            if len(steps) != self.num_inference_steps:
+                raise ConfigError(
+                    f"generation.timesteps: {len(steps)} timesteps but num_inference_steps is {self.num_inference_steps}; make them agree"
+                )
         if not 1 <= self.images_per_prompt < 100_000:  # image keys carry a 5-digit index
             raise ConfigError(f"generation.images_per_prompt: must be in 1..99999, got {self.images_per_prompt}")
         if self.num_inference_steps < 1:
@@ -110,19 +137,47 @@ class StageConfig:
         return "cuda" if self.num_gpus > 0 else "cpu"
 
 
-def _stage(**kwargs: Any) -> Any:
-    return field(default_factory=lambda: StageConfig(**kwargs))
+QUANTIZATIONS = ("none", "int8", "bnb-int8", "bnb-nf4")
+
+
+@dataclass(frozen=True)
+class EncodeStageConfig(StageConfig):
+    """The T5 actors."""
+
+    quantization: str = "none"
+    """T5 weights: ``none`` (in ``dtype``), ``int8`` (torchao weight-only int8; CPU and GPU),
+    ``bnb-int8`` / ``bnb-nf4`` (bitsandbytes, CUDA only). Part of the embedding store's key."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.quantization not in QUANTIZATIONS:
+            raise ConfigError(f"quantization: must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
+
+
+@dataclass(frozen=True)
+class DecodeStageConfig(StageConfig):
+    """The VAE actors."""
+
+    vae_tiling: bool = False
+    """Decode large images in overlapping tiles (diffusers' ``enable_tiling``): bounded memory at any
+    size, pixels differ slightly from an untiled decode (recorded in the settings)."""
+    vae_slicing: bool = False
+    """Decode a batch one image at a time (``enable_slicing``): less peak memory, same pixels."""
+
+
+def _stage(cls: type = StageConfig, **kwargs: Any) -> Any:
+    return field(default_factory=lambda: cls(**kwargs))
 
 
 @dataclass(frozen=True)
 class StagesConfig:
     clean: StageConfig = _stage(batch_size=256, num_cpus=0.25)
     """CPU tasks: caption cleaning (ftfy + bs4); dtype unused."""
-    encode: StageConfig = _stage(batch_size=32)
+    encode: EncodeStageConfig = _stage(EncodeStageConfig, batch_size=32)
     """T5 actors."""
     denoise: StageConfig = _stage(batch_size=8)
     """DiT actors; a batch is split by aspect bucket before it reaches the pipeline."""
-    decode: StageConfig = _stage(batch_size=8)
+    decode: DecodeStageConfig = _stage(DecodeStageConfig, batch_size=8)
     """VAE actors: latents to pixels, resized back to the requested size."""
     write: StageConfig = _stage(batch_size=64, num_cpus=0.25)
     """CPU tasks: image encoding (PNG/JPEG/WebP) and sha256; dtype unused."""

@@ -37,8 +37,8 @@ PLAN_POINTER_FILE = "plan.json"
 WORK_DIR = ".work"
 PROMPT_CHUNK_ROWS = 50_000
 STORE_POINTER_FILE = "store.json"
-GROWABLE_SETTINGS = {"images_per_prompt"}
-"""Settings that may grow between runs without changing existing images (more images per prompt)."""
+SHARD_SETTINGS_KEY = b"pixart_batch.settings"
+"""Parquet key-value metadata of every shard: the settings its images were made with (JSON)."""
 
 
 def failure_schema():
@@ -65,7 +65,7 @@ def plan_schema():
 
 def features():
     """The datasets ``Features`` of an image row (``image`` last)."""
-    from datasets import Features, Image, Value
+    from datasets import Features, Image, Sequence, Value
 
     types = {
         S.KEY: Value("string"),
@@ -78,6 +78,7 @@ def features():
         S.SEED: Value("int64"),
         S.STEPS: Value("int32"),
         S.GUIDANCE: Value("float32"),
+        S.TIMESTEPS: Sequence(Value("int32")),
         S.MODEL: Value("string"),
         S.SCHEDULER: Value("string"),
         S.DTYPE: Value("string"),
@@ -94,6 +95,16 @@ def features():
     }
     assert tuple(types) == S.OUTPUT_COLUMNS
     return Features(types)
+
+
+def _card_feature(name: str, feature: Any) -> dict[str, Any]:
+    """One entry of the card's ``dataset_info.features`` (the YAML the Hub and ``datasets`` read)."""
+    if name == S.IMAGE:
+        return {"name": name, "dtype": "image"}
+    inner = getattr(feature, "feature", None)
+    if inner is not None:  # a list of values
+        return {"name": name, "list": inner.dtype}
+    return {"name": name, "dtype": feature.dtype}
 
 
 class OutputDataset:
@@ -145,6 +156,8 @@ class OutputDataset:
 
     def check_settings(self, settings: dict[str, Any]) -> None:
         """Refuse a run whose settings would change images already in this output."""
+        from .spec import GROWABLE_SETTINGS
+
         recorded = self.read_settings()
         if recorded is None:
             return
@@ -248,7 +261,7 @@ class OutputDataset:
     def write_card(self, settings: dict[str, Any], counts: dict[str, Any]) -> None:
         import yaml
 
-        feature_list = [{"name": name, "dtype": "image" if name == S.IMAGE else feature.dtype} for name, feature in features().items()]
+        feature_list = [_card_feature(name, feature) for name, feature in features().items()]
         front = {
             "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": f"{DATA_DIR}/**/*.parquet"}]}],
             "dataset_info": {"features": feature_list},
@@ -268,8 +281,9 @@ class OutputDataset:
         )
         write_bytes_atomic(self.location, self.location.join("README.md"), body.encode())
 
-    def to_table(self, batch: dict[str, np.ndarray], constants: dict[str, Any]):
-        """An Arrow table in the output schema from a stage batch (``image_bytes`` → ``image``)."""
+    def to_table(self, batch: dict[str, np.ndarray], constants: dict[str, Any], settings: dict[str, Any] | None = None):
+        """An Arrow table in the output schema from a stage batch (``image_bytes`` → ``image``); the
+        run's settings go into the schema metadata (:data:`SHARD_SETTINGS_KEY`)."""
         import pyarrow as pa
 
         size = len(batch[S.KEY])
@@ -281,4 +295,7 @@ class OutputDataset:
                 columns[name] = [constants[name]] * size
             else:
                 columns[name] = batch[name].tolist()
-        return pa.Table.from_pydict(columns, schema=features().arrow_schema)
+        schema = features().arrow_schema
+        if settings is not None:
+            schema = schema.with_metadata({**(schema.metadata or {}), SHARD_SETTINGS_KEY: json.dumps(settings, sort_keys=True).encode()})
+        return pa.Table.from_pydict(columns, schema=schema)

@@ -14,9 +14,55 @@ from pathlib import Path
 
 from .config import TINY_MODEL, ModelConfig
 from .errors import CheckpointError
+from .families import ALLOWED_CLASSES, COMPONENTS, FAMILIES, ModelFamily, declared_classes, family_of, scheduler_class_for
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-COMPONENTS = ("text_encoder", "tokenizer", "transformer", "vae", "scheduler")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One component of a resolved checkpoint: its class and where it loads from."""
+
+    name: str
+    """``transformer``, ``vae``, ``text_encoder``, ``tokenizer`` or ``scheduler``."""
+    library: str
+    cls: str
+    source: str
+    """What ``from_pretrained`` is given for it (a hub id or a local directory)."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What a stage needs to load components: per component, its declared class and its checkpoint.
+    Picklable and Ray-free."""
+
+    name: str
+    """The checkpoint (``model.path`` as resolved)."""
+    components: tuple[Component, ...]
+
+    def component(self, name: str) -> Component:
+        for component in self.components:
+            if component.name == name:
+                return component
+        raise CheckpointError(f"{self.name}: checkpoint declares no {name}")
+
+    def class_of(self, name: str) -> tuple[str, str]:
+        component = self.component(name)
+        return component.library, component.cls
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint location: the name given to ``from_pretrained`` and a local copy of its files."""
+
+    name: str
+    local_dir: Path
+    revision: str | None = None
+
+    @property
+    def is_hub(self) -> bool:
+        """Loaded by hub id (its name and revision identify it), not from a local directory."""
+        return self.name != str(self.local_dir)
 
 
 @dataclass(frozen=True)
@@ -26,70 +72,141 @@ class ResolvedModel:
     local_dir: Path
     """A local copy of the checkpoint (the hub cache snapshot for a hub id)."""
     revision: str | None = None
+    family: ModelFamily = FAMILIES["PixArtAlphaPipeline"]
+    """The model family ``model_index.json`` declares (its pipeline class)."""
+    components: tuple[Component, ...] = ()
+    """Every component, as ``model_index.json`` declares it (checked against the allow-list), from this
+    checkpoint or — for what it lacks — from ``model.components_from``."""
+    base: Checkpoint | None = None
+    """The ``model.components_from`` checkpoint, if one supplies components."""
 
     @property
     def is_hub(self) -> bool:
         """Loaded by hub id (its name and revision identify it), not from a local directory."""
         return self.name != str(self.local_dir)
 
+    @property
+    def source(self) -> ModelSource:
+        return ModelSource(self.name, self.components)
 
-def _check_local(root: Path) -> None:
-    if not (root / "model_index.json").is_file():
-        raise CheckpointError(f"{root}: not a diffusers checkpoint (no model_index.json)")
-    for component in ("text_encoder", "transformer", "vae"):
+    @property
+    def shipped_scheduler(self) -> str:
+        return self.source.class_of("scheduler")[1]
+
+    def checkpoint_of(self, component: str) -> Checkpoint:
+        if self.base is not None and self.source.component(component).source == self.base.name:
+            return self.base
+        return Checkpoint(self.name, self.local_dir, self.revision)
+
+
+def _read_model_index(root: Path) -> dict:
+    path = root / "model_index.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{root}: not a diffusers checkpoint (no model_index.json)") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def _present(root: Path, classes: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """The declared components whose folder exists, each checked: safetensors weights, a tokenizer file."""
+    found = {}
+    for component, declared in classes.items():
         folder = root / component
         if not folder.is_dir():
-            raise CheckpointError(f"{root}: checkpoint has no {component}/ folder")
-        weights = [p.name for p in folder.iterdir() if p.is_file()]
-        if not any(name.endswith(".safetensors") for name in weights):
-            pickles = [name for name in weights if name.endswith(PICKLE_SUFFIXES)]
+            continue
+        files = [p.name for p in folder.iterdir() if p.is_file()]
+        if component in ("text_encoder", "transformer", "vae") and not any(name.endswith(".safetensors") for name in files):
+            pickles = [name for name in files if name.endswith(PICKLE_SUFFIXES)]
             what = f"only pickle weights ({', '.join(sorted(pickles))})" if pickles else "no weights"
             raise CheckpointError(f"{folder}: {what}; only safetensors are loaded (convert the checkpoint to safetensors)")
+        if component == "tokenizer" and not set(files) & {"spiece.model", "tokenizer.json"}:
+            raise CheckpointError(f"{folder}: no spiece.model or tokenizer.json")
+        found[component] = declared
+    return found
+
+
+def _check_local(root: Path, base: Checkpoint | None = None) -> tuple[ModelFamily, tuple[Component, ...]]:
+    """Check a checkpoint directory is a supported PixArt pipeline that loads from safetensors only;
+    components it lacks come from ``base`` (``model.components_from``) when one is given."""
+    index = _read_model_index(root)
+    where = str(root / "model_index.json")
+    family = family_of(index, where)
+    own = _present(root, declared_classes(index, where))
+    supplied: dict[str, tuple[str, str]] = {}
+    if base is not None:
+        base_where = str(base.local_dir / "model_index.json")
+        base_index = _read_model_index(base.local_dir)
+        family_of(base_index, base_where)
+        supplied = _present(base.local_dir, declared_classes(base_index, base_where))
+    components = []
+    for name in COMPONENTS:
+        if name in own:
+            components.append(Component(name, *own[name], str(root)))
+        elif name in supplied and base is not None:
+            components.append(Component(name, *supplied[name], base.name))
+        else:
+            hint = " (set model.components_from to a checkpoint that has it)" if base is None else f" nor does {base.name}"
+            raise CheckpointError(f"{root}: the checkpoint has no {name}{hint}")
+    return family, tuple(components)
 
 
 def resolve_model(config: ModelConfig) -> ResolvedModel:
     """Find the checkpoint (building the tiny one on first use) and check it is safe to load."""
+    base = None
+    if config.components_from:
+        found = _locate(config.components_from, None)
+        base = Checkpoint(found.name, found.local_dir, found.revision)
     if config.path == TINY_MODEL:
         from .tiny import cached_tiny_checkpoint
 
-        path = cached_tiny_checkpoint(config.tiny_seed)
-        return ResolvedModel(name=str(path), local_dir=path)
-    local = Path(os.path.expanduser(config.path))
-    if local.exists() or config.path.startswith((".", "/", "~")) or config.path.count("/") != 1:
+        primary = Checkpoint(str(path := cached_tiny_checkpoint(config.tiny_seed)), path)
+    else:
+        primary = _locate(config.path, config.revision)
+    family, components = _check_local(primary.local_dir, base)
+    # A component from this checkpoint loads by the name the user gave (hub id or directory).
+    components = tuple(
+        Component(c.name, c.library, c.cls, primary.name) if c.source == str(primary.local_dir) else c for c in components
+    )
+    used_base = base if base is not None and any(c.source == base.name for c in components) else None
+    return ResolvedModel(primary.name, primary.local_dir, primary.revision, family, components, used_base)
+
+
+def _locate(path: str, revision: str | None) -> Checkpoint:
+    """A local checkpoint directory, or a hub id fetched (safetensors and configs only) into the cache."""
+    local = Path(os.path.expanduser(path))
+    if local.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
         if not local.is_dir():
-            raise CheckpointError(f"{config.path}: checkpoint not found (no such directory)")
-        _check_local(local)
-        return ResolvedModel(name=str(local.resolve()), local_dir=local.resolve())
-    return _resolve_hub(config)
+            raise CheckpointError(f"{path}: checkpoint not found (no such directory)")
+        return Checkpoint(str(local.resolve()), local.resolve())
+    return _resolve_hub(path, revision)
 
 
-def _resolve_hub(config: ModelConfig) -> ResolvedModel:
-    """Fetch the safetensors files of a hub checkpoint into the local cache (no pickles)."""
+def _resolve_hub(path: str, revision: str | None) -> Checkpoint:
+    """Fetch the safetensors files and configs of a hub checkpoint into the local cache (no pickles)."""
     from huggingface_hub import snapshot_download
 
     try:
-        local = Path(
-            snapshot_download(
-                config.path,
-                revision=config.revision,
-                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"],
-            )
-        )
+        local = Path(snapshot_download(path, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
     except Exception as exc:  # the hub raises many types; all mean "cannot get it"
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{config.path}: checkpoint not found locally or on the hub ({message})") from None
-    _check_local(local)
-    return ResolvedModel(name=config.path, local_dir=local, revision=config.revision)
+        raise CheckpointError(f"{path}: checkpoint not found locally or on the hub ({message})") from None
+    return Checkpoint(path, local, revision)
 
 
 def _hash_components(model: ResolvedModel, components: tuple[str, ...]) -> str:
     """A hash of the files of some components (weights whole up to 64 MiB per file; larger files by
     their safetensors header — names, dtypes, shapes, offsets — and size) plus a hub id's revision."""
     digest = hashlib.sha256()
-    if model.is_hub:  # a hub id: its name and revision are part of what it is; a local dir is its files
-        digest.update(f"{model.name}@{model.revision}".encode())
     for component in components:
-        folder = model.local_dir / component
+        checkpoint = model.checkpoint_of(component)
+        if checkpoint.is_hub:  # a hub id: its name and revision are part of what it is; a local dir is its files
+            digest.update(f"{component}@{checkpoint.name}@{checkpoint.revision}".encode())
+        folder = checkpoint.local_dir / component
         for path in sorted(folder.iterdir()) if folder.is_dir() else []:
             if not path.is_file():
                 continue
@@ -116,39 +233,45 @@ def checkpoint_identity(model: ResolvedModel) -> str:
     return _hash_components(model, COMPONENTS)
 
 
-def scheduler_name(model: ResolvedModel) -> str:
-    data = json.loads((model.local_dir / "scheduler" / "scheduler_config.json").read_text())
-    return str(data.get("_class_name", "unknown"))
-
-
 def torch_dtype(name: str):
     import torch
 
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
 
 
-def load_component(model_name: str, component: str, dtype: str, device: str):
-    """Load one component (``text_encoder``, ``transformer``, ``vae``, ``tokenizer``, ``scheduler``)."""
-    if component == "tokenizer":
-        from transformers import T5Tokenizer
+def _component_type(source: ModelSource, component: str) -> type:
+    """The class ``model_index.json`` declares for ``component`` (already checked against the allow-list)."""
+    import importlib
 
-        return T5Tokenizer.from_pretrained(model_name, subfolder="tokenizer")
-    if component == "scheduler":
-        from diffusers import DPMSolverMultistepScheduler
+    library, cls = source.class_of(component)
+    if (library, cls) not in ALLOWED_CLASSES[component]:  # a source built by hand must pass the same check
+        raise CheckpointError(f"{source.name}: {component} class {library}.{cls} is not allowed")
+    return getattr(importlib.import_module(library), cls)
 
-        return DPMSolverMultistepScheduler.from_pretrained(model_name, subfolder="scheduler")
-    if component == "text_encoder":
-        from transformers import T5EncoderModel
 
-        module = T5EncoderModel.from_pretrained(model_name, subfolder="text_encoder", torch_dtype=torch_dtype(dtype), use_safetensors=True)
-    elif component == "transformer":
-        from diffusers import PixArtTransformer2DModel
+def load_component(source: ModelSource, component: str, dtype: str = "float32", device: str = "cpu"):
+    """Load one component as the checkpoint declares it (tokenizer and scheduler included).
 
-        module = PixArtTransformer2DModel.from_pretrained(model_name, subfolder="transformer", torch_dtype=torch_dtype(dtype), use_safetensors=True)
-    elif component == "vae":
-        from diffusers import AutoencoderKL
-
-        module = AutoencoderKL.from_pretrained(model_name, subfolder="vae", torch_dtype=torch_dtype(dtype), use_safetensors=True)
-    else:
-        raise ValueError(component)
+    Model weights come from safetensors only (``use_safetensors=True``), in ``dtype``
+    (``torch_dtype=`` at load, never a cast afterwards), moved to ``device`` and put in eval mode.
+    """
+    cls = _component_type(source, component)
+    where = source.component(component).source
+    if component in ("tokenizer", "scheduler"):
+        return cls.from_pretrained(where, subfolder=component)
+    module = cls.from_pretrained(where, subfolder=component, torch_dtype=torch_dtype(dtype), use_safetensors=True)
     return module.to(device).eval()
+
+
+def load_scheduler(source: ModelSource, option: str):
+    """The checkpoint's scheduler, or the ``generation.scheduler`` option built from its config
+    (``from_config``, as diffusers' docs swap schedulers)."""
+    import diffusers
+
+    from .families import SCHEDULER_OVERRIDES
+
+    shipped = load_component(source, "scheduler")
+    wanted = scheduler_class_for(option, type(shipped).__name__)
+    if type(shipped).__name__ == wanted and option not in SCHEDULER_OVERRIDES:
+        return shipped
+    return getattr(diffusers, wanted).from_config(shipped.config, **SCHEDULER_OVERRIDES.get(option, {}))

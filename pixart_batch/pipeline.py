@@ -22,21 +22,21 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import ray
 from ray.data import Datasink
 
 from . import schema as S
-from .buckets import aspect_ratio_table, read_model_geometry
 from .config import RunConfig, StageConfig, config_json
 from .dataset import SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset, plan_schema
 from .errors import UserError
-from .models import checkpoint_identity, encoder_identity, resolve_model, scheduler_name
 from .plan import add_sizes, expand_images
 from .prompts import scan_prompts
+from .spec import CleanSpec, RunSpec
 from .store import AttachEmbeddings, EmbeddingStore, StoreIdentity, caption_key
 
 STORE_COLUMNS = (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)
@@ -139,8 +139,10 @@ class StoreSink(Datasink):
 class ImageSink(Datasink):
     """Writes image rows as Parquet shards of at most ``rows_per_shard`` rows, each committed atomically."""
 
-    def __init__(self, output_uri: str, run_id: str, constants: dict[str, Any], rows_per_shard: int, row_group_size: int) -> None:
-        self.output_uri, self.run_id, self.constants = output_uri, run_id, constants
+    def __init__(
+        self, output_uri: str, run_id: str, constants: dict[str, Any], settings: dict[str, Any], rows_per_shard: int, row_group_size: int
+    ) -> None:
+        self.output_uri, self.run_id, self.constants, self.settings = output_uri, run_id, constants, settings
         self.rows_per_shard, self.row_group_size = rows_per_shard, row_group_size
 
     @property
@@ -175,7 +177,7 @@ class ImageSink(Datasink):
             # data/<run>/<task // 1000>/...: no folder grows without bound (datasets reads data/
             # recursively); the name alone is unique too, so shards can be copied flat.
             name = f"{self.run_id}/{ctx.task_idx // 1000:04d}/train-{self.run_id}-{ctx.task_idx:05d}-{result['files']:04d}.parquet"
-            result["bytes"] += output.write_shard(output.to_table(batch, self.constants), name, self.row_group_size)
+            result["bytes"] += output.write_shard(output.to_table(batch, self.constants, self.settings), name, self.row_group_size)
             result["files"] += 1
             result["rows"] += rows_in_shard
             result["truncated"] += int(batch[S.TRUNCATED].sum())
@@ -215,19 +217,21 @@ class PlanSink(Datasink):
 # --------------------------------------------------------------------------- stage functions (CPU tasks)
 
 
-def clean_and_size(batch: dict[str, np.ndarray], clean_caption: bool, generation, geometry, table) -> dict[str, np.ndarray]:
+def clean_and_size(batch: dict[str, np.ndarray], spec: CleanSpec, generation, geometry, table) -> dict[str, np.ndarray]:
     """Cleaned captions, their store keys, and the size plan of each staged prompt."""
     from .stages.clean import CaptionCleaner
 
-    batch = CaptionCleaner(clean_caption)(batch)
+    batch = CaptionCleaner(spec)(batch)
     batch[S.CAPTION_KEY] = np.array([caption_key(c) for c in batch[S.CAPTION]], dtype=object)
     batch[S.NEGATIVE_KEY] = np.array([caption_key(c) for c in batch[S.NEGATIVE_CAPTION]], dtype=object)
     batch["_empty"] = np.array([not c for c in batch[S.CAPTION]], dtype=np.int64)
     return add_sizes(batch, generation, geometry, table)
 
 
-def caption_rows(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every caption a prompt needs encoded: its own and its negative prompt's."""
+def caption_rows(batch: dict[str, np.ndarray], negatives: bool) -> dict[str, np.ndarray]:
+    """Every caption a prompt needs encoded: its own and (with CFG on) its negative prompt's."""
+    if not negatives:
+        return {S.CAPTION_KEY: batch[S.CAPTION_KEY], S.CAPTION: batch[S.CAPTION]}
     return {
         S.CAPTION_KEY: np.concatenate([batch[S.CAPTION_KEY], batch[S.NEGATIVE_KEY]]),
         S.CAPTION: np.concatenate([batch[S.CAPTION], batch[S.NEGATIVE_CAPTION]]),
@@ -239,8 +243,8 @@ def first_of_group(table):
     return table.slice(0, 1)
 
 
-def attach_embeddings(batch: dict[str, np.ndarray], root: str, identity: StoreIdentity, index: list) -> dict[str, np.ndarray]:
-    return AttachEmbeddings(root, identity, index)(batch)
+def attach_embeddings(batch: dict[str, np.ndarray], root: str, identity: StoreIdentity, index: list, negatives: bool) -> dict[str, np.ndarray]:
+    return AttachEmbeddings(root, identity, index, negatives)(batch)
 
 
 def encode_images(batch: dict[str, np.ndarray], image_format: str, quality: int) -> dict[str, np.ndarray]:
@@ -300,18 +304,11 @@ class Run:
             from .stages.clean import require_cleaning_dependencies
 
             require_cleaning_dependencies()
-        self.model = resolve_model(config.model)
-        self.geometry = read_model_geometry(self.model.local_dir)
-        self.table = aspect_ratio_table(self.geometry.sample_size)
-        self.identity = StoreIdentity(
-            encoder=encoder_identity(self.model),
-            max_sequence_length=config.model.max_sequence_length,
-            clean_caption=config.model.clean_caption,
-            dtype=config.stages.encode.dtype,
-            d_model=self.geometry.text_dim,
-        )
+        check_quantization(config)
+        self.spec = RunSpec.build(config)
+        self.identity = self.spec.store_identity()
         self.output = OutputDataset(output)
-        self.output.check_settings(self.settings())
+        self.output.check_settings(self.spec.settings())
         self.output.check_writable()
         self.store_root = config.output.store or self.output.location.uri.rstrip("/") + "/embeddings"
         self.report.output = self.output.uri
@@ -321,7 +318,7 @@ class Run:
         """Check the cluster can run the stages, then prepare the output and stage the prompts."""
         check_gpus(self.config)
         self.report.temporaries_removed = self.output.prepare()
-        self.output.write_json(SETTINGS_FILE, self.settings())
+        self.output.write_json(SETTINGS_FILE, self.spec.settings())
         self.store = EmbeddingStore(self.store_root, self.identity).open()
         self.report.temporaries_removed += self.store.remove_temporaries()
         self.report.store = self.store.uri
@@ -337,10 +334,10 @@ class Run:
             .map_batches(
                 clean_and_size,
                 fn_kwargs={
-                    "clean_caption": self.config.model.clean_caption,
+                    "spec": self.spec.clean_spec(),
                     "generation": self.config.generation,
-                    "geometry": self.geometry,
-                    "table": self.table,
+                    "geometry": self.spec.geometry,
+                    "table": self.spec.table,
                 },
                 batch_size=stage.batch_size,
                 batch_format="numpy",
@@ -354,7 +351,9 @@ class Run:
 
     def encode(self) -> None:
         start = time.perf_counter()
-        captions = self.prompts.map_batches(caption_rows, batch_format="numpy", num_cpus=self.config.stages.clean.num_cpus)
+        captions = self.prompts.map_batches(
+            caption_rows, fn_kwargs={"negatives": self.spec.uses_negative}, batch_format="numpy", num_cpus=self.config.stages.clean.num_cpus
+        )
         partitions = _shuffle_partitions(2 * self.scan.count)
         distinct = captions.groupby(S.CAPTION_KEY, num_partitions=partitions).map_groups(first_of_group, batch_format="pyarrow").materialize()
         wanted = distinct.count()
@@ -383,12 +382,7 @@ class Run:
         """T5 actors over the captions to encode, into committed store parts."""
         todo.repartition(target_num_rows_per_block=stage.batch_size).map_batches(
             _stage_class("encode"),
-            fn_constructor_kwargs={
-                "model": self.model.name,
-                "dtype": stage.dtype,
-                "device": stage.device,
-                "max_sequence_length": self.config.model.max_sequence_length,
-            },
+            fn_constructor_kwargs={"spec": self.spec.encode_spec()},
             **_map_kwargs(stage),
         ).write_datasink(StoreSink(self.store_root, self.identity, rows_per_part=self.config.output.store_rows_per_part))
 
@@ -432,23 +426,10 @@ class Run:
         )
         return remaining if todo and not dry_run else None
 
-    def constants(self) -> dict[str, Any]:
-        generation = self.config.generation
-        return {
-            S.STEPS: generation.num_inference_steps,
-            S.GUIDANCE: generation.guidance_scale,
-            S.MODEL: self.model.name,
-            S.SCHEDULER: scheduler_name(self.model),
-            S.DTYPE: self.config.stages.denoise.dtype,
-            S.MAX_SEQ_LEN: self.config.model.max_sequence_length,
-            S.IMAGE_FORMAT: self.config.output.image_format,
-        }
-
     def generate(self, remaining) -> None:
         if remaining is None:
             return
         stages = self.config.stages
-        generation = self.config.generation
         start = time.perf_counter()
         dataset = (
             # Blocks of one DiT batch: images stream through the stages and shards commit as they
@@ -456,34 +437,19 @@ class Run:
             remaining.repartition(target_num_rows_per_block=stages.denoise.batch_size)
             .map_batches(
                 attach_embeddings,
-                fn_kwargs={"root": self.store_root, "identity": self.identity, "index": self.store.index()},
+                fn_kwargs={"root": self.store_root, "identity": self.identity, "index": self.store.index(), "negatives": self.spec.uses_negative},
                 batch_size=stages.denoise.batch_size,
                 batch_format="numpy",
                 num_cpus=stages.clean.num_cpus,  # I/O-bound reads of the store
             )
             .map_batches(
                 _stage_class("denoise"),
-                fn_constructor_kwargs={
-                    "model": self.model.name,
-                    "dtype": stages.denoise.dtype,
-                    "device": stages.denoise.device,
-                    "embedding_dtype": stages.encode.dtype,
-                    "d_model": self.geometry.text_dim,
-                    "vae_scale_factor": self.geometry.vae_scale_factor,
-                    "num_inference_steps": generation.num_inference_steps,
-                    "guidance_scale": generation.guidance_scale,
-                },
+                fn_constructor_kwargs={"spec": self.spec.denoise_spec()},
                 **_map_kwargs(stages.denoise),
             )
             .map_batches(
                 _stage_class("decode"),
-                fn_constructor_kwargs={
-                    "model": self.model.name,
-                    "dtype": stages.decode.dtype,
-                    "device": stages.decode.device,
-                    "latent_channels": self.geometry.latent_channels,
-                    "vae_scale_factor": self.geometry.vae_scale_factor,
-                },
+                fn_constructor_kwargs={"spec": self.spec.decode_spec()},
                 **_map_kwargs(stages.decode),
             )
             .map_batches(
@@ -494,7 +460,9 @@ class Run:
                 num_cpus=stages.write.num_cpus,  # PNG encoding: CPU work kept off the GPU actors
             )
         )
-        sink = ImageSink(self.output.uri, self.run_id, self.constants(), self.config.output.rows_per_shard, self.config.output.row_group_size)
+        sink = ImageSink(
+            self.output.uri, self.run_id, self.spec.row_constants(), self.spec.settings(), self.config.output.rows_per_shard, self.config.output.row_group_size
+        )
         dataset.write_datasink(sink)
         elapsed = time.perf_counter() - start
         busy: Counter = Counter()
@@ -506,29 +474,6 @@ class Run:
         self.report.stage_seconds["generate"] = elapsed
         self.report.stage_busy_seconds = {k: round(v, 3) for k, v in busy.items()}
         self.report.images_per_second = self.report.images_generated / elapsed if elapsed > 0 else 0.0
-
-    def settings(self) -> dict[str, Any]:
-        """What determines the images of this output (recorded, and guarded on re-runs)."""
-        generation = self.config.generation
-        return {
-            "model": self.model.name if self.model.is_hub else "local checkpoint",
-            "revision": self.model.revision,
-            "checkpoint": checkpoint_identity(self.model),
-            "scheduler": scheduler_name(self.model),
-            "seed": generation.seed,
-            "images_per_prompt": generation.images_per_prompt,
-            "num_inference_steps": generation.num_inference_steps,
-            "guidance_scale": generation.guidance_scale,
-            "negative_prompt": generation.negative_prompt,
-            "default_size": [generation.height, generation.width],
-            "max_sequence_length": self.config.model.max_sequence_length,
-            "clean_caption": self.config.model.clean_caption,
-            "text_encoder_dtype": self.config.stages.encode.dtype,
-            "denoise_dtype": self.config.stages.denoise.dtype,
-            "decode_dtype": self.config.stages.decode.dtype,
-            "image_format": self.config.output.image_format,
-            "image_quality": self.config.output.image_quality,
-        }
 
     def finish(self) -> dict[str, Any]:
         self.output.remove_work(self.run_id)
@@ -563,6 +508,22 @@ def check_gpus(config: RunConfig) -> None:
             )
 
 
+def check_quantization(config: RunConfig) -> None:
+    """Refuse up front a T5 quantization this environment cannot run (not inside an actor, restarted forever)."""
+    import importlib.util
+
+    stage = config.stages.encode
+    needs = {"int8": ("torchao", "pip install torchao"), "bnb-int8": ("bitsandbytes", "pip install bitsandbytes"),
+             "bnb-nf4": ("bitsandbytes", "pip install bitsandbytes")}.get(stage.quantization)
+    if needs is None:
+        return
+    module, hint = needs
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"stages.encode.quantization {stage.quantization} needs {module} ({hint}, or pip install -e '.[lowvram]')")
+    if stage.quantization.startswith("bnb") and stage.num_gpus <= 0:
+        raise UserError(f"stages.encode.quantization {stage.quantization}: bitsandbytes runs on CUDA only; set stages.encode.num_gpus or use int8")
+
+
 def _stage_class(name: str):
     if name == "encode":
         from .stages.encode import TextEncoder
@@ -591,7 +552,7 @@ def run_generate(config: RunConfig, prompts: str, output: str, encode_only: bool
     run.encode()
     if not encode_only:
         run.generate(run.plan())
-        run.output.write_card(run.settings(), {"images_total": run.report.images_planned, "prompts": run.report.prompts})
+        run.output.write_card(run.spec.settings(), {"images_total": run.report.images_planned, "prompts": run.report.prompts})
     return _finish(run)
 
 

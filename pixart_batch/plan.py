@@ -13,6 +13,7 @@ from .buckets import ModelGeometry, bucket_for
 from .config import GenerationConfig
 from .prompts import PromptRecord
 
+
 def image_seed(run_seed: int, prompt_id: str, image_index: int) -> int:
     """A 63-bit seed for one image (``torch.Generator("cpu").manual_seed(seed)``)."""
     digest = hashlib.sha256(f"{run_seed}\x00{prompt_id}\x00{image_index}".encode()).digest()

@@ -46,8 +46,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
 from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO, NoReturn
 
@@ -504,7 +504,7 @@ def _iter_parquet(path: str | os.PathLike[str], name: str, ids: _IdMaker) -> Ite
         _fail(name, "no prompts (file has no rows)")
 
 
-_READERS: dict[str, Callable[[str | os.PathLike[str], str, "_IdMaker"], Iterator[_Entry]]] = {
+_READERS: dict[str, Callable[[str | os.PathLike[str], str, _IdMaker], Iterator[_Entry]]] = {
     ".txt": _iter_txt,
     ".jsonl": _iter_jsonl,
     ".ndjson": _iter_jsonl,

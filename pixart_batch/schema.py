@@ -8,8 +8,8 @@ PROMPT = "prompt"
 NEGATIVE_PROMPT = "negative_prompt"
 CAPTION = "caption"
 NEGATIVE_CAPTION = "negative_caption"
-WIDTH = REQ_WIDTH = "width"
-HEIGHT = REQ_HEIGHT = "height"
+WIDTH = "width"
+HEIGHT = "height"
 
 # Embedding store.
 CAPTION_KEY = "caption_key"
@@ -24,6 +24,7 @@ IMAGE_INDEX = "image_index"
 SEED = "seed"
 STEPS = "num_inference_steps"
 GUIDANCE = "guidance_scale"
+TIMESTEPS = "timesteps"
 MODEL = "model"
 BUCKET_WIDTH = "bucket_width"
 BUCKET_HEIGHT = "bucket_height"
@@ -46,7 +47,7 @@ PIXELS = "pixels"
 
 # Columns of a dataset row, in order (``image`` last, as users expect it in viewers).
 OUTPUT_COLUMNS = (
-    KEY, PROMPT_ID, IMAGE_INDEX, PROMPT, CAPTION, NEGATIVE_PROMPT, NEGATIVE_CAPTION, SEED, STEPS, GUIDANCE,
+    KEY, PROMPT_ID, IMAGE_INDEX, PROMPT, CAPTION, NEGATIVE_PROMPT, NEGATIVE_CAPTION, SEED, STEPS, GUIDANCE, TIMESTEPS,
     MODEL, SCHEDULER, DTYPE, MAX_SEQ_LEN, NUM_TOKENS, TRUNCATED, WIDTH, HEIGHT,
     BUCKET_WIDTH, BUCKET_HEIGHT, IMAGE_FORMAT, SHA256, IMAGE,
 )

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import posixpath
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 TMP_PREFIX = ".tmp-"
 
@@ -34,7 +34,7 @@ class Location:
     def join(self, *parts: str) -> str:
         return posixpath.join(self.path, *parts)
 
-    def child(self, *parts: str) -> "Location":
+    def child(self, *parts: str) -> Location:
         sep = "" if self.uri.endswith("/") else "/"
         return Location(self.fs, self.join(*parts), self.uri + sep + "/".join(parts))
 

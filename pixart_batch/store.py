@@ -2,7 +2,7 @@
 
 Layout (``ROOT`` defaults to ``OUTPUT/embeddings``)::
 
-    ROOT/<store_key>/store.json              identity: encoder hash, max_sequence_length, cleaning, dtype, d_model
+    ROOT/<store_key>/store.json              identity: encoder hash, d_model, every embedding-role setting
     ROOT/<store_key>/parts/<hh>/part-<id>.parquet
 
 ``store_key`` hashes the identity, so a different encoder, dtype, token limit or
@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
-from typing import Any, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -50,13 +51,17 @@ def store_schema():
 class StoreIdentity:
     encoder: str
     """Hash of tokenizer + text-encoder files (:func:`pixart_batch.models.encoder_identity`)."""
-    max_sequence_length: int
-    clean_caption: bool
-    dtype: str
     d_model: int
+    """Width of a stored embedding (T5's ``d_model``)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Every config field whose role is ``embedding`` (:mod:`pixart_batch.spec`): token limit, cleaning,
+    encoder dtype, quantization, ..."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"encoder": self.encoder, "d_model": self.d_model, **{name: self.settings[name] for name in sorted(self.settings)}}
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(self.__dict__, sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 class EmbeddingStore:
@@ -69,16 +74,16 @@ class EmbeddingStore:
     def uri(self) -> str:
         return self.location.uri
 
-    def open(self) -> "EmbeddingStore":
+    def open(self) -> EmbeddingStore:
         """Create the store (or check an existing one has the same identity)."""
         meta = self.location.join("store.json")
-        wanted = json.dumps(self.identity.__dict__, sort_keys=True, indent=2)
+        wanted = json.dumps(self.identity.as_dict(), sort_keys=True, indent=2)
         try:
             found = read_bytes(self.location, meta).decode()
         except (FileNotFoundError, OSError):
             write_bytes_atomic(self.location, meta, wanted.encode())
             return self
-        if json.loads(found) != self.identity.__dict__:
+        if json.loads(found) != json.loads(wanted):
             from .errors import OutputError
 
             raise OutputError(f"{meta}: embedding store identity does not match its key; the store is damaged")
@@ -93,16 +98,6 @@ class EmbeddingStore:
 
     def part_files(self) -> list[str]:
         return list_files(self.location, self.location.join("parts"), suffix=".parquet")
-
-    def known_keys(self) -> set[str]:
-        """Caption keys of every committed part file."""
-        import pyarrow.parquet as pq
-
-        keys: set[str] = set()
-        for path in self.part_files():
-            with self.location.fs.open_input_file(path) as handle:
-                keys.update(pq.read_table(handle, columns=[S.CAPTION_KEY]).column(0).to_pylist())
-        return keys
 
     def write_part(self, table) -> str:
         """Commit one part file (rows sorted by key; returns its path)."""
@@ -192,17 +187,23 @@ def _footer(location: Location, path: str):
 class AttachEmbeddings:
     """CPU stage: adds the stored embeddings of each row's caption and negative caption."""
 
-    def __init__(self, root: str, identity: StoreIdentity, index: list[tuple[str, str, str]]) -> None:
+    def __init__(self, root: str, identity: StoreIdentity, index: list[tuple[str, str, str]], negatives: bool = True) -> None:
         self.store = EmbeddingStore(root, identity)
         self.index = index
+        self.negatives = negatives
+        """False when CFG is off (guidance <= 1): negative prompts are neither encoded nor attached."""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         keys = batch[S.CAPTION_KEY].tolist()
-        negative_keys = batch[S.NEGATIVE_KEY].tolist()
+        negative_keys = batch[S.NEGATIVE_KEY].tolist() if self.negatives else []
         found = self.store.lookup(keys + negative_keys, self.index)
         batch[S.NUM_TOKENS] = np.array([found[k][S.NUM_TOKENS] for k in keys], dtype=np.int32)
         batch[S.TRUNCATED] = np.array([found[k][S.TRUNCATED] for k in keys], dtype=bool)
         batch[S.PROMPT_EMBEDDING] = np.array([found[k][S.EMBEDDING] for k in keys], dtype=object)
-        batch[S.NEGATIVE_NUM_TOKENS] = np.array([found[k][S.NUM_TOKENS] for k in negative_keys], dtype=np.int32)
-        batch[S.NEGATIVE_EMBEDDING] = np.array([found[k][S.EMBEDDING] for k in negative_keys], dtype=object)
+        if self.negatives:
+            batch[S.NEGATIVE_NUM_TOKENS] = np.array([found[k][S.NUM_TOKENS] for k in negative_keys], dtype=np.int32)
+            batch[S.NEGATIVE_EMBEDDING] = np.array([found[k][S.EMBEDDING] for k in negative_keys], dtype=object)
+        else:
+            batch[S.NEGATIVE_NUM_TOKENS] = np.zeros(len(keys), dtype=np.int32)
+            batch[S.NEGATIVE_EMBEDDING] = np.array([b""] * len(keys), dtype=object)
         return batch

@@ -8,12 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2}
-
-
-def itemsize(dtype: str) -> int:
-    return _ITEMSIZE[dtype]
-
 
 def tensor_to_bytes(tensor) -> bytes:
     """Bytes of a CPU-contiguous copy of ``tensor`` in its dtype."""

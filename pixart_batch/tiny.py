@@ -1,8 +1,9 @@
-"""A tiny random PixArt-α checkpoint in the real diffusers layout.
+"""Tiny random PixArt checkpoints (α or Σ, any shipped scheduler) in the real diffusers layout.
 
-Tests and the default demo run on it through the same ``from_pretrained`` code
+Tests and the default demo run on them through the same ``from_pretrained`` code
 that loads ``PixArt-alpha/PixArt-XL-2-1024-MS`` by hub id. Nothing is fetched:
-the T5 tokenizer's Unigram vocabulary is built here from a fixed word list, and
+the T5 tokenizer is a SentencePiece ``spiece.model`` + ``tokenizer_config.json``, as the
+hub checkpoints ship it, whose Unigram vocabulary is built here from a fixed word list;
 every weight is drawn from ``torch.Generator().manual_seed(seed)``, so the same
 seed gives byte-identical safetensors files.
 
@@ -12,6 +13,7 @@ Sizes: the transformer has ``sample_size=32`` (latents 32², images 256², the
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -80,92 +82,191 @@ def _seeded_init_(module, generator) -> None:
                 param.copy_(torch.randn(param.shape, generator=generator) / max(fan_in, 1) ** 0.5)
 
 
-def build_tiny_checkpoint(directory: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a random tiny PixArt-α checkpoint to ``directory`` (created; must not exist or be empty).
+SIZES = {
+    # tiny: every test and the default demo (seconds on a CPU).
+    "tiny": {"dit_layers": 2, "dit_heads": 2, "dit_head_dim": 8, "vae_channels": (8, 8, 16, 16), "vae_groups": 4, "t5_d_model": 32},
+    # small: the real block structure at a width where the DiT dominates a CPU run (benchmarks).
+    "small": {"dit_layers": 8, "dit_heads": 6, "dit_head_dim": 64, "vae_channels": (32, 32, 64, 64), "vae_groups": 16, "t5_d_model": 64},
+}
+VAE_SCALING = {"alpha": 0.18215, "sigma": 0.13025}
+"""α uses the SD VAE (0.18215); Σ the SDXL VAE (0.13025)."""
 
-    The result loads with ``diffusers.PixArtAlphaPipeline.from_pretrained(directory)``.
+
+def _base_scheduler_config() -> dict:
+    """PixArt's shipped DPM-Solver++ scheduler (as in the hub checkpoints' scheduler_config.json)."""
+    return {
+        "algorithm_type": "dpmsolver++",
+        "beta_start": 0.0001,
+        "beta_end": 0.02,
+        "beta_schedule": "linear",
+        "num_train_timesteps": 1000,
+        "prediction_type": "epsilon",
+        "solver_order": 2,
+        "solver_type": "midpoint",
+        "lower_order_final": True,
+        "timestep_spacing": "linspace",
+    }
+
+
+def write_spiece_tokenizer(folder: str | os.PathLike) -> Path:
+    """Write the T5 tokenizer exactly as PixArt's hub checkpoints ship it: a SentencePiece
+    ``spiece.model`` (Unigram, T5's special ids, the ``nmt_nfkc`` normalizer) and a
+    ``tokenizer_config.json`` — no ``tokenizer.json``. The pieces are :func:`tiny_vocab`.
+
+    The normalizer's compiled rules come from sentencepiece itself (a throwaway training run
+    on a few words): the same ``nmt_nfkc`` table T5's own ``spiece.model`` carries.
+    """
+    import io
+
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as model_pb2
+
+    scratch = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(["a cat on a mat", "the dog"] * 20),
+        model_writer=scratch,
+        vocab_size=16,
+        model_type="unigram",
+        normalization_rule_name="nmt_nfkc",
+        hard_vocab_limit=False,
+        num_threads=1,
+        minloglevel=2,
+    )
+    trained = model_pb2.ModelProto()
+    trained.ParseFromString(scratch.getvalue())
+
+    proto = model_pb2.ModelProto()
+    proto.normalizer_spec.CopyFrom(trained.normalizer_spec)
+    vocab = tiny_vocab()
+    spec = proto.trainer_spec
+    spec.model_type = model_pb2.TrainerSpec.UNIGRAM
+    spec.vocab_size = len(vocab)
+    spec.pad_id, spec.eos_id, spec.unk_id, spec.bos_id = 0, 1, 2, -1
+    spec.pad_piece, spec.eos_piece, spec.unk_piece = "<pad>", "</s>", "<unk>"
+    kinds = {"<pad>": model_pb2.ModelProto.SentencePiece.CONTROL, "</s>": model_pb2.ModelProto.SentencePiece.CONTROL,
+             "<unk>": model_pb2.ModelProto.SentencePiece.UNKNOWN}
+    for piece, score in vocab:
+        entry = proto.pieces.add()
+        entry.piece, entry.score = piece, score
+        entry.type = kinds.get(piece, model_pb2.ModelProto.SentencePiece.NORMAL)
+
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "spiece.model").write_bytes(proto.SerializeToString())
+    extra = [f"<extra_id_{i}>" for i in range(100)]
+    config = {
+        "additional_special_tokens": extra,
+        "eos_token": "</s>",
+        "extra_ids": 100,
+        "model_max_length": 512,
+        "pad_token": "<pad>",
+        "sp_model_kwargs": {},
+        "tokenizer_class": "T5Tokenizer",
+        "unk_token": "<unk>",
+    }
+    (target / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return target
+
+
+def build_tiny_checkpoint(
+    directory: str | os.PathLike, seed: int = 0, family: str = "alpha", scheduler: str = "dpm-solver++", size: str = "tiny"
+) -> Path:
+    """Write a random PixArt checkpoint to ``directory`` (created; must not exist or be empty).
+
+    ``family`` ``alpha`` or ``sigma`` (``PixArtAlphaPipeline`` / ``PixArtSigmaPipeline`` in
+    ``model_index.json``, the SD / SDXL VAE scaling); ``scheduler`` a ``generation.scheduler``
+    option (the class shipped in ``scheduler/``, built ``from_config`` on PixArt's DPM-Solver++
+    config, as LCM and DMD checkpoints ship theirs); ``size`` ``tiny`` or ``small``.
+
+    The result loads with ``diffusers.PixArtAlphaPipeline`` / ``PixArtSigmaPipeline.from_pretrained``.
     The directory appears whole or not at all: it is built beside its final name and renamed.
     """
+    import diffusers
     import torch
-    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
+    from diffusers import AutoencoderKL, PixArtTransformer2DModel
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
-    target = Path(directory)
-    if target.exists() and any(target.iterdir()):
-        from .errors import UserError
+    from .errors import UserError
+    from .families import FAMILY_NAMES, SCHEDULERS
 
-        raise UserError(f"{target}: directory exists and is not empty; choose a new directory for the checkpoint")
+    if family not in FAMILY_NAMES:
+        raise UserError(f"--family: must be one of {', '.join(FAMILY_NAMES)}, got {family!r}")
+    if scheduler not in SCHEDULERS:
+        raise UserError(f"--scheduler: must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    if size not in SIZES:
+        raise UserError(f"--size: must be one of {', '.join(SIZES)}, got {size!r}")
+    dims = SIZES[size]
+    target = Path(directory)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UserError(f"{target}: exists and is not an empty directory; choose a new directory for the checkpoint")
     target.parent.mkdir(parents=True, exist_ok=True)
 
-    generator = torch.Generator().manual_seed(seed)
-    tokenizer = T5Tokenizer(vocab=tiny_vocab(), extra_ids=100)
-    text_encoder = T5EncoderModel(
-        T5Config(
-            vocab_size=len(tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            relative_attention_max_distance=32,
-            feed_forward_proj="gated-gelu",
-            is_encoder_decoder=False,
-            use_cache=False,
-        )
-    )
-    transformer = PixArtTransformer2DModel(
-        num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
-        out_channels=8,
-        num_layers=2,
-        cross_attention_dim=16,
-        sample_size=32,
-        patch_size=2,
-        caption_channels=32,
-        norm_type="ada_norm_single",
-        norm_elementwise_affine=False,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=256,
-        scaling_factor=0.18215,
-    )
-    for module in (text_encoder, transformer, vae):
-        _seeded_init_(module, generator)
-    scheduler = DPMSolverMultistepScheduler(
-        algorithm_type="dpmsolver++",
-        beta_start=0.0001,
-        beta_end=0.02,
-        beta_schedule="linear",
-        num_train_timesteps=1000,
-        prediction_type="epsilon",
-        solver_order=2,
-        solver_type="midpoint",
-        lower_order_final=True,
-        timestep_spacing="linspace",
-    )
-    pipe = PixArtAlphaPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
-    )
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        pipe.save_pretrained(staging, safe_serialization=True)
-        _make_deterministic(staging)
+        tokenizer = T5Tokenizer.from_pretrained(write_spiece_tokenizer(staging / "tokenizer-source"))
+        generator = torch.Generator().manual_seed(seed)
+        d_model = dims["t5_d_model"]
+        text_encoder = T5EncoderModel(
+            T5Config(
+                vocab_size=len(tokenizer),
+                d_model=d_model,
+                d_kv=8,
+                d_ff=2 * d_model,
+                num_layers=2,
+                num_heads=d_model // 8,
+                relative_attention_num_buckets=8,
+                relative_attention_max_distance=32,
+                feed_forward_proj="gated-gelu",
+                is_encoder_decoder=False,
+                use_cache=False,
+            )
+        )
+        transformer = PixArtTransformer2DModel(
+            num_attention_heads=dims["dit_heads"],
+            attention_head_dim=dims["dit_head_dim"],
+            in_channels=4,
+            out_channels=8,
+            num_layers=dims["dit_layers"],
+            cross_attention_dim=dims["dit_heads"] * dims["dit_head_dim"],
+            sample_size=32,
+            patch_size=2,
+            caption_channels=d_model,
+            norm_type="ada_norm_single",
+            norm_elementwise_affine=False,
+            norm_eps=1e-6,
+            use_additional_conditions=False,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=dims["vae_channels"],
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=dims["vae_groups"],
+            sample_size=256,
+            scaling_factor=VAE_SCALING[family],
+        )
+        for module in (text_encoder, transformer, vae):
+            _seeded_init_(module, generator)
+        sched_cls = getattr(diffusers, SCHEDULERS[scheduler])
+        accepted = inspect.signature(sched_cls.__init__).parameters
+        sched = sched_cls(**{k: v for k, v in _base_scheduler_config().items() if k in accepted})
+        pipeline_cls = getattr(diffusers, FAMILY_NAMES[family].pipeline_class)
+        pipe = pipeline_cls(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=sched)
+        out = staging / "checkpoint"
+        pipe.save_pretrained(out, safe_serialization=True)
+        # The tokenizer exactly as the hub ships it (spiece.model + tokenizer_config.json), not
+        # whatever this transformers version writes on save.
+        shutil.rmtree(out / "tokenizer")
+        write_spiece_tokenizer(out / "tokenizer")
+        _make_deterministic(out)
         if target.exists():
             target.rmdir()
-        os.replace(staging, target)
-    except BaseException:
+        os.replace(out, target)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 
@@ -192,18 +293,19 @@ def default_cache_dir() -> Path:
     return Path(root)
 
 
-def cached_tiny_checkpoint(seed: int = 0) -> Path:
+def cached_tiny_checkpoint(seed: int = 0, family: str = "alpha", scheduler: str = "dpm-solver++", size: str = "tiny") -> Path:
     """The tiny checkpoint for ``seed``, built on first use and reused after.
 
     Concurrent first uses are safe: each builds in a private staging directory and
     the first rename wins; the others discard theirs.
     """
-    target = default_cache_dir() / f"tiny-pixart-alpha-seed{seed}"
+    suffix = "".join(f"-{part}" for part in (scheduler if scheduler != "dpm-solver++" else "", size if size != "tiny" else "") if part)
+    target = default_cache_dir() / f"tiny-pixart-{family}-seed{seed}{suffix}-v2"
     if (target / "model_index.json").is_file():
         return target
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=_ensure(default_cache_dir())))
     try:
-        built = build_tiny_checkpoint(scratch / "ckpt", seed=seed)
+        built = build_tiny_checkpoint(scratch / "ckpt", seed=seed, family=family, scheduler=scheduler, size=size)
         try:
             os.replace(built, target)
         except OSError:

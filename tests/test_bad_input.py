@@ -109,3 +109,44 @@ def test_unwritable_output(tmp_path, capsys):
 def test_not_an_output_for_status_and_verify(tmp_path, capsys):
     for command in ("status", "verify"):
         refused(capsys, [command, str(tmp_path)], tmp_path, "not a pixart-batch output")
+
+
+@pytest.mark.parametrize(
+    "extra, needles",
+    [
+        (["--scheduler", "heun"], ["generation.scheduler", "heun"]),
+        (["--guidance-scale", "nan"], ["generation.guidance_scale", "finite"]),
+        (["--guidance-scale", "inf"], ["generation.guidance_scale", "finite"]),
+        (["--guidance-scale", "-1"], ["generation.guidance_scale"]),
+    ],
+)
+def test_bad_sampling_settings_are_refused(tmp_path, capsys, existing_output, extra, needles):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(GOOD)
+    refused(capsys, generate(prompts, existing_output, *extra), existing_output, *needles)
+
+
+def test_unsupported_checkpoint_classes_are_refused(tmp_path, capsys, existing_output, tiny_model):
+    import json
+
+    checkpoint = tmp_path / "ck"
+    shutil.copytree(tiny_model, checkpoint)
+    index = json.loads((checkpoint / "model_index.json").read_text())
+    index["scheduler"] = ["my_schedulers", "FancyScheduler"]
+    (checkpoint / "model_index.json").write_text(json.dumps(index))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(GOOD)
+    refused(capsys, generate(prompts, existing_output, "--model", str(checkpoint)), existing_output, "my_schedulers.FancyScheduler", "no custom or remote code")
+
+
+def test_quantization_without_its_package_is_refused(tmp_path, capsys, existing_output, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
+    config = tmp_path / "int8.yaml"
+    config.write_text(Path("configs/tiny.yaml").read_text().replace("encode:  {", "encode:  {quantization: int8, "))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(GOOD)
+    args = ["generate", "--config", str(config), "--prompts", str(prompts), "--output", str(existing_output)]
+    refused(capsys, args, existing_output, "quantization int8 needs torchao")

@@ -62,17 +62,17 @@ def test_appended_prompts_generate_only_new_images(tmp_path, first_run, ray_sess
 @pytest.mark.parametrize(
     "flags, setting",
     [
-        (["--seed", "1"], "seed"),
-        (["--steps", "5"], "num_inference_steps"),
-        (["--guidance-scale", "7"], "guidance_scale"),
-        (["--max-sequence-length", "60"], "max_sequence_length"),
-        (["--image-format", "jpeg"], "image_format"),
+        (["--seed", "1"], "generation.seed"),
+        (["--steps", "5"], "generation.num_inference_steps"),
+        (["--guidance-scale", "7"], "generation.guidance_scale"),
+        (["--max-sequence-length", "60"], "model.max_sequence_length"),
+        (["--image-format", "jpeg"], "output.image_format"),
         (["--model", "CKPT"], "checkpoint"),
-        (["--config", "NEG"], "negative_prompt"),
-        (["--config", "DTYPE"], "denoise_dtype"),
-        (["--config", "NOCLEAN"], "clean_caption"),
-        (["--config", "SIZE"], "default_size"),
-        (["--config", "FEWER"], "images_per_prompt"),
+        (["--config", "NEG"], "generation.negative_prompt"),
+        (["--config", "DTYPE"], "stages.denoise.dtype"),
+        (["--config", "NOCLEAN"], "model.clean_caption"),
+        (["--config", "SIZE"], "generation.height"),
+        (["--config", "FEWER"], "generation.images_per_prompt"),
     ],
 )
 def test_changed_settings_are_refused_and_output_untouched(tmp_path, first_run, capsys, flags, setting):
@@ -102,12 +102,12 @@ def test_changed_settings_are_refused_and_output_untouched(tmp_path, first_run, 
 
         flags[flags.index("CKPT")] = str(build_tiny_checkpoint(tmp_path / "other", seed=9))
     target = output
-    if setting == "images_per_prompt":  # an output recorded with 2 images per prompt, re-run asking for 1
+    if setting == "generation.images_per_prompt":  # an output recorded with 2 images per prompt, re-run asking for 1
         import shutil
 
         target = tmp_path / "grown"
         shutil.copytree(output, target)
-        settings = (target / "settings.json").read_text().replace('"images_per_prompt": 1', '"images_per_prompt": 2')
+        settings = (target / "settings.json").read_text().replace('"generation.images_per_prompt": 1', '"generation.images_per_prompt": 2')
         (target / "settings.json").write_text(settings)
     before = snapshot(target)
     capsys.readouterr()

@@ -11,7 +11,10 @@ from pixart_batch.buckets import aspect_ratio_table, read_model_geometry
 from pixart_batch.config import GenerationConfig
 from pixart_batch.plan import image_key, image_seed, plan_size
 from pixart_batch.prompts import PromptRecord
+from pixart_batch.spec import CleanSpec, EncodeSpec
 from pixart_batch.store import EmbeddingStore, StoreIdentity, caption_key
+
+IDENTITY = StoreIdentity(encoder="x", d_model=32, settings={"model.max_sequence_length": 120, "model.clean_caption": True})
 
 NASTY = [
     "<b>bold</b> &amp; text, a poster of a cat",
@@ -26,11 +29,13 @@ def test_cleaning_is_diffusers_cleaning(tiny_pipeline):
     from pixart_batch.stages.clean import CaptionCleaner
 
     batch = {S.PROMPT: np.array(NASTY, dtype=object), S.NEGATIVE_PROMPT: np.array(["", "Blurry <i>x</i>", "", "", ""], dtype=object)}
-    out = CaptionCleaner(True)(batch)
+    out = CaptionCleaner(CleanSpec(True, "PixArtAlphaPipeline"))(batch)
     assert out[S.CAPTION].tolist() == tiny_pipeline._text_preprocessing(NASTY, clean_caption=True)
     assert out[S.NEGATIVE_CAPTION].tolist() == tiny_pipeline._text_preprocessing(["", "Blurry <i>x</i>", "", "", ""], clean_caption=True)
     assert out[S.CAPTION].tolist()[-1] == ""  # a URL-only prompt cleans to empty text
-    raw = CaptionCleaner(False).clean(NASTY)
+    raw = CaptionCleaner(CleanSpec(False, "PixArtAlphaPipeline")).clean(NASTY)
+    sigma = CaptionCleaner(CleanSpec(True, "PixArtSigmaPipeline")).clean(NASTY)
+    assert sigma == out[S.CAPTION].tolist()  # Σ's pipeline cleans the same way (its own methods)
     assert raw == [t.lower().strip() for t in NASTY]
 
 
@@ -43,14 +48,21 @@ def test_missing_cleaning_dependency_is_refused(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(clean.importlib.util, "find_spec", lambda name, *a: None if name == "ftfy" else real(name, *a))
     with pytest.raises(UserError, match="ftfy"):
-        clean.CaptionCleaner(True)
-    clean.CaptionCleaner(False)  # cleaning off needs neither
+        clean.CaptionCleaner(CleanSpec(True, "PixArtAlphaPipeline"))
+    clean.CaptionCleaner(CleanSpec(False, "PixArtAlphaPipeline"))  # cleaning off needs neither
+
+
+def encode_spec(tiny_model, max_len=120, dtype="float32", quantization="none") -> EncodeSpec:
+    from pixart_batch.config import ModelConfig
+    from pixart_batch.models import resolve_model
+
+    return EncodeSpec(resolve_model(ModelConfig(path=str(tiny_model))).source, dtype, "cpu", max_len, quantization)
 
 
 def _encode(tiny_model, captions, max_len=120):
     from pixart_batch.stages.encode import TextEncoder
 
-    encoder = TextEncoder(str(tiny_model), "float32", "cpu", max_len)
+    encoder = TextEncoder(encode_spec(tiny_model, max_len))
     batch = {S.CAPTION_KEY: np.array([caption_key(c) for c in captions], dtype=object), S.CAPTION: np.array(captions, dtype=object)}
     return encoder(batch)
 
@@ -64,7 +76,7 @@ def test_stored_embeddings_repad_to_diffusers_encode_prompt(tmp_path, tiny_model
     batch = _encode(tiny_model, captions)
     assert batch[S.TRUNCATED].tolist() == [False, False, False, True]
     assert batch[S.NUM_TOKENS][-1] == 120
-    identity = StoreIdentity(encoder="x", max_sequence_length=120, clean_caption=True, dtype="float32", d_model=32)
+    identity = IDENTITY
     store = EmbeddingStore(str(tmp_path / "store"), identity).open()
     store.write_part(pa.table({k: batch[k].tolist() for k in (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)}))
     found = store.lookup(batch[S.CAPTION_KEY].tolist())
@@ -84,7 +96,7 @@ def test_store_holds_valid_tokens_only(tmp_path, tiny_model):
 
     captions = [f"prompt number {i} " + "a red cat " * (i % 7) for i in range(200)]
     batch = _encode(tiny_model, captions)
-    identity = StoreIdentity(encoder="x", max_sequence_length=120, clean_caption=True, dtype="float32", d_model=32)
+    identity = IDENTITY
     store = EmbeddingStore(str(tmp_path / "store"), identity).open()
     store.write_part(pa.table({k: batch[k].tolist() for k in (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)}))
     (path,) = store.part_files()
@@ -98,11 +110,14 @@ def test_store_holds_valid_tokens_only(tmp_path, tiny_model):
 
 
 def test_store_location_is_keyed_by_identity(tmp_path):
-    base = dict(encoder="x", max_sequence_length=120, clean_caption=True, dtype="float32", d_model=32)
-    keys = {StoreIdentity(**base).key()}
-    for change in ({"encoder": "y"}, {"max_sequence_length": 300}, {"clean_caption": False}, {"dtype": "bfloat16"}):
-        keys.add(StoreIdentity(**{**base, **change}).key())
-    assert len(keys) == 5
+    settings = {"model.max_sequence_length": 120, "model.clean_caption": True, "stages.encode.dtype": "float32", "stages.encode.quantization": "none"}
+    keys = {IDENTITY.key(), StoreIdentity("y", 32, IDENTITY.settings).key(), StoreIdentity("x", 64, IDENTITY.settings).key()}
+    base = StoreIdentity("x", 32, settings)
+    keys.add(base.key())
+    for name, value in (("model.max_sequence_length", 300), ("model.clean_caption", False), ("stages.encode.dtype", "bfloat16"),
+                        ("stages.encode.quantization", "int8")):
+        keys.add(StoreIdentity("x", 32, {**settings, name: value}).key())
+    assert len(keys) == 8
 
 
 def test_seeds_depend_on_run_seed_prompt_and_index_only():
@@ -135,7 +150,7 @@ def test_lookup_opens_only_parts_whose_key_range_holds_the_key(tmp_path, tiny_mo
 
     batch = _encode(tiny_model, [f"caption {i}" for i in range(40)])
     table = pa.table({k: batch[k].tolist() for k in (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)}).sort_by(S.CAPTION_KEY)
-    identity = StoreIdentity(encoder="x", max_sequence_length=120, clean_caption=True, dtype="float32", d_model=32)
+    identity = IDENTITY
     store = EmbeddingStore(str(tmp_path / "store"), identity).open()
     low_part, high_part = store.write_part(table.slice(0, 20)), store.write_part(table.slice(20))
     index = store.index()

@@ -15,9 +15,11 @@ def test_tiny_checkpoint_is_deterministic_per_seed_and_safetensors_only(tmp_path
     b = _digest(build_tiny_checkpoint(tmp_path / "b", seed=3))
     c = _digest(build_tiny_checkpoint(tmp_path / "c", seed=4))
     assert a == b
-    weights = [name for name in a if "model" in name and not name.endswith(".json")]
+    weights = [name for name in a if name.split("/")[0] in ("text_encoder", "transformer", "vae") and not name.endswith(".json")]
     assert weights and all(name.endswith(".safetensors") for name in weights)
     assert {name.split("/")[0] for name in a} == {"model_index.json", "scheduler", "text_encoder", "tokenizer", "transformer", "vae"}
+    # The tokenizer exactly as the hub checkpoints ship it: SentencePiece, no tokenizer.json.
+    assert sorted(name for name in a if name.startswith("tokenizer/")) == ["tokenizer/spiece.model", "tokenizer/tokenizer_config.json"]
     assert any(a[name] != c[name] for name in weights)
 
 
@@ -40,7 +42,7 @@ def test_existing_nonempty_directory_is_refused(tmp_path):
 
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep.txt").write_text("mine")
-    with pytest.raises(UserError, match="not empty"):
+    with pytest.raises(UserError, match="not an empty directory"):
         build_tiny_checkpoint(tmp_path / "x")
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
 
@@ -57,3 +59,50 @@ def test_identity_is_the_files_not_the_path(tmp_path, tiny_model):
     assert not here.is_hub and not there.is_hub
     assert encoder_identity(here) == encoder_identity(there)
     assert checkpoint_identity(here) == checkpoint_identity(there)
+
+
+def test_spiece_tokenizer_matches_the_vocabulary_and_t5_conventions(tiny_model):
+    """The shipped spiece.model holds exactly the tiny vocabulary (same pieces, same ids), T5's
+    special ids, and the nmt_nfkc normalizer real T5 uses; transformers loads it as the hub's."""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    from pixart_batch.tiny import tiny_vocab
+
+    processor = spm.SentencePieceProcessor(model_file=str(tiny_model / "tokenizer" / "spiece.model"))
+    vocab = tiny_vocab()
+    assert [processor.id_to_piece(i) for i in range(processor.get_piece_size())] == [piece for piece, _ in vocab]
+    assert (processor.pad_id(), processor.eos_id(), processor.unk_id(), processor.bos_id()) == (0, 1, 2, -1)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model / "tokenizer")
+    assert len(tokenizer) == len(vocab) + 100  # T5's 100 sentinel ids, as tokenizer_config.json's extra_ids says
+    ids = tokenizer("a cute cat").input_ids
+    assert ids == processor.encode("a cute cat") + [1]
+    assert tokenizer("ｃａｔ").input_ids == tokenizer("cat").input_ids  # NFKC folds full-width letters, as T5 does
+
+
+@pytest.mark.parametrize("family, scheduler", [("sigma", "dpm-solver++"), ("alpha", "lcm"), ("alpha", "ddpm")])
+def test_families_and_shipped_schedulers_load_with_their_own_pipeline(tmp_path, family, scheduler):
+    import json
+
+    import diffusers
+
+    from pixart_batch.families import FAMILY_NAMES, SCHEDULERS
+    from pixart_batch.tiny import VAE_SCALING, build_tiny_checkpoint
+
+    path = build_tiny_checkpoint(tmp_path / "ck", family=family, scheduler=scheduler)
+    index = json.loads((path / "model_index.json").read_text())
+    assert index["_class_name"] == FAMILY_NAMES[family].pipeline_class
+    assert index["scheduler"] == ["diffusers", SCHEDULERS[scheduler]]
+    pipe = getattr(diffusers, FAMILY_NAMES[family].pipeline_class).from_pretrained(path, use_safetensors=True)
+    assert type(pipe.scheduler).__name__ == SCHEDULERS[scheduler]
+    assert pipe.vae.config.scaling_factor == VAE_SCALING[family]
+
+
+def test_bad_build_options_are_refused(tmp_path):
+    from pixart_batch.errors import UserError
+    from pixart_batch.tiny import build_tiny_checkpoint
+
+    for options in ({"family": "gamma"}, {"scheduler": "heun"}, {"size": "huge"}):
+        with pytest.raises(UserError, match="must be one of"):
+            build_tiny_checkpoint(tmp_path / "x", **options)
+    assert not (tmp_path / "x").exists()

@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import schema as S
 from ..errors import UserError
+from ..spec import CleanSpec
 
 
 def require_cleaning_dependencies() -> None:
@@ -25,14 +26,14 @@ class CaptionCleaner:
     ``negative_prompt`` (``_text_preprocessing``, which runs ``_clean_caption`` twice; without
     cleaning the text is lowercased and stripped, as in diffusers)."""
 
-    def __init__(self, clean_caption: bool) -> None:
-        if clean_caption:
+    def __init__(self, spec: CleanSpec) -> None:
+        if spec.clean_caption:
             require_cleaning_dependencies()
-        from diffusers import PixArtAlphaPipeline
+        import diffusers
 
         # The cleaning methods use no pipeline state: an instance without models is enough.
-        self._pipeline = object.__new__(PixArtAlphaPipeline)
-        self._clean_caption = clean_caption
+        self._pipeline = object.__new__(getattr(diffusers, spec.pipeline_class))
+        self._clean_caption = spec.clean_caption
 
     def clean(self, texts: list[str]) -> list[str]:
         return self._pipeline._text_preprocessing(list(texts), clean_caption=self._clean_caption)

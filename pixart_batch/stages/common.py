@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 
 from .. import schema as S
 from ..faults import raise_if_injected, stall
+
 
 def group_rows(keys: list[Hashable]) -> dict[Hashable, list[int]]:
     """Row indices grouped by key, in first-seen order."""
@@ -63,7 +64,10 @@ def run_groups(
                 outputs[index] = process(group, [index])[0]
             except Exception as exc:  # the row failed on its own: record it, keep the batch
                 errors[index] = f"{stage}: {type(exc).__name__}: {exc}".replace("\n", " ")[:1000]
-    batch[output_column] = np.array(outputs, dtype=object)
+    column = np.empty(size, dtype=object)  # element by element: numpy would turn a list of equal-length bytes into a 2-D array
+    for index, value in enumerate(outputs):
+        column[index] = value
+    batch[output_column] = column
     batch[S.ERROR] = errors
     batch[f"_busy_{stage}_s"] = np.full(size, (time.perf_counter() - start) / max(size, 1))
     return batch

@@ -5,52 +5,90 @@ from __future__ import annotations
 import numpy as np
 
 from .. import schema as S
+from ..spec import DecodeSpec
 from ..tensors import bytes_to_tensor
 from .common import run_groups
+
+
+def diffusers_resize_is_whole(bucket_h: int, bucket_w: int, height: int, width: int) -> bool:
+    """Whether diffusers' ``resize_and_crop_tensor`` returns ``height`` × ``width`` for a bucket image.
+
+    It resizes to ``int(side * ratio)`` and centre-crops; for some sizes float rounding makes a
+    resized side one pixel short (``int(208 * (30 / 208)) == 29``), and the crop, starting at -1,
+    then returns a strip one pixel high (30×43 from a 208×304 bucket comes back 1×43).
+    """
+    ratio = max(height / bucket_h, width / bucket_w)
+    return int(bucket_h * ratio) >= height and int(bucket_w * ratio) >= width
+
+
+def resize_back(images, height: int, width: int):
+    """Images ``[B, C, h, w]`` of one bucket to ``height`` × ``width``, as diffusers' resolution binning does.
+
+    Exactly diffusers' ``PixArtImageProcessor.resize_and_crop_tensor`` wherever that returns the
+    requested size (:func:`diffusers_resize_is_whole`; a test holds the pixels equal to diffusers'
+    pipeline). Where it would not, the one step diffusers gets wrong is corrected: the resized side
+    that float rounding made one pixel short is rounded up to the requested side, then the same
+    bilinear resize and centre crop apply.
+    """
+    import torch.nn.functional as F
+    from diffusers.image_processor import PixArtImageProcessor
+
+    bucket_h, bucket_w = images.shape[-2:]
+    if diffusers_resize_is_whole(bucket_h, bucket_w, height, width):
+        return PixArtImageProcessor.resize_and_crop_tensor(images, width, height)
+    ratio = max(height / bucket_h, width / bucket_w)
+    resized_h, resized_w = max(int(bucket_h * ratio), height), max(int(bucket_w * ratio), width)
+    images = F.interpolate(images, size=(resized_h, resized_w), mode="bilinear", align_corners=False)
+    top, left = (resized_h - height) // 2, (resized_w - width) // 2
+    return images[:, :, top : top + height, left : left + width]
 
 
 class Decoder:
     """Latents (float32 bytes) to ``pixels``: uint8 HWC bytes at the row's ``height`` × ``width``.
 
     Decoding is ``vae.decode(latents / scaling_factor)``; an image whose requested size
-    differs from its bucket is resized and center-cropped with diffusers'
-    ``PixArtImageProcessor.resize_and_crop_tensor``; ``postprocess`` then maps to [0, 1]
-    and the bytes are ``round(x * 255)``, as diffusers' ``numpy_to_pil`` does.
+    differs from its bucket is resized and center-cropped by :func:`resize_back` (diffusers'
+    ``resize_and_crop_tensor``, the step a diffusers pipeline runs with ``use_resolution_binning=True``);
+    ``postprocess`` then maps to [0, 1] and the bytes are ``round(x * 255)``, as diffusers'
+    ``numpy_to_pil`` does.
     """
 
-    def __init__(self, model: str, dtype: str, device: str, latent_channels: int, vae_scale_factor: int) -> None:
+    def __init__(self, spec: DecodeSpec) -> None:
         import torch
         from diffusers.image_processor import PixArtImageProcessor
 
         from ..models import load_component, torch_dtype
 
         torch.set_grad_enabled(False)
-        self.vae = load_component(model, "vae", dtype, device)
-        self.processor = PixArtImageProcessor(vae_scale_factor=vae_scale_factor)
-        self.dtype = torch_dtype(dtype)
-        self.device = device
-        self.latent_channels = latent_channels
-        self.vae_scale_factor = vae_scale_factor
+        self.spec = spec
+        self.vae = load_component(spec.model, "vae", spec.dtype, spec.device)
+        if spec.vae_tiling:
+            self.vae.enable_tiling()
+        if spec.vae_slicing:
+            self.vae.enable_slicing()
+        self.processor = PixArtImageProcessor(vae_scale_factor=spec.vae_scale_factor)
+        self.dtype = torch_dtype(spec.dtype)
 
     def decode(self, latents, height: int, width: int) -> np.ndarray:
         """uint8 ``[B, height, width, 3]`` from latents ``[B, C, h, w]`` of one bucket."""
         import torch
-        import torch.nn.functional as F
 
         with torch.inference_mode():
-            images = self.vae.decode(latents.to(self.device, self.dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
-            images = self.processor.resize_and_crop_tensor(images, width, height)
-            if tuple(images.shape[-2:]) != (height, width):  # float rounding in diffusers' resize can lose a pixel
-                images = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False)
+            images = self.vae.decode(latents.to(self.spec.device, self.dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
+            images = resize_back(images, height, width)
             array = self.processor.postprocess(images, output_type="np")
+        if array.shape[1:3] != (height, width):  # never silently: the row becomes a failure naming it
+            raise RuntimeError(f"decoded image is {array.shape[1]}x{array.shape[2]}, expected {height}x{width}")
         return (array * 255).round().astype(np.uint8)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
+        spec = self.spec
+
         def process(sizes, indices: list[int]) -> list[bytes]:
             bucket_h, bucket_w, height, width = sizes
-            shape = (self.latent_channels, bucket_h // self.vae_scale_factor, bucket_w // self.vae_scale_factor)
+            shape = (spec.latent_channels, bucket_h // spec.vae_scale_factor, bucket_w // spec.vae_scale_factor)
             latents = torch.stack([bytes_to_tensor(batch[S.LATENTS][i], "float32", shape) for i in indices])
             images = self.decode(latents, height, width)
             return [images[position].tobytes() for position in range(len(indices))]

@@ -1,10 +1,12 @@
-"""DiT denoising: diffusers' own PixArt pipeline, fed stored embeddings, one bucket per call."""
+"""DiT denoising: diffusers' own PixArt pipeline (the checkpoint's family), fed stored embeddings,
+one bucket per call."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .. import schema as S
+from ..spec import DenoiseSpec
 from ..tensors import bytes_to_tensor, tensor_to_bytes
 from .common import run_groups
 
@@ -12,66 +14,58 @@ from .common import run_groups
 class Denoiser:
     """Turns embeddings + seeds into final latents (column ``latents``, float32 bytes).
 
-    Each call of the diffusers pipeline gets rows of one aspect bucket only, a list of
-    ``torch.Generator("cpu").manual_seed(seed)`` (one per image, so an image does not
-    depend on its batch), and the embeddings re-padded to the longest in that call
-    (masked positions get a -10000 attention bias, so padding values do not matter).
+    Each call of the diffusers pipeline (``PixArtAlphaPipeline`` or ``PixArtSigmaPipeline``, as the
+    checkpoint declares) gets rows of one aspect bucket only, a list of
+    ``torch.Generator("cpu").manual_seed(seed)`` (one per image, so an image does not depend on
+    its batch), and the embeddings re-padded to the longest in that call (masked positions get a
+    -10000 attention bias, so padding values do not matter). With guidance <= 1 the negative
+    branch is not run (as in diffusers) and no negative embeddings are needed.
+
+    Adds ``scheduler``: the class of the scheduler that actually ran.
     """
 
-    def __init__(
-        self,
-        model: str,
-        dtype: str,
-        device: str,
-        embedding_dtype: str,
-        d_model: int,
-        vae_scale_factor: int,
-        num_inference_steps: int,
-        guidance_scale: float,
-    ) -> None:
+    def __init__(self, spec: DenoiseSpec) -> None:
+        import diffusers
         import torch
-        from diffusers import PixArtAlphaPipeline
 
-        from ..models import load_component, torch_dtype
+        from ..models import load_component, load_scheduler, torch_dtype
 
         torch.set_grad_enabled(False)
-        self.pipeline = PixArtAlphaPipeline(
+        self.spec = spec
+        pipeline_cls = getattr(diffusers, spec.pipeline_class)
+        self.pipeline = pipeline_cls(
             tokenizer=None,
             text_encoder=None,
             vae=None,
-            transformer=load_component(model, "transformer", dtype, device),
-            scheduler=load_component(model, "scheduler", dtype, device),
+            transformer=load_component(spec.model, "transformer", spec.dtype, spec.device),
+            scheduler=load_scheduler(spec.model, spec.scheduler),
         )
-        self.pipeline.vae_scale_factor = vae_scale_factor
+        self.pipeline.vae_scale_factor = spec.vae_scale_factor
         self.pipeline.set_progress_bar_config(disable=True)
-        self.dtype = torch_dtype(dtype)
-        self.device = device
-        self.embedding_dtype = embedding_dtype
-        self.d_model = d_model
-        self.num_inference_steps = num_inference_steps
-        self.guidance_scale = guidance_scale
+        self.scheduler_name = type(self.pipeline.scheduler).__name__
+        self.dtype = torch_dtype(spec.dtype)
 
     def _padded(self, blobs: list[bytes], counts: list[int], length: int):
         import torch
 
-        embeds = torch.zeros(len(blobs), length, self.d_model, dtype=self.dtype)
+        embeds = torch.zeros(len(blobs), length, self.spec.text_dim, dtype=self.dtype)
         mask = torch.zeros(len(blobs), length, dtype=torch.long)
         for row, (blob, count) in enumerate(zip(blobs, counts)):
-            embeds[row, :count] = bytes_to_tensor(blob, self.embedding_dtype, (count, self.d_model)).to(self.dtype)
+            embeds[row, :count] = bytes_to_tensor(blob, self.spec.embedding_dtype, (count, self.spec.text_dim)).to(self.dtype)
             mask[row, :count] = 1
-        return embeds.to(self.device), mask.to(self.device)
+        return embeds.to(self.spec.device), mask.to(self.spec.device)
 
     def denoise(self, rows: dict[str, list], height: int, width: int):
         """Latents ``[B, C, h, w]`` for rows of one bucket (lists per column)."""
         import torch
 
-        cfg = self.guidance_scale > 1.0
+        spec = self.spec
         counts = [int(n) for n in rows[S.NUM_TOKENS]]
-        negative_counts = [int(n) for n in rows[S.NEGATIVE_NUM_TOKENS]] if cfg else []
+        negative_counts = [int(n) for n in rows[S.NEGATIVE_NUM_TOKENS]] if spec.cfg else []
         length = max(counts + negative_counts)
         prompt_embeds, prompt_mask = self._padded(rows[S.PROMPT_EMBEDDING], counts, length)
         negative_embeds = negative_mask = None
-        if cfg:
+        if spec.cfg:
             negative_embeds, negative_mask = self._padded(rows[S.NEGATIVE_EMBEDDING], negative_counts, length)
         generators = [torch.Generator("cpu").manual_seed(int(seed)) for seed in rows[S.SEED]]
         return self.pipeline(
@@ -82,8 +76,9 @@ class Denoiser:
             negative_prompt_embeds=negative_embeds,
             negative_prompt_attention_mask=negative_mask,
             generator=generators,
-            num_inference_steps=self.num_inference_steps,
-            guidance_scale=self.guidance_scale,
+            num_inference_steps=spec.num_inference_steps,
+            timesteps=list(spec.timesteps) if spec.timesteps else None,
+            guidance_scale=spec.guidance_scale,
             height=height,
             width=width,
             use_resolution_binning=False,
@@ -100,6 +95,7 @@ class Denoiser:
 
         heights, widths = batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist()
         batch = run_groups(batch, "denoise", lambda i: (int(heights[i]), int(widths[i])), process, S.LATENTS)
+        batch[S.SCHEDULER] = np.array([self.scheduler_name] * len(heights), dtype=object)
         for column in (S.PROMPT_EMBEDDING, S.NEGATIVE_EMBEDDING):
             del batch[column]
         return batch

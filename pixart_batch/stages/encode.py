@@ -7,8 +7,44 @@ import time
 import numpy as np
 
 from .. import schema as S
+from ..errors import UserError
 from ..faults import stall
+from ..spec import EncodeSpec
 from ..tensors import tensor_to_bytes
+
+
+def load_text_encoder(spec: EncodeSpec):
+    """The checkpoint's T5 encoder in ``spec.dtype``, its linear weights quantized as ``spec.quantization`` says.
+
+    ``int8``: torchao weight-only int8 (CPU and GPU), applied after loading on the device.
+    ``bnb-int8`` / ``bnb-nf4``: bitsandbytes through transformers' ``quantization_config`` (CUDA only).
+    """
+    from ..models import _component_type, load_component, torch_dtype
+
+    if spec.quantization in ("none", "int8"):
+        encoder = load_component(spec.model, "text_encoder", spec.dtype, spec.device)
+        if spec.quantization == "int8":
+            from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+            quantize_(encoder, Int8WeightOnlyConfig())
+        return encoder
+    from transformers import BitsAndBytesConfig
+
+    if spec.quantization == "bnb-int8":
+        quantization = BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype(spec.dtype))
+    if spec.device != "cuda":
+        raise UserError(f"stages.encode.quantization {spec.quantization}: bitsandbytes needs a GPU (set stages.encode.num_gpus)")
+    cls = _component_type(spec.model, "text_encoder")
+    return cls.from_pretrained(
+        spec.model.component("text_encoder").source,
+        subfolder="text_encoder",
+        torch_dtype=torch_dtype(spec.dtype),
+        use_safetensors=True,
+        quantization_config=quantization,
+        device_map={"": 0},
+    ).eval()
 
 
 class TextEncoder:
@@ -19,16 +55,16 @@ class TextEncoder:
     Adds ``num_tokens``, ``truncated`` and ``embedding`` (raw bytes of tokens × d_model).
     """
 
-    def __init__(self, model: str, dtype: str, device: str, max_sequence_length: int) -> None:
+    def __init__(self, spec: EncodeSpec) -> None:
         import torch
 
         from ..models import load_component
 
         torch.set_grad_enabled(False)
-        self.tokenizer = load_component(model, "tokenizer", dtype, device)
-        self.text_encoder = load_component(model, "text_encoder", dtype, device)
-        self.device = device
-        self.max_sequence_length = max_sequence_length
+        self.tokenizer = load_component(spec.model, "tokenizer")
+        self.text_encoder = load_text_encoder(spec)
+        self.device = spec.device
+        self.max_sequence_length = spec.max_sequence_length
 
     def encode(self, captions: list[str]):
         """``(embeddings [B, L, D], valid token counts [B], truncated [B])`` for one batch."""

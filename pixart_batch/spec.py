@@ -1,0 +1,296 @@
+"""The run specification: the config resolved against the checkpoint, Ray-free.
+
+Every config field has one **role** (:data:`ROLES`), and everything downstream is derived
+from the roles instead of kept by hand:
+
+- ``embedding``: changes the T5 outputs → part of the embedding store's key
+  (:meth:`RunSpec.store_identity`) and of the settings guard;
+- ``image``: changes the pixels → the settings guard (``OUTPUT/settings.json``, also written
+  into every shard's metadata) and the row metadata;
+- ``checkpoint``: picks the checkpoint → recorded as the checkpoint's identity (a hash of its
+  files, or hub id + revision), not as the value given;
+- ``operational``: resources, batch sizes, paths → recorded in ``run_config.json`` only.
+
+:func:`check_classified` refuses a config class with a field that has no role, and a test
+calls it: a new option cannot silently escape the store key or the guard.
+
+The stages receive their own typed specs (:class:`EncodeSpec`, :class:`DenoiseSpec`,
+:class:`DecodeSpec`, :class:`CleanSpec`), never loose scalars from several config sections.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from . import schema as S
+from .buckets import ModelGeometry, aspect_ratio_table, read_model_geometry
+from .config import RunConfig
+from .families import ModelFamily, scheduler_class_for
+from .models import ModelSource, ResolvedModel, checkpoint_identity, encoder_identity, resolve_model
+
+
+class Role(str, Enum):
+    EMBEDDING = "embedding"
+    IMAGE = "image"
+    CHECKPOINT = "checkpoint"
+    OPERATIONAL = "operational"
+
+
+E, I, C, O = Role.EMBEDDING, Role.IMAGE, Role.CHECKPOINT, Role.OPERATIONAL
+ROLES: dict[str, Role] = {
+    "model.path": C,
+    "model.tiny_seed": C,
+    "model.revision": C,
+    "model.components_from": C,
+    "model.max_sequence_length": E,
+    "model.clean_caption": E,
+    "generation.seed": I,
+    "generation.images_per_prompt": I,
+    "generation.num_inference_steps": I,
+    "generation.guidance_scale": I,
+    "generation.negative_prompt": I,
+    "generation.width": I,
+    "generation.height": I,
+    "generation.scheduler": I,
+    "generation.timesteps": I,
+    # Resources of every stage ("*" stands for the stage's name only; each field is listed).
+    "stages.*.batch_size": O,  # batch invariance: images do not depend on batch size (tested)
+    "stages.*.num_gpus": O,
+    "stages.*.num_cpus": O,
+    "stages.*.concurrency": O,
+    "stages.clean.dtype": O,  # no model in this stage
+    "stages.write.dtype": O,  # no model in this stage
+    "stages.encode.dtype": E,
+    "stages.encode.quantization": E,
+    "stages.denoise.dtype": I,
+    "stages.decode.dtype": I,
+    "stages.decode.vae_tiling": I,
+    "stages.decode.vae_slicing": O,  # one image at a time: the same pixels
+    "output.image_format": I,
+    "output.image_quality": I,
+    "output.rows_per_shard": O,
+    "output.row_group_size": O,
+    "output.store_rows_per_part": O,
+    "output.store": O,
+    "ray.address": O,
+    "ray.num_cpus": O,
+    "ray.no_progress_timeout_s": O,
+}
+
+GROWABLE_SETTINGS = {"generation.images_per_prompt"}
+"""Settings that may grow between runs without changing existing images (more images per prompt)."""
+
+
+def leaf_fields(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """Dotted names of every leaf field of a (nested) config dataclass."""
+    hints = typing.get_type_hints(cls)
+    names = []
+    for item in dataclasses.fields(cls):
+        name = f"{prefix}{item.name}"
+        hint = hints[item.name]
+        if dataclasses.is_dataclass(hint):
+            names.extend(leaf_fields(hint, name + "."))
+        else:
+            names.append(name)
+    return names
+
+
+def role_of(name: str) -> Role | None:
+    if name in ROLES:
+        return ROLES[name]
+    parts = name.split(".")
+    if len(parts) == 3 and parts[0] == "stages":
+        return ROLES.get(f"stages.*.{parts[2]}")
+    return None
+
+
+def check_classified(cls: type = RunConfig) -> None:
+    """Raise if a config field has no role (or a role names a field that does not exist)."""
+    fields = leaf_fields(cls)
+    missing = [name for name in fields if role_of(name) is None]
+    if missing:
+        raise TypeError(f"config fields without a role in pixart_batch.spec.ROLES: {', '.join(missing)}")
+    stale = [name for name in ROLES if "*" not in name and name not in fields]
+    if stale:
+        raise TypeError(f"pixart_batch.spec.ROLES names fields that do not exist: {', '.join(stale)}")
+
+
+def config_value(config: RunConfig, name: str) -> Any:
+    node: Any = config
+    for part in name.split("."):
+        node = getattr(node, part)
+    return node
+
+
+# --------------------------------------------------------------------------- per-stage specs
+
+
+@dataclass(frozen=True)
+class CleanSpec:
+    clean_caption: bool
+    pipeline_class: str
+    """Whose ``_text_preprocessing`` cleans captions (the family's pipeline class)."""
+
+
+@dataclass(frozen=True)
+class EncodeSpec:
+    model: ModelSource
+    dtype: str
+    device: str
+    max_sequence_length: int
+    quantization: str
+
+
+@dataclass(frozen=True)
+class DenoiseSpec:
+    model: ModelSource
+    pipeline_class: str
+    dtype: str
+    device: str
+    scheduler: str
+    """``generation.scheduler``: ``checkpoint`` or an option built ``from_config``."""
+    num_inference_steps: int
+    guidance_scale: float
+    timesteps: tuple[int, ...] | None
+    embedding_dtype: str
+    text_dim: int
+    vae_scale_factor: int
+
+    @property
+    def cfg(self) -> bool:
+        """Classifier-free guidance runs (both branches) only when guidance > 1, as in diffusers."""
+        return self.guidance_scale > 1.0
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    model: ModelSource
+    dtype: str
+    device: str
+    latent_channels: int
+    vae_scale_factor: int
+    vae_tiling: bool
+    vae_slicing: bool
+
+
+# --------------------------------------------------------------------------- the run spec
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    config: RunConfig
+    model: ResolvedModel
+    geometry: ModelGeometry
+    max_sequence_length: int
+    """``model.max_sequence_length``, or the family's token limit when not set."""
+    scheduler_class: str
+    """The scheduler class that runs (the checkpoint's, or the ``generation.scheduler`` option's)."""
+
+    @classmethod
+    def build(cls, config: RunConfig) -> RunSpec:
+        """Resolve the checkpoint (one-line errors for a missing or unsafe one) and derive the spec."""
+        model = resolve_model(config.model)
+        return cls(
+            config=config,
+            model=model,
+            geometry=read_model_geometry(
+                model.local_dir, {name: model.checkpoint_of(name).local_dir / name for name in ("transformer", "vae", "text_encoder")}
+            ),
+            max_sequence_length=config.model.max_sequence_length or model.family.max_sequence_length,
+            scheduler_class=scheduler_class_for(config.generation.scheduler, model.shipped_scheduler),
+        )
+
+    @property
+    def family(self) -> ModelFamily:
+        return self.model.family
+
+    @property
+    def table(self) -> dict[str, list[float]]:
+        return aspect_ratio_table(self.geometry.sample_size)
+
+    @property
+    def uses_negative(self) -> bool:
+        """Whether negative prompts are encoded and fed to the DiT (CFG on)."""
+        return self.config.generation.guidance_scale > 1.0
+
+    def resolved(self, name: str) -> Any:
+        """A field's value as it takes effect (defaults resolved against the checkpoint)."""
+        if name == "model.max_sequence_length":
+            return self.max_sequence_length
+        value = config_value(self.config, name)
+        return list(value) if isinstance(value, tuple) else value
+
+    def _values(self, *roles: Role) -> dict[str, Any]:
+        return {name: self.resolved(name) for name in leaf_fields() if role_of(name) in roles}
+
+    def store_identity(self):
+        """What determines the embeddings: the encoder's files, its width and every ``embedding`` field."""
+        from .store import StoreIdentity
+
+        return StoreIdentity(encoder=encoder_identity(self.model), d_model=self.geometry.text_dim, settings=self._values(Role.EMBEDDING))
+
+    def settings(self) -> dict[str, Any]:
+        """What determines the images (the settings guard; also written into every shard)."""
+        return {
+            "checkpoint": checkpoint_identity(self.model),
+            "model": self.model.name if self.model.is_hub else "local checkpoint",
+            "revision": self.model.revision,
+            "components_from": None if self.model.base is None else (self.model.base.name if self.model.base.is_hub else "local checkpoint"),
+            "family": self.family.name,
+            "scheduler_class": self.scheduler_class,
+            **self._values(Role.EMBEDDING, Role.IMAGE),
+        }
+
+    def row_constants(self) -> dict[str, Any]:
+        """Row columns that are the same for every image of the run (the ``scheduler`` column comes
+        from the DiT actor that ran it)."""
+        generation = self.config.generation
+        return {
+            S.STEPS: generation.num_inference_steps,
+            S.GUIDANCE: generation.guidance_scale,
+            S.TIMESTEPS: list(generation.timesteps or []),
+            S.MODEL: self.model.name,
+            S.DTYPE: self.config.stages.denoise.dtype,
+            S.MAX_SEQ_LEN: self.max_sequence_length,
+            S.IMAGE_FORMAT: self.config.output.image_format,
+        }
+
+    # -- stage specs
+    def clean_spec(self) -> CleanSpec:
+        return CleanSpec(self.config.model.clean_caption, self.family.pipeline_class)
+
+    def encode_spec(self) -> EncodeSpec:
+        stage = self.config.stages.encode
+        return EncodeSpec(self.model.source, stage.dtype, stage.device, self.max_sequence_length, stage.quantization)
+
+    def denoise_spec(self) -> DenoiseSpec:
+        stage, generation = self.config.stages.denoise, self.config.generation
+        return DenoiseSpec(
+            model=self.model.source,
+            pipeline_class=self.family.pipeline_class,
+            dtype=stage.dtype,
+            device=stage.device,
+            scheduler=generation.scheduler,
+            num_inference_steps=generation.num_inference_steps,
+            guidance_scale=generation.guidance_scale,
+            timesteps=tuple(generation.timesteps) if generation.timesteps else None,
+            embedding_dtype=self.config.stages.encode.dtype,
+            text_dim=self.geometry.text_dim,
+            vae_scale_factor=self.geometry.vae_scale_factor,
+        )
+
+    def decode_spec(self) -> DecodeSpec:
+        stage = self.config.stages.decode
+        return DecodeSpec(
+            model=self.model.source,
+            dtype=stage.dtype,
+            device=stage.device,
+            latent_channels=self.geometry.latent_channels,
+            vae_scale_factor=self.geometry.vae_scale_factor,
+            vae_tiling=stage.vae_tiling,
+            vae_slicing=stage.vae_slicing,
+        )
