@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# GPU check of pixart_batch at the real PixArt-XL-2 sizes (random weights): parity with plain
+# diffusers, throughput, component timings. See benchmarks/gpu_check.py. Run from anywhere:
+#
+#   bash benchmarks/gpu_check.sh            # writes $OUT (default ./gpu_check_out): gpu_check.{json,md,log}
+#   bash benchmarks/gpu_check.sh --small    # extra arguments go to gpu_check.py
+#
+# The GPU machine has no network: packages it lacks (diffusers, ftfy, beautifulsoup4, soupsieve,
+# wcwidth) travel as wheels in .whl/ (git-ignored) and are installed to /tmp/site.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/gpu_check_out}"
+mkdir -p "$OUT"
+export OUT PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TRANSFORMERS_OFFLINE=1
+export GPU_CHECK_COMMAND="bash benchmarks/gpu_check.sh${*:+ $*}"
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || echo "gpu_check.sh: installing the wheels failed; going on with what is installed"
+  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
+if command -v nvidia-smi > /dev/null; then nvidia-smi; else echo "gpu_check.sh: no nvidia-smi"; fi
+
+timeout 420 python3 benchmarks/gpu_check.py --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_check.log"
+status=${PIPESTATUS[0]}
+[ "$status" = 124 ] && echo "gpu_check.sh: gpu_check.py hit the 420 s limit; $OUT holds the sections finished before it"
+echo "gpu_check.sh: exit status $status"
+exit "$status"
