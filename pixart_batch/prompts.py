@@ -14,7 +14,8 @@ Size requests
     prompt text.  The ``prompt`` of a ``.jsonl``/``.csv``/``.parquet`` row is
     parsed the same way; those rows may instead carry ``width`` and
     ``height`` (together) or ``aspect_ratio`` (an ``"h:w"`` string), but not
-    both kinds, and not together with flags.
+    both kinds, and not together with flags.  Exact sizes are at most
+    2147483647 pixels per side (what the model supports is checked later).
 
 Ids
     An explicit ``id`` (field or column; a JSON integer is turned into text)
@@ -28,13 +29,22 @@ Ids
     prompts leaves existing ids alone.  The 2nd, 3rd, ... occurrence of an
     identical key gets ``-1``, ``-2``, ... appended.
 
+    No text field (prompt, negative prompt, id) may contain a NUL character,
+    so the ``"\\0"`` separator cannot occur in the text and different prompts
+    always get different keys.
+
 Empty values
     In ``.csv`` an empty cell means "not given" (CSV has no null).  In
     ``.jsonl`` and ``.parquet`` a null (or missing key) means "not given",
     while an empty ``negative_prompt`` string is an explicit empty negative
     prompt.
 
-Files are UTF-8; a leading byte-order mark is ignored.
+Files
+    UTF-8; a leading byte-order mark is ignored.  Only regular files (a symlink
+    to one is fine) and object-store objects are read: a FIFO, directory,
+    device or socket is refused before it is opened.  :func:`scan_prompts`
+    records a fingerprint of the bytes it read (:class:`PromptFingerprint`);
+    :func:`iter_prompts` refuses a file whose bytes are not the same ones.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ import json
 import math
 import os
 import re
+import stat
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -55,6 +66,7 @@ from pixart_batch.errors import PromptFileError
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
+    "PromptFingerprint",
     "PromptRecord",
     "PromptScan",
     "iter_prompts",
@@ -96,6 +108,8 @@ _INT_TEXT_RE = re.compile(r"\s*([0-9]+)(?:\.0*)?\s*")
 _TABLE_COLUMNS = ("prompt", "id", "negative_prompt", "width", "height", "aspect_ratio")
 _PARQUET_BATCH_ROWS = 8192
 _QUOTE_LIMIT = 60
+_MAX_SIDE = 2**31 - 1
+"""Largest width/height accepted (sizes are stored as int32; model limits are checked later)."""
 
 
 _Entry = tuple[PromptRecord, bool]
@@ -136,12 +150,38 @@ def _parse_ratio(value: str, label: str, source: str) -> float:
     _fail(source, f"{label} needs two positive numbers h:w (got {_quote(value)})")
 
 
+def _digits_value(digits: str) -> int:
+    """``int(digits)``, but ``_MAX_SIDE + 1`` for anything longer than 10 digits.
+
+    So a number of thousands of digits is just "too large" (``int()`` of it would
+    raise Python's integer-string-conversion limit error).
+    """
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 10 else _MAX_SIDE + 1
+
+
+def _too_large(label: str, value: str, source: str) -> NoReturn:
+    """Raise the error for a size above :data:`_MAX_SIDE`."""
+    _fail(source, f"{label} is too large (got {_quote(value)}); sizes are at most {_MAX_SIDE} pixels per side")
+
+
 def _parse_size(value: str, label: str, source: str) -> tuple[int, int]:
-    """Parse an ``h:w`` size of positive integers into (width, height)."""
+    """Parse an ``h:w`` size of positive integers (at most ``_MAX_SIDE``) into (width, height)."""
     match = _SIZE_RE.fullmatch(value)
-    if match and int(match[1]) > 0 and int(match[2]) > 0:
-        return int(match[2]), int(match[1])
+    if match:
+        height, width = _digits_value(match[1]), _digits_value(match[2])
+        if height > 0 and width > 0:
+            if max(height, width) > _MAX_SIDE:
+                _too_large(label, value, source)
+            return width, height
     _fail(source, f"{label} needs two positive integers h:w in pixels (got {_quote(value)})")
+
+
+def _no_nul(text: str, what: str, source: str) -> None:
+    """Refuse a NUL character in a text field (it separates the parts of a derived id's key)."""
+    position = text.find("\0")
+    if position >= 0:
+        _fail(source, f"{what} contains a NUL byte (character {position + 1}); remove it")
 
 
 def parse_prompt_line(text: str, source: str) -> tuple[str, int | None, int | None, float | None]:
@@ -154,8 +194,10 @@ def parse_prompt_line(text: str, source: str) -> tuple[str, int | None, int | No
 
     Raises:
         PromptFileError: ``"<source>: ..."`` for a malformed, repeated or
-            conflicting flag, text after the flags, or empty prompt text.
+            conflicting flag, a size above 2147483647, text after the flags,
+            empty prompt text, or a NUL character.
     """
+    _no_nul(text, "prompt text", source)
     text = text.strip()
     match = _FLAG_RE.search(text) if "--" in text else None
     if match is None:
@@ -234,6 +276,7 @@ def _explicit_id(value: Any, source: str) -> str:
         value = str(value)
     if not isinstance(value, str):
         _fail(source, f"'id' must be a string or an integer, not {type(value).__name__}")
+    _no_nul(value, "'id'", source)
     if not _ID_RE.fullmatch(value):
         _fail(
             source,
@@ -247,7 +290,7 @@ def _explicit_id(value: Any, source: str) -> str:
 
 
 def _positive_int(value: Any, key: str, source: str) -> int:
-    """Convert a width/height value (int, integral float or digit text) to a positive int."""
+    """Convert a width/height value (int, integral float or digit text) to an int in 1..2**31-1."""
     number: int | None = None
     if isinstance(value, bool):
         pass
@@ -256,9 +299,12 @@ def _positive_int(value: Any, key: str, source: str) -> int:
     elif isinstance(value, float) and value.is_integer():
         number = int(value)
     elif isinstance(value, str) and (match := _INT_TEXT_RE.fullmatch(value)):
-        number = int(match[1])
+        number = _digits_value(match[1])
     if number is None or number <= 0:
-        _fail(source, f"'{key}' must be a positive integer (got {_quote(str(value))})")
+        shown = str(value) if isinstance(value, (str, int, float)) else f"a {type(value).__name__}"
+        _fail(source, f"'{key}' must be a positive integer (got {_quote(shown)})")
+    if number > _MAX_SIDE:
+        _too_large(f"'{key}'", str(value), source)
     return number
 
 
@@ -272,6 +318,7 @@ def _record_from_fields(fields: dict[str, Any], source: str, ids: _IdMaker) -> _
         _fail(source, "'prompt' is missing or null")
     if not isinstance(raw_prompt, str):
         _fail(source, f"'prompt' must be a string, not {type(raw_prompt).__name__}")
+    _no_nul(raw_prompt, "'prompt'", source)
     prompt, width, height, ratio = parse_prompt_line(raw_prompt, source)
     key = raw_prompt.strip()
 
@@ -299,6 +346,7 @@ def _record_from_fields(fields: dict[str, Any], source: str, ids: _IdMaker) -> _
     if negative is not None:
         if not isinstance(negative, str):
             _fail(source, f"'negative_prompt' must be a string, not {type(negative).__name__}")
+        _no_nul(negative, "'negative_prompt'", source)
         negative = negative.strip()
         key += "\0" + negative
 
@@ -315,30 +363,153 @@ def _record_from_fields(fields: dict[str, Any], source: str, ids: _IdMaker) -> _
 # --------------------------------------------------------------------------- file access
 
 
-class _ArrowRaw(io.RawIOBase):
-    """A pyarrow input stream as a Python raw stream (so it can be buffered and read by lines)."""
+@dataclass(frozen=True)
+class PromptFingerprint:
+    """Which bytes a pass over a prompt file read, so a later pass can tell it reads the same ones."""
 
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
+    file_size: int | None
+    """Size the storage reported when the pass opened the file (``None`` if it reports none)."""
+    mtime_ns: int | None
+    """Modification time an object store reported (``None`` for local files, where only bytes count)."""
+    bytes_read: int
+    """Bytes the pass read."""
+    sha256: str
+    """Hex sha256 of the bytes read in order; for Parquet (read at offsets, all of the ranges
+    it needs but not every byte) of the sorted ``(offset, length, sha256)`` of each range."""
+
+
+class _Tally:
+    """Fingerprints the bytes one pass reads and, given an earlier pass's fingerprint, checks them.
+
+    The checks run as early as they can: the size the storage reports when the file is
+    opened, then the count of bytes read as soon as it passes the earlier count, and the
+    hash once the whole file has been read (:meth:`verify`).
+    """
+
+    def __init__(self, name: str, expected: PromptFingerprint | None = None) -> None:
+        self.name = name
+        self.expected = expected
+        self.file_size: int | None = None
+        self.mtime_ns: int | None = None
+        self.bytes_read = 0
+        self._hash = hashlib.sha256()
+        self._ranges: list[bytes] = []
+
+    def opened(self, file_size: int | None, mtime_ns: int | None) -> None:
+        """Note what the storage says about the file; refuse one that differs from the earlier pass's."""
+        self.file_size, self.mtime_ns = file_size, mtime_ns
+        expected = self.expected
+        if expected is None:
+            return
+        if file_size is not None and expected.file_size is not None and file_size != expected.file_size:
+            self._changed(f"it has {file_size} bytes, {expected.file_size} when it was checked")
+        if mtime_ns is not None and expected.mtime_ns is not None and mtime_ns != expected.mtime_ns:
+            self._changed("its modification time differs from when it was checked")
+
+    def add(self, data: bytes, offset: int | None = None) -> None:
+        """Count and hash bytes just read (``offset``: where, for a file read at offsets)."""
+        self.bytes_read += len(data)
+        if offset is None:
+            self._hash.update(data)
+        else:
+            digest = hashlib.sha256(data).digest()
+            self._ranges.append(offset.to_bytes(8, "big") + len(data).to_bytes(8, "big") + digest)
+        if self.expected is not None and self.bytes_read > self.expected.bytes_read:
+            self._changed(f"more than the {self.expected.bytes_read} bytes that were checked")
+
+    def fingerprint(self) -> PromptFingerprint:
+        """The fingerprint of what was read so far."""
+        digest = self._hash.copy()
+        for entry in sorted(self._ranges):
+            digest.update(entry)
+        return PromptFingerprint(self.file_size, self.mtime_ns, self.bytes_read, digest.hexdigest())
+
+    def verify(self) -> None:
+        """Refuse (after a whole pass) bytes that are not the ones the earlier pass read."""
+        expected = self.expected
+        if expected is None:
+            return
+        if self.bytes_read != expected.bytes_read:
+            self._changed(f"{self.bytes_read} bytes read, {expected.bytes_read} when it was checked")
+        if self.fingerprint().sha256 != expected.sha256:
+            self._changed("its bytes differ from the ones that were checked")
+
+    def _changed(self, detail: str) -> NoReturn:
+        _fail(
+            self.name,
+            f"the prompt file changed while the run was starting ({detail}); "
+            "re-run when it is no longer being written",
+        )
+
+
+class _CheckedRaw(io.RawIOBase):
+    """A raw stream over ``source`` (a local file, or a pyarrow stream/file) that tallies what it reads.
+
+    Streamed (``seekable=False``), it is buffered and read by lines, and checks the tally
+    when it reaches the end. With ``seekable`` (for Parquet) it also seeks, and tallies
+    each read with its offset; the caller checks the tally after the pass.
+    """
+
+    def __init__(self, source: Any, tally: _Tally, seekable: bool = False) -> None:
+        self._source = source
+        self._tally = tally
+        self._seekable = seekable
+        self._position = 0
 
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return self._seekable
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if not self._seekable:
+            raise io.UnsupportedOperation("seek")
+        self._position = self._source.seek(offset, whence)
+        return self._position
+
     def readinto(self, buffer: Any) -> int:
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        data = self._source.read(len(buffer))
+        size = len(data)
+        buffer[:size] = data
+        if size:
+            self._tally.add(data, self._position if self._seekable else None)
+            self._position += size
+        elif len(buffer) and not self._seekable:
+            self._tally.verify()  # the end: the earliest point the whole file is known
+        return size
 
     def close(self) -> None:
-        self._stream.close()
+        if not self.closed:
+            self._source.close()
         super().close()
 
 
-def _open_binary(path: str | os.PathLike[str], seekable: bool = False) -> BinaryIO:
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _regular_or_fail(name: str, mode: int) -> None:
+    """Refuse anything but a regular file (a prompt file is read twice, so it cannot be a stream)."""
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        _fail(name, "is a directory, not a prompt file")
+    kind = next((text for test, text in _NOT_REGULAR if test(mode)), "not a regular file")
+    _fail(name, f"is {kind}, not a regular file; prompt files must be regular files or object-store objects")
+
+
+def _open_binary(path: str | os.PathLike[str], tally: _Tally, seekable: bool = False) -> BinaryIO:
     """Open a prompt file for binary reading (the one place that touches storage).
 
-    Local paths open directly; ``s3://``, ``gs://`` and other URIs go through
-    ``pyarrow.fs`` (credentials from the usual environment), streamed.
+    Local paths open directly, once ``stat`` says they are regular files (so a FIFO is
+    never opened, and never blocks); ``s3://``, ``gs://`` and other URIs go through
+    ``pyarrow.fs`` (credentials from the usual environment), streamed. Every byte read
+    goes through ``tally``.
     """
     name = os.fsdecode(path)
     if "://" in name and not name.startswith("file://"):
@@ -351,14 +522,20 @@ def _open_binary(path: str | os.PathLike[str], seekable: bool = False) -> Binary
                 _fail(name, "no such file")
             if info.type == fs.FileType.Directory:
                 _fail(name, "is a directory, not a prompt file")
+            if info.type != fs.FileType.File:
+                _fail(name, "is not a file or object; prompt files must be regular files or object-store objects")
+            tally.opened(info.size, info.mtime_ns)
             if seekable:
-                return filesystem.open_input_file(inner)
-            return io.BufferedReader(_ArrowRaw(filesystem.open_input_stream(inner)), buffer_size=1 << 20)
+                return _CheckedRaw(filesystem.open_input_file(inner), tally, seekable=True)
+            return io.BufferedReader(_CheckedRaw(filesystem.open_input_stream(inner), tally), buffer_size=1 << 20)
         except (OSError, ValueError) as exc:
             _fail(name, f"cannot open ({_first_line(exc)})")
     name = name.removeprefix("file://")
+    nonblocking = getattr(os, "O_NONBLOCK", 0)
     try:
-        return open(name, "rb")  # noqa: SIM115 - the caller closes it
+        _regular_or_fail(name, os.stat(name).st_mode)
+        # Non-blocking, so that opening a FIFO swapped in after the stat cannot hang either.
+        fd = os.open(name, os.O_RDONLY | nonblocking | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         _fail(name, "no such file")
     except IsADirectoryError:
@@ -367,6 +544,19 @@ def _open_binary(path: str | os.PathLike[str], seekable: bool = False) -> Binary
         _fail(name, "permission denied")
     except OSError as exc:
         _fail(name, f"cannot open ({exc.strerror or exc})")
+    try:
+        info = os.fstat(fd)
+        _regular_or_fail(name, info.st_mode)
+        tally.opened(info.st_size, None)
+        if nonblocking:
+            os.set_blocking(fd, True)
+        raw = io.FileIO(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    if seekable:
+        return _CheckedRaw(raw, tally, seekable=True)
+    return io.BufferedReader(_CheckedRaw(raw, tally), buffer_size=1 << 16)
 
 
 def _decoded_lines(stream: Iterable[bytes], name: str) -> Iterator[tuple[int, str]]:
@@ -396,16 +586,17 @@ def _no_prompts(name: str, saw_lines: bool) -> NoReturn:
 # --------------------------------------------------------------------------- readers
 
 
-def _iter_txt(path: str | os.PathLike[str], name: str, ids: _IdMaker) -> Iterator[_Entry]:
+def _iter_txt(path: str | os.PathLike[str], name: str, ids: _IdMaker, tally: _Tally) -> Iterator[_Entry]:
     """Read a ``.txt`` file: one prompt per non-blank line, optional size flags."""
     saw_lines = found = False
-    with _open_binary(path) as stream:
+    with _open_binary(path, tally) as stream:
         for number, line in _decoded_lines(stream, name):
             saw_lines = True
             text = line.strip()
             if not text:
                 continue
             source = f"{name}:{number}"
+            _no_nul(line, "prompt text", source)  # here, so the character counts from the line start
             prompt, width, height, ratio = parse_prompt_line(text, source)
             prompt_id = ids.derive(text.encode("utf-8"))
             found = True
@@ -414,10 +605,10 @@ def _iter_txt(path: str | os.PathLike[str], name: str, ids: _IdMaker) -> Iterato
         _no_prompts(name, saw_lines)
 
 
-def _iter_jsonl(path: str | os.PathLike[str], name: str, ids: _IdMaker) -> Iterator[_Entry]:
+def _iter_jsonl(path: str | os.PathLike[str], name: str, ids: _IdMaker, tally: _Tally) -> Iterator[_Entry]:
     """Read a ``.jsonl``/``.ndjson`` file: one JSON object per non-blank line."""
     saw_lines = found = False
-    with _open_binary(path) as stream:
+    with _open_binary(path, tally) as stream:
         for number, line in _decoded_lines(stream, name):
             saw_lines = True
             if not line.strip():
@@ -427,6 +618,10 @@ def _iter_jsonl(path: str | os.PathLike[str], name: str, ids: _IdMaker) -> Itera
                 obj = json.loads(line.rstrip())  # rstrip: columns count from the line start
             except json.JSONDecodeError as exc:
                 _fail(source, f"not valid JSON ({exc.msg} at column {exc.colno})")
+            except RecursionError:
+                _fail(source, "JSON nested too deeply (arrays/objects inside each other) to read")
+            except ValueError as exc:  # an integer of thousands of digits
+                _fail(source, f"cannot read JSON ({_first_line(exc).split(';')[0]})")
             if not isinstance(obj, dict):
                 _fail(source, f"expected a JSON object with a 'prompt' key, got {type(obj).__name__}")
             found = True
@@ -444,10 +639,10 @@ def _columns_or_fail(columns: list[str], source: str) -> None:
         _fail(source, f"no 'prompt' column (columns: {', '.join(columns) or 'none'})")
 
 
-def _iter_csv(path: str | os.PathLike[str], name: str, ids: _IdMaker) -> Iterator[_Entry]:
+def _iter_csv(path: str | os.PathLike[str], name: str, ids: _IdMaker, tally: _Tally) -> Iterator[_Entry]:
     """Read a ``.csv`` file with a header row; errors name the line a row starts on."""
     found = False
-    with _open_binary(path) as stream:
+    with _open_binary(path, tally) as stream:
         lines = (line for _, line in _decoded_lines(stream, name))
         reader = csv.reader(lines, strict=True, skipinitialspace=True)
         start = 1
@@ -474,13 +669,13 @@ def _iter_csv(path: str | os.PathLike[str], name: str, ids: _IdMaker) -> Iterato
         _fail(name, "no prompts (no rows after the header)")
 
 
-def _iter_parquet(path: str | os.PathLike[str], name: str, ids: _IdMaker) -> Iterator[_Entry]:
+def _iter_parquet(path: str | os.PathLike[str], name: str, ids: _IdMaker, tally: _Tally) -> Iterator[_Entry]:
     """Read a ``.parquet`` file batch by batch; errors name the 1-based row."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     row = 0
-    with _open_binary(path, seekable=True) as stream:
+    with _open_binary(path, tally, seekable=True) as stream:
         try:
             parquet = pq.ParquetFile(stream)
         except (pa.ArrowException, OSError) as exc:
@@ -504,7 +699,7 @@ def _iter_parquet(path: str | os.PathLike[str], name: str, ids: _IdMaker) -> Ite
         _fail(name, "no prompts (file has no rows)")
 
 
-_READERS: dict[str, Callable[[str | os.PathLike[str], str, _IdMaker], Iterator[_Entry]]] = {
+_READERS: dict[str, Callable[[str | os.PathLike[str], str, _IdMaker, _Tally], Iterator[_Entry]]] = {
     ".txt": _iter_txt,
     ".jsonl": _iter_jsonl,
     ".ndjson": _iter_jsonl,
@@ -513,8 +708,8 @@ _READERS: dict[str, Callable[[str | os.PathLike[str], str, _IdMaker], Iterator[_
 }
 
 
-def _entries(path: str | os.PathLike[str], ids: _IdMaker) -> Iterator[_Entry]:
-    """Pick the reader for ``path`` by extension (raising now for an unknown one)."""
+def _entries(path: str | os.PathLike[str], ids: _IdMaker, tally: _Tally) -> Iterator[_Entry]:
+    """Pick the reader for ``path`` by extension (raising now for an unknown one); it reads through ``tally``."""
     name = os.fsdecode(path)
     extension = os.path.splitext(name)[1].lower()
     reader = _READERS.get(extension)
@@ -524,7 +719,7 @@ def _entries(path: str | os.PathLike[str], ids: _IdMaker) -> Iterator[_Entry]:
             f"unsupported prompt file type {extension or '(no extension)'!r}; "
             f"use one of {', '.join(SUPPORTED_EXTENSIONS)}",
         )
-    return reader(path, name, ids)
+    return reader(path, name, ids, tally)
 
 
 def _duplicate_id(
@@ -559,6 +754,12 @@ class PromptScan:
     """Prompts in the file."""
     repeated: frozenset[int]
     """Content digests of lines/rows without an explicit id that occur more than once."""
+    fingerprint: PromptFingerprint | None = None
+    """The bytes the scan read; :func:`iter_prompts` refuses a file that no longer has them
+    (``None``: not checked)."""
+    largest_side: tuple[int, str] | None = None
+    """The largest requested width or height (``--hw`` / width / height) and where it is, so sizes
+    beyond the model's limit are refused before anything starts (``None``: no size requested)."""
 
 
 def scan_prompts(path: str | os.PathLike[str]) -> PromptScan:
@@ -566,21 +767,28 @@ def scan_prompts(path: str | os.PathLike[str]) -> PromptScan:
 
     Streams the file once, keeping 8 bytes per prompt (content digests and explicit-id
     digests in compact arrays) instead of the prompts themselves; a duplicate is then
-    located by a second, targeted pass so the error can name both lines.
+    located by a second, targeted pass so the error can name both lines. The scan's
+    ``fingerprint`` says which bytes were validated.
 
     Raises:
-        PromptFileError: for anything that makes the file unusable, or an id that
-            occurs twice (an explicit id repeated, or a derived id equal to an explicit one).
+        PromptFileError: for anything that makes the file unusable (including a path that
+            is not a regular file), or an id that occurs twice (an explicit id repeated,
+            or a derived id equal to an explicit one).
     """
     import numpy as np
 
     name = os.fsdecode(path)
+    tally = _Tally(name)
     ids = _IdMaker()
     explicit = array("Q")
     lookalikes: list[str] = []  # explicit ids shaped like derived ones (could collide)
     count = 0
-    for record, is_explicit in _entries(path, ids):
+    largest: tuple[int, str] | None = None
+    for record, is_explicit in _entries(path, ids, tally):
         count += 1
+        side = max(record.width or 0, record.height or 0)
+        if side and (largest is None or side > largest[0]):
+            largest = (side, record.source)
         if is_explicit:
             explicit.append(_id_digest(record.prompt_id))
             if _DERIVED_ID_RE.fullmatch(record.prompt_id):
@@ -591,8 +799,8 @@ def scan_prompts(path: str | os.PathLike[str]) -> PromptScan:
     clash = bool(lookalikes) and _derived_clash(lookalikes, values, counts)
     explicit_values, explicit_counts = np.unique(np.frombuffer(explicit, dtype=np.uint64), return_counts=True) if len(explicit) else (None, None)
     if clash or (explicit_counts is not None and (explicit_counts > 1).any()):
-        _raise_duplicate(path, repeated)
-    return PromptScan(name, count, repeated)
+        _raise_duplicate(path, repeated, tally.fingerprint())
+    return PromptScan(name, count, repeated, tally.fingerprint(), largest)
 
 
 def _derived_clash(lookalikes: list[str], values, counts) -> bool:
@@ -608,14 +816,18 @@ def _derived_clash(lookalikes: list[str], values, counts) -> bool:
     return False
 
 
-def _raise_duplicate(path: str | os.PathLike[str], repeated: frozenset[int]) -> NoReturn:
+def _raise_duplicate(
+    path: str | os.PathLike[str], repeated: frozenset[int], fingerprint: PromptFingerprint
+) -> NoReturn:
     """Find the first id that repeats (second pass, exact) and raise the error naming both lines."""
     name = os.fsdecode(path)
+    tally = _Tally(name, fingerprint)
     first: dict[str, tuple[PromptRecord, bool]] = {}
-    for record, explicit in _entries(path, _IdMaker(repeated)):
+    for record, explicit in _entries(path, _IdMaker(repeated), tally):
         earlier = first.setdefault(record.prompt_id, (record, explicit))
         if earlier[0] is not record:
             _duplicate_id(name, record, explicit, *earlier)
+    tally.verify()  # not found again: the file changed since the first pass
     raise AssertionError("a duplicate id was detected but not found again")  # pragma: no cover
 
 
@@ -626,12 +838,27 @@ def iter_prompts(path: str | os.PathLike[str], scan: PromptScan | None = None) -
     file and checks ids); without one the file is scanned first. Memory stays bounded
     either way: records are yielded one at a time.
 
+    The bytes read must be the ones the scan read (its ``fingerprint``): a file whose
+    size differs is refused before the first record, one that grows as soon as the read
+    passes the scanned length, and any other change when the pass ends, after the
+    records read so far were handed out (so a caller that stages them must discard
+    what it staged when this raises).
+
     Raises:
-        PromptFileError: for anything that makes the file unusable.
+        PromptFileError: for anything that makes the file unusable, or
+            ``"<path>: the prompt file changed while the run was starting (...)"``.
     """
     if scan is None:
         scan = scan_prompts(path)
-    return (record for record, _ in _entries(path, _IdMaker(scan.repeated)))
+    tally = _Tally(os.fsdecode(path), scan.fingerprint)
+    return _checked_records(_entries(path, _IdMaker(scan.repeated), tally), tally)
+
+
+def _checked_records(entries: Iterator[_Entry], tally: _Tally) -> Iterator[PromptRecord]:
+    """The records of ``entries``, then the check that the pass read the scanned bytes."""
+    for record, _ in entries:
+        yield record
+    tally.verify()
 
 
 def read_prompts(path: str | os.PathLike[str]) -> list[PromptRecord]:

@@ -587,3 +587,350 @@ def test_messages_stay_on_one_line_with_newlines_in_values(tmp_path):
     path = write_jsonl(tmp_path, [{"prompt": "a", "id": "two\nlines"}])
     message = expect_error(path, ":1", r"id 'two\\nlines' is not allowed")
     assert "\n" not in message
+
+
+# --------------------------------------------------------------------------- ids: stability and injectivity
+
+# Computed with the code before NUL characters were refused (existing datasets resume by these ids).
+FIXED_IDS = {
+    "b.txt": [
+        ("a cat\n", "p51e4674156077982"),
+        ("a red cube on a table --hw 64:96\n", "p8744689ad0fcfc61"),
+        ("一只可爱的小猫 --ar 3:4\n", "p0afc956d5929eebb"),
+        ("  padded prompt, with comma,  \n", "pb82f464fdd174581"),
+        ("a cat\n", "p51e4674156077982-1"),
+    ],
+    "b.jsonl": [
+        ({"prompt": "a cat", "negative_prompt": "blurry, low quality"}, "paba27f8a60ab41c9"),
+        ({"prompt": "a cat", "width": 96, "height": 64}, "pcada00a429110567"),
+        ({"prompt": "a tower", "aspect_ratio": " 1:2 ", "negative_prompt": ""}, "pce1280dda71a46a3"),
+        ({"prompt": "a lighthouse at dusk --ar 4:3", "negative_prompt": "  fog  "}, "p7d8473679b3d1e47"),
+        ({"prompt": "café – naïve ☕", "width": "80", "height": 80.0}, "p43baeb3524d5ee29"),
+    ],
+    "b.csv": [
+        ("prompt,negative_prompt,width,height,aspect_ratio\n", None),
+        ('"a cat, sitting",blurry,64,96,\n', "p80533135a1ebb875"),
+        ("a dog,,,,2:3\n", "p06a33ff2b44a2f15"),
+    ],
+}
+
+
+def test_ids_of_ordinary_prompts_unchanged(tmp_path):
+    for name, rows in FIXED_IDS.items():
+        lines = [row if isinstance(row, str) else json.dumps(row, ensure_ascii=False) + "\n" for row, _ in rows]
+        records = read_prompts(write(tmp_path, name, "".join(lines)))
+        assert [r.prompt_id for r in records] == [prompt_id for _, prompt_id in rows if prompt_id], name
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = pa.table(
+        {"prompt": ["a cat", "a cat"], "negative_prompt": [None, "ugly"], "width": [None, 512], "height": [None, 1024]}
+    )
+    pq.write_table(table, tmp_path / "b.parquet")
+    assert [r.prompt_id for r in read_prompts(tmp_path / "b.parquet")] == ["p51e4674156077982", "peec4a66822109e43"]
+
+
+def test_nul_in_text_is_refused(tmp_path):
+    # The issue: this .txt line had the id of {"prompt": "a cat", "negative_prompt": "blurry"}.
+    path = write(tmp_path, "p.txt", "fine\na cat\0blurry\n")
+    expect_error(path, ":2", r"prompt text contains a NUL byte \(character 6\); remove it$")
+    assert read_prompts(write_jsonl(tmp_path, [{"prompt": "a cat", "negative_prompt": "blurry"}], "ok.jsonl"))
+    for field, row in [
+        ("prompt", {"prompt": "a cat\0blurry"}),
+        ("negative_prompt", {"prompt": "a cat", "negative_prompt": "blur\0ry"}),
+        ("id", {"prompt": "a cat", "id": "x\0"}),
+    ]:
+        path = write_jsonl(tmp_path, [{"prompt": "ok"}, row], f"{field}.jsonl")
+        expect_error(path, ":2", rf"'{field}' contains a NUL byte \(character \d+\); remove it$")
+    expect_error(write(tmp_path, "p.csv", "prompt,id\na\0b,x\n"), ":2", r"'prompt' contains a NUL byte")
+    with pytest.raises(PromptFileError, match=r"^f\.txt:3: prompt text contains a NUL byte"):
+        parse_prompt_line("a\0b --ar 1:2", "f.txt:3")
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table({"prompt": ["a", "b"], "negative_prompt": [None, "\0"]}), tmp_path / "p.parquet")
+    expect_error(tmp_path / "p.parquet", ":row 2", r"'negative_prompt' contains a NUL byte")
+
+
+def test_distinct_records_get_distinct_derived_ids(tmp_path):
+    """Property: across formats and files, equal base ids (``-N`` dropped) mean equal records."""
+    import random
+
+    rng = random.Random(1234)
+    pieces = [
+        "a", "b", "cat", " ", "  ", "\t", ",", ":", "1", "12", "2", ".", "-", "--", "\\0", "\x01", "\x1f", "\x7f",
+        "é", "猫", "🙂", "\u2028", "\u200b", "\ufeff", " --hw 1:12", " --hw 11:2", " --ar 1:2", " --ar 2:4", "\\x00",
+    ]
+    negatives = [None, "", " ", "a", "cat", "\x01", " --hw 1:12", "\\0", "猫 🙂", "a\tb", ",", "--ar 1:2"]
+    sizes = [None, (12, 1), (2, 11), (1, 12), (64, 64), (2**31 - 1, 1), "1:2", "2:4", " 1:2 ", "1.5:1", "3:2"]
+
+    def text() -> str:
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(1, 5)))
+
+    rows, lines = [], []
+    while len(rows) < 400:
+        prompt = text()
+        try:
+            _, width, _, ratio = parse_prompt_line(prompt, "x")
+        except PromptFileError:
+            continue
+        row: dict = {"prompt": prompt}
+        size = rng.choice(sizes) if width is None and ratio is None else None
+        if isinstance(size, tuple):
+            row["width"], row["height"] = size
+        elif size is not None:
+            row["aspect_ratio"] = size
+        negative = rng.choice(negatives) if rng.random() < 0.5 else text()
+        if negative is not None:
+            row["negative_prompt"] = negative
+        rows.append(row)
+        if "\n" not in prompt and "\r" not in prompt:
+            lines.append(prompt)
+    files = [write_jsonl(tmp_path, rows, "r.jsonl"), write(tmp_path, "r.txt", "\n".join(lines) + "\n")]
+    # Cross-format twins: the same request as a flag, as columns, with a negative prompt.
+    files.append(
+        write_jsonl(
+            tmp_path,
+            [
+                {"prompt": "a cat\x01blurry"},
+                {"prompt": "a cat", "negative_prompt": "\x01blurry"},
+                {"prompt": "a cat", "negative_prompt": "blurry"},
+                {"prompt": "a cat --hw 12:1"},
+                {"prompt": "a cat", "width": 1, "height": 12},
+                {"prompt": "a cat --hw 1:21"},
+                {"prompt": "a cat --hw 1:2", "negative_prompt": "1"},
+                {"prompt": "a cat", "negative_prompt": " --hw 64:64"},
+                {"prompt": "a cat", "width": 64, "height": 64},
+            ],
+            "twins.jsonl",
+        )
+    )
+    seen: dict[str, tuple] = {}
+    total = 0
+    for path in files:
+        for r in read_prompts(path):
+            total += 1
+            base = r.prompt_id.split("-")[0]
+            request = (r.prompt, r.negative_prompt, r.width, r.height, r.aspect_ratio)
+            assert seen.setdefault(base, request) == request, (r.source, request, seen[base])
+    assert total > 600 and len(seen) > 300
+    twins = [r.prompt_id.split("-")[0] for r in read_prompts(files[-1])]
+    assert len(set(twins)) == len(twins) - 1 and twins[4] == twins[3]  # columns == flag, the rest differ
+
+
+# --------------------------------------------------------------------------- deep JSON, sizes beyond 32 bits
+
+
+def test_deeply_nested_json_is_one_line_error(tmp_path):
+    for rows in (["[" * 100_000], ['{"prompt": "a", "meta": ' + "[" * 100_000 + "]" * 100_000 + "}"]):
+        path = write_jsonl(tmp_path, [{"prompt": "ok"}, *rows])
+        expect_error(path, ":2", r"JSON nested too deeply \(arrays/objects inside each other\) to read$")
+    path = write_jsonl(tmp_path, ['{"prompt": "a", "width": ' + "[" * 500 + "]" * 500 + ', "height": 1}'])
+    expect_error(path, ":1", r"'width' must be a positive integer \(got 'a list'\)$")
+
+
+def test_huge_json_integer_is_one_line_error(tmp_path):
+    path = write_jsonl(tmp_path, ['{"prompt": "a", "width": ' + "9" * 5000 + ', "height": 64}'])
+    expect_error(path, ":1", r"cannot read JSON \(Exceeds the limit \(4300 digits\)")
+
+
+TOO_LARGE = r"is too large \(got '[^']*'\); sizes are at most 2147483647 pixels per side$"
+
+
+@pytest.mark.parametrize(
+    "line", ["a --hw 2147483648:64", "a --hw 64:99999999999", "a --hw " + "9" * 5000 + ":1", "a --hw 000" + "9" * 20 + ":1"]
+)
+def test_hw_flag_beyond_32_bits(tmp_path, line):
+    expect_error(write(tmp_path, "p.txt", f"ok\n{line}\n"), ":2", "--hw " + TOO_LARGE)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("width", 2**31), ("height", 2**63), ("width", 1e300), ("height", "99999999999"), ("width", "9" * 5000)],
+)
+def test_jsonl_size_beyond_32_bits(tmp_path, key, value):
+    row = {"prompt": "a", "width": 64, "height": 64, key: value}
+    expect_error(write_jsonl(tmp_path, [row]), ":1", f"'{key}' " + TOO_LARGE)
+
+
+def test_table_sizes_beyond_32_bits(tmp_path):
+    expect_error(write(tmp_path, "p.csv", "prompt,width,height\na,64,2147483648\n"), ":2", "'height' " + TOO_LARGE)
+    expect_error(write(tmp_path, "q.csv", f"prompt,width,height\na,{'9' * 5000},1\n"), ":2", "'width' " + TOO_LARGE)
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table({"prompt": ["a", "b"], "width": [64, 2**40], "height": [64, 64]}), tmp_path / "p.parquet")
+    expect_error(tmp_path / "p.parquet", ":row 2", "'width' " + TOO_LARGE)
+    pq.write_table(pa.table({"prompt": ["a"], "width": [2.0**31], "height": [64.0]}), tmp_path / "q.parquet")
+    expect_error(tmp_path / "q.parquet", ":row 1", "'width' " + TOO_LARGE)
+
+
+def test_largest_size_fits_int32(tmp_path):
+    records = read_prompts(
+        write(tmp_path, "p.csv", "prompt,width,height\na,2147483647,0002147483647\nb --hw 2147483647:1,,\n")
+    )
+    assert [(r.width, r.height) for r in records] == [(2**31 - 1, 2**31 - 1), (1, 2**31 - 1)]
+    pytest.importorskip("pyarrow")
+    from pixart_batch.plan import prompt_chunk
+
+    assert prompt_chunk(records, "").column("requested_height").to_pylist() == [2**31 - 1] * 2
+
+
+# --------------------------------------------------------------------------- only regular files
+
+
+def _in_thread(function, timeout: float = 10.0):
+    """Run ``function`` in a thread; fail (instead of hanging the suite) if it blocks."""
+    import threading
+
+    outcome: list = []
+
+    def target():
+        try:
+            outcome.append(("ok", function()))
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            outcome.append(("raised", exc))
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "reading the prompt file blocked"
+    return outcome[0]
+
+
+NOT_REGULAR = r"not a regular file; prompt files must be regular files or object-store objects$"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs here")
+def test_fifo_is_refused_without_blocking(tmp_path):
+    import os
+
+    fifo = tmp_path / "p.txt"
+    os.mkfifo(fifo)
+    for reader in (scan_prompts, read_prompts, lambda p: list(iter_prompts(p))):
+        kind, value = _in_thread(lambda reader=reader: reader(fifo))
+        assert kind == "raised" and isinstance(value, PromptFileError), value
+        assert str(value) == (
+            f"{fifo}: is a named pipe (FIFO), not a regular file; "
+            "prompt files must be regular files or object-store objects"
+        )
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(fifo)
+    kind, value = _in_thread(lambda: read_prompts(link))
+    assert kind == "raised" and re.fullmatch(re.escape(f"{link}: is a named pipe (FIFO), ") + NOT_REGULAR, str(value))
+
+
+def test_directory_device_and_socket_are_refused(tmp_path):
+    import os
+    import socket
+
+    (tmp_path / "d.jsonl").mkdir()
+    expect_error(tmp_path / "d.jsonl", "", r"is a directory, not a prompt file$")
+    expect_error(tmp_path / "d.jsonl", "", r"is a directory, not a prompt file$", reader=scan_prompts)
+    if os.path.exists("/dev/null"):
+        (tmp_path / "null.txt").symlink_to("/dev/null")
+        expect_error(tmp_path / "null.txt", "", "is a character device, " + NOT_REGULAR)
+    if hasattr(socket, "AF_UNIX") and len(str(tmp_path)) < 90:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(tmp_path / "s.csv"))
+            expect_error(tmp_path / "s.csv", "", "is a socket, " + NOT_REGULAR)
+
+
+def test_symlink_to_regular_file_is_fine(tmp_path):
+    target = write(tmp_path, "real.txt", "a cat\n")
+    (tmp_path / "link.txt").symlink_to(target)
+    assert [r.prompt_id for r in read_prompts(tmp_path / "link.txt")] == [derived("a cat")]
+    assert read_prompts(f"file://{target}")[0].source == f"file://{target}:1"
+
+
+# --------------------------------------------------------------------------- validated and staged from the same bytes
+
+CHANGED = r"the prompt file changed while the run was starting \(.+\); re-run when it is no longer being written$"
+
+
+def test_scan_fingerprint_is_of_the_bytes_read(tmp_path):
+    content = b"\xef\xbb\xbfa cat --ar 1:2\r\na dog\n"
+    scan = scan_prompts(write(tmp_path, "p.txt", content))
+    assert scan.fingerprint is not None
+    assert (scan.fingerprint.bytes_read, scan.fingerprint.file_size) == (len(content), len(content))
+    assert scan.fingerprint.sha256 == hashlib.sha256(content).hexdigest()
+    assert scan_prompts(write(tmp_path, "q.txt", content)).fingerprint == scan.fingerprint
+
+
+def test_file_appended_between_scan_and_staging_is_refused(tmp_path):
+    path = write(tmp_path, "p.txt", "a cat\na dog\n")
+    scan = scan_prompts(path)
+    assert [r.prompt for r in iter_prompts(path, scan)] == ["a cat", "a dog"]  # unchanged: fine
+    with path.open("a") as handle:
+        handle.write("a dog\n")  # would be a second "a dog" without "-1": a duplicate key
+    message = expect_error(path, "", CHANGED, reader=lambda p: iter_prompts(p, scan))
+    assert "(it has 18 bytes, 12 when it was checked)" in message
+    # Refused before the first record, not after staging some.
+    with pytest.raises(PromptFileError, match=CHANGED):
+        next(iter(iter_prompts(path, scan)))
+
+
+def test_file_changed_during_staging_is_refused(tmp_path):
+    path = write(tmp_path, "p.jsonl", '{"prompt": "a cat"}\n{"prompt": "a dog"}\n')
+    scan = scan_prompts(path)
+    records = iter_prompts(path, scan)
+    assert next(records).prompt == "a cat"
+    with path.open("a") as handle:
+        handle.write('{"prompt": "a dog"}\n' * 100)
+    with pytest.raises(PromptFileError, match=re.escape(f"{path}: ") + CHANGED) as info:
+        list(records)
+    assert "more than the 40 bytes that were checked" in str(info.value)
+    # Same size, other bytes: refused when the pass ends.
+    path = write(tmp_path, "q.txt", "a cat\na dog\n")
+    scan = scan_prompts(path)
+    write(tmp_path, "q.txt", "a cat\na cow\n")
+    message = expect_error(path, "", CHANGED, reader=lambda p: iter_prompts(p, scan))
+    assert "its bytes differ from the ones that were checked" in message
+    # Shrunk: refused.
+    path = write(tmp_path, "r.csv", "prompt\na\nb\n")
+    scan = scan_prompts(path)
+    write(tmp_path, "r.csv", "prompt\na\n")
+    expect_error(path, "", CHANGED, reader=lambda p: iter_prompts(p, scan))
+
+
+def test_parquet_changed_between_scan_and_staging_is_refused(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"prompt": [f"p {i}" for i in range(5000)]}), path, row_group_size=1000)
+    scan = scan_prompts(path)
+    assert scan.fingerprint.bytes_read > 0
+    assert len(list(iter_prompts(path, scan))) == 5000
+    pq.write_table(pa.table({"prompt": [f"q {i}" for i in range(5000)]}), path, row_group_size=1000)
+    expect_error(path, "", CHANGED, reader=lambda p: iter_prompts(p, scan))
+
+
+def test_object_store_uri_fingerprint(tmp_path, monkeypatch):
+    """``s3://`` and other URIs go through pyarrow.fs; here a local filesystem stands in."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from pyarrow import fs
+
+    class FakeS3:
+        @staticmethod
+        def from_uri(uri):
+            assert uri.startswith("s3://bucket/")
+            return fs.LocalFileSystem(), str(tmp_path / uri.removeprefix("s3://bucket/"))
+
+    write(tmp_path, "p.txt", "a cat\na dog\n")
+    pq.write_table(pa.table({"prompt": ["a cat", "a dog"]}), tmp_path / "p.parquet")
+    monkeypatch.setattr(fs, "FileSystem", FakeS3)
+    for name in ("p.txt", "p.parquet"):
+        uri = f"s3://bucket/{name}"
+        scan = scan_prompts(uri)
+        assert scan.fingerprint.mtime_ns is not None and scan.fingerprint.file_size > 0
+        assert [r.prompt for r in iter_prompts(uri, scan)] == ["a cat", "a dog"]
+    scan = scan_prompts("s3://bucket/p.txt")
+    write(tmp_path, "p.txt", "a cat\na cow\n")  # same size: the modification time tells
+    expect_error("s3://bucket/p.txt", "", CHANGED, reader=lambda p: iter_prompts(p, scan))
+    scan = scan_prompts("s3://bucket/p.txt")
+    import os
+
+    os.utime(tmp_path / "p.txt", ns=(scan.fingerprint.mtime_ns + 10**9,) * 2)  # rewritten, same bytes
+    message = expect_error("s3://bucket/p.txt", "", CHANGED, reader=lambda p: iter_prompts(p, scan))
+    assert "its modification time differs from when it was checked" in message
+    expect_error("s3://bucket/none.txt", "", r"no such file$")
+    (tmp_path / "dir.txt").mkdir()
+    expect_error("s3://bucket/dir.txt", "", r"is a directory, not a prompt file$")
