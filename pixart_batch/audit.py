@@ -10,24 +10,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import schema as S
-from .dataset import PLAN_POINTER_FILE, SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset
+from .dataset import DRY_RUN_POINTER_FILE, PLAN_POINTER_FILE, SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset
 from .errors import OutputError
-from .storage import is_file, list_files, locate, read_bytes
+from .ownership import MARKER_FILE
+from .storage import Location, is_file, list_files, locate
 
 
 def _open_output(uri: str) -> OutputDataset:
     output = OutputDataset(uri)
-    if not is_file(output.location, output.location.join(SETTINGS_FILE)):
-        raise OutputError(f"{output.uri}: not a pixart-batch output (no {SETTINGS_FILE})")
+    if not any(is_file(output.location, output.location.join(name)) for name in (MARKER_FILE, SETTINGS_FILE)):
+        raise OutputError(f"{output.uri}: not a pixart-batch output (no {MARKER_FILE} or {SETTINGS_FILE})")
+    output.validate_metadata()  # damaged metadata: one line naming the file, exit 2
     return output
+
+
+def store_location(output: OutputDataset) -> Location | None:
+    """Where the output's embedding store is (``store.json``; a relative pointer is inside the output)."""
+    pointer = output.read_object(STORE_POINTER_FILE, {"uri": str}, "store pointer", "delete it and re-run generate")
+    if pointer is None:
+        return None
+    uri = pointer["uri"]
+    if "://" in uri or uri.startswith("/"):
+        return locate(uri)
+    if ".." in uri.split("/"):
+        raise OutputError(f"{output.location.join(STORE_POINTER_FILE)}: damaged store pointer (leaves the output); restore it")
+    return output.location.child(*uri.split("/"))
 
 
 def _store_parts(output: OutputDataset):
     """The output's embedding store location and its part files (``None, []`` before the first run)."""
-    pointer = output.location.join(STORE_POINTER_FILE)
-    if not is_file(output.location, pointer):
+    store = store_location(output)
+    if store is None:
         return None, []
-    store = locate(json.loads(read_bytes(output.location, pointer))["uri"])
     return store, list_files(store, store.join("parts"), suffix=".parquet")
 
 
@@ -38,17 +52,21 @@ def _store_keys(output: OutputDataset) -> set[str]:
     store, parts = _store_parts(output)
     keys: set[str] = set()
     for path in parts:
-        with store.fs.open_input_file(path) as handle:
-            keys.update(pq.read_table(handle, columns=[S.CAPTION_KEY]).column(0).to_pylist())
+        try:
+            with store.fs.open_input_file(path) as handle:
+                keys.update(pq.read_table(handle, columns=[S.CAPTION_KEY]).column(0).to_pylist())
+        except Exception:
+            continue  # damaged: verify names it, the next run sets it aside
     return keys
 
 
 def status(uri: str) -> dict[str, Any]:
     """Per bucket: planned / embedded / done / failed images (and totals)."""
     output = _open_output(uri)
-    if not output.plan_files():
+    pointer = DRY_RUN_POINTER_FILE if output.plan_pointer(DRY_RUN_POINTER_FILE) is not None else PLAN_POINTER_FILE
+    if not output.plan_files(pointer):
         raise OutputError(f"{output.uri}: no plan yet (the first run stopped before planning); re-run generate")
-    plan = output.read_plan().to_pylist()
+    plan = output.read_plan(name=pointer).to_pylist()
     done = output.committed_keys()
     failed = output.committed_failures()
     embedded = _store_keys(output)
@@ -65,6 +83,7 @@ def status(uri: str) -> dict[str, Any]:
     fields = ("planned", "embedded", "done", "failed")
     return {
         "output": output.uri,
+        "plan": "dry run" if pointer == DRY_RUN_POINTER_FILE else "latest run",
         "buckets": {name: {f: buckets[name][f] for f in fields} for name in sorted(buckets)},
         "total": {f: total[f] for f in fields},
         "not_in_plan": len(done - {row[S.KEY] for row in plan}),
@@ -72,7 +91,7 @@ def status(uri: str) -> dict[str, Any]:
 
 
 def format_status(report: dict[str, Any]) -> str:
-    lines = [f"{report['output']}", f"{'bucket (h x w)':>16} {'planned':>9} {'embedded':>9} {'done':>9} {'failed':>9}"]
+    lines = [f"{report['output']}" + (" (plan of the latest dry run)" if report.get("plan") == "dry run" else ""), f"{'bucket (h x w)':>16} {'planned':>9} {'embedded':>9} {'done':>9} {'failed':>9}"]
     for name, counts in [*report["buckets"].items(), ("total", report["total"])]:
         lines.append(f"{name:>16} {counts['planned']:>9} {counts['embedded']:>9} {counts['done']:>9} {counts['failed']:>9}")
     if report["not_in_plan"]:
@@ -136,6 +155,13 @@ def verify(uri: str) -> Verification:
                 pq.read_table(handle)
         except Exception as exc:
             result.problems.append(f"{path}: unreadable embedding-store part ({exc})")
+    from .dataset import check_parquet
+
+    for path in output.failure_files():
+        result.files += 1
+        reason = check_parquet(output.location, path, S.KEY)
+        if reason:
+            result.problems.append(f"{path}: unreadable failures table ({reason})")
     if not output.plan_files():
         result.problems.append(f"{output.uri}: no plan (no run got as far as planning); re-run generate")
         return result

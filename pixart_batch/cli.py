@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -102,6 +103,7 @@ def run_command(args: argparse.Namespace) -> int:
     from .config import load_config, with_overrides
     from .pipeline import run_generate
 
+    check_job_paths(args)
     config = with_overrides(load_config(args.config), _overrides(args))
     report = run_generate(config, args.prompts, args.output, encode_only=args.command == "encode", dry_run=getattr(args, "dry_run", False))
     if report.get("images_failed"):
@@ -114,16 +116,113 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_job_paths(args: argparse.Namespace) -> None:
+    """Under ``ray job submit`` the driver runs in Ray's temporary copy of the working directory: a
+    relative ``--output`` / ``--prompts`` / ``--store`` would resolve there and vanish with the job."""
+    import os
+
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
+        return
+    for flag in ("output", "prompts", "store"):
+        value = getattr(args, flag, None)
+        if value and "://" not in value and not os.path.isabs(os.path.expanduser(value)):
+            raise UserError(
+                f"--{flag} {value}: a relative path inside a Ray job resolves in the job's temporary working "
+                "directory and is lost when the job ends; give an absolute path on storage every node sees, or s3:// / gs://"
+            )
+
+
+class Terminated(BaseException):
+    """SIGTERM (``kill``, ``ray job stop``, a scheduler's preemption): stop like Ctrl-C. A
+    ``BaseException``, like ``KeyboardInterrupt``, so no ``except Exception`` on the way (Ray Data's
+    included) logs it as an error."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM raises :class:`Terminated` in the main thread (Ray's driver handler would ``sys.exit``
+    with a stack dump). Called again after ``ray.init``, which installs its own."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error that matters inside Ray's wrappers (a stage's exception arrives as a RayTaskError /
+    UserCodeException chain): the first of ours, or an out-of-space error, else ``exc`` itself."""
+    from .errors import SystemicFailure
+    from .storage import StorageFullError
+
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        current = stack.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, (UserError, SystemicFailure, StorageFullError)) and type(current).__module__.startswith("pixart_batch"):
+            return current
+        for attribute in ("cause", "__cause__", "__context__"):
+            inner = getattr(current, attribute, None)
+            if isinstance(inner, BaseException):
+                stack.append(inner)
+    return _cause_from_text(exc)
+
+
+def _cause_from_text(exc: BaseException) -> BaseException:
+    """Ray can carry a worker's exception chain as text only (pickling drops ``__cause__``): find our
+    error's class and message in it."""
+    import re
+
+    from . import errors, storage
+
+    found = re.findall(r"pixart_batch\.(errors|storage)\.(\w+): (.+)", str(exc))
+    for module_name, class_name, message in found:
+        cls = getattr(errors if module_name == "errors" else storage, class_name, None)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            return cls(errno.ENOSPC, message) if cls is storage.StorageFullError else cls(message)
+    return exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import SystemicFailure
+    from .storage import StorageFullError
+
     args = build_parser().parse_args(argv)
+    install_signal_handlers()
     try:
         return run_command(args)
-    except UserError as exc:
-        print(f"pixart-batch: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("pixart-batch: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Terminated:
+        print("pixart-batch: terminated (SIGTERM); committed work is kept; re-run the same command to resume", file=sys.stderr)
+        return 143
+    except Exception as exc:
+        cause = _cause(exc)
+        if isinstance(cause, UserError):
+            print(f"pixart-batch: error: {_one_line(cause)}", file=sys.stderr)
+            return 2
+        if isinstance(cause, StorageFullError):
+            print(f"pixart-batch: error: {_one_line(cause)}", file=sys.stderr)
+            return 1
+        if isinstance(cause, SystemicFailure):
+            print(f"pixart-batch: {_one_line(cause)}", file=sys.stderr)
+            return 1
+        if isinstance(cause, Terminated):
+            print("pixart-batch: terminated (SIGTERM); committed work is kept; re-run the same command to resume", file=sys.stderr)
+            return 143
+        raise
 
 
 if __name__ == "__main__":

@@ -209,6 +209,24 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class FailuresConfig:
+    """When failing images mean the run itself is broken (a bad model, every batch out of memory)."""
+
+    max_consecutive: int = 20
+    """Stop after this many images in a row failed (each already retried alone)."""
+    max_rate: float = 0.1
+    """Stop when more than this fraction of the images so far failed ..."""
+    rate_after: int = 50
+    """... once at least this many images have finished (succeeded or failed)."""
+
+    def __post_init__(self) -> None:
+        if self.max_consecutive < 1 or self.rate_after < 1:
+            raise ConfigError("failures.max_consecutive/rate_after: must be >= 1")
+        if not 0.0 < self.max_rate <= 1.0:
+            raise ConfigError(f"failures.max_rate: must be in (0, 1], got {self.max_rate}")
+
+
+@dataclass(frozen=True)
 class RayConfig:
     address: str | None = None
     """Ray address; None joins ``RAY_ADDRESS`` / a running local cluster or starts a local one."""
@@ -224,6 +242,7 @@ class RunConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     stages: StagesConfig = field(default_factory=StagesConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    failures: FailuresConfig = field(default_factory=FailuresConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def to_dict(self) -> dict[str, Any]:

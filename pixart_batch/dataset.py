@@ -20,6 +20,7 @@ partial shard that a reader takes for data.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,13 +28,27 @@ import numpy as np
 from . import schema as S
 from .errors import OutputError
 from .faults import stall
-from .storage import Location, list_files, locate, makedirs, remove_temporaries, write_bytes_atomic, write_parquet_atomic
+from .storage import (
+    Location,
+    is_file,
+    list_files,
+    locate,
+    makedirs,
+    move_aside,
+    read_bytes,
+    remove_temporaries,
+    remove_tree,
+    write_bytes_atomic,
+    write_parquet_atomic,
+)
 
 DATA_DIR = "data"
 FAILURES_DIR = "failures"
 SETTINGS_FILE = "settings.json"
 PLAN_DIR = "plan"
 PLAN_POINTER_FILE = "plan.json"
+DRY_RUN_POINTER_FILE = "dry_run.json"
+QUARANTINE_DIR = "quarantine"
 WORK_DIR = ".work"
 PROMPT_CHUNK_ROWS = 50_000
 STORE_POINTER_FILE = "store.json"
@@ -44,7 +59,41 @@ SHARD_SETTINGS_KEY = b"pixart_batch.settings"
 def failure_schema():
     import pyarrow as pa
 
-    return pa.schema([(S.KEY, pa.string()), (S.PROMPT_ID, pa.string()), (S.IMAGE_INDEX, pa.int32()), (S.ERROR, pa.string()), ("run", pa.string())])
+    return pa.schema(
+        [(S.KEY, pa.string()), (S.PROMPT_ID, pa.string()), (S.IMAGE_INDEX, pa.int32()), (S.ERROR, pa.string()),
+         (S.TRACEBACK, pa.string()), ("run", pa.string())]
+    )
+
+
+@dataclass
+class Damaged:
+    """A committed file that cannot be read whole (or is not one of ours)."""
+
+    path: str
+    reason: str
+
+
+def check_parquet(location: Location, path: str, key_column: str) -> str | None:
+    """Why a committed Parquet file cannot be used (None when it can): its footer, its schema's key
+    column, and every value of that column must read. Cheap: the images are not decoded."""
+    import pyarrow.parquet as pq
+
+    try:
+        with location.fs.open_input_file(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            if key_column not in parquet.schema_arrow.names:
+                return f"not a pixart-batch file (no '{key_column}' column)"
+            keys = parquet.read(columns=[key_column])
+            if keys.num_rows != parquet.metadata.num_rows:
+                return f"{keys.num_rows} of {parquet.metadata.num_rows} rows readable"
+    except Exception as exc:  # any failure to read is a finding
+        return _first_line(exc)
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 def plan_schema():
@@ -107,6 +156,10 @@ def _card_feature(name: str, feature: Any) -> dict[str, Any]:
     return {"name": name, "dtype": feature.dtype}
 
 
+_RESTORE = "restore it from a copy, or write to a new output (nothing was written)"
+_RECREATE = "delete it and re-run: the next run writes it again (nothing was written)"
+
+
 class OutputDataset:
     def __init__(self, uri: str) -> None:
         self.location: Location = locate(uri)
@@ -114,6 +167,35 @@ class OutputDataset:
 
     def data_path(self, *parts: str) -> str:
         return self.location.join(DATA_DIR, *parts)
+
+    def validate_metadata(self) -> None:
+        """Read every metadata file of the output and refuse garbage (one line naming the file)."""
+        self.read_settings()
+        self.plan_pointer(PLAN_POINTER_FILE)
+        self.plan_pointer(DRY_RUN_POINTER_FILE)
+        self.read_object(STORE_POINTER_FILE, {"uri": str}, "store pointer", _RECREATE)
+        self.read_object("run_report.json", {}, "run report", _RECREATE)
+        self.read_object("run_config.json", {}, "run config", _RECREATE)
+
+    def read_object(self, name: str, required: dict[str, type], what: str, fix: str = _RESTORE) -> dict[str, Any] | None:
+        """A JSON metadata file of the output, validated (None when it does not exist).
+
+        Garbage — not JSON, not an object, a key missing or of the wrong type — is one line naming
+        the file and what to do; nothing is written.
+        """
+        path = self.location.join(name)
+        if not is_file(self.location, path):
+            return None
+        try:
+            data = json.loads(read_bytes(self.location, path))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise OutputError(f"{path}: damaged {what} ({_first_line(exc)}); {fix}") from None
+        if not isinstance(data, dict):
+            raise OutputError(f"{path}: damaged {what} (a JSON {type(data).__name__}, expected an object); {fix}")
+        for key, kind in required.items():
+            if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool) and kind is not bool:
+                raise OutputError(f"{path}: damaged {what} ('{key}' missing or not a {kind.__name__}); {fix}")
+        return data
 
     def check_writable(self) -> None:
         """Create the output folders and prove a file can be committed there (then remove it)."""
@@ -130,35 +212,81 @@ class OutputDataset:
         self.remove_work()
         return remove_temporaries(self.location, self.location.path)
 
+    def find_damaged(self, paths: list[str], key_column: str, location: Location | None = None) -> list[Damaged]:
+        """The files among ``paths`` that :func:`check_parquet` rejects (read in parallel threads)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        where = location or self.location
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            reasons = list(pool.map(lambda path: check_parquet(where, path, key_column), paths))
+        return [Damaged(path, reason) for path, reason in zip(paths, reasons) if reason is not None]
+
+    def quarantine(self, damaged: Damaged, run_id: str, location: Location | None = None) -> str:
+        """Move a damaged file to ``quarantine/<run>/`` (never deleted): beside the output's own files, or
+        inside the store's folder for a store outside the output. Returns where it went."""
+        import posixpath
+
+        where = location or self.location
+        relative = posixpath.relpath(damaged.path, where.path)
+        target = where.join(QUARANTINE_DIR, run_id, relative)
+        move_aside(where, damaged.path, target)
+        note = target + ".reason.txt"
+        write_bytes_atomic(where, note, (damaged.reason + "\n").encode())
+        return target
+
     def shard_files(self) -> list[str]:
         return list_files(self.location, self.data_path(), suffix=".parquet")
 
     def committed_keys(self) -> set[str]:
+        """Keys of every readable shard (damaged ones are ``verify``'s and ``generate``'s business)."""
         import pyarrow.parquet as pq
 
         keys: set[str] = set()
         for path in self.shard_files():
-            with self.location.fs.open_input_file(path) as handle:
-                keys.update(pq.read_table(handle, columns=[S.KEY]).column(0).to_pylist())
+            try:
+                with self.location.fs.open_input_file(path) as handle:
+                    keys.update(pq.read_table(handle, columns=[S.KEY]).column(0).to_pylist())
+            except Exception:
+                continue
         return keys
 
     def read_settings(self) -> dict[str, Any] | None:
         """The settings recorded by an earlier run, or None for a new output."""
-        from .storage import is_file, read_bytes
+        return self.read_object(SETTINGS_FILE, {}, "settings")
 
-        path = self.location.join(SETTINGS_FILE)
-        if not is_file(self.location, path):
-            return None
-        try:
-            return json.loads(read_bytes(self.location, path))
-        except (OSError, ValueError) as exc:
-            raise OutputError(f"{path}: unreadable settings ({exc}); this output was not written by pixart-batch") from None
+    def shard_settings(self) -> dict[str, Any] | None:
+        """The settings the committed shards record in their metadata (None when there are no shards).
+
+        Refuses shards that disagree, or that record none (written before shards carried them)."""
+        import pyarrow.parquet as pq
+
+        found: dict[str, Any] | None = None
+        for path in self.shard_files():
+            try:
+                with self.location.fs.open_input_file(path) as handle:
+                    metadata = pq.ParquetFile(handle).schema_arrow.metadata or {}
+            except Exception:
+                continue  # a damaged shard: quarantined by the run
+            if SHARD_SETTINGS_KEY not in metadata:
+                raise OutputError(
+                    f"{self.location.join(SETTINGS_FILE)}: missing, and {path} does not record its settings; "
+                    "restore settings.json or write to a new output"
+                )
+            settings = json.loads(metadata[SHARD_SETTINGS_KEY])
+            if found is not None and settings != found:
+                raise OutputError(f"{path}: records other settings than the output's other shards; this output mixes settings")
+            found = settings
+        return found
 
     def check_settings(self, settings: dict[str, Any]) -> None:
-        """Refuse a run whose settings would change images already in this output."""
+        """Refuse a run whose settings would change images already in this output.
+
+        The guard is ``settings.json``, or — when that is missing — the settings every shard records."""
         from .spec import GROWABLE_SETTINGS
 
         recorded = self.read_settings()
+        if recorded is None:
+            recorded = self.shard_settings()
         if recorded is None:
             return
         for name in sorted(set(recorded) | set(settings)):
@@ -177,12 +305,19 @@ class OutputDataset:
         import pyarrow.parquet as pq
 
         failures: dict[str, str] = {}
-        for path in list_files(self.location, self.location.join(FAILURES_DIR), suffix=".parquet"):
-            with self.location.fs.open_input_file(path) as handle:
-                for row in pq.read_table(handle, columns=[S.KEY, S.ERROR]).to_pylist():
-                    failures[row[S.KEY]] = row[S.ERROR]
+        for path in self.failure_files():
+            try:
+                with self.location.fs.open_input_file(path) as handle:
+                    rows = pq.read_table(handle, columns=[S.KEY, S.ERROR]).to_pylist()
+            except Exception:
+                continue  # damaged: verify names it, the next run sets it aside
+            for row in rows:
+                failures[row[S.KEY]] = row[S.ERROR]
         committed = self.committed_keys()
         return {key: error for key, error in failures.items() if key not in committed}
+
+    def failure_files(self) -> list[str]:
+        return list_files(self.location, self.location.join(FAILURES_DIR), suffix=".parquet")
 
     def write_failures(self, table, name: str) -> None:
         write_parquet_atomic(self.location, self.location.join(FAILURES_DIR, name), table.cast(failure_schema()))
@@ -212,40 +347,52 @@ class OutputDataset:
     def remove_work(self, run_id: str | None = None) -> None:
         """Delete staged work of ``run_id`` (or of every run: crashed runs leave theirs behind)."""
         path = self.location.join(WORK_DIR, run_id) if run_id else self.location.join(WORK_DIR)
-        try:
-            self.location.fs.delete_dir(path)
-        except (FileNotFoundError, OSError):
-            pass
+        remove_tree(self.location, path)
 
     def write_plan_part(self, run_id: str, table, name: str) -> None:
         write_parquet_atomic(self.location, self.location.join(PLAN_DIR, run_id, name), table.cast(plan_schema()), row_group_size=100_000, compression="zstd")
 
-    def commit_plan(self, run_id: str, images: int) -> None:
-        """Point ``plan.json`` at this run's plan, then drop older plans."""
+    def commit_plan(self, run_id: str, images: int, dry_run: bool = False) -> None:
+        """Point ``plan.json`` at this run's plan, then drop older plans.
+
+        A dry run points ``dry_run.json`` at its plan instead and leaves the real plan alone, so a
+        dry run never changes what ``verify`` checks."""
         from pyarrow import fs
 
-        self.write_json(PLAN_POINTER_FILE, {"run": run_id, "images": images})
+        keep = {run_id}
+        if dry_run:
+            self.write_json(DRY_RUN_POINTER_FILE, {"run": run_id, "images": images})
+            real = self.plan_pointer(PLAN_POINTER_FILE)
+            if real is not None:
+                keep.add(real["run"])
+        else:
+            self.write_json(PLAN_POINTER_FILE, {"run": run_id, "images": images})
+            if is_file(self.location, self.location.join(DRY_RUN_POINTER_FILE)):
+                self.location.fs.delete_file(self.location.join(DRY_RUN_POINTER_FILE))
         for info in self.location.fs.get_file_info(fs.FileSelector(self.location.join(PLAN_DIR), allow_not_found=True)):
-            if info.type == fs.FileType.Directory and info.base_name != run_id:
-                self.location.fs.delete_dir(info.path)
+            if info.type == fs.FileType.Directory and info.base_name not in keep:
+                remove_tree(self.location, info.path)
 
-    def plan_files(self) -> list[str]:
+    def plan_pointer(self, name: str = PLAN_POINTER_FILE) -> dict[str, Any] | None:
+        data = self.read_object(name, {"run": str, "images": int}, "plan pointer", _RECREATE)
+        if data is not None and not data["run"].isalnum():
+            raise OutputError(f"{self.location.join(name)}: damaged plan pointer (run {data['run']!r}); {_RECREATE}")
+        return data
+
+    def plan_files(self, name: str = PLAN_POINTER_FILE) -> list[str]:
         """Part files of the latest plan (empty if no run got as far as planning)."""
-        from .storage import is_file, read_bytes
-
-        pointer = self.location.join(PLAN_POINTER_FILE)
-        if not is_file(self.location, pointer):
+        pointer = self.plan_pointer(name)
+        if pointer is None:
             return []
-        run_id = json.loads(read_bytes(self.location, pointer))["run"]
-        return list_files(self.location, self.location.join(PLAN_DIR, run_id), suffix=".parquet")
+        return list_files(self.location, self.location.join(PLAN_DIR, pointer["run"]), suffix=".parquet")
 
-    def read_plan(self, columns: list[str] | None = None):
+    def read_plan(self, columns: list[str] | None = None, name: str = PLAN_POINTER_FILE):
         """The latest plan as one Arrow table (inspection commands; the pipeline never loads it)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         tables = []
-        for path in self.plan_files():
+        for path in self.plan_files(name):
             with self.location.fs.open_input_file(path) as handle:
                 tables.append(pq.read_table(handle, columns=columns))
         return pa.concat_tables(tables) if tables else plan_schema().empty_table().select(columns or plan_schema().names)

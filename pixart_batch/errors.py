@@ -26,3 +26,8 @@ class CheckpointError(UserError):
 
 class OutputError(UserError):
     """An output directory that cannot be written or contradicts the run's settings."""
+
+
+class SystemicFailure(Exception):
+    """So many images failed that the run itself is broken: the run stops (exit status 1) with the
+    most common error; committed images stay and a re-run resumes."""

@@ -33,9 +33,10 @@ from ray.data import Datasink
 from . import schema as S
 from .config import RunConfig, StageConfig, config_json
 from .dataset import SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset, plan_schema
-from .errors import UserError
+from .errors import SystemicFailure, UserError
 from .plan import add_sizes, expand_images
 from .prompts import scan_prompts
+from .ownership import OutputLock, check_ours, write_marker
 from .spec import CleanSpec, RunSpec
 from .store import AttachEmbeddings, EmbeddingStore, StoreIdentity, caption_key
 
@@ -62,6 +63,9 @@ def init_ray(config: RunConfig) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         ray.init(address="local", num_cpus=config.ray.num_cpus, include_dashboard=False, log_to_driver=True)
+    from .cli import install_signal_handlers
+
+    install_signal_handlers()  # ray.init replaced SIGTERM's handler with its own sys.exit
 
 
 def configure_data_context(config: RunConfig) -> None:
@@ -76,6 +80,9 @@ def configure_data_context(config: RunConfig) -> None:
     # image alone and turn what still fails into failure rows (see stages/common.py), so a
     # map task never fails because of one image and no block is ever dropped.
     context.max_errored_blocks = 0
+    # A stage's own exception (SystemicFailure, a full disk) reaches the driver as itself, not as
+    # Ray Data's UserCodeException wrapper, so the CLI can print its one line.
+    context.raise_original_map_exception = True
     # A deadlock (e.g. actors holding every CPU) must fail the run instead of hanging it.
     context.execution_no_progress_timeout_s = config.ray.no_progress_timeout_s
 
@@ -163,7 +170,7 @@ class ImageSink(Datasink):
                 result["busy_s"][stage] += float(everything[column].sum())
         failed = everything[S.ERROR].astype(bool)
         if failed.any():
-            rows = {name: everything[name][failed].tolist() for name in (S.KEY, S.PROMPT_ID, S.IMAGE_INDEX, S.ERROR)}
+            rows = {name: everything[name][failed].tolist() for name in (S.KEY, S.PROMPT_ID, S.IMAGE_INDEX, S.ERROR, S.TRACEBACK)}
             rows["run"] = [self.run_id] * int(failed.sum())
             output.write_failures(pa.table(rows), f"failures-{self.run_id}-{ctx.task_idx:05d}.parquet")
             result["failed"] = int(failed.sum())
@@ -273,6 +280,8 @@ class RunReport:
     images_with_truncated_caption: int = 0
     captions_empty: int = 0
     temporaries_removed: int = 0
+    quarantined: list[dict[str, str]] = field(default_factory=list)
+    dry_run: bool = False
     buckets: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_busy_seconds: dict[str, float] = field(default_factory=dict)
@@ -306,13 +315,32 @@ class Run:
             require_cleaning_dependencies()
         check_quantization(config)
         self.spec = RunSpec.build(config)
+        check_sizes(self.spec, self.scan)
         self.identity = self.spec.store_identity()
         self.output = OutputDataset(output)
+        check_ours(self.output.location)
+        self.output.validate_metadata()
         self.output.check_settings(self.spec.settings())
-        self.output.check_writable()
         self.store_root = config.output.store or self.output.location.uri.rstrip("/") + "/embeddings"
         self.report.output = self.output.uri
         self.report.prompts = self.scan.count
+        self.lock = OutputLock(self.output.location, self.run_id)
+
+    def hold(self) -> OutputLock:
+        """Take the output (one writer at a time), mark it ours, and re-check what could have changed
+        while another run held it. Nothing is written before this."""
+        self.lock.acquire()
+        if self.lock.took_over:
+            self.log(f"took over the output from a run that stopped answering ({self.lock.took_over})")
+        try:
+            check_ours(self.output.location)
+            self.output.check_settings(self.spec.settings())
+            self.output.check_writable()
+            write_marker(self.output.location)
+        except BaseException:
+            self.lock.release()
+            raise
+        return self.lock
 
     def start(self) -> None:
         """Check the cluster can run the stages, then prepare the output and stage the prompts."""
@@ -322,8 +350,33 @@ class Run:
         self.store = EmbeddingStore(self.store_root, self.identity).open()
         self.report.temporaries_removed += self.store.remove_temporaries()
         self.report.store = self.store.uri
-        self.output.write_json(STORE_POINTER_FILE, {"uri": self.store.uri})
-        self.chunks = self.output.stage_prompts(self.run_id, self.scan, self.config.generation.negative_prompt)
+        self.output.write_json(STORE_POINTER_FILE, {"uri": self.store_pointer()})
+        self.set_aside_damaged()
+        try:
+            self.chunks = self.output.stage_prompts(self.run_id, self.scan, self.config.generation.negative_prompt)
+        except BaseException:
+            self.output.remove_work(self.run_id)
+            raise
+
+    def store_pointer(self) -> str:
+        """The store's URI, relative when the store lives inside the output (a copied or moved output
+        is self-contained)."""
+        inside = self.output.location.uri.rstrip("/") + "/"
+        return self.store.uri[len(inside):] if self.store.uri.startswith(inside) else self.store.uri
+
+    def set_aside_damaged(self) -> None:
+        """Move shards, store parts and failure files that cannot be read whole to ``quarantine/``;
+        their images and embeddings are planned again like any missing ones."""
+        damaged = [(d, self.output.location) for d in self.output.find_damaged(self.output.shard_files(), S.KEY)]
+        damaged += [(d, self.output.location) for d in self.output.find_damaged(self.output.failure_files(), S.KEY)]
+        parts = self.store.part_files()
+        inside = self.store.location.is_local == self.output.location.is_local and self.store.uri.startswith(self.output.uri.rstrip("/") + "/")
+        store_base = self.output.location if inside else self.store.location  # OUTPUT/quarantine/ for the output's own store
+        damaged += [(d, store_base) for d in self.output.find_damaged(parts, S.CAPTION_KEY, self.store.location)]
+        for item, location in damaged:
+            target = self.output.quarantine(item, self.run_id, location)
+            self.report.quarantined.append({"file": item.path, "reason": item.reason, "moved_to": target})
+            self.log(f"damaged file set aside: {item.path} ({item.reason}) -> {target}")
 
     # -- phase 1
     def clean(self) -> None:
@@ -407,7 +460,7 @@ class Run:
         for result in getattr(plan_sink, "results", []):
             buckets.update(result["buckets"])
             self.report.images_planned += result["rows"]
-        self.output.commit_plan(self.run_id, self.report.images_planned)
+        self.output.commit_plan(self.run_id, self.report.images_planned, dry_run=dry_run)
         shards = self.output.shard_files()
         remaining = images
         if shards:
@@ -431,6 +484,8 @@ class Run:
             return
         stages = self.config.stages
         start = time.perf_counter()
+        limits = self.config.failures
+        monitor = FailureMonitor.remote(limits.max_consecutive, limits.max_rate, limits.rate_after)
         dataset = (
             # Blocks of one DiT batch: images stream through the stages and shards commit as they
             # finish, instead of a whole sorted partition at a time.
@@ -443,12 +498,12 @@ class Run:
                 num_cpus=stages.clean.num_cpus,  # I/O-bound reads of the store
             )
             .map_batches(
-                _stage_class("denoise"),
+                _monitored(_stage_class("denoise"), monitor, report_success=False),
                 fn_constructor_kwargs={"spec": self.spec.denoise_spec()},
                 **_map_kwargs(stages.denoise),
             )
             .map_batches(
-                _stage_class("decode"),
+                _monitored(_stage_class("decode"), monitor, report_success=True),
                 fn_constructor_kwargs={"spec": self.spec.decode_spec()},
                 **_map_kwargs(stages.decode),
             )
@@ -524,6 +579,90 @@ def check_quantization(config: RunConfig) -> None:
         raise UserError(f"stages.encode.quantization {stage.quantization}: bitsandbytes runs on CUDA only; set stages.encode.num_gpus or use int8")
 
 
+MAX_SIDE_FACTOR = 4
+"""The largest image side accepted: this many times the model's native side (4096 px for PixArt-XL-2-1024);
+beyond it a decode needs tens of GB per image and no bucket is near the requested shape."""
+
+
+def check_sizes(spec: RunSpec, scan) -> None:
+    """Refuse before anything starts: steps the scheduler cannot run and sizes beyond what the model can make."""
+    generation = spec.config.generation
+    limit = MAX_SIDE_FACTOR * spec.geometry.native_size
+    sides = [("generation.width", generation.width), ("generation.height", generation.height)]
+    if scan.largest_side:
+        side, where = scan.largest_side
+        sides.append((f"{where}: requested size", side))
+    for name, value in sides:
+        if value is not None and value > limit:
+            raise UserError(
+                f"{name}: {value} px is larger than {limit} px, the most this model makes "
+                f"({MAX_SIDE_FACTOR}x its native {spec.geometry.native_size} px side)"
+            )
+    steps_limit = spec.max_steps
+    if generation.num_inference_steps > steps_limit:
+        raise UserError(
+            f"generation.num_inference_steps: {generation.num_inference_steps} is more than {spec.scheduler_class} "
+            f"accepts for this checkpoint ({steps_limit})"
+        )
+
+
+@ray.remote(num_cpus=0)
+class FailureMonitor:
+    """Counts finished and failed images across every actor of the run; says when to stop."""
+
+    def __init__(self, max_consecutive: int, max_rate: float, rate_after: int) -> None:
+        self.max_consecutive, self.max_rate, self.rate_after = max_consecutive, max_rate, rate_after
+        self.ok = self.failed = self.consecutive = 0
+        self.errors: Counter = Counter()
+
+    def record(self, ok: int, errors: list[str]) -> str | None:
+        """Outcomes of one batch (failures first, then successes); a stop message, or None."""
+        for error in errors:
+            self.failed += 1
+            self.consecutive += 1
+            self.errors[_error_kind(error)] += 1
+        if ok:
+            self.ok += ok
+            self.consecutive = 0
+        finished = self.ok + self.failed
+        rate = self.failed / finished if finished else 0.0
+        if self.failed and (self.consecutive >= self.max_consecutive or (finished >= self.rate_after and rate > self.max_rate)):
+            error, count = self.errors.most_common(1)[0]
+            return (
+                f"stopped: {self.failed} of {finished} images failed ({self.consecutive} in a row; limits: "
+                f"failures.max_consecutive {self.max_consecutive}, failures.max_rate {self.max_rate:g}); most common error "
+                f"({count}x): {error} — committed images are kept; fix the cause and re-run the same command to resume"
+            )
+        return None
+
+
+def _error_kind(error: str) -> str:
+    """An error message without what varies per image (keys, numbers), to find the most common cause."""
+    import re
+
+    return re.sub(r"\bp[0-9a-f]{16}(-\d+)?(-\d{5})?\b", "<key>", error)[:300]
+
+
+def _monitored(stage_cls: type, monitor, report_success: bool) -> type:
+    """The stage class, reporting each batch's new failures (and, for the last model stage, its
+    successes) to the run's :class:`FailureMonitor`; raises :class:`SystemicFailure` when told to stop.
+    Keeps the stage's name (Ray shows it as ``MapBatches(<name>)``)."""
+
+    class Monitored(stage_cls):  # type: ignore[misc, valid-type]
+        def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            failed_before = batch[S.ERROR].astype(bool).copy()
+            out = super().__call__(batch)
+            new = [str(e) for e, was in zip(out[S.ERROR], failed_before) if e and not was]
+            ok = int(sum(1 for e in out[S.ERROR] if not e)) if report_success else 0
+            verdict = ray.get(monitor.record.remote(ok, new))
+            if verdict:
+                raise SystemicFailure(verdict)
+            return out
+
+    Monitored.__name__ = Monitored.__qualname__ = stage_cls.__name__
+    return Monitored
+
+
 def _stage_class(name: str):
     if name == "encode":
         from .stages.encode import TextEncoder
@@ -542,18 +681,20 @@ def run_generate(config: RunConfig, prompts: str, output: str, encode_only: bool
     """The whole pipeline (or only the embedding store with ``encode_only``, or only the plan with
     ``dry_run``); returns the run report."""
     run = Run(config, prompts, output)
-    init_ray(config)
-    configure_data_context(config)
-    run.start()
-    run.clean()
-    if dry_run:
-        run.plan(dry_run=True)
+    run.report.dry_run = dry_run
+    with run.hold():
+        init_ray(config)
+        configure_data_context(config)
+        run.start()
+        run.clean()
+        if dry_run:
+            run.plan(dry_run=True)
+            return _finish(run)
+        run.encode()
+        if not encode_only:
+            run.generate(run.plan())
+            run.output.write_card(run.spec.settings(), {"images_total": run.report.images_planned, "prompts": run.report.prompts})
         return _finish(run)
-    run.encode()
-    if not encode_only:
-        run.generate(run.plan())
-        run.output.write_card(run.spec.settings(), {"images_total": run.report.images_planned, "prompts": run.report.prompts})
-    return _finish(run)
 
 
 def _finish(run: Run) -> dict[str, Any]:

@@ -35,8 +35,9 @@ SHA256 = "sha256"
 IMAGE = "image"
 IMAGE_FORMAT = "image_format"
 
-# Failures: "" for a healthy row, else "<stage>: <Exception>: <message>".
+# Failures: "" for a healthy row, else "<stage>: <Exception>: <message>"; the traceback beside it.
 ERROR = "error"
+TRACEBACK = "traceback"
 
 # Transient columns between the DiT, VAE and encode stages (never written).
 PROMPT_EMBEDDING = "prompt_embedding"

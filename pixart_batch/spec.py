@@ -76,6 +76,9 @@ ROLES: dict[str, Role] = {
     "output.row_group_size": O,
     "output.store_rows_per_part": O,
     "output.store": O,
+    "failures.max_consecutive": O,
+    "failures.max_rate": O,
+    "failures.rate_after": O,
     "ray.address": O,
     "ray.num_cpus": O,
     "ray.no_progress_timeout_s": O,
@@ -203,6 +206,21 @@ class RunSpec:
             max_sequence_length=config.model.max_sequence_length or model.family.max_sequence_length,
             scheduler_class=scheduler_class_for(config.generation.scheduler, model.shipped_scheduler),
         )
+
+    @property
+    def max_steps(self) -> int:
+        """The most inference steps the scheduler that runs accepts (its training timesteps; LCM: its
+        ``original_inference_steps``)."""
+        import json
+
+        checkpoint = self.model.checkpoint_of("scheduler")
+        try:
+            config = json.loads((checkpoint.local_dir / "scheduler" / "scheduler_config.json").read_text())
+        except (OSError, ValueError):
+            config = {}
+        if self.scheduler_class == "LCMScheduler":
+            return int(config.get("original_inference_steps", 50))
+        return int(config.get("num_train_timesteps", 1000))
 
     @property
     def family(self) -> ModelFamily:

@@ -9,19 +9,33 @@ A file becomes visible whole or not at all:
 
 from __future__ import annotations
 
+import errno
 import posixpath
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 TMP_PREFIX = ".tmp-"
+TMP_NAME = re.compile(r"^\.tmp-[0-9a-f]{12}-.+")
+"""Exactly the temporaries :func:`write_bytes_atomic` names; nothing else is ever removed as one."""
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class StorageFullError(OSError):
+    """The output's storage is full (ENOSPC / quota): reported as one line, the partial file removed."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 @dataclass(frozen=True)
 class Location:
     """A directory on some file system: ``fs`` is a ``pyarrow.fs.FileSystem``, ``path`` its path there."""
 
-    fs: object
+    fs: Any
+    """A ``pyarrow.fs.FileSystem``."""
     path: str
     uri: str
 
@@ -46,7 +60,13 @@ def locate(uri: str) -> Location:
     from pyarrow import fs
 
     if "://" in uri and not uri.startswith("file://"):
-        filesystem, path = fs.FileSystem.from_uri(uri)
+        try:
+            filesystem, path = fs.FileSystem.from_uri(uri)
+        except (OSError, ValueError) as exc:
+            from .errors import UserError
+
+            text = str(exc).strip().splitlines()
+            raise UserError(f"{uri}: cannot open this location ({text[0] if text else type(exc).__name__})") from None
         return Location(filesystem, path.rstrip("/"), uri.rstrip("/"))
     local = os.path.abspath(os.path.expanduser(uri.removeprefix("file://")))
     return Location(fs.LocalFileSystem(), local, local)
@@ -72,23 +92,45 @@ def write_bytes_atomic(loc: Location, path: str, data: bytes, before_commit: Cal
 
     ``before_commit`` runs between writing the temporary file and renaming it (tests use it).
     """
+    from .faults import raise_if_full
+
     parent, name = posixpath.split(path)
     if not loc.is_local:
-        with loc.fs.open_output_stream(path) as stream:
-            stream.write(data)
+        try:
+            raise_if_full(name)
+            with loc.fs.open_output_stream(path) as stream:
+                stream.write(data)
+        except OSError as exc:
+            _raise_if_full(exc, loc, path)
+            raise
         return
     makedirs(loc, parent)
     tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{name}")
     try:
         with loc.fs.open_output_stream(tmp) as stream:
-            stream.write(data)
+            stream.write(data[: len(data) // 2])
+            raise_if_full(name)  # fault injection: a disk that fills up mid-file
+            stream.write(data[len(data) // 2 :])
         _fsync(tmp)
         if before_commit is not None:
             before_commit()
         loc.fs.move(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         _remove_quietly(loc, tmp)
+        if isinstance(exc, OSError):
+            _raise_if_full(exc, loc, path)
         raise
+
+
+def _raise_if_full(exc: OSError, loc: Location, path: str) -> None:
+    """Turn "no space left" (however the file system reports it) into one :class:`StorageFullError`."""
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code in FULL_ERRNOS or "No space left on device" in text or "Disk quota exceeded" in text:
+        raise StorageFullError(
+            errno.ENOSPC, f"{loc.uri}: no space left on the device (or quota exceeded) while writing {posixpath.basename(path)}; "
+            "nothing partial was kept — free space and re-run the same command to resume"
+        ) from None
 
 
 def write_parquet_atomic(
@@ -106,40 +148,96 @@ def write_parquet_atomic(
 
 
 def list_files(loc: Location, path: str, suffix: str = "", recursive: bool = True) -> list[str]:
-    """Committed files under ``path`` (sorted), skipping temporaries and hidden names."""
-    from pyarrow import fs
-
-    selector = fs.FileSelector(path, recursive=recursive, allow_not_found=True)
+    """Committed files under ``path`` (sorted), skipping temporaries and hidden names; locally, no
+    symbolic link is followed."""
     found = []
-    for info in loc.fs.get_file_info(selector):
-        if info.type != fs.FileType.File or not info.path.endswith(suffix):
+    for file_path, _ in _walk_files(loc, path):
+        if not file_path.endswith(suffix):
             continue
-        relative = posixpath.relpath(info.path, path)
+        relative = posixpath.relpath(file_path, path)
+        if not recursive and "/" in relative:
+            continue
         if any(part.startswith((".", "_")) for part in relative.split("/")):
             continue
-        found.append(info.path)
+        found.append(file_path)
     return sorted(found)
 
 
 def remove_temporaries(loc: Location, path: str, older_than_s: float = 0.0) -> int:
-    """Delete leftover ``.tmp-*`` files of crashed writers under ``path``; returns how many.
+    """Delete leftover temporaries of crashed writers under ``path``; returns how many.
 
-    ``older_than_s`` spares recent ones (a store shared by several outputs may have a live
-    writer of another run).
+    Only files named exactly as :func:`write_bytes_atomic` names them (``.tmp-<12 hex>-<name>``)
+    are removed, and on a local disk no symbolic link is followed or removed: whatever a link
+    points to is not this tool's. ``older_than_s`` spares recent ones (a store shared by several
+    outputs may have a live writer of another run).
     """
     import time
 
-    from pyarrow import fs
-
     removed = 0
-    for info in loc.fs.get_file_info(fs.FileSelector(path, recursive=True, allow_not_found=True)):
-        if info.type != fs.FileType.File or not posixpath.basename(info.path).startswith(TMP_PREFIX):
+    for file_path, mtime in _walk_files(loc, path):
+        if not TMP_NAME.match(posixpath.basename(file_path)):
             continue
-        if older_than_s and info.mtime is not None and time.time() - info.mtime.timestamp() < older_than_s:
+        if older_than_s and mtime is not None and time.time() - mtime < older_than_s:
             continue
-        _remove_quietly(loc, info.path)
+        _remove_quietly(loc, file_path)
         removed += 1
     return removed
+
+
+def _walk_files(loc: Location, path: str):
+    """``(path, mtime)`` of the regular files under ``path``; locally, symbolic links are neither
+    followed nor listed."""
+    import os
+
+    if loc.is_local:
+        for root, dirs, files in os.walk(path, followlinks=False):
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+            for name in files:
+                full = os.path.join(root, name)
+                if os.path.islink(full) or not os.path.isfile(full):
+                    continue
+                yield full, os.lstat(full).st_mtime
+        return
+    from pyarrow import fs
+
+    for info in loc.fs.get_file_info(fs.FileSelector(path, recursive=True, allow_not_found=True)):
+        if info.type == fs.FileType.File:
+            yield info.path, info.mtime.timestamp() if info.mtime is not None else None
+
+
+def remove_tree(loc: Location, path: str) -> None:
+    """Remove a folder this tool made (``.work/<run>``, an old plan); a symbolic link in its place is
+    unlinked, never followed. Missing is fine."""
+    import os
+    import shutil
+
+    if loc.is_local:
+        if os.path.islink(path):
+            os.unlink(path)
+        elif os.path.isdir(path):
+            shutil.rmtree(path)
+        return
+    try:
+        loc.fs.delete_dir(path)
+    except (FileNotFoundError, OSError):
+        pass
+
+
+def move_aside(loc: Location, path: str, target: str) -> None:
+    """Move a committed file out of the dataset (to quarantine): a rename locally, copy + delete on
+    object stores (which have no rename); the file is never deleted without its copy."""
+    makedirs(loc, posixpath.dirname(target))
+    if loc.is_local:
+        loc.fs.move(path, target)
+        return
+    loc.fs.copy_file(path, target)
+    loc.fs.delete_file(path)
+
+
+def is_symlink(loc: Location, path: str) -> bool:
+    import os
+
+    return loc.is_local and os.path.islink(path)
 
 
 def _remove_quietly(loc: Location, path: str) -> None:

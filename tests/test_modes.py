@@ -32,6 +32,7 @@ def test_dry_run_plans_without_running_models(tmp_path, ray_session, tiny_model)
     assert not (output / "embeddings").exists() or not list((output / "embeddings").rglob("part-*.parquet"))
     assert sum(report["buckets"].values()) == 9 and len(report["buckets"]) == 3
     table = status(str(output))
-    assert table["total"] == {"planned": 9, "embedded": 0, "done": 0, "failed": 0}
-    assert json.loads((output / "plan.json").read_text())["images"] == 9
+    assert table["total"] == {"planned": 9, "embedded": 0, "done": 0, "failed": 0} and table["plan"] == "dry run"
+    assert json.loads((output / "dry_run.json").read_text())["images"] == 9
+    assert not (output / "plan.json").exists()  # a dry run never becomes the plan verify checks
     assert not (output / ".work").exists() or not list((output / ".work").rglob("*"))

@@ -1,15 +1,19 @@
 """What every model stage shares: grouping rows, isolating failures, timing.
 
 A stage processes its batch in groups (one aspect bucket / output size per group). If a
-group raises, each of its rows is retried alone, so one bad image cannot take its
-neighbours down; a row that still fails gets its message in the ``error`` column and
-is passed through untouched by later stages (the writer records it in the failures
-table instead of the dataset). Crashes of the process itself are Ray's to retry.
+group raises, it is split in halves and each half retried, down to single rows: an
+out-of-memory batch still makes its images (in smaller calls), and one bad image cannot
+take its neighbours down. The first exception of a group is logged with its traceback. A
+row that fails alone gets its message in the ``error`` column and its traceback in
+``traceback``, and is passed through untouched by later stages (the writer records it in
+the failures table instead of the dataset). Crashes of the process itself are Ray's to retry.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+import traceback
 from collections import defaultdict
 from collections.abc import Callable, Hashable
 
@@ -18,6 +22,8 @@ import numpy as np
 from .. import schema as S
 from ..faults import raise_if_injected, stall
 
+log = logging.getLogger("pixart_batch")
+
 
 def group_rows(keys: list[Hashable]) -> dict[Hashable, list[int]]:
     """Row indices grouped by key, in first-seen order."""
@@ -25,6 +31,10 @@ def group_rows(keys: list[Hashable]) -> dict[Hashable, list[int]]:
     for index, key in enumerate(keys):
         groups[key].append(index)
     return groups
+
+
+def error_text(stage: str, exc: BaseException) -> str:
+    return f"{stage}: {type(exc).__name__}: {exc}".replace("\n", " ")[:1000]
 
 
 def run_groups(
@@ -43,31 +53,36 @@ def run_groups(
     stall(stage)
     size = len(batch[S.KEY])
     errors = batch[S.ERROR].astype(object).copy()
+    tracebacks = batch[S.TRACEBACK].astype(object).copy() if S.TRACEBACK in batch else np.array([""] * size, dtype=object)
     outputs: list[object] = [b""] * size
     keys = batch[S.KEY].tolist()
     healthy = [i for i in range(size) if not errors[i]]
-    groups = group_rows([group_of(i) for i in healthy])
-    for group, positions in groups.items():
-        indices = [healthy[p] for p in positions]
+
+    def attempt(group: Hashable, indices: list[int], first: bool = True) -> None:
         try:
             raise_if_injected(stage, [keys[i] for i in indices])
             results = process(group, indices)
-        except Exception:  # isolate: retry each row alone
-            results = None
-        if results is not None:
-            for index, value in zip(indices, results):
-                outputs[index] = value
-            continue
-        for index in indices:
-            try:
-                raise_if_injected(stage, [keys[index]])
-                outputs[index] = process(group, [index])[0]
-            except Exception as exc:  # the row failed on its own: record it, keep the batch
-                errors[index] = f"{stage}: {type(exc).__name__}: {exc}".replace("\n", " ")[:1000]
+        except Exception as exc:
+            if len(indices) == 1:  # failed on its own: record it, keep the batch
+                errors[indices[0]] = error_text(stage, exc)
+                tracebacks[indices[0]] = traceback.format_exc()[-8000:]
+                return
+            if first:  # the original exception, once per group (not once per split)
+                log.warning("%s: a group of %d images failed; retrying in halves", stage, len(indices), exc_info=True)
+            half = len(indices) // 2
+            attempt(group, indices[:half], False)
+            attempt(group, indices[half:], False)
+            return
+        for index, value in zip(indices, results):
+            outputs[index] = value
+
+    for group, positions in group_rows([group_of(i) for i in healthy]).items():
+        attempt(group, [healthy[p] for p in positions])
     column = np.empty(size, dtype=object)  # element by element: numpy would turn a list of equal-length bytes into a 2-D array
     for index, value in enumerate(outputs):
         column[index] = value
     batch[output_column] = column
     batch[S.ERROR] = errors
+    batch[S.TRACEBACK] = tracebacks
     batch[f"_busy_{stage}_s"] = np.full(size, (time.perf_counter() - start) / max(size, 1))
     return batch

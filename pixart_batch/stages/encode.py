@@ -21,13 +21,17 @@ def load_text_encoder(spec: EncodeSpec):
     """
     from ..models import _component_type, load_component, torch_dtype
 
-    if spec.quantization in ("none", "int8"):
-        encoder = load_component(spec.model, "text_encoder", spec.dtype, spec.device)
-        if spec.quantization == "int8":
-            from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    if spec.quantization == "none":
+        return load_component(spec.model, "text_encoder", spec.dtype, spec.device)
+    if spec.quantization == "int8":
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
-            quantize_(encoder, Int8WeightOnlyConfig())
-        return encoder
+        # Loaded on the CPU, then each linear layer is moved to the device and quantized there one at
+        # a time, so the device never holds the whole encoder in bf16 (9.5 GB for T5-XXL: more than
+        # the low-VRAM recipe's card); the rest (embeddings, norms) follows.
+        encoder = load_component(spec.model, "text_encoder", spec.dtype, "cpu")
+        quantize_(encoder, Int8WeightOnlyConfig(), device=spec.device)
+        return encoder.to(spec.device).eval()
     from transformers import BitsAndBytesConfig
 
     if spec.quantization == "bnb-int8":
