@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,7 +90,10 @@ def status(uri: str) -> dict[str, Any]:
 
 
 def format_status(report: dict[str, Any]) -> str:
-    lines = [f"{report['output']}" + (" (plan of the latest dry run)" if report.get("plan") == "dry run" else ""), f"{'bucket (h x w)':>16} {'planned':>9} {'embedded':>9} {'done':>9} {'failed':>9}"]
+    lines = [
+        f"{report['output']}" + (" (plan of the latest dry run)" if report.get("plan") == "dry run" else ""),
+        f"{'bucket (h x w)':>16} {'planned':>9} {'embedded':>9} {'done':>9} {'failed':>9}",
+    ]
     for name, counts in [*report["buckets"].items(), ("total", report["total"])]:
         lines.append(f"{name:>16} {counts['planned']:>9} {counts['embedded']:>9} {counts['done']:>9} {counts['failed']:>9}")
     if report["not_in_plan"]:
@@ -144,7 +146,9 @@ def verify(uri: str) -> Verification:
                 with Image.open(io.BytesIO(data)) as image:
                     image.load()
                     if image.size != (row[S.WIDTH], row[S.HEIGHT]):
-                        result.problems.append(f"{path}: {key}: image is {image.size[0]}x{image.size[1]}, row says {row[S.WIDTH]}x{row[S.HEIGHT]}")
+                        result.problems.append(
+                            f"{path}: {key}: image is {image.size[0]}x{image.size[1]}, row says {row[S.WIDTH]}x{row[S.HEIGHT]}"
+                        )
             except Exception as exc:
                 result.problems.append(f"{path}: {key}: image does not decode ({exc})")
     store, parts = _store_parts(output)

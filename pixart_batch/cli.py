@@ -6,6 +6,7 @@ import argparse
 import errno
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import UserError
 
@@ -30,7 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--batch-size", type=int, help="DiT and VAE batch size (stages.denoise/decode.batch_size)")
     generate.add_argument("--steps", type=int, help="denoising steps (generation.num_inference_steps)")
     generate.add_argument("--guidance-scale", type=float, help="CFG scale (generation.guidance_scale); <= 1 runs without CFG")
-    generate.add_argument("--scheduler", help="checkpoint (default), dpm-solver++, sa-solver, euler, euler-ancestral, ddim, ddpm, lcm")
+    generate.add_argument(
+        "--scheduler", help="checkpoint (default), dpm-solver++, sa-solver, euler, euler-ancestral, ddim, ddpm, lcm"
+    )
     generate.add_argument("--image-format", choices=("png", "jpeg", "webp"), help="image encoding (output.image_format)")
     generate.add_argument("--dry-run", action="store_true", help="validate, clean and plan only (writes the plan; no models run)")
 
@@ -54,12 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("dpm-solver++", "sa-solver", "euler", "euler-ancestral", "ddim", "ddpm", "lcm"),
         help="the scheduler the checkpoint ships (lcm as PixArt-LCM, ddpm as PixArt-DMD)",
     )
-    tiny.add_argument("--size", default="tiny", choices=("tiny", "small"), help="tiny (tests) or small (real block structure, for CPU benchmarks)")
+    tiny.add_argument(
+        "--size",
+        default="tiny",
+        choices=("tiny", "small"),
+        help="tiny (tests) or small (real block structure, for CPU benchmarks)",
+    )
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    get = lambda name: getattr(args, name, None)  # noqa: E731
+    def get(name: str) -> Any:
+        return getattr(args, name, None)
+
     return {
         "model.path": get("model"),
         "model.max_sequence_length": get("max_sequence_length"),
@@ -97,7 +107,9 @@ def run_command(args: argparse.Namespace) -> int:
         result = verify(args.output)
         for problem in result.problems:
             print(f"problem: {problem}")
-        print(f"{'OK' if result.ok else 'FAILED'}: {result.images} images in {result.files} files, {len(result.problems)} problems")
+        print(
+            f"{'OK' if result.ok else 'FAILED'}: {result.images} images in {result.files} files, {len(result.problems)} problems"
+        )
         return 0 if result.ok else 1
 
     from .config import load_config, with_overrides
@@ -105,7 +117,9 @@ def run_command(args: argparse.Namespace) -> int:
 
     check_job_paths(args)
     config = with_overrides(load_config(args.config), _overrides(args))
-    report = run_generate(config, args.prompts, args.output, encode_only=args.command == "encode", dry_run=getattr(args, "dry_run", False))
+    report = run_generate(
+        config, args.prompts, args.output, encode_only=args.command == "encode", dry_run=getattr(args, "dry_run", False)
+    )
     if report.get("images_failed"):
         print(
             f"pixart-batch: {report['images_failed']} images failed (see {args.output}/failures/); "
@@ -165,7 +179,9 @@ def _cause(exc: BaseException) -> BaseException:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, (UserError, SystemicFailure, StorageFullError)) and type(current).__module__.startswith("pixart_batch"):
+        if isinstance(current, (UserError, SystemicFailure, StorageFullError)) and type(current).__module__.startswith(
+            "pixart_batch"
+        ):
             return current
         for attribute in ("cause", "__cause__", "__context__"):
             inner = getattr(current, attribute, None)
@@ -220,7 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"pixart-batch: {_one_line(cause)}", file=sys.stderr)
             return 1
         if isinstance(cause, Terminated):
-            print("pixart-batch: terminated (SIGTERM); committed work is kept; re-run the same command to resume", file=sys.stderr)
+            print(
+                "pixart-batch: terminated (SIGTERM); committed work is kept; re-run the same command to resume", file=sys.stderr
+            )
             return 143
         raise
 

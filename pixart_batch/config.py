@@ -8,6 +8,7 @@ The resolved config is written next to the outputs (``OUTPUT/run_config.json``).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -73,16 +74,21 @@ class GenerationConfig:
         from .families import CHECKPOINT_SCHEDULER, SCHEDULERS
 
         if self.scheduler != CHECKPOINT_SCHEDULER and self.scheduler not in SCHEDULERS:
-            raise ConfigError(f"generation.scheduler: must be {CHECKPOINT_SCHEDULER} or one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+            raise ConfigError(
+                f"generation.scheduler: must be {CHECKPOINT_SCHEDULER} or one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"
+            )
         if not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:
             raise ConfigError(f"generation.guidance_scale: must be a finite number >= 0, got {self.guidance_scale}")
         if self.timesteps is not None:
             steps = self.timesteps
-            if not steps or any(not 0 <= t < 1000 for t in steps) or any(a <= b for a, b in zip(steps, steps[1:])):
-                raise ConfigError(f"generation.timesteps: must be a non-empty, strictly decreasing list in [0, 1000), got {steps}")
+            if not steps or any(not 0 <= t < 1000 for t in steps) or any(a <= b for a, b in itertools.pairwise(steps)):
+                raise ConfigError(
+                    f"generation.timesteps: must be a non-empty, strictly decreasing list in [0, 1000), got {steps}"
+                )
             if len(steps) != self.num_inference_steps:
                 raise ConfigError(
-                    f"generation.timesteps: {len(steps)} timesteps but num_inference_steps is {self.num_inference_steps}; make them agree"
+                    f"generation.timesteps: {len(steps)} timesteps but num_inference_steps is "
+                    f"{self.num_inference_steps}; make them agree"
                 )
         if not 1 <= self.images_per_prompt < 100_000:  # image keys carry a 5-digit index
             raise ConfigError(f"generation.images_per_prompt: must be in 1..99999, got {self.images_per_prompt}")

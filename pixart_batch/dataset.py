@@ -60,8 +60,14 @@ def failure_schema():
     import pyarrow as pa
 
     return pa.schema(
-        [(S.KEY, pa.string()), (S.PROMPT_ID, pa.string()), (S.IMAGE_INDEX, pa.int32()), (S.ERROR, pa.string()),
-         (S.TRACEBACK, pa.string()), ("run", pa.string())]
+        [
+            (S.KEY, pa.string()),
+            (S.PROMPT_ID, pa.string()),
+            (S.IMAGE_INDEX, pa.int32()),
+            (S.ERROR, pa.string()),
+            (S.TRACEBACK, pa.string()),
+            ("run", pa.string()),
+        ]
     )
 
 
@@ -219,7 +225,7 @@ class OutputDataset:
         where = location or self.location
         with ThreadPoolExecutor(max_workers=8) as pool:
             reasons = list(pool.map(lambda path: check_parquet(where, path, key_column), paths))
-        return [Damaged(path, reason) for path, reason in zip(paths, reasons) if reason is not None]
+        return [Damaged(path, reason) for path, reason in zip(paths, reasons, strict=True) if reason is not None]
 
     def quarantine(self, damaged: Damaged, run_id: str, location: Location | None = None) -> str:
         """Move a damaged file to ``quarantine/<run>/`` (never deleted): beside the output's own files, or
@@ -350,7 +356,13 @@ class OutputDataset:
         remove_tree(self.location, path)
 
     def write_plan_part(self, run_id: str, table, name: str) -> None:
-        write_parquet_atomic(self.location, self.location.join(PLAN_DIR, run_id, name), table.cast(plan_schema()), row_group_size=100_000, compression="zstd")
+        write_parquet_atomic(
+            self.location,
+            self.location.join(PLAN_DIR, run_id, name),
+            table.cast(plan_schema()),
+            row_group_size=100_000,
+            compression="zstd",
+        )
 
     def commit_plan(self, run_id: str, images: int, dry_run: bool = False) -> None:
         """Point ``plan.json`` at this run's plan, then drop older plans.
@@ -399,7 +411,12 @@ class OutputDataset:
 
     def write_shard(self, table, name: str, row_group_size: int) -> int:
         return write_parquet_atomic(
-            self.location, self.data_path(name), table, row_group_size=row_group_size, compression="zstd", before_commit=lambda: stall("shard-commit")
+            self.location,
+            self.data_path(name),
+            table,
+            row_group_size=row_group_size,
+            compression="zstd",
+            before_commit=lambda: stall("shard-commit"),
         )
 
     def write_json(self, name: str, data: Any) -> None:
@@ -420,7 +437,7 @@ class OutputDataset:
             f"{counts.get('images_total', 0)} images from {counts.get('prompts', 0)} prompts, "
             f"model `{settings.get('model')}`.\n\n"
             "Each row records what reproduces its image with plain diffusers: `prompt`, `negative_prompt`, "
-            "`seed` (a `torch.Generator(\"cpu\").manual_seed(seed)`), `num_inference_steps`, `guidance_scale`, "
+            '`seed` (a `torch.Generator("cpu").manual_seed(seed)`), `num_inference_steps`, `guidance_scale`, '
             "and the bucket size (`bucket_height` × `bucket_width`, `use_resolution_binning=False`); "
             "`width` × `height` is the final image after diffusers' resize-and-crop.\n\n"
             "```python\nfrom datasets import load_dataset\n"
@@ -437,12 +454,17 @@ class OutputDataset:
         columns: dict[str, Any] = {}
         for name in S.OUTPUT_COLUMNS:
             if name == S.IMAGE:
-                columns[name] = [{"bytes": blob, "path": f"{key}.{constants[S.IMAGE_FORMAT]}"} for key, blob in zip(batch[S.KEY], batch["image_bytes"])]
+                columns[name] = [
+                    {"bytes": blob, "path": f"{key}.{constants[S.IMAGE_FORMAT]}"}
+                    for key, blob in zip(batch[S.KEY], batch["image_bytes"], strict=True)
+                ]
             elif name in constants:
                 columns[name] = [constants[name]] * size
             else:
                 columns[name] = batch[name].tolist()
         schema = features().arrow_schema
         if settings is not None:
-            schema = schema.with_metadata({**(schema.metadata or {}), SHARD_SETTINGS_KEY: json.dumps(settings, sort_keys=True).encode()})
+            schema = schema.with_metadata(
+                {**(schema.metadata or {}), SHARD_SETTINGS_KEY: json.dumps(settings, sort_keys=True).encode()}
+            )
         return pa.Table.from_pydict(columns, schema=schema)

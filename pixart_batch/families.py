@@ -93,7 +93,9 @@ def declared_classes(model_index: dict, where: str) -> dict[str, tuple[str, str]
         if component not in ALLOWED_CLASSES:
             if isinstance(value, list) and value and value[0] is None:
                 continue  # an optional component that is not there (e.g. PixArt's unused ones)
-            raise CheckpointError(f"{where}: unknown component {component!r} ({value!r}); only {', '.join(COMPONENTS)} are loaded")
+            raise CheckpointError(
+                f"{where}: unknown component {component!r} ({value!r}); only {', '.join(COMPONENTS)} are loaded"
+            )
         if not (isinstance(value, list) and len(value) == 2):
             raise CheckpointError(f"{where}: component {component!r} is declared as {value!r}, expected [library, class]")
         library, cls = value

@@ -15,8 +15,9 @@ adopted.
 - Object stores (``s3://``, ``gs://``), which have no locks: a lease. The holder rewrites the
   lock object every ``HEARTBEAT_S`` seconds; a lock whose object was last written more than
   ``STALE_AFTER_S`` seconds ago belongs to a dead holder (SIGKILL, a lost node) and is taken
-  over — at once when the holder ran on this machine and its process is gone. Two runs that start within the same moment both write their record,
-  wait ``SETTLE_S`` and read it back: only the one whose record survived goes on.
+  over — at once when the holder ran on this machine and its process is gone. Two runs that start
+  within the same moment both write their record, wait ``SETTLE_S`` and read it back: only the one
+  whose record survived goes on.
 """
 
 from __future__ import annotations
@@ -128,7 +129,9 @@ class Holder:
     def parse(cls, data: bytes) -> Holder | None:
         try:
             record = json.loads(data)
-            return cls(str(record["host"]), int(record["pid"]), str(record["started"]), str(record["run_id"]), str(record["token"]))
+            return cls(
+                str(record["host"]), int(record["pid"]), str(record["started"]), str(record["run_id"]), str(record["token"])
+            )
         except (ValueError, KeyError, TypeError):
             return None
 

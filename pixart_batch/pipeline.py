@@ -34,9 +34,9 @@ from . import schema as S
 from .config import RunConfig, StageConfig, config_json
 from .dataset import SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset, plan_schema
 from .errors import SystemicFailure, UserError
+from .ownership import OutputLock, check_ours, write_marker
 from .plan import add_sizes, expand_images
 from .prompts import scan_prompts
-from .ownership import OutputLock, check_ours, write_marker
 from .spec import CleanSpec, RunSpec
 from .store import AttachEmbeddings, EmbeddingStore, StoreIdentity, caption_key
 
@@ -143,11 +143,18 @@ class StoreSink(Datasink):
             store.write_part(pa.table(part))
         return {"rows": total, "busy_s": float(batch[BUSY_COLUMNS["encode"]].sum())}
 
+
 class ImageSink(Datasink):
     """Writes image rows as Parquet shards of at most ``rows_per_shard`` rows, each committed atomically."""
 
     def __init__(
-        self, output_uri: str, run_id: str, constants: dict[str, Any], settings: dict[str, Any], rows_per_shard: int, row_group_size: int
+        self,
+        output_uri: str,
+        run_id: str,
+        constants: dict[str, Any],
+        settings: dict[str, Any],
+        rows_per_shard: int,
+        row_group_size: int,
     ) -> None:
         self.output_uri, self.run_id, self.constants, self.settings = output_uri, run_id, constants, settings
         self.rows_per_shard, self.row_group_size = rows_per_shard, row_group_size
@@ -160,7 +167,15 @@ class ImageSink(Datasink):
         import pyarrow as pa
 
         output = OutputDataset(self.output_uri)
-        result: dict[str, Any] = {"rows": 0, "failed": 0, "files": 0, "bytes": 0, "truncated": 0, "busy_s": Counter(), "buckets": Counter()}
+        result: dict[str, Any] = {
+            "rows": 0,
+            "failed": 0,
+            "files": 0,
+            "bytes": 0,
+            "truncated": 0,
+            "busy_s": Counter(),
+            "buckets": Counter(),
+        }
         batches = list(_batches(blocks))
         if not batches:
             return result
@@ -174,7 +189,7 @@ class ImageSink(Datasink):
             rows["run"] = [self.run_id] * int(failed.sum())
             output.write_failures(pa.table(rows), f"failures-{self.run_id}-{ctx.task_idx:05d}.parquet")
             result["failed"] = int(failed.sum())
-            for key, error in zip(rows[S.KEY], rows[S.ERROR]):
+            for key, error in zip(rows[S.KEY], rows[S.ERROR], strict=True):
                 log(f"failed {key}: {error}")
         healthy = {name: column[~failed] for name, column in everything.items()}
         total = len(healthy[S.KEY])
@@ -183,18 +198,23 @@ class ImageSink(Datasink):
             rows_in_shard = len(batch[S.KEY])
             # data/<run>/<task // 1000>/...: no folder grows without bound (datasets reads data/
             # recursively); the name alone is unique too, so shards can be copied flat.
-            name = f"{self.run_id}/{ctx.task_idx // 1000:04d}/train-{self.run_id}-{ctx.task_idx:05d}-{result['files']:04d}.parquet"
-            result["bytes"] += output.write_shard(output.to_table(batch, self.constants, self.settings), name, self.row_group_size)
+            name = (
+                f"{self.run_id}/{ctx.task_idx // 1000:04d}/train-{self.run_id}-{ctx.task_idx:05d}-{result['files']:04d}.parquet"
+            )
+            result["bytes"] += output.write_shard(
+                output.to_table(batch, self.constants, self.settings), name, self.row_group_size
+            )
             result["files"] += 1
             result["rows"] += rows_in_shard
             result["truncated"] += int(batch[S.TRUNCATED].sum())
-            result["buckets"].update(f"{h}x{w}" for h, w in zip(batch[S.BUCKET_HEIGHT], batch[S.BUCKET_WIDTH]))
+            result["buckets"].update(f"{h}x{w}" for h, w in zip(batch[S.BUCKET_HEIGHT], batch[S.BUCKET_WIDTH], strict=True))
             log(f"committed {name} ({rows_in_shard} images)")
         return result
 
     def on_write_complete(self, write_result) -> None:
         # Runs on the driver: keep each write task's counts for the run report.
         self.results = list(write_result.write_returns)
+
 
 class PlanSink(Datasink):
     """Writes the plan (one small row per planned image) as part files of ``plan/<run>/``."""
@@ -212,13 +232,13 @@ class PlanSink(Datasink):
         output = OutputDataset(self.output_uri)
         table = pa.table({name: batch[name] for name in plan_schema().names})
         output.write_plan_part(self.run_id, table, f"part-{ctx.task_idx:05d}.parquet")
-        buckets = Counter(f"{h}x{w}" for h, w in zip(batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist()))
+        buckets = Counter(
+            f"{h}x{w}" for h, w in zip(batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist(), strict=True)
+        )
         return {"rows": len(batch[S.KEY]), "buckets": buckets}
 
     def on_write_complete(self, write_result) -> None:
         self.results = list(write_result.write_returns)
-
-
 
 
 # --------------------------------------------------------------------------- stage functions (CPU tasks)
@@ -250,7 +270,9 @@ def first_of_group(table):
     return table.slice(0, 1)
 
 
-def attach_embeddings(batch: dict[str, np.ndarray], root: str, identity: StoreIdentity, index: list, negatives: bool) -> dict[str, np.ndarray]:
+def attach_embeddings(
+    batch: dict[str, np.ndarray], root: str, identity: StoreIdentity, index: list, negatives: bool
+) -> dict[str, np.ndarray]:
     return AttachEmbeddings(root, identity, index, negatives)(batch)
 
 
@@ -362,7 +384,7 @@ class Run:
         """The store's URI, relative when the store lives inside the output (a copied or moved output
         is self-contained)."""
         inside = self.output.location.uri.rstrip("/") + "/"
-        return self.store.uri[len(inside):] if self.store.uri.startswith(inside) else self.store.uri
+        return self.store.uri[len(inside) :] if self.store.uri.startswith(inside) else self.store.uri
 
     def set_aside_damaged(self) -> None:
         """Move shards, store parts and failure files that cannot be read whole to ``quarantine/``;
@@ -370,7 +392,9 @@ class Run:
         damaged = [(d, self.output.location) for d in self.output.find_damaged(self.output.shard_files(), S.KEY)]
         damaged += [(d, self.output.location) for d in self.output.find_damaged(self.output.failure_files(), S.KEY)]
         parts = self.store.part_files()
-        inside = self.store.location.is_local == self.output.location.is_local and self.store.uri.startswith(self.output.uri.rstrip("/") + "/")
+        inside = self.store.location.is_local == self.output.location.is_local and self.store.uri.startswith(
+            self.output.uri.rstrip("/") + "/"
+        )
         store_base = self.output.location if inside else self.store.location  # OUTPUT/quarantine/ for the output's own store
         damaged += [(d, store_base) for d in self.output.find_damaged(parts, S.CAPTION_KEY, self.store.location)]
         for item, location in damaged:
@@ -405,10 +429,17 @@ class Run:
     def encode(self) -> None:
         start = time.perf_counter()
         captions = self.prompts.map_batches(
-            caption_rows, fn_kwargs={"negatives": self.spec.uses_negative}, batch_format="numpy", num_cpus=self.config.stages.clean.num_cpus
+            caption_rows,
+            fn_kwargs={"negatives": self.spec.uses_negative},
+            batch_format="numpy",
+            num_cpus=self.config.stages.clean.num_cpus,
         )
         partitions = _shuffle_partitions(2 * self.scan.count)
-        distinct = captions.groupby(S.CAPTION_KEY, num_partitions=partitions).map_groups(first_of_group, batch_format="pyarrow").materialize()
+        distinct = (
+            captions.groupby(S.CAPTION_KEY, num_partitions=partitions)
+            .map_groups(first_of_group, batch_format="pyarrow")
+            .materialize()
+        )
         wanted = distinct.count()
         parts = self.store.part_files()
         todo = distinct
@@ -417,7 +448,10 @@ class Run:
             todo = distinct.join(known, join_type="left_anti", num_partitions=partitions, on=(S.CAPTION_KEY,)).materialize()
         self.report.embeddings_encoded = todo.count()
         self.report.embeddings_reused = wanted - self.report.embeddings_encoded
-        self.log(f"embedding store {self.store.uri}: {self.report.embeddings_encoded} captions to encode, {self.report.embeddings_reused} reused")
+        self.log(
+            f"embedding store {self.store.uri}: {self.report.embeddings_encoded} captions to encode, "
+            f"{self.report.embeddings_reused} reused"
+        )
         if self.report.embeddings_encoded:
             stage = self.config.stages.encode
             # Sorted by key and kept in order, so each store part covers a narrow key range and a
@@ -492,7 +526,12 @@ class Run:
             remaining.repartition(target_num_rows_per_block=stages.denoise.batch_size)
             .map_batches(
                 attach_embeddings,
-                fn_kwargs={"root": self.store_root, "identity": self.identity, "index": self.store.index(), "negatives": self.spec.uses_negative},
+                fn_kwargs={
+                    "root": self.store_root,
+                    "identity": self.identity,
+                    "index": self.store.index(),
+                    "negatives": self.spec.uses_negative,
+                },
                 batch_size=stages.denoise.batch_size,
                 batch_format="numpy",
                 num_cpus=stages.clean.num_cpus,  # I/O-bound reads of the store
@@ -516,7 +555,12 @@ class Run:
             )
         )
         sink = ImageSink(
-            self.output.uri, self.run_id, self.spec.row_constants(), self.spec.settings(), self.config.output.rows_per_shard, self.config.output.row_group_size
+            self.output.uri,
+            self.run_id,
+            self.spec.row_constants(),
+            self.spec.settings(),
+            self.config.output.rows_per_shard,
+            self.config.output.row_group_size,
         )
         dataset.write_datasink(sink)
         elapsed = time.perf_counter() - start
@@ -568,15 +612,23 @@ def check_quantization(config: RunConfig) -> None:
     import importlib.util
 
     stage = config.stages.encode
-    needs = {"int8": ("torchao", "pip install torchao"), "bnb-int8": ("bitsandbytes", "pip install bitsandbytes"),
-             "bnb-nf4": ("bitsandbytes", "pip install bitsandbytes")}.get(stage.quantization)
+    needs = {
+        "int8": ("torchao", "pip install torchao"),
+        "bnb-int8": ("bitsandbytes", "pip install bitsandbytes"),
+        "bnb-nf4": ("bitsandbytes", "pip install bitsandbytes"),
+    }.get(stage.quantization)
     if needs is None:
         return
     module, hint = needs
     if importlib.util.find_spec(module) is None:
-        raise UserError(f"stages.encode.quantization {stage.quantization} needs {module} ({hint}, or pip install -e '.[lowvram]')")
+        raise UserError(
+            f"stages.encode.quantization {stage.quantization} needs {module} ({hint}, or pip install -e '.[lowvram]')"
+        )
     if stage.quantization.startswith("bnb") and stage.num_gpus <= 0:
-        raise UserError(f"stages.encode.quantization {stage.quantization}: bitsandbytes runs on CUDA only; set stages.encode.num_gpus or use int8")
+        raise UserError(
+            f"stages.encode.quantization {stage.quantization}: bitsandbytes runs on CUDA only; "
+            "set stages.encode.num_gpus or use int8"
+        )
 
 
 MAX_SIDE_FACTOR = 4
@@ -652,7 +704,7 @@ def _monitored(stage_cls: type, monitor, report_success: bool) -> type:
         def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             failed_before = batch[S.ERROR].astype(bool).copy()
             out = super().__call__(batch)
-            new = [str(e) for e, was in zip(out[S.ERROR], failed_before) if e and not was]
+            new = [str(e) for e, was in zip(out[S.ERROR], failed_before, strict=True) if e and not was]
             ok = int(sum(1 for e in out[S.ERROR] if not e)) if report_success else 0
             verdict = ray.get(monitor.record.remote(ok, new))
             if verdict:
@@ -677,7 +729,9 @@ def _stage_class(name: str):
     return Decoder
 
 
-def run_generate(config: RunConfig, prompts: str, output: str, encode_only: bool = False, dry_run: bool = False) -> dict[str, Any]:
+def run_generate(
+    config: RunConfig, prompts: str, output: str, encode_only: bool = False, dry_run: bool = False
+) -> dict[str, Any]:
     """The whole pipeline (or only the embedding store with ``encode_only``, or only the plan with
     ``dry_run``); returns the run report."""
     run = Run(config, prompts, output)
@@ -699,7 +753,9 @@ def run_generate(config: RunConfig, prompts: str, output: str, encode_only: bool
 
 def _finish(run: Run) -> dict[str, Any]:
     report = run.finish()
-    log(f"done: {report['images_generated']} images generated, {report['images_skipped']} skipped, "
+    log(
+        f"done: {report['images_generated']} images generated, {report['images_skipped']} skipped, "
         f"{report['embeddings_encoded']} captions encoded, {report['embeddings_reused']} reused, "
-        f"{report['images_per_second']:.2f} images/s -> {run.output.uri}")
+        f"{report['images_per_second']:.2f} images/s -> {run.output.uri}"
+    )
     return report

@@ -56,6 +56,7 @@ def plan_size(record: PromptRecord, generation: GenerationConfig, geometry: Mode
 
 # --------------------------------------------------------------------------- batch forms (run in Ray workers)
 
+
 def prompt_chunk(records: list[PromptRecord], default_negative: str):
     """An Arrow table of staged prompts (the negative prompt default already applied; 0 in a
     size column means "not given")."""
@@ -79,7 +80,7 @@ def add_sizes(batch: dict, generation: GenerationConfig, geometry: ModelGeometry
     import numpy as np
 
     sizes = []
-    for width, height, ratio in zip(batch["requested_width"], batch["requested_height"], batch["aspect_ratio"]):
+    for width, height, ratio in zip(batch["requested_width"], batch["requested_height"], batch["aspect_ratio"], strict=True):
         record = PromptRecord("", "", None, int(width) or None, int(height) or None, float(ratio) or None, "")
         sizes.append(plan_size(record, generation, geometry, table))
     batch["width"] = np.array([s.width for s in sizes], dtype=np.int32)
@@ -95,11 +96,15 @@ def expand_images(batch: dict, images_per_prompt: int, run_seed: int) -> dict:
 
     count = len(batch["prompt_id"])
     repeat = np.repeat(np.arange(count), images_per_prompt)
-    out = {name: column[repeat] for name, column in batch.items() if name not in ("requested_width", "requested_height", "aspect_ratio")}
+    out = {
+        name: column[repeat]
+        for name, column in batch.items()
+        if name not in ("requested_width", "requested_height", "aspect_ratio")
+    }
     indices = np.tile(np.arange(images_per_prompt, dtype=np.int32), count)
     ids = out["prompt_id"].tolist()
     out["image_index"] = indices
-    out["key"] = np.array([image_key(p, int(i)) for p, i in zip(ids, indices)], dtype=object)
-    out["seed"] = np.array([image_seed(run_seed, p, int(i)) for p, i in zip(ids, indices)], dtype=np.int64)
+    out["key"] = np.array([image_key(p, int(i)) for p, i in zip(ids, indices, strict=True)], dtype=object)
+    out["seed"] = np.array([image_seed(run_seed, p, int(i)) for p, i in zip(ids, indices, strict=True)], dtype=np.int64)
     out["error"] = np.array([""] * len(ids), dtype=object)
     return out

@@ -280,8 +280,7 @@ def _explicit_id(value: Any, source: str) -> str:
     if not _ID_RE.fullmatch(value):
         _fail(
             source,
-            f"id {_quote(value)} is not allowed: ids are 1-128 characters from "
-            "A-Z a-z 0-9 _ - (they become output keys)",
+            f"id {_quote(value)} is not allowed: ids are 1-128 characters from A-Z a-z 0-9 _ - (they become output keys)",
         )
     return value
 
@@ -437,8 +436,7 @@ class _Tally:
     def _changed(self, detail: str) -> NoReturn:
         _fail(
             self.name,
-            f"the prompt file changed while the run was starting ({detail}); "
-            "re-run when it is no longer being written",
+            f"the prompt file changed while the run was starting ({detail}); re-run when it is no longer being written",
         )
 
 
@@ -692,9 +690,9 @@ def _iter_parquet(path: str | os.PathLike[str], name: str, ids: _IdMaker, tally:
             if batch is None:
                 break
             values = [batch.column(c).to_pylist() for c in known]
-            for cells in zip(*values):
+            for cells in zip(*values, strict=True):
                 row += 1
-                yield _record_from_fields(dict(zip(known, cells)), f"{name}:row {row}", ids)
+                yield _record_from_fields(dict(zip(known, cells, strict=True)), f"{name}:row {row}", ids)
     if row == 0:
         _fail(name, "no prompts (file has no rows)")
 
@@ -716,15 +714,12 @@ def _entries(path: str | os.PathLike[str], ids: _IdMaker, tally: _Tally) -> Iter
     if reader is None:
         _fail(
             name,
-            f"unsupported prompt file type {extension or '(no extension)'!r}; "
-            f"use one of {', '.join(SUPPORTED_EXTENSIONS)}",
+            f"unsupported prompt file type {extension or '(no extension)'!r}; use one of {', '.join(SUPPORTED_EXTENSIONS)}",
         )
     return reader(path, name, ids, tally)
 
 
-def _duplicate_id(
-    name: str, record: PromptRecord, explicit: bool, earlier: PromptRecord, earlier_explicit: bool
-) -> NoReturn:
+def _duplicate_id(name: str, record: PromptRecord, explicit: bool, earlier: PromptRecord, earlier_explicit: bool) -> NoReturn:
     """Raise the error for ``record`` reusing the id of the ``earlier`` one."""
 
     def where(r: PromptRecord) -> str:
@@ -797,7 +792,9 @@ def scan_prompts(path: str | os.PathLike[str]) -> PromptScan:
     values, counts = np.unique(digests, return_counts=True)
     repeated = frozenset(int(v) for v in values[counts > 1])
     clash = bool(lookalikes) and _derived_clash(lookalikes, values, counts)
-    explicit_values, explicit_counts = np.unique(np.frombuffer(explicit, dtype=np.uint64), return_counts=True) if len(explicit) else (None, None)
+    explicit_values, explicit_counts = (
+        np.unique(np.frombuffer(explicit, dtype=np.uint64), return_counts=True) if len(explicit) else (None, None)
+    )
     if clash or (explicit_counts is not None and (explicit_counts > 1).any()):
         _raise_duplicate(path, repeated, tally.fingerprint())
     return PromptScan(name, count, repeated, tally.fingerprint(), largest)
@@ -816,9 +813,7 @@ def _derived_clash(lookalikes: list[str], values, counts) -> bool:
     return False
 
 
-def _raise_duplicate(
-    path: str | os.PathLike[str], repeated: frozenset[int], fingerprint: PromptFingerprint
-) -> NoReturn:
+def _raise_duplicate(path: str | os.PathLike[str], repeated: frozenset[int], fingerprint: PromptFingerprint) -> NoReturn:
     """Find the first id that repeats (second pass, exact) and raise the error naming both lines."""
     name = os.fsdecode(path)
     tally = _Tally(name, fingerprint)

@@ -40,48 +40,47 @@ class Role(str, Enum):
     OPERATIONAL = "operational"
 
 
-E, I, C, O = Role.EMBEDDING, Role.IMAGE, Role.CHECKPOINT, Role.OPERATIONAL
 ROLES: dict[str, Role] = {
-    "model.path": C,
-    "model.tiny_seed": C,
-    "model.revision": C,
-    "model.components_from": C,
-    "model.max_sequence_length": E,
-    "model.clean_caption": E,
-    "generation.seed": I,
-    "generation.images_per_prompt": I,
-    "generation.num_inference_steps": I,
-    "generation.guidance_scale": I,
-    "generation.negative_prompt": I,
-    "generation.width": I,
-    "generation.height": I,
-    "generation.scheduler": I,
-    "generation.timesteps": I,
+    "model.path": Role.CHECKPOINT,
+    "model.tiny_seed": Role.CHECKPOINT,
+    "model.revision": Role.CHECKPOINT,
+    "model.components_from": Role.CHECKPOINT,
+    "model.max_sequence_length": Role.EMBEDDING,
+    "model.clean_caption": Role.EMBEDDING,
+    "generation.seed": Role.IMAGE,
+    "generation.images_per_prompt": Role.IMAGE,
+    "generation.num_inference_steps": Role.IMAGE,
+    "generation.guidance_scale": Role.IMAGE,
+    "generation.negative_prompt": Role.IMAGE,
+    "generation.width": Role.IMAGE,
+    "generation.height": Role.IMAGE,
+    "generation.scheduler": Role.IMAGE,
+    "generation.timesteps": Role.IMAGE,
     # Resources of every stage ("*" stands for the stage's name only; each field is listed).
-    "stages.*.batch_size": O,  # batch invariance: images do not depend on batch size (tested)
-    "stages.*.num_gpus": O,
-    "stages.*.num_cpus": O,
-    "stages.*.concurrency": O,
-    "stages.clean.dtype": O,  # no model in this stage
-    "stages.write.dtype": O,  # no model in this stage
-    "stages.encode.dtype": E,
-    "stages.encode.quantization": E,
-    "stages.denoise.dtype": I,
-    "stages.decode.dtype": I,
-    "stages.decode.vae_tiling": I,
-    "stages.decode.vae_slicing": O,  # one image at a time: the same pixels
-    "output.image_format": I,
-    "output.image_quality": I,
-    "output.rows_per_shard": O,
-    "output.row_group_size": O,
-    "output.store_rows_per_part": O,
-    "output.store": O,
-    "failures.max_consecutive": O,
-    "failures.max_rate": O,
-    "failures.rate_after": O,
-    "ray.address": O,
-    "ray.num_cpus": O,
-    "ray.no_progress_timeout_s": O,
+    "stages.*.batch_size": Role.OPERATIONAL,  # batch invariance: images do not depend on batch size (tested)
+    "stages.*.num_gpus": Role.OPERATIONAL,
+    "stages.*.num_cpus": Role.OPERATIONAL,
+    "stages.*.concurrency": Role.OPERATIONAL,
+    "stages.clean.dtype": Role.OPERATIONAL,  # no model in this stage
+    "stages.write.dtype": Role.OPERATIONAL,  # no model in this stage
+    "stages.encode.dtype": Role.EMBEDDING,
+    "stages.encode.quantization": Role.EMBEDDING,
+    "stages.denoise.dtype": Role.IMAGE,
+    "stages.decode.dtype": Role.IMAGE,
+    "stages.decode.vae_tiling": Role.IMAGE,
+    "stages.decode.vae_slicing": Role.OPERATIONAL,  # one image at a time: the same pixels
+    "output.image_format": Role.IMAGE,
+    "output.image_quality": Role.IMAGE,
+    "output.rows_per_shard": Role.OPERATIONAL,
+    "output.row_group_size": Role.OPERATIONAL,
+    "output.store_rows_per_part": Role.OPERATIONAL,
+    "output.store": Role.OPERATIONAL,
+    "failures.max_consecutive": Role.OPERATIONAL,
+    "failures.max_rate": Role.OPERATIONAL,
+    "failures.rate_after": Role.OPERATIONAL,
+    "ray.address": Role.OPERATIONAL,
+    "ray.num_cpus": Role.OPERATIONAL,
+    "ray.no_progress_timeout_s": Role.OPERATIONAL,
 }
 
 GROWABLE_SETTINGS = {"generation.images_per_prompt"}
@@ -201,7 +200,8 @@ class RunSpec:
             config=config,
             model=model,
             geometry=read_model_geometry(
-                model.local_dir, {name: model.checkpoint_of(name).local_dir / name for name in ("transformer", "vae", "text_encoder")}
+                model.local_dir,
+                {name: model.checkpoint_of(name).local_dir / name for name in ("transformer", "vae", "text_encoder")},
             ),
             max_sequence_length=config.model.max_sequence_length or model.family.max_sequence_length,
             scheduler_class=scheduler_class_for(config.generation.scheduler, model.shipped_scheduler),
@@ -249,7 +249,9 @@ class RunSpec:
         """What determines the embeddings: the encoder's files, its width and every ``embedding`` field."""
         from .store import StoreIdentity
 
-        return StoreIdentity(encoder=encoder_identity(self.model), d_model=self.geometry.text_dim, settings=self._values(Role.EMBEDDING))
+        return StoreIdentity(
+            encoder=encoder_identity(self.model), d_model=self.geometry.text_dim, settings=self._values(Role.EMBEDDING)
+        )
 
     def settings(self) -> dict[str, Any]:
         """What determines the images (the settings guard; also written into every shard)."""
@@ -257,7 +259,9 @@ class RunSpec:
             "checkpoint": checkpoint_identity(self.model),
             "model": self.model.name if self.model.is_hub else "local checkpoint",
             "revision": self.model.revision,
-            "components_from": None if self.model.base is None else (self.model.base.name if self.model.base.is_hub else "local checkpoint"),
+            "components_from": None
+            if self.model.base is None
+            else (self.model.base.name if self.model.base.is_hub else "local checkpoint"),
             "family": self.family.name,
             "scheduler_class": self.scheduler_class,
             **self._values(Role.EMBEDDING, Role.IMAGE),

@@ -128,8 +128,9 @@ def _raise_if_full(exc: OSError, loc: Location, path: str) -> None:
     text = str(exc)
     if code in FULL_ERRNOS or "No space left on device" in text or "Disk quota exceeded" in text:
         raise StorageFullError(
-            errno.ENOSPC, f"{loc.uri}: no space left on the device (or quota exceeded) while writing {posixpath.basename(path)}; "
-            "nothing partial was kept — free space and re-run the same command to resume"
+            errno.ENOSPC,
+            f"{loc.uri}: no space left on the device (or quota exceeded) while writing {posixpath.basename(path)}; "
+            "nothing partial was kept — free space and re-run the same command to resume",
         ) from None
 
 

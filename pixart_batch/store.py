@@ -109,7 +109,13 @@ class EmbeddingStore:
             path,
             table,
             row_group_size=64,
-            compression={S.CAPTION_KEY: "zstd", S.CAPTION: "zstd", S.NUM_TOKENS: "zstd", S.TRUNCATED: "zstd", S.EMBEDDING: "none"},
+            compression={
+                S.CAPTION_KEY: "zstd",
+                S.CAPTION: "zstd",
+                S.NUM_TOKENS: "zstd",
+                S.TRUNCATED: "zstd",
+                S.EMBEDDING: "none",
+            },
             use_dictionary=[S.CAPTION_KEY, S.CAPTION],
             write_statistics=[S.CAPTION_KEY, S.NUM_TOKENS],
         )
@@ -156,7 +162,9 @@ class EmbeddingStore:
             if not groups:
                 continue
             with self.location.fs.open_input_file(path) as handle:
-                table = pq.ParquetFile(handle).read_row_groups(groups, columns=[S.CAPTION_KEY, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING])
+                table = pq.ParquetFile(handle).read_row_groups(
+                    groups, columns=[S.CAPTION_KEY, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING]
+                )
             wanted_here = set(candidates)
             for row in table.to_pylist():
                 key = row.pop(S.CAPTION_KEY)

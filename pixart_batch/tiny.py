@@ -84,9 +84,23 @@ def _seeded_init_(module, generator) -> None:
 
 SIZES = {
     # tiny: every test and the default demo (seconds on a CPU).
-    "tiny": {"dit_layers": 2, "dit_heads": 2, "dit_head_dim": 8, "vae_channels": (8, 8, 16, 16), "vae_groups": 4, "t5_d_model": 32},
+    "tiny": {
+        "dit_layers": 2,
+        "dit_heads": 2,
+        "dit_head_dim": 8,
+        "vae_channels": (8, 8, 16, 16),
+        "vae_groups": 4,
+        "t5_d_model": 32,
+    },
     # small: the real block structure at a width where the DiT dominates a CPU run (benchmarks).
-    "small": {"dit_layers": 8, "dit_heads": 6, "dit_head_dim": 64, "vae_channels": (32, 32, 64, 64), "vae_groups": 16, "t5_d_model": 64},
+    "small": {
+        "dit_layers": 8,
+        "dit_heads": 6,
+        "dit_head_dim": 64,
+        "vae_channels": (32, 32, 64, 64),
+        "vae_groups": 16,
+        "t5_d_model": 64,
+    },
 }
 VAE_SCALING = {"alpha": 0.18215, "sigma": 0.13025}
 """α uses the SD VAE (0.18215); Σ the SDXL VAE (0.13025)."""
@@ -143,8 +157,11 @@ def write_spiece_tokenizer(folder: str | os.PathLike) -> Path:
     spec.vocab_size = len(vocab)
     spec.pad_id, spec.eos_id, spec.unk_id, spec.bos_id = 0, 1, 2, -1
     spec.pad_piece, spec.eos_piece, spec.unk_piece = "<pad>", "</s>", "<unk>"
-    kinds = {"<pad>": model_pb2.ModelProto.SentencePiece.CONTROL, "</s>": model_pb2.ModelProto.SentencePiece.CONTROL,
-             "<unk>": model_pb2.ModelProto.SentencePiece.UNKNOWN}
+    kinds = {
+        "<pad>": model_pb2.ModelProto.SentencePiece.CONTROL,
+        "</s>": model_pb2.ModelProto.SentencePiece.CONTROL,
+        "<unk>": model_pb2.ModelProto.SentencePiece.UNKNOWN,
+    }
     for piece, score in vocab:
         entry = proto.pieces.add()
         entry.piece, entry.score = piece, score
@@ -299,7 +316,9 @@ def cached_tiny_checkpoint(seed: int = 0, family: str = "alpha", scheduler: str 
     Concurrent first uses are safe: each builds in a private staging directory and
     the first rename wins; the others discard theirs.
     """
-    suffix = "".join(f"-{part}" for part in (scheduler if scheduler != "dpm-solver++" else "", size if size != "tiny" else "") if part)
+    suffix = "".join(
+        f"-{part}" for part in (scheduler if scheduler != "dpm-solver++" else "", size if size != "tiny" else "") if part
+    )
     target = default_cache_dir() / f"tiny-pixart-{family}-seed{seed}{suffix}-v2"
     if (target / "model_index.json").is_file():
         return target

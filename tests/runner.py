@@ -7,8 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 
@@ -22,7 +22,11 @@ def cli_env(**extra: str) -> dict[str, str]:
 def start_cli(args: list[str], log: Path, **env: str) -> subprocess.Popen:
     handle = open(log, "ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "pixart_batch", *args], stdout=handle, stderr=subprocess.STDOUT, env=cli_env(**env), start_new_session=True
+        [sys.executable, "-m", "pixart_batch", *args],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env=cli_env(**env),
+        start_new_session=True,
     )
 
 

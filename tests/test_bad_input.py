@@ -24,7 +24,11 @@ def existing_output(tmp_path):
 
 
 def snapshot(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def refused(capsys, args: list[str], output: Path, *needles: str) -> str:
@@ -85,7 +89,13 @@ def test_unknown_config_key(tmp_path, capsys, existing_output):
 def test_missing_checkpoint(tmp_path, capsys, existing_output):
     prompts = tmp_path / "p.txt"
     prompts.write_text(GOOD)
-    refused(capsys, generate(prompts, existing_output, "--model", str(tmp_path / "no-such-model")), existing_output, "no-such-model", "not found")
+    refused(
+        capsys,
+        generate(prompts, existing_output, "--model", str(tmp_path / "no-such-model")),
+        existing_output,
+        "no-such-model",
+        "not found",
+    )
 
 
 def test_pickle_checkpoint_is_refused(tmp_path, capsys, existing_output, tiny_model):
@@ -95,7 +105,9 @@ def test_pickle_checkpoint_is_refused(tmp_path, capsys, existing_output, tiny_mo
     shutil.copytree(tiny_model, unsafe)
     weights = unsafe / "transformer" / "diffusion_pytorch_model.safetensors"
     weights.rename(weights.with_name("diffusion_pytorch_model.bin"))
-    refused(capsys, generate(prompts, existing_output, "--model", str(unsafe)), existing_output, "transformer", "only safetensors")
+    refused(
+        capsys, generate(prompts, existing_output, "--model", str(unsafe)), existing_output, "transformer", "only safetensors"
+    )
 
 
 def test_unwritable_output(tmp_path, capsys):
@@ -136,7 +148,13 @@ def test_unsupported_checkpoint_classes_are_refused(tmp_path, capsys, existing_o
     (checkpoint / "model_index.json").write_text(json.dumps(index))
     prompts = tmp_path / "p.txt"
     prompts.write_text(GOOD)
-    refused(capsys, generate(prompts, existing_output, "--model", str(checkpoint)), existing_output, "my_schedulers.FancyScheduler", "no custom or remote code")
+    refused(
+        capsys,
+        generate(prompts, existing_output, "--model", str(checkpoint)),
+        existing_output,
+        "my_schedulers.FancyScheduler",
+        "no custom or remote code",
+    )
 
 
 def test_quantization_without_its_package_is_refused(tmp_path, capsys, existing_output, monkeypatch):

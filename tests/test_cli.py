@@ -18,7 +18,17 @@ def test_help_does_not_import_heavy_modules():
 def test_console_script_help_runs():
     result = subprocess.run([sys.executable, "-m", "pixart_batch", "generate", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for flag in ("--config", "--prompts", "--output", "--model", "--seed", "--images-per-prompt", "--batch-size", "--steps", "--guidance-scale"):
+    for flag in (
+        "--config",
+        "--prompts",
+        "--output",
+        "--model",
+        "--seed",
+        "--images-per-prompt",
+        "--batch-size",
+        "--steps",
+        "--guidance-scale",
+    ):
         assert flag in result.stdout
 
 

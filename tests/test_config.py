@@ -8,14 +8,26 @@ def test_recipes_load():
     from pathlib import Path
 
     names = sorted(p.stem for p in Path("configs").glob("*.yaml"))
-    assert {"tiny", "pixart-alpha-1024", "pixart-sigma-1024", "pixart-sigma-2k", "pixart-lcm-1024", "pixart-dmd-512", "low-vram-8gb"} <= set(names)
+    assert {
+        "tiny",
+        "pixart-alpha-1024",
+        "pixart-sigma-1024",
+        "pixart-sigma-2k",
+        "pixart-lcm-1024",
+        "pixart-dmd-512",
+        "low-vram-8gb",
+    } <= set(names)
     for name in names:
         config = load_config(f"configs/{name}.yaml")
         assert isinstance(config, RunConfig)
     lcm = load_config("configs/pixart-lcm-1024.yaml").generation
     assert (lcm.num_inference_steps, lcm.guidance_scale, lcm.scheduler) == (4, 0.0, "checkpoint")
     dmd = load_config("configs/pixart-dmd-512.yaml")
-    assert (dmd.generation.timesteps, dmd.generation.num_inference_steps, dmd.model.components_from) == ([400], 1, "PixArt-alpha/PixArt-XL-2-512x512")
+    assert (dmd.generation.timesteps, dmd.generation.num_inference_steps, dmd.model.components_from) == (
+        [400],
+        1,
+        "PixArt-alpha/PixArt-XL-2-512x512",
+    )
     low = load_config("configs/low-vram-8gb.yaml").stages
     assert low.encode.quantization == "int8" and low.decode.vae_tiling and low.decode.vae_slicing
     assert load_config("configs/pixart-alpha-1024.yaml").stages.denoise.num_gpus > 0

@@ -20,9 +20,19 @@ from pixart_batch.pipeline import run_generate
 
 pytestmark = pytest.mark.slow
 
-PROMPTS = [f"a {color} {thing}" for color in ("red", "blue", "green") for thing in ("fox in the snow", "house by the sea", "tree on a hill")]
-SMALL = {"output.rows_per_shard": 3, "output.row_group_size": 3, "output.store_rows_per_part": 3,
-         "stages.encode.batch_size": 3, "stages.denoise.batch_size": 3, "stages.decode.batch_size": 3}
+PROMPTS = [
+    f"a {color} {thing}"
+    for color in ("red", "blue", "green")
+    for thing in ("fox in the snow", "house by the sea", "tree on a hill")
+]
+SMALL = {
+    "output.rows_per_shard": 3,
+    "output.row_group_size": 3,
+    "output.store_rows_per_part": 3,
+    "stages.encode.batch_size": 3,
+    "stages.denoise.batch_size": 3,
+    "stages.decode.batch_size": 3,
+}
 
 
 def _images(output: Path) -> dict[str, np.ndarray]:
@@ -308,7 +318,9 @@ def test_sigterm_stops_like_ctrl_c(tmp_path):
 
 def test_relative_paths_inside_a_ray_job_are_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
-    code, text = _cli(capsys, "generate", "--config", "configs/tiny.yaml", "--prompts", "examples/prompts.txt", "--output", "out/x")
+    code, text = _cli(
+        capsys, "generate", "--config", "configs/tiny.yaml", "--prompts", "examples/prompts.txt", "--output", "out/x"
+    )
     assert code == 2 and "--output out/x" in text and "absolute path" in text
 
 

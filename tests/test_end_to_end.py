@@ -113,14 +113,21 @@ def test_rows_reproduce_with_plain_diffusers(request, which, tiny_pipeline):
     for row in sorted(rows.values(), key=lambda r: r["key"])[:12]:
         generator = torch.Generator("cpu").manual_seed(row["seed"])
         common = dict(
-            negative_prompt=row["negative_prompt"], generator=generator, num_inference_steps=row["num_inference_steps"],
-            guidance_scale=row["guidance_scale"], output_type="pil",
+            negative_prompt=row["negative_prompt"],
+            generator=generator,
+            num_inference_steps=row["num_inference_steps"],
+            guidance_scale=row["guidance_scale"],
+            output_type="pil",
         )
         if (row["height"], row["width"]) == (row["bucket_height"], row["bucket_width"]):
-            image = tiny_pipeline(row["prompt"], height=row["bucket_height"], width=row["bucket_width"], use_resolution_binning=False, **common).images[0]
+            image = tiny_pipeline(
+                row["prompt"], height=row["bucket_height"], width=row["bucket_width"], use_resolution_binning=False, **common
+            ).images[0]
             checked += 1
         else:  # diffusers' own resolution binning maps the requested size to the same bucket and resizes back
-            image = tiny_pipeline(row["prompt"], height=row["height"], width=row["width"], use_resolution_binning=True, **common).images[0]
+            image = tiny_pipeline(
+                row["prompt"], height=row["height"], width=row["width"], use_resolution_binning=True, **common
+            ).images[0]
             resized += 1
         delta = np.abs(_pixels(image) - _pixels(row["image"])).max()
         assert delta <= 2, (row["key"], delta)
@@ -129,7 +136,11 @@ def test_rows_reproduce_with_plain_diffusers(request, which, tiny_pipeline):
 
 def test_batch_size_does_not_change_images(tmp_path, mixed_run, ray_session):
     prompts, output_8, _ = mixed_run
-    run_generate(tiny_config(**{"generation.images_per_prompt": 2, "stages.denoise.batch_size": 1, "stages.decode.batch_size": 1}), str(prompts), str(tmp_path / "b1"))
+    run_generate(
+        tiny_config(**{"generation.images_per_prompt": 2, "stages.denoise.batch_size": 1, "stages.decode.batch_size": 1}),
+        str(prompts),
+        str(tmp_path / "b1"),
+    )
     _, rows_8 = load_rows(output_8)
     _, rows_1 = load_rows(tmp_path / "b1")
     assert rows_1.keys() == rows_8.keys()

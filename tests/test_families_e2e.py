@@ -39,9 +39,15 @@ def _reproduce(pipeline_class: str, model: Path, row: dict, **extra) -> np.ndarr
     pipe = getattr(diffusers, pipeline_class).from_pretrained(model, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     image = pipe(
-        row["prompt"], negative_prompt=row["negative_prompt"], generator=torch.Generator("cpu").manual_seed(row["seed"]),
-        num_inference_steps=row["num_inference_steps"], guidance_scale=row["guidance_scale"],
-        height=row["bucket_height"], width=row["bucket_width"], use_resolution_binning=False, **extra,
+        row["prompt"],
+        negative_prompt=row["negative_prompt"],
+        generator=torch.Generator("cpu").manual_seed(row["seed"]),
+        num_inference_steps=row["num_inference_steps"],
+        guidance_scale=row["guidance_scale"],
+        height=row["bucket_height"],
+        width=row["bucket_width"],
+        use_resolution_binning=False,
+        **extra,
     ).images[0]
     return np.asarray(image, dtype=np.int16)
 
@@ -51,7 +57,9 @@ def _check_rows_reproduce(rows, pipeline_class, model, limit=4, **extra):
     for row in sorted(rows, key=lambda r: r["key"]):
         if (row["height"], row["width"]) != (row["bucket_height"], row["bucket_width"]):
             continue
-        delta = np.abs(_reproduce(pipeline_class, model, row, **extra) - np.asarray(row["image"].convert("RGB"), dtype=np.int16)).max()
+        delta = np.abs(
+            _reproduce(pipeline_class, model, row, **extra) - np.asarray(row["image"].convert("RGB"), dtype=np.int16)
+        ).max()
         assert delta <= 2, (row["key"], delta)
         checked += 1
         if checked == limit:

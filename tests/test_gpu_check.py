@@ -33,7 +33,19 @@ def test_gpu_recipe_on_a_cpu_cluster_is_refused_before_any_work(ray_session, tin
     prompts = tmp_path / "p.txt"
     prompts.write_text("a cat\n")
     capsys.readouterr()
-    code = main(["generate", "--config", "configs/one-gpu.yaml", "--model", "tiny", "--prompts", str(prompts), "--output", str(tmp_path / "out")])
+    code = main(
+        [
+            "generate",
+            "--config",
+            "configs/one-gpu.yaml",
+            "--model",
+            "tiny",
+            "--prompts",
+            str(prompts),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "GPUs at once" in err and err.count("\n") == 1
     assert not list((tmp_path / "out").rglob("*.parquet"))

@@ -18,7 +18,11 @@ ADDED = ["a green tree on a hill", "a blue house by the sea, at night"]
 
 
 def snapshot(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +111,11 @@ def test_changed_settings_are_refused_and_output_untouched(tmp_path, first_run, 
 
         target = tmp_path / "grown"
         shutil.copytree(output, target)
-        settings = (target / "settings.json").read_text().replace('"generation.images_per_prompt": 1', '"generation.images_per_prompt": 2')
+        settings = (
+            (target / "settings.json")
+            .read_text()
+            .replace('"generation.images_per_prompt": 1', '"generation.images_per_prompt": 2')
+        )
         (target / "settings.json").write_text(settings)
     before = snapshot(target)
     capsys.readouterr()

@@ -31,7 +31,9 @@ def test_an_unclassified_field_is_caught():
     Extended = dataclasses.make_dataclass(
         "Extended", [("sharpness", float, dataclasses.field(default=0.0))], bases=(GenerationConfig,), frozen=True
     )
-    Config = dataclasses.make_dataclass("Config", [("generation", Extended, dataclasses.field(default_factory=Extended))], bases=(RunConfig,), frozen=True)
+    Config = dataclasses.make_dataclass(
+        "Config", [("generation", Extended, dataclasses.field(default_factory=Extended))], bases=(RunConfig,), frozen=True
+    )
     with pytest.raises(TypeError, match="generation.sharpness"):
         check_classified(Config)
 
@@ -51,8 +53,14 @@ def test_roles_drive_store_key_settings_and_rows(tiny_model):
     # An image setting changes the guard, not the store; an embedding setting changes both.
     steps = _spec(tiny_model, num_inference_steps=7)
     assert steps.settings() != settings and steps.store_identity().key() == spec.store_identity().key()
-    quantized = RunSpec.build(dataclasses.replace(spec.config, stages=dataclasses.replace(
-        spec.config.stages, encode=dataclasses.replace(spec.config.stages.encode, quantization="int8"))))
+    quantized = RunSpec.build(
+        dataclasses.replace(
+            spec.config,
+            stages=dataclasses.replace(
+                spec.config.stages, encode=dataclasses.replace(spec.config.stages.encode, quantization="int8")
+            ),
+        )
+    )
     assert quantized.store_identity().key() != spec.store_identity().key()
     rows = spec.row_constants()
     assert rows[S.STEPS] == 20 and rows[S.MAX_SEQ_LEN] == 120 and rows[S.TIMESTEPS] == []
@@ -74,7 +82,10 @@ def _copy(tiny_model, tmp_path, edit) -> str:
     "edit, message",
     [
         (lambda i: i.update(_class_name="StableDiffusionPipeline"), "pipeline class 'StableDiffusionPipeline' is not supported"),
-        (lambda i: i.update(scheduler=["my_package", "MyScheduler"]), r"scheduler is my_package.MyScheduler, which is not loaded"),
+        (
+            lambda i: i.update(scheduler=["my_package", "MyScheduler"]),
+            r"scheduler is my_package.MyScheduler, which is not loaded",
+        ),
         (lambda i: i.update(transformer=["diffusers", "UNet2DConditionModel"]), "transformer is diffusers.UNet2DConditionModel"),
         (lambda i: i.update(tokenizer=["transformers", "AutoTokenizer"]), "no custom or remote code"),
         (lambda i: i.update(safety_checker=["pipeline", "Checker"]), "unknown component 'safety_checker'"),
@@ -113,15 +124,35 @@ def test_components_from_supplies_what_a_transformer_only_checkpoint_lacks(tmp_p
     (bare / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match="has no vae .set model.components_from"):
         _spec(bare)
-    config = RunConfig(model=ModelConfig(path=str(bare), components_from=str(base)),
-                       generation=GenerationConfig(num_inference_steps=1, guidance_scale=1.0, timesteps=[400]))
+    config = RunConfig(
+        model=ModelConfig(path=str(bare), components_from=str(base)),
+        generation=GenerationConfig(num_inference_steps=1, guidance_scale=1.0, timesteps=[400]),
+    )
     spec = RunSpec.build(config)
     sources = {c.name: c.source for c in spec.model.components}
-    assert sources == {"transformer": str(bare), "scheduler": str(bare), "text_encoder": str(base), "tokenizer": str(base), "vae": str(base)}
+    assert sources == {
+        "transformer": str(bare),
+        "scheduler": str(bare),
+        "text_encoder": str(base),
+        "tokenizer": str(base),
+        "vae": str(base),
+    }
     assert spec.scheduler_class == "DDPMScheduler"
     assert spec.settings()["components_from"] == "local checkpoint"
     images, _ = _stage_images(spec, PROMPTS[:1], [9], [(256, 256, 256, 256)])
-    plain = _plain(full, "PixArtAlphaPipeline", None, PROMPTS[0], 9, 256, 256, False, num_inference_steps=1, timesteps=[400], guidance_scale=1.0)
+    plain = _plain(
+        full,
+        "PixArtAlphaPipeline",
+        None,
+        PROMPTS[0],
+        9,
+        256,
+        256,
+        False,
+        num_inference_steps=1,
+        timesteps=[400],
+        guidance_scale=1.0,
+    )
     assert _max_delta(images[0], plain) <= 2
 
 
@@ -173,17 +204,31 @@ def _stage_images(spec: RunSpec, prompts, seeds, sizes, negative="") -> tuple[np
     }
     rows = Decoder(spec.decode_spec())(Denoiser(spec.denoise_spec())(rows))
     assert not any(rows[S.ERROR]), rows[S.ERROR]
-    images = [np.frombuffer(p, np.uint8).reshape(int(h), int(w), 3) for p, h, w in zip(rows[S.PIXELS], rows[S.HEIGHT], rows[S.WIDTH])]
+    images = [
+        np.frombuffer(p, np.uint8).reshape(int(h), int(w), 3)
+        for p, h, w in zip(rows[S.PIXELS], rows[S.HEIGHT], rows[S.WIDTH], strict=True)
+    ]
     return images, list(rows[S.SCHEDULER])
 
 
-def _plain(path, pipeline_class: str, scheduler: str | None, prompt: str, seed: int, height: int, width: int, binning: bool, **call) -> np.ndarray:
+def _plain(
+    path, pipeline_class: str, scheduler: str | None, prompt: str, seed: int, height: int, width: int, binning: bool, **call
+) -> np.ndarray:
     pipe = getattr(diffusers, pipeline_class).from_pretrained(path, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
     if scheduler is not None:  # as a user swaps schedulers in diffusers
-        pipe.scheduler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(pipe.scheduler.config, **SCHEDULER_OVERRIDES.get(scheduler, {}))
-    image = pipe(prompt, generator=torch.Generator("cpu").manual_seed(seed), height=height, width=width,
-                 use_resolution_binning=binning, output_type="np", **call).images[0]
+        pipe.scheduler = getattr(diffusers, SCHEDULERS[scheduler]).from_config(
+            pipe.scheduler.config, **SCHEDULER_OVERRIDES.get(scheduler, {})
+        )
+    image = pipe(
+        prompt,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        height=height,
+        width=width,
+        use_resolution_binning=binning,
+        output_type="np",
+        **call,
+    ).images[0]
     return (image * 255).round().astype(np.uint8)
 
 
@@ -200,9 +245,20 @@ def test_each_scheduler_option_reproduces_with_from_config(tiny_model, option):
     images, ran = _stage_images(spec, PROMPTS, seeds, [(256, 256, 256, 256), (128, 512, 128, 512)])
     wanted = "DPMSolverMultistepScheduler" if option == "checkpoint" else SCHEDULERS[option]
     assert ran == [wanted] * 2 and spec.scheduler_class == wanted
-    for prompt, seed, image, (h, w) in zip(PROMPTS, seeds, images, [(256, 256), (128, 512)]):
-        plain = _plain(tiny_model, "PixArtAlphaPipeline", None if option == "checkpoint" else option, prompt, seed, h, w, False,
-                       negative_prompt="", num_inference_steps=steps, guidance_scale=guidance)
+    for prompt, seed, image, (h, w) in zip(PROMPTS, seeds, images, [(256, 256), (128, 512)], strict=True):
+        plain = _plain(
+            tiny_model,
+            "PixArtAlphaPipeline",
+            None if option == "checkpoint" else option,
+            prompt,
+            seed,
+            h,
+            w,
+            False,
+            negative_prompt="",
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+        )
         assert _max_delta(image, plain) <= 2, option
 
 
@@ -227,7 +283,19 @@ def test_dmd_one_step_with_explicit_timesteps():
     spec = _spec(path, num_inference_steps=1, guidance_scale=1.0, timesteps=[400])
     images, ran = _stage_images(spec, PROMPTS[:1], [9], [(256, 256, 256, 256)])
     assert ran == ["DDPMScheduler"] and spec.row_constants()[S.TIMESTEPS] == [400]
-    plain = _plain(path, "PixArtAlphaPipeline", None, PROMPTS[0], 9, 256, 256, False, num_inference_steps=1, timesteps=[400], guidance_scale=1.0)
+    plain = _plain(
+        path,
+        "PixArtAlphaPipeline",
+        None,
+        PROMPTS[0],
+        9,
+        256,
+        256,
+        False,
+        num_inference_steps=1,
+        timesteps=[400],
+        guidance_scale=1.0,
+    )
     assert _max_delta(images[0], plain) <= 2
 
 
@@ -237,9 +305,20 @@ def test_sigma_matches_pixart_sigma_pipeline():
     path = cached_tiny_checkpoint(0, family="sigma")
     spec = _spec(path, num_inference_steps=6)
     images, _ = _stage_images(spec, PROMPTS, [3, 4], [(256, 256, 256, 256), (128, 512, 128, 512)])
-    for prompt, seed, image, (h, w) in zip(PROMPTS, [3, 4], images, [(256, 256), (128, 512)]):
-        plain = _plain(path, "PixArtSigmaPipeline", None, prompt, seed, h, w, False, negative_prompt="", num_inference_steps=6,
-                       max_sequence_length=300)
+    for prompt, seed, image, (h, w) in zip(PROMPTS, [3, 4], images, [(256, 256), (128, 512)], strict=True):
+        plain = _plain(
+            path,
+            "PixArtSigmaPipeline",
+            None,
+            prompt,
+            seed,
+            h,
+            w,
+            False,
+            negative_prompt="",
+            num_inference_steps=6,
+            max_sequence_length=300,
+        )
         assert _max_delta(image, plain) <= 2
 
 
@@ -267,10 +346,16 @@ def test_resize_back_is_exactly_diffusers_binning(tiny_model):
     spec = _spec(tiny_model, num_inference_steps=4)
     requested = [(30, 43), (96, 160), (200, 90)]
     buckets = [PixArtImageProcessor.classify_height_width_bin(h, w, ratios=table) for h, w in requested]
-    images, _ = _stage_images(spec, [*PROMPTS, "a lighthouse"], [1, 2, 3], [(*b, *r) for b, r in zip(buckets, requested)])
+    images, _ = _stage_images(
+        spec, [*PROMPTS, "a lighthouse"], [1, 2, 3], [(*b, *r) for b, r in zip(buckets, requested, strict=True)]
+    )
     assert [image.shape[:2] for image in images] == requested
-    for prompt, seed, image, (h, w), (bh, bw) in zip([*PROMPTS, "a lighthouse"], [1, 2, 3], images, requested, buckets):
-        plain = _plain(tiny_model, "PixArtAlphaPipeline", None, prompt, seed, h, w, True, negative_prompt="", num_inference_steps=4)
+    for prompt, seed, image, (h, w), (bh, bw) in zip(
+        [*PROMPTS, "a lighthouse"], [1, 2, 3], images, requested, buckets, strict=True
+    ):
+        plain = _plain(
+            tiny_model, "PixArtAlphaPipeline", None, prompt, seed, h, w, True, negative_prompt="", num_inference_steps=4
+        )
         if diffusers_resize_is_whole(bh, bw, h, w):
             assert _max_delta(image, plain) <= 2
         else:
@@ -294,7 +379,9 @@ def test_int8_text_encoder_deviation_is_reported_and_small(tiny_model, capsys):
         scale = torch.cat([reference[i, :c] for i, c in enumerate(counts)]).abs().mean()
         deviation[name] = (float(error.max()), float(error.mean() / scale))
     with capsys.disabled():
-        print("\n  T5 embedding deviation from float32 (tiny checkpoint): "
-              + ", ".join(f"{k}: max |Δ| {v[0]:.4f}, mean |Δ|/mean |x| {v[1]:.4f}" for k, v in deviation.items()))
+        print(
+            "\n  T5 embedding deviation from float32 (tiny checkpoint): "
+            + ", ".join(f"{k}: max |Δ| {v[0]:.4f}, mean |Δ|/mean |x| {v[1]:.4f}" for k, v in deviation.items())
+        )
     assert deviation["int8"][1] < 0.05 and deviation["bfloat16"][1] < 0.05
     assert deviation["int8"][0] > 0  # really quantized

@@ -180,9 +180,7 @@ def test_txt_flag_errors_name_file_and_line(tmp_path, line, pattern):
 def test_txt_crlf_and_bom(tmp_path):
     plain = read_prompts(write(tmp_path, "a.txt", "one --ar 1:2\ntwo\n"))
     crlf_bom = read_prompts(write(tmp_path, "b.txt", b"\xef\xbb\xbfone --ar 1:2\r\ntwo\r\n"))
-    assert [(r.prompt_id, r.prompt, r.aspect_ratio) for r in plain] == [
-        (r.prompt_id, r.prompt, r.aspect_ratio) for r in crlf_bom
-    ]
+    assert [(r.prompt_id, r.prompt, r.aspect_ratio) for r in plain] == [(r.prompt_id, r.prompt, r.aspect_ratio) for r in crlf_bom]
     assert crlf_bom[0].prompt == "one"
     assert crlf_bom[1].prompt == "two"
 
@@ -252,9 +250,7 @@ def test_same_prompt_gets_same_id_in_every_format(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     txt = read_prompts(write(tmp_path, "p.txt", "a cat --hw 64:96\nplain\n"))
-    jsonl = read_prompts(
-        write_jsonl(tmp_path, [{"prompt": "a cat --hw 64:96"}, {"prompt": "plain", "extra": 1}])
-    )
+    jsonl = read_prompts(write_jsonl(tmp_path, [{"prompt": "a cat --hw 64:96"}, {"prompt": "plain", "extra": 1}]))
     csv_records = read_prompts(write(tmp_path, "p.csv", "prompt\na cat --hw 64:96\nplain\n"))
     pq.write_table(pa.table({"prompt": ["a cat --hw 64:96", "plain"]}), tmp_path / "p.parquet")
     parquet = read_prompts(tmp_path / "p.parquet")
@@ -386,9 +382,7 @@ def test_duplicate_int_and_string_id(tmp_path):
 def test_derived_id_colliding_with_explicit_id(tmp_path):
     taken = derived("a cat")
     path = write_jsonl(tmp_path, [{"prompt": "a cat"}, {"id": taken, "prompt": "other"}])
-    message = expect_error(
-        path, ":2", rf"id '{taken}' derived from the text at line 1 equals the explicit id at line 2"
-    )
+    message = expect_error(path, ":2", rf"id '{taken}' derived from the text at line 1 equals the explicit id at line 2")
     assert "give the row at line 1 an explicit id" in message
     path = write_jsonl(tmp_path, [{"id": taken, "prompt": "other"}, {"prompt": "a cat"}], "b.jsonl")
     expect_error(path, ":2", rf"id '{taken}' derived from the text at line 2 equals the explicit id at line 1")
@@ -406,11 +400,11 @@ def test_csv_quoting_newlines_and_line_numbers(tmp_path):
     content = (
         "id,prompt,negative_prompt,width,height,notes\n"
         'a1,"a cat, sitting",blurry,64,96,whatever\n'
-        '\n'
+        "\n"
         ',"a two-line\nprompt --ar 1:2",,,,\n'
-        ',,,,,\n'
+        ",,,,,\n"
         'b2, "quoted ""word"" here","",80.0, 80 ,\n'
-        ',<b>bold</b> &amp; text,,,,\n'
+        ",<b>bold</b> &amp; text,,,,\n"
     )
     path = write(tmp_path, "p.csv", content)
     records = read_prompts(path)
@@ -529,9 +523,7 @@ def test_parquet_errors(tmp_path):
         r"'width' must be a positive integer \(got '64.5'\)",
     )
     expect_error(parquet("f.parquet", {"text": ["a"], "id": [1]}), "", r"no 'prompt' column \(columns: text, id\)$")
-    expect_error(
-        parquet("g.parquet", {"prompt": pa.array([], pa.string())}), "", r"no prompts \(file has no rows\)$"
-    )
+    expect_error(parquet("g.parquet", {"prompt": pa.array([], pa.string())}), "", r"no prompts \(file has no rows\)$")
     expect_error(
         parquet("h.parquet", {"prompt": ["a", "b", "c"], "id": ["x", "y", "x"]}),
         ":row 3",
@@ -656,8 +648,35 @@ def test_distinct_records_get_distinct_derived_ids(tmp_path):
 
     rng = random.Random(1234)
     pieces = [
-        "a", "b", "cat", " ", "  ", "\t", ",", ":", "1", "12", "2", ".", "-", "--", "\\0", "\x01", "\x1f", "\x7f",
-        "é", "猫", "🙂", "\u2028", "\u200b", "\ufeff", " --hw 1:12", " --hw 11:2", " --ar 1:2", " --ar 2:4", "\\x00",
+        "a",
+        "b",
+        "cat",
+        " ",
+        "  ",
+        "\t",
+        ",",
+        ":",
+        "1",
+        "12",
+        "2",
+        ".",
+        "-",
+        "--",
+        "\\0",
+        "\x01",
+        "\x1f",
+        "\x7f",
+        "é",
+        "猫",
+        "🙂",
+        "\u2028",
+        "\u200b",
+        "\ufeff",
+        " --hw 1:12",
+        " --hw 11:2",
+        " --ar 1:2",
+        " --ar 2:4",
+        "\\x00",
     ]
     negatives = [None, "", " ", "a", "cat", "\x01", " --hw 1:12", "\\0", "猫 🙂", "a\tb", ",", "--ar 1:2"]
     sizes = [None, (12, 1), (2, 11), (1, 12), (64, 64), (2**31 - 1, 1), "1:2", "2:4", " 1:2 ", "1.5:1", "3:2"]
@@ -763,9 +782,7 @@ def test_table_sizes_beyond_32_bits(tmp_path):
 
 
 def test_largest_size_fits_int32(tmp_path):
-    records = read_prompts(
-        write(tmp_path, "p.csv", "prompt,width,height\na,2147483647,0002147483647\nb --hw 2147483647:1,,\n")
-    )
+    records = read_prompts(write(tmp_path, "p.csv", "prompt,width,height\na,2147483647,0002147483647\nb --hw 2147483647:1,,\n"))
     assert [(r.width, r.height) for r in records] == [(2**31 - 1, 2**31 - 1), (1, 2**31 - 1)]
     pytest.importorskip("pyarrow")
     from pixart_batch.plan import prompt_chunk
@@ -808,8 +825,7 @@ def test_fifo_is_refused_without_blocking(tmp_path):
         kind, value = _in_thread(lambda reader=reader: reader(fifo))
         assert kind == "raised" and isinstance(value, PromptFileError), value
         assert str(value) == (
-            f"{fifo}: is a named pipe (FIFO), not a regular file; "
-            "prompt files must be regular files or object-store objects"
+            f"{fifo}: is a named pipe (FIFO), not a regular file; prompt files must be regular files or object-store objects"
         )
     link = tmp_path / "link.jsonl"
     link.symlink_to(fifo)

@@ -32,7 +32,12 @@ PROMPTS = [
 ]
 SMALL_COMMITS = {
     "output": {"store_rows_per_part": 2, "rows_per_shard": 2, "row_group_size": 2},
-    "stages": {"encode": {"batch_size": 2}, "denoise": {"batch_size": 2}, "decode": {"batch_size": 2}, "write": {"batch_size": 2}},
+    "stages": {
+        "encode": {"batch_size": 2},
+        "denoise": {"batch_size": 2},
+        "decode": {"batch_size": 2},
+        "write": {"batch_size": 2},
+    },
     "generation": {"images_per_prompt": 2},
 }
 

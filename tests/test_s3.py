@@ -13,7 +13,14 @@ from runner import kill_tree, run_cli, start_cli, wait_for
 pytestmark = pytest.mark.slow
 
 PROMPTS = "\n".join(
-    ["a red fox in the snow --ar 1:2", "a blue house by the sea", "a green tree --hw 96:160", "a cup of coffee", "a robot", "a castle at night"]
+    [
+        "a red fox in the snow --ar 1:2",
+        "a blue house by the sea",
+        "a green tree --hw 96:160",
+        "a cup of coffee",
+        "a robot",
+        "a castle at night",
+    ]
 )
 
 
@@ -32,7 +39,13 @@ def s3(tmp_path_factory):
     }
     import boto3
 
-    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+    client = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
     client.create_bucket(Bucket="pixart")
     client.put_object(Bucket="pixart", Key="inputs/prompts.txt", Body=PROMPTS.encode())
     yield client, env
@@ -61,8 +74,17 @@ def test_s3_prompts_store_and_dataset_with_kill_and_resume(tmp_path, s3, tiny_mo
     log = tmp_path / "runs.log"
     output = "s3://pixart/runs/one"
     command = [
-        "generate", "--config", "configs/tiny.yaml", "--prompts", "s3://pixart/inputs/prompts.txt", "--output", output,
-        "--images-per-prompt", "2", "--batch-size", "2",
+        "generate",
+        "--config",
+        "configs/tiny.yaml",
+        "--prompts",
+        "s3://pixart/inputs/prompts.txt",
+        "--output",
+        output,
+        "--images-per-prompt",
+        "2",
+        "--batch-size",
+        "2",
     ]
     config = tmp_path / "small.yaml"
     config.write_text(open("configs/tiny.yaml").read().replace("rows_per_shard: 32", "rows_per_shard: 2"))

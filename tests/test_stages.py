@@ -28,10 +28,15 @@ NASTY = [
 def test_cleaning_is_diffusers_cleaning(tiny_pipeline):
     from pixart_batch.stages.clean import CaptionCleaner
 
-    batch = {S.PROMPT: np.array(NASTY, dtype=object), S.NEGATIVE_PROMPT: np.array(["", "Blurry <i>x</i>", "", "", ""], dtype=object)}
+    batch = {
+        S.PROMPT: np.array(NASTY, dtype=object),
+        S.NEGATIVE_PROMPT: np.array(["", "Blurry <i>x</i>", "", "", ""], dtype=object),
+    }
     out = CaptionCleaner(CleanSpec(True, "PixArtAlphaPipeline"))(batch)
     assert out[S.CAPTION].tolist() == tiny_pipeline._text_preprocessing(NASTY, clean_caption=True)
-    assert out[S.NEGATIVE_CAPTION].tolist() == tiny_pipeline._text_preprocessing(["", "Blurry <i>x</i>", "", "", ""], clean_caption=True)
+    assert out[S.NEGATIVE_CAPTION].tolist() == tiny_pipeline._text_preprocessing(
+        ["", "Blurry <i>x</i>", "", "", ""], clean_caption=True
+    )
     assert out[S.CAPTION].tolist()[-1] == ""  # a URL-only prompt cleans to empty text
     raw = CaptionCleaner(CleanSpec(False, "PixArtAlphaPipeline")).clean(NASTY)
     sigma = CaptionCleaner(CleanSpec(True, "PixArtSigmaPipeline")).clean(NASTY)
@@ -63,7 +68,10 @@ def _encode(tiny_model, captions, max_len=120):
     from pixart_batch.stages.encode import TextEncoder
 
     encoder = TextEncoder(encode_spec(tiny_model, max_len))
-    batch = {S.CAPTION_KEY: np.array([caption_key(c) for c in captions], dtype=object), S.CAPTION: np.array(captions, dtype=object)}
+    batch = {
+        S.CAPTION_KEY: np.array([caption_key(c) for c in captions], dtype=object),
+        S.CAPTION: np.array(captions, dtype=object),
+    }
     return encoder(batch)
 
 
@@ -80,8 +88,10 @@ def test_stored_embeddings_repad_to_diffusers_encode_prompt(tmp_path, tiny_model
     store = EmbeddingStore(str(tmp_path / "store"), identity).open()
     store.write_part(pa.table({k: batch[k].tolist() for k in (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)}))
     found = store.lookup(batch[S.CAPTION_KEY].tolist())
-    for caption, key in zip(captions, batch[S.CAPTION_KEY]):
-        embeds, mask, _, _ = tiny_pipeline.encode_prompt(caption, do_classifier_free_guidance=False, clean_caption=False, max_sequence_length=120)
+    for caption, key in zip(captions, batch[S.CAPTION_KEY], strict=True):
+        embeds, mask, _, _ = tiny_pipeline.encode_prompt(
+            caption, do_classifier_free_guidance=False, clean_caption=False, max_sequence_length=120
+        )
         count = found[key][S.NUM_TOKENS]
         assert int(mask.sum()) == count
         stored = bytes_to_tensor(found[key][S.EMBEDDING], "float32", (count, 32))
@@ -110,12 +120,21 @@ def test_store_holds_valid_tokens_only(tmp_path, tiny_model):
 
 
 def test_store_location_is_keyed_by_identity(tmp_path):
-    settings = {"model.max_sequence_length": 120, "model.clean_caption": True, "stages.encode.dtype": "float32", "stages.encode.quantization": "none"}
+    settings = {
+        "model.max_sequence_length": 120,
+        "model.clean_caption": True,
+        "stages.encode.dtype": "float32",
+        "stages.encode.quantization": "none",
+    }
     keys = {IDENTITY.key(), StoreIdentity("y", 32, IDENTITY.settings).key(), StoreIdentity("x", 64, IDENTITY.settings).key()}
     base = StoreIdentity("x", 32, settings)
     keys.add(base.key())
-    for name, value in (("model.max_sequence_length", 300), ("model.clean_caption", False), ("stages.encode.dtype", "bfloat16"),
-                        ("stages.encode.quantization", "int8")):
+    for name, value in (
+        ("model.max_sequence_length", 300),
+        ("model.clean_caption", False),
+        ("stages.encode.dtype", "bfloat16"),
+        ("stages.encode.quantization", "int8"),
+    ):
         keys.add(StoreIdentity("x", 32, {**settings, name: value}).key())
     assert len(keys) == 8
 
@@ -133,7 +152,11 @@ def test_sizes_map_to_diffusers_bins(tiny_model):
     geometry = read_model_geometry(tiny_model)
     table = aspect_ratio_table(geometry.sample_size)
     assert table is ASPECT_RATIO_256_BIN
-    record = lambda **kw: PromptRecord(prompt_id="p", prompt="x", negative_prompt=None, source="f:1", **{"width": None, "height": None, "aspect_ratio": None, **kw})  # noqa: E731
+
+    def record(**kw) -> PromptRecord:
+        fields = {"width": None, "height": None, "aspect_ratio": None, **kw}
+        return PromptRecord(prompt_id="p", prompt="x", negative_prompt=None, source="f:1", **fields)
+
     native = plan_size(record(), GenerationConfig(), geometry, table)
     assert (native.height, native.width, native.bucket_height, native.bucket_width) == (256, 256, 256, 256)
     wide = plan_size(record(aspect_ratio=0.25), GenerationConfig(), geometry, table)
@@ -149,7 +172,9 @@ def test_lookup_opens_only_parts_whose_key_range_holds_the_key(tmp_path, tiny_mo
     import pyarrow as pa
 
     batch = _encode(tiny_model, [f"caption {i}" for i in range(40)])
-    table = pa.table({k: batch[k].tolist() for k in (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)}).sort_by(S.CAPTION_KEY)
+    table = pa.table({k: batch[k].tolist() for k in (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)}).sort_by(
+        S.CAPTION_KEY
+    )
     identity = IDENTITY
     store = EmbeddingStore(str(tmp_path / "store"), identity).open()
     low_part, high_part = store.write_part(table.slice(0, 20)), store.write_part(table.slice(20))

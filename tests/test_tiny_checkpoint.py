@@ -5,7 +5,11 @@ import pytest
 
 
 def _digest(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_tiny_checkpoint_is_deterministic_per_seed_and_safetensors_only(tmp_path):
@@ -17,9 +21,19 @@ def test_tiny_checkpoint_is_deterministic_per_seed_and_safetensors_only(tmp_path
     assert a == b
     weights = [name for name in a if name.split("/")[0] in ("text_encoder", "transformer", "vae") and not name.endswith(".json")]
     assert weights and all(name.endswith(".safetensors") for name in weights)
-    assert {name.split("/")[0] for name in a} == {"model_index.json", "scheduler", "text_encoder", "tokenizer", "transformer", "vae"}
+    assert {name.split("/")[0] for name in a} == {
+        "model_index.json",
+        "scheduler",
+        "text_encoder",
+        "tokenizer",
+        "transformer",
+        "vae",
+    }
     # The tokenizer exactly as the hub checkpoints ship it: SentencePiece, no tokenizer.json.
-    assert sorted(name for name in a if name.startswith("tokenizer/")) == ["tokenizer/spiece.model", "tokenizer/tokenizer_config.json"]
+    assert sorted(name for name in a if name.startswith("tokenizer/")) == [
+        "tokenizer/spiece.model",
+        "tokenizer/tokenizer_config.json",
+    ]
     assert any(a[name] != c[name] for name in weights)
 
 

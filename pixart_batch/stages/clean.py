@@ -42,6 +42,6 @@ class CaptionCleaner:
         batch[S.CAPTION] = np.array(self.clean(batch[S.PROMPT].tolist()), dtype=object)
         negatives = batch[S.NEGATIVE_PROMPT].tolist()
         unique = list(dict.fromkeys(negatives))
-        cleaned = dict(zip(unique, self.clean(unique)))
+        cleaned = dict(zip(unique, self.clean(unique), strict=True))
         batch[S.NEGATIVE_CAPTION] = np.array([cleaned[n] for n in negatives], dtype=object)
         return batch

@@ -73,7 +73,7 @@ def run_groups(
             attempt(group, indices[:half], False)
             attempt(group, indices[half:], False)
             return
-        for index, value in zip(indices, results):
+        for index, value in zip(indices, results, strict=True):
             outputs[index] = value
 
     for group, positions in group_rows([group_of(i) for i in healthy]).items():

@@ -74,7 +74,9 @@ class Decoder:
         import torch
 
         with torch.inference_mode():
-            images = self.vae.decode(latents.to(self.spec.device, self.dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
+            images = self.vae.decode(
+                latents.to(self.spec.device, self.dtype) / self.vae.config.scaling_factor, return_dict=False
+            )[0]
             images = resize_back(images, height, width)
             array = self.processor.postprocess(images, output_type="np")
         if array.shape[1:3] != (height, width):  # never silently: the row becomes a failure naming it

@@ -50,7 +50,7 @@ class Denoiser:
 
         embeds = torch.zeros(len(blobs), length, self.spec.text_dim, dtype=self.dtype)
         mask = torch.zeros(len(blobs), length, dtype=torch.long)
-        for row, (blob, count) in enumerate(zip(blobs, counts)):
+        for row, (blob, count) in enumerate(zip(blobs, counts, strict=True)):
             embeds[row, :count] = bytes_to_tensor(blob, self.spec.embedding_dtype, (count, self.spec.text_dim)).to(self.dtype)
             mask[row, :count] = 1
         return embeds.to(self.spec.device), mask.to(self.spec.device)

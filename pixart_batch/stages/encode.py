@@ -37,7 +37,9 @@ def load_text_encoder(spec: EncodeSpec):
     if spec.quantization == "bnb-int8":
         quantization = BitsAndBytesConfig(load_in_8bit=True)
     else:
-        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype(spec.dtype))
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype(spec.dtype)
+        )
     if spec.device != "cuda":
         raise UserError(f"stages.encode.quantization {spec.quantization}: bitsandbytes needs a GPU (set stages.encode.num_gpus)")
     cls = _component_type(spec.model, "text_encoder")
