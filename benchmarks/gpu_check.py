@@ -14,6 +14,12 @@ the GPU, saves 1024 and 512 checkpoints in the diffusers layout under a scratch 
   t5          T5-XXL encoder, bf16, 64 prompts padded to 120 vs 32 tokens
   dit_step    one DiT step with CFG (both branches), bf16 eager, per image
   vae         VAE decode at 1024², fp16, per image
+  sigma       PixArt-Σ-XL-2-1024 (random): its own checkpoint (no micro-conditions, SDXL-style VAE
+              config), plain diffusers ``PixArtSigmaPipeline`` vs the stages, 4 rows incl. a
+              non-square bucket, prompt lengths up to 300 tokens, max_sequence_length 300
+  lowvram     the low-VRAM recipe's pieces, peak memory per phase: T5-XXL bf16 vs torchao
+              weight-only int8 (memory, deviation), what is left on the GPU once the encoder is
+              deleted, VAE decode at 1024² / 2048² untiled vs tiled, batch 4 with and without slicing
   e2e         ``python -m pixart_batch generate`` + ``verify`` on the 1024 checkpoint (needs ray,
               datasets and polars; skipped with a note where they are not installed)
 
@@ -147,6 +153,53 @@ class PixartBatchStages:
                 images.append(np.frombuffer(batch[S.PIXELS][i], dtype=np.uint8).reshape(shape))
         return images
 
+    def pipeline_class_name(self) -> str:
+        """The diffusers pipeline class the Denoiser drives (the checkpoint's ``_class_name``)."""
+        return type(self.denoiser.pipeline).__name__
+
+
+def family_of_checkpoint(model_dir: Path) -> dict:
+    """pixart_batch's family for a checkpoint: its name and T5 token limit."""
+    from pixart_batch.families import family_of
+
+    family = family_of(json.loads((model_dir / "model_index.json").read_text()), str(model_dir))
+    return {"name": family.name, "pipeline_class": family.pipeline_class, "max_sequence_length": family.max_sequence_length}
+
+
+def quantize_text_encoder_int8(model, dtype: torch.dtype, device: str, max_sequence_length: int):
+    """``(encoder, how)``: ``model`` (a T5 encoder in ``dtype`` on the CPU, as load_text_encoder loads
+    it for int8) with its linear weights torchao weight-only int8 on ``device``.
+
+    Runs pixart_batch's own ``stages.encode.load_text_encoder`` with ``quantization="int8"``, its
+    ``models.load_component`` (which reads the checkpoint's ``text_encoder/`` folder: saving T5-XXL
+    to disk is too slow here) swapped for one that returns ``model``. Should that API have changed,
+    it falls back to the same call load_text_encoder makes, ``quantize_(model, Int8WeightOnlyConfig())``,
+    and says so in ``how``.
+    """
+    try:
+        from pixart_batch import models
+        from pixart_batch.models import Component, ModelSource
+        from pixart_batch.spec import EncodeSpec
+        from pixart_batch.stages.encode import load_text_encoder
+
+        source = ModelSource("in-memory", (Component("text_encoder", "transformers", "T5EncoderModel", "in-memory"),))
+        spec = EncodeSpec(model=source, dtype=_DTYPE_NAMES[dtype], device=device,
+                          max_sequence_length=max_sequence_length, quantization="int8")
+    except Exception as exc:  # noqa: BLE001 - the adapter is out of date: quantize the way it would
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+        quantize_(model, Int8WeightOnlyConfig(), device=device)
+        return model.to(device), f"quantize_(model, Int8WeightOnlyConfig(), device=...) directly (adapter: {type(exc).__name__}: {exc})"[:300]
+    original = models.load_component
+    models.load_component = lambda *args, **kwargs: model
+    try:
+        encoder = load_text_encoder(spec)
+    finally:
+        models.load_component = original
+    return encoder, (f"pixart_batch.stages.encode.load_text_encoder(quantization='int8') on the in-memory "
+                     f"{_DTYPE_NAMES[dtype]} module (its load_component swapped for one returning that module: "
+                     "T5-XXL is not saved to disk)")
+
 
 def tiny_tokenizer(workdir: Path) -> tuple[Path, dict]:
     """A locally built T5 tokenizer folder (from pixart_batch's tiny checkpoint) and the
@@ -206,6 +259,16 @@ SCHEDULER = dict(
 )
 
 
+def sigma_transformer_config(transformer: dict) -> dict:
+    """PixArt-Σ-XL-2-1024-MS's transformer: α's, without the micro-conditions (resolution, aspect ratio)."""
+    return dict(transformer, use_additional_conditions=False)
+
+
+def sigma_vae_config(vae: dict) -> dict:
+    """The SDXL VAE PixArt-Σ ships: SD's architecture, scaling 0.13025, 1024-pixel tiles, force_upcast."""
+    return dict(vae, scaling_factor=0.13025, force_upcast=True, sample_size=2 * vae["sample_size"])
+
+
 @dataclass(frozen=True)
 class Spec:
     """Everything that --small shrinks."""
@@ -228,6 +291,12 @@ class Spec:
     t5_lengths: tuple = (120, 32)
     component_batches: tuple = (1, 4, 8)
     e2e_timeout_s: int = 180
+    sigma_max_tokens: int = 300
+    sigma_prompt_lengths: tuple = (7, 33, 20, 300)
+    lowvram_t5_prompts: int = 32
+    lowvram_vae_latents: tuple = (128, 256)
+    """Latent sides of the tiled / untiled decodes (1024² and 2048²); the first also for slicing."""
+    lowvram_slicing_batch: int = 4
 
 
 FULL = Spec(
@@ -248,6 +317,7 @@ SMALL = Spec(
     e2e_t5=dict(T5_XXL, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
     steps=2, throughput_images=2, warmup_images=1, batch_size=2, t5_batch=8, component_batches=(1, 2),
     e2e_timeout_s=600,
+    lowvram_vae_latents=(48, 96),  # larger than the small VAE's 32-latent tile, so tiling does tile
 )
 
 # The design's H200 numbers (docs/design.md), for the comparison column.
@@ -326,6 +396,14 @@ def peak_gb() -> float | None:
     return round(torch.cuda.max_memory_allocated() / 1e9, 2) if torch.cuda.is_available() else None
 
 
+def allocated_gb() -> float | None:
+    return round(torch.cuda.memory_allocated() / 1e9, 3) if torch.cuda.is_available() else None
+
+
+def reserved_gb() -> float | None:
+    return round(torch.cuda.memory_reserved() / 1e9, 3) if torch.cuda.is_available() else None
+
+
 def free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
@@ -358,22 +436,22 @@ def accepted(cls, config: dict) -> dict:
     return {key: value for key, value in config.items() if key in parameters}
 
 
-def build_transformer(ctx: Context, sample_size: int, dtype: torch.dtype, seed: int):
+def build_transformer(ctx: Context, sample_size: int, dtype: torch.dtype, seed: int, config: dict | None = None):
     """A random PixArt-XL-2 transformer built on the device (fp32 init, then cast)."""
     from diffusers import PixArtTransformer2DModel
 
     with torch.device(ctx.device):
-        config = dict(ctx.spec.transformer, sample_size=sample_size)
+        config = dict(config or ctx.spec.transformer, sample_size=sample_size)
         model = PixArtTransformer2DModel(**accepted(PixArtTransformer2DModel, config))
     seeded_init_(model, seed)
     return model.to(ctx.device, dtype).eval()  # .to(device) too: buffers made from numpy stay on the CPU otherwise
 
 
-def build_vae(ctx: Context, dtype: torch.dtype, seed: int):
+def build_vae(ctx: Context, dtype: torch.dtype, seed: int, config: dict | None = None):
     from diffusers import AutoencoderKL
 
     with torch.device(ctx.device):
-        model = AutoencoderKL(**accepted(AutoencoderKL, ctx.spec.vae))
+        model = AutoencoderKL(**accepted(AutoencoderKL, config or ctx.spec.vae))
     seeded_init_(model, seed)
     return model.to(ctx.device, dtype).eval()
 
@@ -405,15 +483,16 @@ def make_rows(ctx: Context, buckets: list[tuple[int, int]], lengths: list[int], 
     ]
 
 
-def load_diffusers(ctx: Context, checkpoint: Path):
-    from diffusers import PixArtAlphaPipeline
+def load_diffusers(ctx: Context, checkpoint: Path, pipeline_class: str = "PixArtAlphaPipeline"):
+    import diffusers
 
-    pipe = PixArtAlphaPipeline.from_pretrained(str(checkpoint), torch_dtype=ctx.dit_dtype).to(ctx.device)
+    pipe = getattr(diffusers, pipeline_class).from_pretrained(str(checkpoint), torch_dtype=ctx.dit_dtype).to(ctx.device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def run_diffusers(ctx: Context, pipe, rows: list[Row], pad_to: int | None, output_type: str = "np"):
+def run_diffusers(ctx: Context, pipe, rows: list[Row], pad_to: int | None, output_type: str = "np",
+                  max_sequence_length: int | None = None):
     """Plain diffusers on precomputed embeddings, rows of one bucket, one CPU generator per image.
 
     ``pad_to=None`` pads like the stages (zeros, to the longest prompt/negative of the call);
@@ -437,6 +516,7 @@ def run_diffusers(ctx: Context, pipe, rows: list[Row], pad_to: int | None, outpu
 
     prompt_embeds, prompt_mask = padded([r.embedding for r in rows])
     negative_embeds, negative_mask = padded([r.negative for r in rows])
+    extra = {} if max_sequence_length is None else {"max_sequence_length": max_sequence_length}
     with torch.inference_mode():
         images = pipe(
             prompt=None, negative_prompt=None,
@@ -444,7 +524,7 @@ def run_diffusers(ctx: Context, pipe, rows: list[Row], pad_to: int | None, outpu
             negative_prompt_embeds=negative_embeds, negative_prompt_attention_mask=negative_mask,
             generator=[torch.Generator("cpu").manual_seed(r.seed) for r in rows],
             num_inference_steps=ctx.spec.steps, guidance_scale=ctx.spec.guidance,
-            height=rows[0].height, width=rows[0].width, use_resolution_binning=False, output_type=output_type,
+            height=rows[0].height, width=rows[0].width, use_resolution_binning=False, output_type=output_type, **extra,
         ).images
     if output_type != "np":
         return images
@@ -478,6 +558,15 @@ def section(name: str):
     return register
 
 
+def _installed_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 @section("env")
 def env_section(ctx: Context) -> None:
     import diffusers
@@ -496,6 +585,7 @@ def env_section(ctx: Context) -> None:
         cuda=torch.version.cuda,
         diffusers=diffusers.__version__,
         transformers=transformers.__version__,
+        torchao=_installed_version("torchao"),
         dtypes={name: _DTYPE_NAMES[getattr(ctx, f"{name}_dtype")] for name in ("dit", "embedding", "t5", "dit_step", "vae")},
         workdir=str(ctx.workdir),
     )
@@ -541,8 +631,14 @@ def parity_for(ctx: Context, label: str) -> dict:
     offset = 100 * list(spec.sizes).index(label)
     rows = make_rows(ctx, buckets, list(spec.prompt_lengths), seeds=[offset + 11, offset + 22, offset + 33, offset + 44],
                      seed=offset + 7)
+    return parity_check(ctx, ctx.checkpoint(label), rows, spec.max_tokens, "PixArtAlphaPipeline", label)
+
+
+def parity_check(ctx: Context, checkpoint: Path, rows: list[Row], max_tokens: int, pipeline_class: str, label: str,
+                 max_sequence_length: int | None = None) -> dict:
+    """Plain diffusers (``pipeline_class``) vs the stages on ``rows``: the four comparisons of parity_rows()."""
+    spec = ctx.spec
     groups = groups_of(rows)
-    checkpoint = ctx.checkpoint(label)
 
     def per_group(fn) -> list[np.ndarray]:
         images: list[np.ndarray | None] = [None] * len(rows)
@@ -551,15 +647,18 @@ def parity_for(ctx: Context, label: str) -> dict:
                 images[i] = image
         return images  # type: ignore[return-value]
 
-    pipe = load_diffusers(ctx, checkpoint)
-    same_inputs = per_group(lambda group: run_diffusers(ctx, pipe, group, pad_to=None))
-    padded_120 = per_group(lambda group: run_diffusers(ctx, pipe, group, pad_to=spec.max_tokens))
-    single = [run_diffusers(ctx, pipe, [row], pad_to=spec.max_tokens)[0] for row in rows]
+    pipe = load_diffusers(ctx, checkpoint, pipeline_class)
+    kwargs = {"max_sequence_length": max_sequence_length}
+    same_inputs = per_group(lambda group: run_diffusers(ctx, pipe, group, pad_to=None, **kwargs))
+    padded = per_group(lambda group: run_diffusers(ctx, pipe, group, pad_to=max_tokens, **kwargs))
+    single = [run_diffusers(ctx, pipe, [row], pad_to=max_tokens, **kwargs)[0] for row in rows]
+    diffusers_class = type(pipe).__name__
     del pipe
     free_memory()
 
     stages = PixartBatchStages(checkpoint, ctx.dit_dtype, ctx.device, ctx.embedding_dtype, spec.transformer["caption_channels"],
                                spec.vae["latent_channels"], vae_scale_factor(ctx), spec.steps, spec.guidance)
+    stages_class = stages.pipeline_class_name()
     batch4 = stages(rows, batch_size=len(rows))
     batch1 = stages(rows, batch_size=1)
     del stages
@@ -568,8 +667,10 @@ def parity_for(ctx: Context, label: str) -> dict:
     stacked = np.stack([image.astype(np.float32) for image in batch4[:2]])  # the two square rows
     result = {
         "rows": [{"height": r.height, "width": r.width, "num_tokens": r.embedding.shape[0], "seed": r.seed} for r in rows],
+        "diffusers_pipeline": diffusers_class,
+        "stages_pipeline": stages_class,
         "stages_b4_vs_diffusers_same_inputs": compare(batch4, same_inputs),
-        "stages_b4_vs_diffusers_padded_120": compare(batch4, padded_120),
+        f"stages_b4_vs_diffusers_padded_{max_tokens}": compare(batch4, padded),
         "stages_b4_vs_diffusers_batch1": compare(batch4, single),
         "stages_b1_vs_b4": compare(batch1, batch4),
         # non-degenerate images: pixels vary, different seeds give different images
@@ -727,6 +828,247 @@ def vae_section(ctx: Context) -> None:
     free_memory()
 
 
+@section("sigma")
+def sigma_section(ctx: Context) -> None:
+    """PixArt-Σ-XL-2 at the large size: its own random checkpoint, then parity as for α (Σ embeddings, 300 tokens)."""
+    from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline
+
+    spec = ctx.spec
+    label = ctx.big
+    sample_size, buckets = spec.sizes[label]
+    result = ctx.results.setdefault("sigma", {})
+    vae, vae_s = timed(lambda: build_vae(ctx, ctx.dit_dtype, seed=21, config=sigma_vae_config(spec.vae)))
+    transformer, transformer_s = timed(lambda: build_transformer(ctx, sample_size, ctx.dit_dtype, seed=20,
+                                                                 config=sigma_transformer_config(spec.transformer)))
+    pipe = PixArtSigmaPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
+                               scheduler=DPMSolverMultistepScheduler(**SCHEDULER))
+    target = ctx.workdir / f"pixart-sigma-xl2-{label}"
+    shutil.rmtree(target, ignore_errors=True)
+    _, save_s = timed(lambda: pipe.save_pretrained(target, safe_serialization=True))
+    result["checkpoint"] = {
+        "model_index_class": json.loads((target / "model_index.json").read_text())["_class_name"],
+        "transformer_sample_size": transformer.config.sample_size,
+        "use_additional_conditions": transformer.use_additional_conditions,
+        "vae_scaling_factor": vae.config.scaling_factor,
+        "vae_force_upcast": vae.config.force_upcast,
+        "vae_sample_size": vae.config.sample_size,
+        "MB": round(sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) / 1e6, 1),
+        "build_s": round(vae_s + transformer_s, 2),
+        "save_s": round(save_s, 2),
+    }
+    print(f"  {target}: {json.dumps(result['checkpoint'])}", flush=True)
+    del pipe, transformer, vae
+    free_memory()
+    result["family"] = family_of_checkpoint(target)
+    ctx.write()
+
+    rows = make_rows(ctx, buckets, list(spec.sigma_prompt_lengths), seeds=[511, 522, 533, 544], seed=507)
+    parity = parity_check(ctx, target, rows, spec.sigma_max_tokens, "PixArtSigmaPipeline", f"sigma-{label}",
+                          max_sequence_length=spec.sigma_max_tokens)
+    result["parity"] = parity
+    result["pass"] = all(parity[key]["pass"] for key in parity_rows(spec.sigma_max_tokens))
+    print(f"  {label}: {json.dumps({k: v for k, v in parity.items() if k != 'rows'})}", flush=True)
+    if parity["stages_pipeline"] != "PixArtSigmaPipeline" or parity["diffusers_pipeline"] != "PixArtSigmaPipeline":
+        raise RuntimeError(f"expected PixArtSigmaPipeline on both sides, got diffusers {parity['diffusers_pipeline']}, "
+                           f"stages {parity['stages_pipeline']}")
+
+
+def pixel_diff(a: torch.Tensor, b: torch.Tensor) -> dict:
+    """max / mean |Δ| of two uint8 image tensors, and the fraction of values that differ by more than 2."""
+    diff = (a.to(torch.int16) - b.to(torch.int16)).abs()
+    return {"max_abs": int(diff.max()), "mean_abs": round(float(diff.float().mean()), 4),
+            "fraction_over_2": round(float((diff > 2).float().mean()), 5)}
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """VAE output [-1, 1] to uint8 on the CPU, as diffusers' postprocess + numpy_to_pil (round(x * 255))."""
+    return ((images / 2 + 0.5).clamp(0, 1).float() * 255).round().to(torch.uint8).cpu()
+
+
+def lowvram_t5(ctx: Context, result: dict) -> None:
+    """(a) T5-XXL bf16 vs torchao int8 weight-only: weights, peak while encoding, deviation; (b) memory once deleted."""
+    spec = ctx.spec
+    count, limit = spec.lowvram_t5_prompts, spec.sigma_max_tokens
+    draw = random.Random(6)
+    lengths = [limit] + [draw.randint(5, limit) for _ in range(count - 1)]
+    width = max(lengths)  # padded to the longest, as the encode stage pads a batch
+    generator = torch.Generator("cpu").manual_seed(8)
+    ids = torch.randint(3, 32000, (count, width), generator=generator)
+    mask = torch.zeros(count, width, dtype=torch.long)
+    for i, length in enumerate(lengths):
+        ids[i, length - 1], ids[i, length:], mask[i, :length] = 1, 0, 1  # </s>, then <pad>
+    valid = mask.bool()
+    int8_error = None
+    result.update(dtype=_DTYPE_NAMES[ctx.t5_dtype], prompts=count, min_tokens=min(lengths), max_tokens=width,
+                  mean_tokens=round(sum(lengths) / count, 1))
+    ids, mask = ids.to(ctx.device), mask.to(ctx.device)
+    free_memory()
+    baseline = allocated_gb()
+    result["baseline_allocated_GB"] = baseline
+
+    def above_baseline(value):
+        return None if value is None else round(value - baseline, 3)
+
+    def encode(model):
+        with torch.inference_mode():
+            return model(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    def measure(model) -> tuple[dict, torch.Tensor]:
+        free_memory()
+        info = {"weights_GB": above_baseline(allocated_gb())}
+        reset_peak()
+        info["encode_s"] = round(median_time(lambda: encode(model), warmup=1, reps=3), 4)
+        info["peak_GB"] = peak_gb()
+        output = encode(model).float().cpu()
+        info["finite"] = bool(torch.isfinite(output[valid]).all())
+        return info, output
+
+    model = build_t5(ctx, spec.t5, ctx.t5_dtype, seed=3)
+    result["params_M"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
+    result["bf16"], reference = measure(model)
+    print(f"  T5 {result['dtype']}: {result['bf16']}", flush=True)
+    # The yardstick for int8's deviation: the same weights in float32 against the bf16 result. A deep
+    # network with random weights amplifies any perturbation; bf16 rounding shows how much.
+    try:
+        import copy
+
+        wide = copy.deepcopy(model).float()
+        exact = encode(wide).float().cpu()
+        del wide
+        free_memory()
+        a, b = exact[valid], reference[valid]
+        delta = (a - b).abs()
+        result["bf16_vs_fp32"] = {
+            "max_abs_delta": round(float(delta.max()), 4),
+            "relative_mean_abs_delta": round(float(delta.mean() / a.abs().mean()), 5),
+            "cosine_min": round(float(torch.nn.functional.cosine_similarity(a, b, dim=-1).min()), 5),
+        }
+        print(f"  T5 bf16 vs fp32: {result['bf16_vs_fp32']}", flush=True)
+    except Exception as exc:  # noqa: BLE001 - a yardstick, not a check
+        result["bf16_vs_fp32"] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+
+    if importlib.util.find_spec("torchao") is None:
+        result["int8"] = {"skipped": "torchao not installed"}
+    else:
+        try:
+            import torchao
+
+            version = torchao.__version__
+        except Exception as exc:  # noqa: BLE001 - an unusable torchao is a skip, not a failure of the rest
+            result["int8"] = {"skipped": f"torchao does not import: {type(exc).__name__}: {exc}"[:300]}
+        else:
+            try:
+                # load_text_encoder loads int8 encoders on the CPU and quantizes layer by layer onto the
+                # device: start from the CPU copy, as from_pretrained(..., device "cpu") gives it.
+                model = model.to("cpu")
+                free_memory()
+                reset_peak()
+                (model, how), quantize_s = timed(lambda: quantize_text_encoder_int8(model, ctx.t5_dtype, ctx.device, limit))
+                quantize_peak = peak_gb()
+                info, output = measure(model)
+                a, b = reference[valid], output[valid]
+                delta = (a - b).abs()
+                info.update(
+                    torchao=version, how=how, quantize_s=round(quantize_s, 2), quantize_peak_GB=quantize_peak,
+                    max_abs_delta=round(float(delta.max()), 4), mean_abs_delta=round(float(delta.mean()), 5),
+                    mean_abs_bf16=round(float(a.abs().mean()), 4),
+                    relative_mean_abs_delta=round(float(delta.mean() / a.abs().mean()), 5),
+                    cosine_min=round(float(torch.nn.functional.cosine_similarity(a, b, dim=-1).min()), 5),
+                )
+                result["int8"] = info
+            except Exception as exc:  # still measure (b) below
+                traceback.print_exc()
+                int8_error = result["int8"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+    print(f"  T5 int8: {result['int8']}", flush=True)
+
+    del model, ids, mask
+    free_memory()
+    # (b) what the encode actor leaves behind when it exits (here: the process goes on, the memory must be free)
+    ctx.results["lowvram"]["freed"] = {"allocated_GB": allocated_gb(), "reserved_GB": reserved_gb(),
+                                       "allocated_above_baseline_GB": above_baseline(allocated_gb())}
+    print(f"  after deleting the encoder: {ctx.results['lowvram']['freed']}", flush=True)
+    if int8_error:
+        raise RuntimeError(f"int8: {int8_error['error']}")
+
+
+def lowvram_vae(ctx: Context, result: dict) -> None:
+    """(c) VAE decode untiled vs tiled (two sizes), and a batch with vs without slicing: peaks, pixel deltas."""
+    spec = ctx.spec
+    free_memory()
+    baseline = allocated_gb()
+    vae = build_vae(ctx, ctx.vae_dtype, seed=1)
+    free_memory()
+    result.update(dtype=_DTYPE_NAMES[ctx.vae_dtype], baseline_allocated_GB=baseline,
+                  weights_GB=None if baseline is None else round(allocated_gb() - baseline, 3),
+                  tile_sample_min_size=vae.tile_sample_min_size, tile_latent_min_size=vae.tile_latent_min_size,
+                  tile_overlap_factor=vae.tile_overlap_factor)
+    scale = vae.config.scaling_factor
+    scale_factor = vae_scale_factor(ctx)
+
+    def latents(batch: int, side: int, seed: int) -> torch.Tensor:
+        generator = torch.Generator(ctx.device).manual_seed(seed)
+        return torch.randn(batch, 4, side, side, generator=generator, device=ctx.device).to(ctx.vae_dtype)
+
+    def decode(z: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        free_memory()
+        reset_peak()
+        with torch.inference_mode():
+            images, seconds = timed(lambda: vae.decode(z / scale, return_dict=False)[0])
+        info = {"peak_GB": peak_gb(), "s": round(seconds, 3)}
+        pixels = to_uint8(images)
+        del images
+        return pixels, info
+
+    decode(latents(1, spec.lowvram_vae_latents[0] // 2, seed=99))  # warm-up (first-call setup off the timings)
+    for index, side in enumerate(spec.lowvram_vae_latents):
+        z = latents(1, side, seed=40 + index)
+        vae.disable_tiling()
+        untiled, untiled_info = decode(z)
+        vae.enable_tiling()
+        tiled, tiled_info = decode(z)
+        vae.disable_tiling()
+        entry = {"pixels": f"{side * scale_factor}x{side * scale_factor}", "untiled": untiled_info, "tiled": tiled_info,
+                 "tiled_vs_untiled": pixel_diff(tiled, untiled)}
+        result[f"latent_{side}"] = entry
+        print(f"  VAE {entry['pixels']}: {entry}", flush=True)
+        del z, untiled, tiled
+        ctx.write()
+
+    side, batch = spec.lowvram_vae_latents[0], spec.lowvram_slicing_batch
+    z = latents(batch, side, seed=50)
+    vae.disable_slicing()
+    whole, whole_info = decode(z)
+    vae.enable_slicing()
+    sliced, sliced_info = decode(z)
+    vae.disable_slicing()
+    diff = pixel_diff(sliced, whole)
+    result["slicing"] = {"pixels": f"{side * scale_factor}x{side * scale_factor}", "batch": batch, "unsliced": whole_info,
+                         "sliced": sliced_info, "sliced_vs_unsliced": diff, "pass": diff["max_abs"] <= 1}
+    print(f"  VAE slicing: {result['slicing']}", flush=True)
+    del vae, z, whole, sliced
+    free_memory()
+
+
+@section("lowvram")
+def lowvram_section(ctx: Context) -> None:
+    """The low-VRAM recipe's pieces at real size: int8 T5, the encoder's memory freed, VAE tiling and slicing."""
+    result = ctx.results.setdefault("lowvram", {})
+    if not ctx.cuda:
+        result["memory"] = "n/a on CPU"
+    failures = []
+    for part, fn in (("t5", lowvram_t5), ("vae", lowvram_vae)):
+        try:
+            fn(ctx, result.setdefault(part, {}))
+        except Exception as exc:  # one part failing must not lose the other
+            traceback.print_exc()
+            result[part]["error"] = f"{type(exc).__name__}: {exc}"[:500]
+            failures.append(part)
+            free_memory()
+        ctx.write()
+    if failures:
+        raise RuntimeError(f"lowvram failed for {failures}")
+
+
 @section("e2e")
 def e2e_section(ctx: Context) -> None:
     """The real CLI on the large checkpoint plus a small T5 text encoder and a locally built tokenizer."""
@@ -799,12 +1141,18 @@ def _cell(value, fmt: str = "{}") -> str:
     return fmt.format(value)
 
 
-PARITY_ROWS = {
-    "stages_b4_vs_diffusers_same_inputs": "stages (batch 4) vs diffusers, same batches and padding",
-    "stages_b4_vs_diffusers_padded_120": "stages (batch 4) vs diffusers, embeddings padded to 120",
-    "stages_b4_vs_diffusers_batch1": "stages (batch 4) vs diffusers one image per call (a row's reproduction)",
-    "stages_b1_vs_b4": "stages batch 1 vs batch 4 (batch invariance)",
-}
+def parity_rows(max_tokens: int) -> dict[str, str]:
+    """The parity comparisons: result key -> table text."""
+    return {
+        "stages_b4_vs_diffusers_same_inputs": "stages (batch 4) vs diffusers, same batches and padding",
+        f"stages_b4_vs_diffusers_padded_{max_tokens}": f"stages (batch 4) vs diffusers, embeddings padded to {max_tokens}",
+        "stages_b4_vs_diffusers_batch1": "stages (batch 4) vs diffusers one image per call (a row's reproduction)",
+        "stages_b1_vs_b4": "stages batch 1 vs batch 4 (batch invariance)",
+    }
+
+
+def _memory_cell(ctx: Context, value, fmt: str = "{}") -> str:
+    return "n/a on CPU" if not ctx.cuda else _cell(value, fmt)
 
 
 def markdown(ctx: Context) -> str:
@@ -835,7 +1183,7 @@ def markdown(ctx: Context) -> str:
             if label not in healthy:
                 lines.append(f"| {label} | failed: {info['error'][:120]} | | | |")
                 continue
-            for key, name in PARITY_ROWS.items():
+            for key, name in parity_rows(spec.max_tokens).items():
                 c = info.get(key, {})
                 max_abs, mean_abs, ok = _cell(c.get("max_abs")), _cell(c.get("mean_abs"), "{:.4f}"), _cell(c.get("pass"))
                 lines.append(f"| {label} | {name} | {max_abs} | {mean_abs} | {ok} |")
@@ -876,6 +1224,8 @@ def markdown(ctx: Context) -> str:
             lines += ["", "Peak GPU memory per phase (torch.cuda.max_memory_allocated, GB, weights included): "
                       + ", ".join(f"{name} {value}" for name, value in memory.items())]
 
+    lines += sigma_markdown(ctx) + lowvram_markdown(ctx)
+
     e2e = R.get("e2e", {})
     if "skipped" in e2e:
         lines += ["", f"**End to end**: skipped ({e2e['skipped']})."]
@@ -886,6 +1236,100 @@ def markdown(ctx: Context) -> str:
                   f"{_cell(e2e.get('images_per_second'), '{:.3f}')} | {_cell(e2e.get('images_failed'))} | "
                   f"{_cell(e2e.get('verify_exit'))} |"]
     return "\n".join(lines) + "\n"
+
+
+def sigma_markdown(ctx: Context) -> list[str]:
+    sigma, spec, meta = ctx.results.get("sigma", {}), ctx.spec, ctx.results.get("meta", {})
+    if not sigma:
+        return []
+    ckpt, family, parity = sigma.get("checkpoint", {}), sigma.get("family", {}), sigma.get("parity", {})
+    lines = ["", f"**PixArt-Σ parity** ({ctx.big}, random PixArt-Σ-XL-2 checkpoint: `{ckpt.get('model_index_class')}`, "
+             f"transformer use_additional_conditions={ckpt.get('use_additional_conditions')}, SDXL-style VAE config "
+             f"(SD architecture, scaling_factor {ckpt.get('vae_scaling_factor')}, force_upcast {ckpt.get('vae_force_upcast')}, "
+             f"sample_size {ckpt.get('vae_sample_size')}); pixart_batch family {family.get('name')} "
+             f"(max {family.get('max_sequence_length')} tokens); diffusers `{parity.get('diffusers_pipeline')}` vs stages "
+             f"driving `{parity.get('stages_pipeline')}`; uint8 pixels, {spec.steps} steps, CFG {spec.guidance}, "
+             f"{meta.get('dtypes', {}).get('dit')}, prompt lengths {list(spec.sigma_prompt_lengths)}, "
+             f"max_sequence_length {spec.sigma_max_tokens}; pass: max |Δ| ≤ 2):", ""]
+    if not parity:
+        error = ctx.results.get("sections", {}).get("sigma", {}).get("error", "section did not finish")
+        return lines + [f"not measured ({error})"]
+    lines += ["| comparison | max abs Δ | mean abs Δ | pass |", "|---|---:|---:|---|"]
+    for key, name in parity_rows(spec.sigma_max_tokens).items():
+        c = parity.get(key, {})
+        lines.append(f"| {name} | {_cell(c.get('max_abs'))} | {_cell(c.get('mean_abs'), '{:.4f}')} | {_cell(c.get('pass'))} |")
+    lines += ["", f"Images not degenerate (pixel std; mean abs Δ between two seeds): {parity.get('pixel_std')}, "
+              f"{parity.get('mean_abs_between_seeds')}"]
+    return lines
+
+
+def lowvram_markdown(ctx: Context) -> list[str]:
+    low = ctx.results.get("lowvram", {})
+    if not low:
+        return []
+    m = lambda value: _memory_cell(ctx, value)  # noqa: E731
+    gb = lambda value: m(value) + (" GB" if ctx.cuda and value is not None else "")  # noqa: E731
+    t5, vae, freed = low.get("t5", {}), low.get("vae", {}), low.get("freed", {})
+    lines = ["", "**Low VRAM** (the recipe's pieces at real size, random weights; GB = torch.cuda.memory_allocated / "
+             "max_memory_allocated, the peak reset before each phase, weights included):"]
+    if t5:
+        int8 = t5.get("int8", {})
+        lines += ["", f"| T5-XXL encoder ({t5.get('params_M')} M params), {t5.get('prompts')} prompts of "
+                  f"{t5.get('min_tokens')}–{t5.get('max_tokens')} tokens (mean {t5.get('mean_tokens')}), padded to the longest "
+                  "| weights GB | peak GB while encoding | encode s |", "|---|---:|---:|---:|"]
+        bf16 = t5.get("bf16", {})
+        lines.append(f"| {t5.get('dtype')} | {m(bf16.get('weights_GB'))} | {m(bf16.get('peak_GB'))} | "
+                     f"{_cell(bf16.get('encode_s'))} |")
+        if "skipped" in int8 or "error" in int8:
+            lines.append(f"| int8 weight-only (torchao) | {int8.get('skipped') or 'failed: ' + int8['error'][:120]} | | |")
+        elif int8:
+            lines.append(f"| int8 weight-only (torchao {int8.get('torchao')}) | {m(int8.get('weights_GB'))} | "
+                         f"{m(int8.get('peak_GB'))} | {_cell(int8.get('encode_s'))} |")
+            lines += ["", f"int8 vs {t5.get('dtype')} embeddings on the valid tokens: max |Δ| {int8.get('max_abs_delta')}, "
+                      f"mean |Δ| {int8.get('mean_abs_delta')} = {int8.get('relative_mean_abs_delta')} of mean |x| "
+                      f"({int8.get('mean_abs_bf16')}), min cosine similarity per token {int8.get('cosine_min')}; "
+                      f"finite: {_cell(int8.get('finite'))}. Peak while quantizing (load_text_encoder: the {t5.get('dtype')} "
+                      f"weights on the CPU, each linear layer moved to the device and quantized there): {gb(int8.get('quantize_peak_GB'))}, "
+                      f"{int8.get('quantize_s')} s. Quantized by: {int8.get('how')}."]
+            yard = t5.get("bf16_vs_fp32") or {}
+            if "relative_mean_abs_delta" in yard:
+                lines += ["", f"Yardstick, the same weights: {t5.get('dtype')} vs float32: max |Δ| {yard['max_abs_delta']}, "
+                          f"mean |Δ| {yard['relative_mean_abs_delta']} of mean |x|, min cosine {yard['cosine_min']} "
+                          "(random deep networks amplify any perturbation; real-weight quality is not measured here)."]
+        if "error" in t5:
+            lines += ["", f"T5 part failed: {t5['error'][:200]}"]
+    if freed:
+        lines += ["", "| after deleting the encoder, gc.collect(), torch.cuda.empty_cache() | GB |", "|---|---:|",
+                  f"| torch.cuda.memory_allocated() | {m(freed.get('allocated_GB'))} |",
+                  f"| torch.cuda.memory_reserved() | {m(freed.get('reserved_GB'))} |",
+                  f"| allocated above the section's starting point ({m(t5.get('baseline_allocated_GB'))}) | "
+                  f"{m(freed.get('allocated_above_baseline_GB'))} |"]
+    sizes = [key for key in vae if key.startswith("latent_")]
+    if sizes:
+        lines += ["", f"VAE: the SD VAE (PixArt-α's; tiles of {vae.get('tile_sample_min_size')} px). PixArt-Σ's SDXL VAE config "
+                  "has sample_size 1024, so its tiles are 1024 px and enable_tiling() changes nothing up to 1024². "
+                  "Random latents ~ N(0, 1) divided by scaling_factor, as the Decoder decodes; uint8 as diffusers' postprocess.",
+                  "", f"| VAE decode, {vae.get('dtype')}, 1 image (tiles of {vae.get('tile_sample_min_size')} px, overlap "
+                  f"{vae.get('tile_overlap_factor')}) | untiled peak GB | tiled peak GB | untiled s | tiled s | "
+                  "tiled vs untiled max abs Δ | mean abs Δ | share of values off by > 2 |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for key in sizes:
+            e = vae[key]
+            d = e["tiled_vs_untiled"]
+            lines.append(f"| {e['pixels']} | {m(e['untiled']['peak_GB'])} | {m(e['tiled']['peak_GB'])} | {e['untiled']['s']} | "
+                         f"{e['tiled']['s']} | {d['max_abs']} | {d['mean_abs']:.4f} | {d['fraction_over_2']} |")
+    sl = vae.get("slicing")
+    if sl:
+        lines += ["", f"| VAE decode, batch {sl['batch']} at {sl['pixels']} | peak GB | s | max abs Δ vs unsliced | pass (≤ 1) |",
+                  "|---|---:|---:|---:|---|",
+                  f"| without slicing | {m(sl['unsliced']['peak_GB'])} | {sl['unsliced']['s']} | | |",
+                  f"| vae.enable_slicing() | {m(sl['sliced']['peak_GB'])} | {sl['sliced']['s']} | "
+                  f"{sl['sliced_vs_unsliced']['max_abs']} | {_cell(sl.get('pass'))} |"]
+    if vae.get("weights_GB") is not None:
+        lines += ["", f"VAE weights: {vae['weights_GB']} GB."]
+    if "error" in vae:
+        lines += ["", f"VAE part failed: {vae['error'][:200]}"]
+    return lines
 
 
 # ------------------------------------------------------------------ main

@@ -6,7 +6,8 @@
 #   bash benchmarks/gpu_check.sh --small    # extra arguments go to gpu_check.py
 #
 # The GPU machine has no network: packages it lacks (diffusers, ftfy, beautifulsoup4, soupsieve,
-# wcwidth) travel as wheels in .whl/ (git-ignored) and are installed to /tmp/site.
+# wcwidth, torchao for the lowvram section) travel as wheels in .whl/ (git-ignored) and are installed
+# to /tmp/site; should one of them not install, the others still are (one by one).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_check_out}"
@@ -15,8 +16,13 @@ export OUT PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TRANSF
 export GPU_CHECK_COMMAND="bash benchmarks/gpu_check.sh${*:+ $*}"
 
 if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || echo "gpu_check.sh: installing the wheels failed; going on with what is installed"
+  install=(python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site)
+  if ! "${install[@]}" .whl/*.whl; then
+    echo "gpu_check.sh: installing the wheels together failed; installing them one by one"
+    for wheel in .whl/*.whl; do
+      "${install[@]}" "$wheel" || echo "gpu_check.sh: $wheel did not install; going on without it"
+    done
+  fi
   export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
