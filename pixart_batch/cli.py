@@ -6,9 +6,12 @@ import argparse
 import errno
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -152,7 +155,7 @@ class Terminated(BaseException):
     included) logs it as an error."""
 
 
-def _on_sigterm(signum, frame) -> None:
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise Terminated()
 
 

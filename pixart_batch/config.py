@@ -269,7 +269,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
         if key not in fields:
             raise ConfigError(f"unknown config key '{name}' (known: {', '.join(fields)})")
         hint = hints[key]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, name)
         else:
             kwargs[key] = _check_type(value, hint, name)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,12 @@ from .storage import (
     write_parquet_atomic,
 )
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from datasets import Features
+
+    from .prompts import PromptRecord, PromptScan
+
 DATA_DIR = "data"
 FAILURES_DIR = "failures"
 SETTINGS_FILE = "settings.json"
@@ -56,7 +62,7 @@ SHARD_SETTINGS_KEY = b"pixart_batch.settings"
 """Parquet key-value metadata of every shard: the settings its images were made with (JSON)."""
 
 
-def failure_schema():
+def failure_schema() -> pa.Schema:
     import pyarrow as pa
 
     return pa.schema(
@@ -102,7 +108,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-def plan_schema():
+def plan_schema() -> pa.Schema:
     import pyarrow as pa
 
     return pa.schema(
@@ -118,7 +124,7 @@ def plan_schema():
     )
 
 
-def features():
+def features() -> Features:
     """The datasets ``Features`` of an image row (``image`` last)."""
     from datasets import Features, Image, Sequence, Value
 
@@ -325,16 +331,17 @@ class OutputDataset:
     def failure_files(self) -> list[str]:
         return list_files(self.location, self.location.join(FAILURES_DIR), suffix=".parquet")
 
-    def write_failures(self, table, name: str) -> None:
+    def write_failures(self, table: pa.Table, name: str) -> None:
         write_parquet_atomic(self.location, self.location.join(FAILURES_DIR, name), table.cast(failure_schema()))
 
-    def stage_prompts(self, run_id: str, scan, default_negative: str) -> list[str]:
+    def stage_prompts(self, run_id: str, scan: PromptScan, default_negative: str) -> list[str]:
         """Stream the prompt file into Parquet chunks under ``.work/<run>/`` (where every node can
         read them); the driver holds one chunk at a time. Returns the chunk paths."""
         from .plan import prompt_chunk
         from .prompts import iter_prompts
 
-        paths, chunk = [], []
+        paths: list[str] = []
+        chunk: list[PromptRecord] = []
 
         def flush() -> None:
             path = self.location.join(WORK_DIR, run_id, "prompts", f"part-{len(paths):05d}.parquet")
@@ -355,7 +362,7 @@ class OutputDataset:
         path = self.location.join(WORK_DIR, run_id) if run_id else self.location.join(WORK_DIR)
         remove_tree(self.location, path)
 
-    def write_plan_part(self, run_id: str, table, name: str) -> None:
+    def write_plan_part(self, run_id: str, table: pa.Table, name: str) -> None:
         write_parquet_atomic(
             self.location,
             self.location.join(PLAN_DIR, run_id, name),
@@ -398,7 +405,7 @@ class OutputDataset:
             return []
         return list_files(self.location, self.location.join(PLAN_DIR, pointer["run"]), suffix=".parquet")
 
-    def read_plan(self, columns: list[str] | None = None, name: str = PLAN_POINTER_FILE):
+    def read_plan(self, columns: list[str] | None = None, name: str = PLAN_POINTER_FILE) -> pa.Table:
         """The latest plan as one Arrow table (inspection commands; the pipeline never loads it)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -409,7 +416,7 @@ class OutputDataset:
                 tables.append(pq.read_table(handle, columns=columns))
         return pa.concat_tables(tables) if tables else plan_schema().empty_table().select(columns or plan_schema().names)
 
-    def write_shard(self, table, name: str, row_group_size: int) -> int:
+    def write_shard(self, table: pa.Table, name: str, row_group_size: int) -> int:
         return write_parquet_atomic(
             self.location,
             self.data_path(name),
@@ -445,7 +452,9 @@ class OutputDataset:
         )
         write_bytes_atomic(self.location, self.location.join("README.md"), body.encode())
 
-    def to_table(self, batch: dict[str, np.ndarray], constants: dict[str, Any], settings: dict[str, Any] | None = None):
+    def to_table(
+        self, batch: dict[str, np.ndarray], constants: dict[str, Any], settings: dict[str, Any] | None = None
+    ) -> pa.Table:
         """An Arrow table in the output schema from a stage batch (``image_bytes`` → ``image``); the
         run's settings go into the schema metadata (:data:`SHARD_SETTINGS_KEY`)."""
         import pyarrow as pa

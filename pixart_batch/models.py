@@ -11,10 +11,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import TINY_MODEL, ModelConfig
 from .errors import CheckpointError
 from .families import ALLOWED_CLASSES, COMPONENTS, FAMILIES, ModelFamily, declared_classes, family_of, scheduler_class_for
+
+if TYPE_CHECKING:
+    import torch
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
@@ -233,13 +237,20 @@ def checkpoint_identity(model: ResolvedModel) -> str:
     return _hash_components(model, COMPONENTS)
 
 
-def torch_dtype(name: str):
+def torch_dtype(name: str) -> torch.dtype:
     import torch
 
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
 
 
-def _component_type(source: ModelSource, component: str) -> type:
+class Pretrained(Protocol):
+    """A component class: diffusers' and transformers' models, tokenizers and schedulers alike."""
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def _component_type(source: ModelSource, component: str) -> type[Pretrained]:
     """The class ``model_index.json`` declares for ``component`` (already checked against the allow-list)."""
     import importlib
 

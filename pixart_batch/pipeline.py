@@ -24,7 +24,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
@@ -39,6 +39,18 @@ from .plan import add_sizes, expand_images
 from .prompts import scan_prompts
 from .spec import CleanSpec, RunSpec
 from .store import AttachEmbeddings, EmbeddingStore, StoreIdentity, caption_key
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from ray.actor import ActorHandle
+    from ray.data import Dataset
+    from ray.data._internal.execution.interfaces import TaskContext
+    from ray.data.block import Block
+    from ray.data.datasource.datasink import WriteResult
+
+    from .buckets import ModelGeometry
+    from .config import GenerationConfig
+    from .prompts import PromptScan
 
 STORE_COLUMNS = (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)
 BUSY_COLUMNS = {"encode": "_busy_encode_s", "denoise": "_busy_denoise_s", "decode": "_busy_decode_s", "write": "_busy_write_s"}
@@ -106,7 +118,7 @@ def _map_kwargs(stage: StageConfig) -> dict[str, Any]:
 # --------------------------------------------------------------------------- sinks
 
 
-def _batches(blocks: Iterable[Any]) -> Iterable[dict[str, np.ndarray]]:
+def _batches(blocks: Iterable[Block]) -> Iterable[dict[str, np.ndarray]]:
     from ray.data.block import BlockAccessor
 
     for block in blocks:
@@ -129,7 +141,7 @@ class StoreSink(Datasink):
     def min_rows_per_write(self) -> int:
         return self.rows_per_part
 
-    def write(self, blocks, ctx) -> dict[str, Any]:
+    def write(self, blocks: Iterable[Block], ctx: TaskContext) -> dict[str, Any]:
         import pyarrow as pa
 
         store = EmbeddingStore(self.root, self.identity)
@@ -163,7 +175,7 @@ class ImageSink(Datasink):
     def min_rows_per_write(self) -> int:
         return self.rows_per_shard
 
-    def write(self, blocks, ctx) -> dict[str, Any]:
+    def write(self, blocks: Iterable[Block], ctx: TaskContext) -> dict[str, Any]:
         import pyarrow as pa
 
         output = OutputDataset(self.output_uri)
@@ -211,7 +223,7 @@ class ImageSink(Datasink):
             log(f"committed {name} ({rows_in_shard} images)")
         return result
 
-    def on_write_complete(self, write_result) -> None:
+    def on_write_complete(self, write_result: WriteResult[dict[str, Any]]) -> None:
         # Runs on the driver: keep each write task's counts for the run report.
         self.results = list(write_result.write_returns)
 
@@ -222,7 +234,7 @@ class PlanSink(Datasink):
     def __init__(self, output_uri: str, run_id: str) -> None:
         self.output_uri, self.run_id = output_uri, run_id
 
-    def write(self, blocks, ctx) -> dict[str, Any]:
+    def write(self, blocks: Iterable[Block], ctx: TaskContext) -> dict[str, Any]:
         import pyarrow as pa
 
         batches = list(_batches(blocks))
@@ -237,14 +249,20 @@ class PlanSink(Datasink):
         )
         return {"rows": len(batch[S.KEY]), "buckets": buckets}
 
-    def on_write_complete(self, write_result) -> None:
+    def on_write_complete(self, write_result: WriteResult[dict[str, Any]]) -> None:
         self.results = list(write_result.write_returns)
 
 
 # --------------------------------------------------------------------------- stage functions (CPU tasks)
 
 
-def clean_and_size(batch: dict[str, np.ndarray], spec: CleanSpec, generation, geometry, table) -> dict[str, np.ndarray]:
+def clean_and_size(
+    batch: dict[str, np.ndarray],
+    spec: CleanSpec,
+    generation: GenerationConfig,
+    geometry: ModelGeometry,
+    table: dict[str, list[float]],
+) -> dict[str, np.ndarray]:
     """Cleaned captions, their store keys, and the size plan of each staged prompt."""
     from .stages.clean import CaptionCleaner
 
@@ -265,7 +283,7 @@ def caption_rows(batch: dict[str, np.ndarray], negatives: bool) -> dict[str, np.
     }
 
 
-def first_of_group(table):
+def first_of_group(table: pa.Table) -> pa.Table:
     """One row per caption key (the input of ``groupby(caption_key).map_groups``)."""
     return table.slice(0, 1)
 
@@ -409,7 +427,7 @@ class Run:
         self.prompts = (
             ray.data.read_parquet(self.chunks, filesystem=self.output.location.fs)
             .map_batches(
-                clean_and_size,
+                clean_and_size,  # type: ignore[arg-type]  # Ray types fn as fn(batch); fn_kwargs supplies the rest
                 fn_kwargs={
                     "spec": self.spec.clean_spec(),
                     "generation": self.config.generation,
@@ -465,7 +483,7 @@ class Run:
                 context.execution_options.preserve_order = False
         self.report.stage_seconds["encode"] = time.perf_counter() - start
 
-    def _encode(self, todo, stage: StageConfig) -> None:
+    def _encode(self, todo: Dataset, stage: StageConfig) -> None:
         """T5 actors over the captions to encode, into committed store parts."""
         todo.repartition(target_num_rows_per_block=stage.batch_size).map_batches(
             _stage_class("encode"),
@@ -474,7 +492,7 @@ class Run:
         ).write_datasink(StoreSink(self.store_root, self.identity, rows_per_part=self.config.output.store_rows_per_part))
 
     # -- phase 2
-    def plan(self, dry_run: bool = False):
+    def plan(self, dry_run: bool = False) -> Dataset | None:
         """The images still to make (planned minus committed), sorted by bucket, as a dataset.
 
         The whole plan is written to ``OUTPUT/plan/<run>/`` for ``status`` and ``verify``.
@@ -513,19 +531,20 @@ class Run:
         )
         return remaining if todo and not dry_run else None
 
-    def generate(self, remaining) -> None:
+    def generate(self, remaining: Dataset | None) -> None:
         if remaining is None:
             return
         stages = self.config.stages
         start = time.perf_counter()
         limits = self.config.failures
-        monitor = FailureMonitor.remote(limits.max_consecutive, limits.max_rate, limits.rate_after)
+        # @ray.remote makes FailureMonitor an actor class, but Ray's typing keeps the plain class.
+        monitor = FailureMonitor.remote(limits.max_consecutive, limits.max_rate, limits.rate_after)  # type: ignore[attr-defined]
         dataset = (
             # Blocks of one DiT batch: images stream through the stages and shards commit as they
             # finish, instead of a whole sorted partition at a time.
             remaining.repartition(target_num_rows_per_block=stages.denoise.batch_size)
             .map_batches(
-                attach_embeddings,
+                attach_embeddings,  # type: ignore[arg-type]  # Ray types fn as fn(batch); fn_kwargs supplies the rest
                 fn_kwargs={
                     "root": self.store_root,
                     "identity": self.identity,
@@ -547,7 +566,7 @@ class Run:
                 **_map_kwargs(stages.decode),
             )
             .map_batches(
-                encode_images,
+                encode_images,  # type: ignore[arg-type]  # Ray types fn as fn(batch); fn_kwargs supplies the rest
                 fn_kwargs={"image_format": self.config.output.image_format, "quality": self.config.output.image_quality},
                 batch_size=stages.write.batch_size,
                 batch_format="numpy",
@@ -592,7 +611,7 @@ def check_gpus(config: RunConfig) -> None:
     """
     available = float(ray.cluster_resources().get("GPU", 0.0))
     stages = config.stages
-    phases = {
+    phases: dict[str, list[tuple[str, StageConfig]]] = {
         "encode": [("encode", stages.encode)],
         "generate": [("denoise", stages.denoise), ("decode", stages.decode)],
     }
@@ -636,7 +655,7 @@ MAX_SIDE_FACTOR = 4
 beyond it a decode needs tens of GB per image and no bucket is near the requested shape."""
 
 
-def check_sizes(spec: RunSpec, scan) -> None:
+def check_sizes(spec: RunSpec, scan: PromptScan) -> None:
     """Refuse before anything starts: steps the scheduler cannot run and sizes beyond what the model can make."""
     generation = spec.config.generation
     limit = MAX_SIDE_FACTOR * spec.geometry.native_size
@@ -695,12 +714,12 @@ def _error_kind(error: str) -> str:
     return re.sub(r"\bp[0-9a-f]{16}(-\d+)?(-\d{5})?\b", "<key>", error)[:300]
 
 
-def _monitored(stage_cls: type, monitor, report_success: bool) -> type:
+def _monitored(stage_cls: type, monitor: ActorHandle, report_success: bool) -> type:
     """The stage class, reporting each batch's new failures (and, for the last model stage, its
     successes) to the run's :class:`FailureMonitor`; raises :class:`SystemicFailure` when told to stop.
     Keeps the stage's name (Ray shows it as ``MapBatches(<name>)``)."""
 
-    class Monitored(stage_cls):  # type: ignore[misc, valid-type]
+    class Monitored(stage_cls):
         def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             failed_before = batch[S.ERROR].astype(bool).copy()
             out = super().__call__(batch)
@@ -715,7 +734,7 @@ def _monitored(stage_cls: type, monitor, report_success: bool) -> type:
     return Monitored
 
 
-def _stage_class(name: str):
+def _stage_class(name: str) -> type:
     if name == "encode":
         from .stages.encode import TextEncoder
 

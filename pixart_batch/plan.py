@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .buckets import ModelGeometry, bucket_for
 from .config import GenerationConfig
 from .prompts import PromptRecord
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def image_seed(run_seed: int, prompt_id: str, image_index: int) -> int:
@@ -57,7 +61,7 @@ def plan_size(record: PromptRecord, generation: GenerationConfig, geometry: Mode
 # --------------------------------------------------------------------------- batch forms (run in Ray workers)
 
 
-def prompt_chunk(records: list[PromptRecord], default_negative: str):
+def prompt_chunk(records: list[PromptRecord], default_negative: str) -> pa.Table:
     """An Arrow table of staged prompts (the negative prompt default already applied; 0 in a
     size column means "not given")."""
     import pyarrow as pa

@@ -60,9 +60,13 @@ import stat
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pixart_batch.errors import PromptFileError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from pyarrow import NativeFile
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -448,7 +452,7 @@ class _CheckedRaw(io.RawIOBase):
     each read with its offset; the caller checks the tally after the pass.
     """
 
-    def __init__(self, source: Any, tally: _Tally, seekable: bool = False) -> None:
+    def __init__(self, source: io.FileIO | NativeFile, tally: _Tally, seekable: bool = False) -> None:
         self._source = source
         self._tally = tally
         self._seekable = seekable
@@ -501,7 +505,7 @@ def _regular_or_fail(name: str, mode: int) -> None:
     _fail(name, f"is {kind}, not a regular file; prompt files must be regular files or object-store objects")
 
 
-def _open_binary(path: str | os.PathLike[str], tally: _Tally, seekable: bool = False) -> BinaryIO:
+def _open_binary(path: str | os.PathLike[str], tally: _Tally, seekable: bool = False) -> io.BufferedReader | _CheckedRaw:
     """Open a prompt file for binary reading (the one place that touches storage).
 
     Local paths open directly, once ``stat`` says they are regular files (so a FIFO is
@@ -800,12 +804,13 @@ def scan_prompts(path: str | os.PathLike[str]) -> PromptScan:
     return PromptScan(name, count, repeated, tally.fingerprint(), largest)
 
 
-def _derived_clash(lookalikes: list[str], values, counts) -> bool:
+def _derived_clash(lookalikes: list[str], values: np.ndarray, counts: np.ndarray) -> bool:
     """Whether an explicit id equals an id derived for some other line."""
     import numpy as np
 
     for prompt_id in lookalikes:
         match = _DERIVED_ID_RE.fullmatch(prompt_id)
+        assert match is not None  # lookalikes are the explicit ids that match _DERIVED_ID_RE
         digest, occurrence = int(match[1], 16), int(match[2] or 0)
         position = np.searchsorted(values, np.uint64(digest))
         if position < len(values) and int(values[position]) == digest and occurrence < int(counts[position]):

@@ -24,13 +24,16 @@ import dataclasses
 import typing
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import schema as S
 from .buckets import ModelGeometry, aspect_ratio_table, read_model_geometry
 from .config import RunConfig
 from .families import ModelFamily, scheduler_class_for
 from .models import ModelSource, ResolvedModel, checkpoint_identity, encoder_identity, resolve_model
+
+if TYPE_CHECKING:
+    from .store import StoreIdentity
 
 
 class Role(str, Enum):
@@ -94,7 +97,7 @@ def leaf_fields(cls: type = RunConfig, prefix: str = "") -> list[str]:
     for item in dataclasses.fields(cls):
         name = f"{prefix}{item.name}"
         hint = hints[item.name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             names.extend(leaf_fields(hint, name + "."))
         else:
             names.append(name)
@@ -245,7 +248,7 @@ class RunSpec:
     def _values(self, *roles: Role) -> dict[str, Any]:
         return {name: self.resolved(name) for name in leaf_fields() if role_of(name) in roles}
 
-    def store_identity(self):
+    def store_identity(self) -> StoreIdentity:
         """What determines the embeddings: the encoder's files, its width and every ``embedding`` field."""
         from .store import StoreIdentity
 

@@ -13,9 +13,13 @@ import errno
 import posixpath
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyarrow.fs import FileSystem
 
 TMP_PREFIX = ".tmp-"
 TMP_NAME = re.compile(r"^\.tmp-[0-9a-f]{12}-.+")
@@ -34,8 +38,7 @@ class StorageFullError(OSError):
 class Location:
     """A directory on some file system: ``fs`` is a ``pyarrow.fs.FileSystem``, ``path`` its path there."""
 
-    fs: Any
-    """A ``pyarrow.fs.FileSystem``."""
+    fs: FileSystem
     path: str
     uri: str
 
@@ -135,7 +138,12 @@ def _raise_if_full(exc: OSError, loc: Location, path: str) -> None:
 
 
 def write_parquet_atomic(
-    loc: Location, path: str, table, row_group_size: int | None = None, before_commit: Callable[[], None] | None = None, **options
+    loc: Location,
+    path: str,
+    table: pa.Table,
+    row_group_size: int | None = None,
+    before_commit: Callable[[], None] | None = None,
+    **options: Any,
 ) -> int:
     """Write a Parquet file atomically; returns its size in bytes."""
     import pyarrow as pa
@@ -185,7 +193,7 @@ def remove_temporaries(loc: Location, path: str, older_than_s: float = 0.0) -> i
     return removed
 
 
-def _walk_files(loc: Location, path: str):
+def _walk_files(loc: Location, path: str) -> Iterator[tuple[str, float | None]]:
     """``(path, mtime)`` of the regular files under ``path``; locally, symbolic links are neither
     followed nor listed."""
     import os

@@ -21,19 +21,23 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import schema as S
 from .storage import Location, list_files, locate, read_bytes, write_bytes_atomic, write_parquet_atomic
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
 
 def caption_key(caption: str) -> str:
     return hashlib.sha256(caption.encode("utf-8")).hexdigest()[:32]
 
 
-def store_schema():
+def store_schema() -> pa.Schema:
     import pyarrow as pa
 
     return pa.schema(
@@ -99,7 +103,7 @@ class EmbeddingStore:
     def part_files(self) -> list[str]:
         return list_files(self.location, self.location.join("parts"), suffix=".parquet")
 
-    def write_part(self, table) -> str:
+    def write_part(self, table: pa.Table) -> str:
         """Commit one part file (rows sorted by key; returns its path)."""
         part_id = uuid.uuid4().hex
         path = self.location.join("parts", part_id[:2], f"part-{part_id}.parquet")
@@ -176,10 +180,10 @@ class EmbeddingStore:
         return found
 
 
-_FOOTERS: dict[tuple[str, str], Any] = {}
+_FOOTERS: dict[tuple[str, str], pq.FileMetaData] = {}
 
 
-def _footer(location: Location, path: str):
+def _footer(location: Location, path: str) -> pq.FileMetaData:
     """A part's Parquet footer; parts never change once committed, so each process reads it once."""
     import pyarrow.parquet as pq
 

@@ -6,10 +6,15 @@ pattern), so a stored embedding is exactly tokens × d_model × dtype size bytes
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+if TYPE_CHECKING:
+    import torch
 
-def tensor_to_bytes(tensor) -> bytes:
+
+def tensor_to_bytes(tensor: torch.Tensor) -> bytes:
     """Bytes of a CPU-contiguous copy of ``tensor`` in its dtype."""
     import torch
 
@@ -19,7 +24,7 @@ def tensor_to_bytes(tensor) -> bytes:
     return tensor.numpy().tobytes()
 
 
-def bytes_to_tensor(data: bytes, dtype: str, shape: tuple[int, ...]):
+def bytes_to_tensor(data: bytes, dtype: str, shape: tuple[int, ...]) -> torch.Tensor:
     """Inverse of :func:`tensor_to_bytes`."""
     import torch
 

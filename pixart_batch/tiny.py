@@ -19,6 +19,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    import torch
 
 # A small fixed vocabulary: letters and digits (so every word can be spelled), common
 # English words and subwords. Scores follow T5's convention: log-probabilities, longer
@@ -63,7 +67,7 @@ def tiny_vocab() -> list[tuple[str, float]]:
     return vocab
 
 
-def _seeded_init_(module, generator) -> None:
+def _seeded_init_(module, generator: torch.Generator) -> None:
     """Overwrite every parameter with seeded small random values.
 
     diffusers zero-initialises some output projections (a random DiT would then
@@ -82,7 +86,18 @@ def _seeded_init_(module, generator) -> None:
                 param.copy_(torch.randn(param.shape, generator=generator) / max(fan_in, 1) ** 0.5)
 
 
-SIZES = {
+class TinySize(TypedDict):
+    """The dimensions of a generated checkpoint."""
+
+    dit_layers: int
+    dit_heads: int
+    dit_head_dim: int
+    vae_channels: tuple[int, int, int, int]
+    vae_groups: int
+    t5_d_model: int
+
+
+SIZES: dict[str, TinySize] = {
     # tiny: every test and the default demo (seconds on a CPU).
     "tiny": {
         "dit_layers": 2,

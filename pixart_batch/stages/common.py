@@ -15,7 +15,8 @@ import logging
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -24,10 +25,13 @@ from ..faults import raise_if_injected, stall
 
 log = logging.getLogger("pixart_batch")
 
+G = TypeVar("G", bound=Hashable)
+"""A group key (a bucket, an output size)."""
 
-def group_rows(keys: list[Hashable]) -> dict[Hashable, list[int]]:
+
+def group_rows(keys: list[G]) -> dict[G, list[int]]:
     """Row indices grouped by key, in first-seen order."""
-    groups: dict[Hashable, list[int]] = defaultdict(list)
+    groups: dict[G, list[int]] = defaultdict(list)
     for index, key in enumerate(keys):
         groups[key].append(index)
     return groups
@@ -40,8 +44,8 @@ def error_text(stage: str, exc: BaseException) -> str:
 def run_groups(
     batch: dict[str, np.ndarray],
     stage: str,
-    group_of: Callable[[int], Hashable],
-    process: Callable[[Hashable, list[int]], list[object]],
+    group_of: Callable[[int], G],
+    process: Callable[[G, list[int]], Sequence[object]],
     output_column: str,
 ) -> dict[str, np.ndarray]:
     """Fill ``output_column`` by calling ``process(group, indices)`` per group of healthy rows.
@@ -58,7 +62,7 @@ def run_groups(
     keys = batch[S.KEY].tolist()
     healthy = [i for i in range(size) if not errors[i]]
 
-    def attempt(group: Hashable, indices: list[int], first: bool = True) -> None:
+    def attempt(group: G, indices: list[int], first: bool = True) -> None:
         try:
             raise_if_injected(stage, [keys[i] for i in indices])
             results = process(group, indices)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import schema as S
 from ..spec import DecodeSpec
 from ..tensors import bytes_to_tensor
 from .common import run_groups
+
+if TYPE_CHECKING:
+    import torch
 
 
 def diffusers_resize_is_whole(bucket_h: int, bucket_w: int, height: int, width: int) -> bool:
@@ -21,7 +26,7 @@ def diffusers_resize_is_whole(bucket_h: int, bucket_w: int, height: int, width: 
     return int(bucket_h * ratio) >= height and int(bucket_w * ratio) >= width
 
 
-def resize_back(images, height: int, width: int):
+def resize_back(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Images ``[B, C, h, w]`` of one bucket to ``height`` × ``width``, as diffusers' resolution binning does.
 
     Exactly diffusers' ``PixArtImageProcessor.resize_and_crop_tensor`` wherever that returns the
@@ -69,7 +74,7 @@ class Decoder:
         self.processor = PixArtImageProcessor(vae_scale_factor=spec.vae_scale_factor)
         self.dtype = torch_dtype(spec.dtype)
 
-    def decode(self, latents, height: int, width: int) -> np.ndarray:
+    def decode(self, latents: torch.Tensor, height: int, width: int) -> np.ndarray:
         """uint8 ``[B, height, width, 3]`` from latents ``[B, C, h, w]`` of one bucket."""
         import torch
 
@@ -88,7 +93,7 @@ class Decoder:
 
         spec = self.spec
 
-        def process(sizes, indices: list[int]) -> list[bytes]:
+        def process(sizes: tuple[int, ...], indices: list[int]) -> list[bytes]:
             bucket_h, bucket_w, height, width = sizes
             shape = (spec.latent_channels, bucket_h // spec.vae_scale_factor, bucket_w // spec.vae_scale_factor)
             latents = torch.stack([bytes_to_tensor(batch[S.LATENTS][i], "float32", shape) for i in indices])

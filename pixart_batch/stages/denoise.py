@@ -3,12 +3,17 @@ one bucket per call."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .. import schema as S
 from ..spec import DenoiseSpec
 from ..tensors import bytes_to_tensor, tensor_to_bytes
 from .common import run_groups
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Denoiser:
@@ -45,7 +50,7 @@ class Denoiser:
         self.scheduler_name = type(self.pipeline.scheduler).__name__
         self.dtype = torch_dtype(spec.dtype)
 
-    def _padded(self, blobs: list[bytes], counts: list[int], length: int):
+    def _padded(self, blobs: list[bytes], counts: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
         embeds = torch.zeros(len(blobs), length, self.spec.text_dim, dtype=self.dtype)
@@ -55,7 +60,7 @@ class Denoiser:
             mask[row, :count] = 1
         return embeds.to(self.spec.device), mask.to(self.spec.device)
 
-    def denoise(self, rows: dict[str, list], height: int, width: int):
+    def denoise(self, rows: dict[str, list], height: int, width: int) -> torch.Tensor:
         """Latents ``[B, C, h, w]`` for rows of one bucket (lists per column)."""
         import torch
 
@@ -88,7 +93,7 @@ class Denoiser:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         columns = (S.NUM_TOKENS, S.NEGATIVE_NUM_TOKENS, S.PROMPT_EMBEDDING, S.NEGATIVE_EMBEDDING, S.SEED)
 
-        def process(bucket, indices: list[int]) -> list[bytes]:
+        def process(bucket: tuple[int, int], indices: list[int]) -> list[bytes]:
             rows = {column: [batch[column][i] for i in indices] for column in columns}
             out = self.denoise(rows, *bucket).float()
             return [tensor_to_bytes(out[position]) for position in range(len(indices))]

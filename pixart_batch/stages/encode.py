@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,6 +12,9 @@ from ..errors import UserError
 from ..faults import stall
 from ..spec import EncodeSpec
 from ..tensors import tensor_to_bytes
+
+if TYPE_CHECKING:
+    import torch
 
 
 def load_text_encoder(spec: EncodeSpec):
@@ -72,7 +76,7 @@ class TextEncoder:
         self.device = spec.device
         self.max_sequence_length = spec.max_sequence_length
 
-    def encode(self, captions: list[str]):
+    def encode(self, captions: list[str]) -> tuple[torch.Tensor, list[int], list[bool]]:
         """``(embeddings [B, L, D], valid token counts [B], truncated [B])`` for one batch."""
         import torch
 

@@ -32,7 +32,7 @@ class ImageEncoder:
         return buffer.getvalue()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        def process(_, indices: list[int]) -> list[bytes]:
+        def process(_: None, indices: list[int]) -> list[bytes]:
             encoded = []
             for i in indices:
                 shape = (int(batch[S.HEIGHT][i]), int(batch[S.WIDTH][i]), 3)
