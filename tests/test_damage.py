@@ -337,3 +337,27 @@ def test_limits_are_checked_before_anything_starts(tmp_path, capsys, extra, need
         code, text = _cli(capsys, *_generate(prompts, tmp_path / "out", *extra))
         assert code == 2 and needle in text
     assert not (tmp_path / "out").exists()
+
+
+def test_quarantine_on_an_object_store_copies_then_deletes(tmp_path):
+    """Object stores have no rename: a damaged file is copied to quarantine/ first, then deleted."""
+    from pyarrow import fs
+
+    from pixart_batch.dataset import OutputDataset
+    from pixart_batch.storage import Location
+
+    class FakeObjectStore(Location):  # a local folder behaving like a bucket (no rename)
+        @property
+        def is_local(self) -> bool:
+            return False
+
+    shard = tmp_path / "data" / "run" / "0000" / "train-x.parquet"
+    shard.parent.mkdir(parents=True)
+    shard.write_bytes(b"PAR1 truncated")
+    output = OutputDataset(str(tmp_path))
+    output.location = FakeObjectStore(fs.LocalFileSystem(), str(tmp_path), f"s3://bucket{tmp_path}")
+    (damaged,) = output.find_damaged(output.shard_files(), "key")
+    target = Path(output.quarantine(damaged, "run2"))
+    assert not shard.exists() and target.read_bytes() == b"PAR1 truncated"
+    assert target == tmp_path / "quarantine" / "run2" / "data" / "run" / "0000" / "train-x.parquet"
+    assert damaged.reason in (target.parent / (target.name + ".reason.txt")).read_text()
