@@ -80,7 +80,8 @@ class Row:
 # ADAPTER: every call into pixart_batch lives in this block. Written against the working tree of
 # 2026-11-26 (the spec refactor): stages.denoise.Denoiser(spec.DenoiseSpec),
 # stages.decode.Decoder(spec.DecodeSpec), models.ModelSource of models.Component built from
-# families.declared_classes, numpy batch dicts with the column names of pixart_batch.schema, tensors.tensor_to_bytes, tiny.build_tiny_checkpoint and the CLI
+# families.declared_classes, numpy batch dicts with the column names of pixart_batch.schema,
+# tensors.tensor_to_bytes, tiny.build_tiny_checkpoint and the CLI
 # (generate / verify, OUTPUT/run_report.json). When that API changes, fix only this block.
 # =============================================================================================
 
@@ -90,8 +91,18 @@ _DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat
 class PixartBatchStages:
     """pixart_batch's DiT and VAE stages (no Ray), called the way its Ray pipeline calls them."""
 
-    def __init__(self, model_dir: Path, dtype: torch.dtype, device: str, embedding_dtype: torch.dtype, d_model: int,
-                 latent_channels: int, vae_scale_factor: int, steps: int, guidance: float) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        dtype: torch.dtype,
+        device: str,
+        embedding_dtype: torch.dtype,
+        d_model: int,
+        latent_channels: int,
+        vae_scale_factor: int,
+        steps: int,
+        guidance: float,
+    ) -> None:
         from pixart_batch import schema
         from pixart_batch.families import declared_classes
         from pixart_batch.models import Component, ModelSource
@@ -103,15 +114,39 @@ class PixartBatchStages:
         self.embedding_dtype = embedding_dtype
         index = json.loads((model_dir / "model_index.json").read_text())
         # These checkpoints have no text encoder (the stages here need transformer, VAE, scheduler).
-        source = ModelSource(str(model_dir), tuple(Component(name, library, cls, str(model_dir))
-                                                   for name, (library, cls) in declared_classes(index, str(model_dir)).items()))
-        self.denoiser = Denoiser(DenoiseSpec(
-            model=source, pipeline_class=index["_class_name"], dtype=_DTYPE_NAMES[dtype], device=device,
-            scheduler="checkpoint", num_inference_steps=steps, guidance_scale=guidance, timesteps=None,
-            embedding_dtype=_DTYPE_NAMES[embedding_dtype], text_dim=d_model, vae_scale_factor=vae_scale_factor))
-        self.decoder = Decoder(DecodeSpec(
-            model=source, dtype=_DTYPE_NAMES[dtype], device=device, latent_channels=latent_channels,
-            vae_scale_factor=vae_scale_factor, vae_tiling=False, vae_slicing=False))
+        source = ModelSource(
+            str(model_dir),
+            tuple(
+                Component(name, library, cls, str(model_dir))
+                for name, (library, cls) in declared_classes(index, str(model_dir)).items()
+            ),
+        )
+        self.denoiser = Denoiser(
+            DenoiseSpec(
+                model=source,
+                pipeline_class=index["_class_name"],
+                dtype=_DTYPE_NAMES[dtype],
+                device=device,
+                scheduler="checkpoint",
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                timesteps=None,
+                embedding_dtype=_DTYPE_NAMES[embedding_dtype],
+                text_dim=d_model,
+                vae_scale_factor=vae_scale_factor,
+            )
+        )
+        self.decoder = Decoder(
+            DecodeSpec(
+                model=source,
+                dtype=_DTYPE_NAMES[dtype],
+                device=device,
+                latent_channels=latent_channels,
+                vae_scale_factor=vae_scale_factor,
+                vae_tiling=False,
+                vae_slicing=False,
+            )
+        )
 
     def __call__(self, rows: list[Row], batch_size: int) -> list[np.ndarray]:
         """uint8 ``[H, W, 3]`` per row; ``batch_size`` rows per stage call (mixed buckets allowed)."""
@@ -129,7 +164,7 @@ class PixartBatchStages:
         S = self.schema
         images: list[np.ndarray] = []
         for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
+            chunk = rows[start : start + batch_size]
 
             batch = {
                 S.KEY: objects([f"row-{start + i:05d}" for i in range(len(chunk))]),
@@ -183,22 +218,27 @@ def quantize_text_encoder_int8(model, dtype: torch.dtype, device: str, max_seque
         from pixart_batch.stages.encode import load_text_encoder
 
         source = ModelSource("in-memory", (Component("text_encoder", "transformers", "T5EncoderModel", "in-memory"),))
-        spec = EncodeSpec(model=source, dtype=_DTYPE_NAMES[dtype], device=device,
-                          max_sequence_length=max_sequence_length, quantization="int8")
+        spec = EncodeSpec(
+            model=source, dtype=_DTYPE_NAMES[dtype], device=device, max_sequence_length=max_sequence_length, quantization="int8"
+        )
     except Exception as exc:  # noqa: BLE001 - the adapter is out of date: quantize the way it would
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
         quantize_(model, Int8WeightOnlyConfig(), device=device)
-        return model.to(device), f"quantize_(model, Int8WeightOnlyConfig(), device=...) directly (adapter: {type(exc).__name__}: {exc})"[:300]
+        return model.to(
+            device
+        ), f"quantize_(model, Int8WeightOnlyConfig(), device=...) directly (adapter: {type(exc).__name__}: {exc})"[:300]
     original = models.load_component
     models.load_component = lambda *args, **kwargs: model
     try:
         encoder = load_text_encoder(spec)
     finally:
         models.load_component = original
-    return encoder, (f"pixart_batch.stages.encode.load_text_encoder(quantization='int8') on the in-memory "
-                     f"{_DTYPE_NAMES[dtype]} module (its load_component swapped for one returning that module: "
-                     "T5-XXL is not saved to disk)")
+    return encoder, (
+        f"pixart_batch.stages.encode.load_text_encoder(quantization='int8') on the in-memory "
+        f"{_DTYPE_NAMES[dtype]} module (its load_component swapped for one returning that module: "
+        "T5-XXL is not saved to disk)"
+    )
 
 
 def tiny_tokenizer(workdir: Path) -> tuple[Path, dict]:
@@ -213,8 +253,20 @@ def tiny_tokenizer(workdir: Path) -> tuple[Path, dict]:
 
 def e2e_commands(config: str, model: Path, prompts: Path, output: Path, steps: int | None) -> tuple[list[str], list[str]]:
     """The CLI commands of the end-to-end run: ``generate`` and ``verify``."""
-    generate = [sys.executable, "-m", "pixart_batch", "generate", "--config", config, "--model", str(model),
-                "--prompts", str(prompts), "--output", str(output)]
+    generate = [
+        sys.executable,
+        "-m",
+        "pixart_batch",
+        "generate",
+        "--config",
+        config,
+        "--model",
+        str(model),
+        "--prompts",
+        str(prompts),
+        "--output",
+        str(output),
+    ]
     if steps is not None:
         generate += ["--steps", str(steps)]
     return generate, [sys.executable, "-m", "pixart_batch", "verify", str(output)]
@@ -237,25 +289,62 @@ E2E_MODULES = ("ray", "datasets", "polars")  # what pixart_batch's Ray pipeline 
 # Real configurations (the hub checkpoints' config.json). Keys a diffusers version does not accept
 # are dropped (and listed) when the module is built, as from_pretrained does.
 TRANSFORMER_XL2 = dict(
-    num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
-    cross_attention_dim=1152, patch_size=2, caption_channels=4096, norm_type="ada_norm_single",
-    norm_elementwise_affine=False, norm_eps=1e-6, activation_fn="gelu-approximate", num_embeds_ada_norm=1000,
-    attention_bias=True, dropout=0.0, upcast_attention=False, use_linear_projection=False,
-    only_cross_attention=False, double_self_attention=False,
+    num_attention_heads=16,
+    attention_head_dim=72,
+    in_channels=4,
+    out_channels=8,
+    num_layers=28,
+    cross_attention_dim=1152,
+    patch_size=2,
+    caption_channels=4096,
+    norm_type="ada_norm_single",
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    activation_fn="gelu-approximate",
+    num_embeds_ada_norm=1000,
+    attention_bias=True,
+    dropout=0.0,
+    upcast_attention=False,
+    use_linear_projection=False,
+    only_cross_attention=False,
+    double_self_attention=False,
 )
 VAE_SD = dict(
-    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, norm_num_groups=32,
-    sample_size=512, scaling_factor=0.18215,
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=512,
+    scaling_factor=0.18215,
 )
 T5_XXL = dict(
-    vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-    relative_attention_num_buckets=32, relative_attention_max_distance=128, feed_forward_proj="gated-gelu",
-    is_encoder_decoder=False, use_cache=False,
+    vocab_size=32128,
+    d_model=4096,
+    d_kv=64,
+    d_ff=10240,
+    num_layers=24,
+    num_heads=64,
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    feed_forward_proj="gated-gelu",
+    is_encoder_decoder=False,
+    use_cache=False,
 )
 SCHEDULER = dict(
-    algorithm_type="dpmsolver++", beta_start=0.0001, beta_end=0.02, beta_schedule="linear", num_train_timesteps=1000,
-    prediction_type="epsilon", solver_order=2, solver_type="midpoint", lower_order_final=True, timestep_spacing="linspace",
+    algorithm_type="dpmsolver++",
+    beta_start=0.0001,
+    beta_end=0.02,
+    beta_schedule="linear",
+    num_train_timesteps=1000,
+    prediction_type="epsilon",
+    solver_order=2,
+    solver_type="midpoint",
+    lower_order_final=True,
+    timestep_spacing="linspace",
 )
 
 
@@ -303,19 +392,29 @@ FULL = Spec(
     transformer=TRANSFORMER_XL2,
     vae=VAE_SD,
     t5=T5_XXL,
-    sizes={"1024": (128, [(1024, 1024), (1024, 1024), (768, 1344), (768, 1344)]),
-           "512": (64, [(512, 512), (512, 512), (384, 672), (384, 672)])},
+    sizes={
+        "1024": (128, [(1024, 1024), (1024, 1024), (768, 1344), (768, 1344)]),
+        "512": (64, [(512, 512), (512, 512), (384, 672), (384, 672)]),
+    },
     e2e_t5=dict(T5_XXL, num_layers=2, num_heads=8, d_kv=64, d_ff=1024),
 )
 SMALL = Spec(
-    transformer=dict(TRANSFORMER_XL2, num_attention_heads=2, attention_head_dim=32, num_layers=2,
-                     cross_attention_dim=64, caption_channels=64),
+    transformer=dict(
+        TRANSFORMER_XL2, num_attention_heads=2, attention_head_dim=32, num_layers=2, cross_attention_dim=64, caption_channels=64
+    ),
     vae=dict(VAE_SD, block_out_channels=(32, 32, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=256),
     t5=dict(T5_XXL, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
-    sizes={"256": (32, [(256, 256), (256, 256), (192, 336), (192, 336)]),
-           "128": (16, [(128, 128), (128, 128), (96, 160), (96, 160)])},
+    sizes={
+        "256": (32, [(256, 256), (256, 256), (192, 336), (192, 336)]),
+        "128": (16, [(128, 128), (128, 128), (96, 160), (96, 160)]),
+    },
     e2e_t5=dict(T5_XXL, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
-    steps=2, throughput_images=2, warmup_images=1, batch_size=2, t5_batch=8, component_batches=(1, 2),
+    steps=2,
+    throughput_images=2,
+    warmup_images=1,
+    batch_size=2,
+    t5_batch=8,
+    component_batches=(1, 2),
     e2e_timeout_s=600,
     lowvram_vae_latents=(48, 96),  # larger than the small VAE's 32-latent tile, so tiling does tile
 )
@@ -477,9 +576,14 @@ def make_rows(ctx: Context, buckets: list[tuple[int, int]], lengths: list[int], 
     d_model = ctx.spec.transformer["caption_channels"]
     negative = (torch.randn(1, d_model, generator=generator) * 0.2).to(ctx.embedding_dtype)
     return [
-        Row(seed=s, height=h, width=w, negative=negative,
-            embedding=(torch.randn(n, d_model, generator=generator) * 0.2).to(ctx.embedding_dtype))
-        for (h, w), n, s in zip(buckets, lengths, seeds)
+        Row(
+            seed=s,
+            height=h,
+            width=w,
+            negative=negative,
+            embedding=(torch.randn(n, d_model, generator=generator) * 0.2).to(ctx.embedding_dtype),
+        )
+        for (h, w), n, s in zip(buckets, lengths, seeds, strict=True)
     ]
 
 
@@ -491,8 +595,9 @@ def load_diffusers(ctx: Context, checkpoint: Path, pipeline_class: str = "PixArt
     return pipe
 
 
-def run_diffusers(ctx: Context, pipe, rows: list[Row], pad_to: int | None, output_type: str = "np",
-                  max_sequence_length: int | None = None):
+def run_diffusers(
+    ctx: Context, pipe, rows: list[Row], pad_to: int | None, output_type: str = "np", max_sequence_length: int | None = None
+):
     """Plain diffusers on precomputed embeddings, rows of one bucket, one CPU generator per image.
 
     ``pad_to=None`` pads like the stages (zeros, to the longest prompt/negative of the call);
@@ -509,8 +614,8 @@ def run_diffusers(ctx: Context, pipe, rows: list[Row], pad_to: int | None, outpu
             embeds = torch.randn(len(tensors), length, d_model, generator=generator) * 0.2
         mask = torch.zeros(len(tensors), length, dtype=torch.long)
         for i, tensor in enumerate(tensors):
-            embeds[i, :tensor.shape[0]] = tensor.float()
-            mask[i, :tensor.shape[0]] = 1
+            embeds[i, : tensor.shape[0]] = tensor.float()
+            mask[i, : tensor.shape[0]] = 1
         # the embedding dtype's values, then the DiT dtype (what the stages do with stored embeddings)
         return embeds.to(ctx.embedding_dtype).to(ctx.dit_dtype).to(ctx.device), mask.to(ctx.device)
 
@@ -519,12 +624,20 @@ def run_diffusers(ctx: Context, pipe, rows: list[Row], pad_to: int | None, outpu
     extra = {} if max_sequence_length is None else {"max_sequence_length": max_sequence_length}
     with torch.inference_mode():
         images = pipe(
-            prompt=None, negative_prompt=None,
-            prompt_embeds=prompt_embeds, prompt_attention_mask=prompt_mask,
-            negative_prompt_embeds=negative_embeds, negative_prompt_attention_mask=negative_mask,
+            prompt=None,
+            negative_prompt=None,
+            prompt_embeds=prompt_embeds,
+            prompt_attention_mask=prompt_mask,
+            negative_prompt_embeds=negative_embeds,
+            negative_prompt_attention_mask=negative_mask,
             generator=[torch.Generator("cpu").manual_seed(r.seed) for r in rows],
-            num_inference_steps=ctx.spec.steps, guidance_scale=ctx.spec.guidance,
-            height=rows[0].height, width=rows[0].width, use_resolution_binning=False, output_type=output_type, **extra,
+            num_inference_steps=ctx.spec.steps,
+            guidance_scale=ctx.spec.guidance,
+            height=rows[0].height,
+            width=rows[0].width,
+            use_resolution_binning=False,
+            output_type=output_type,
+            **extra,
         ).images
     if output_type != "np":
         return images
@@ -555,6 +668,7 @@ def section(name: str):
     def register(fn):
         SECTIONS.append((name, fn))
         return fn
+
     return register
 
 
@@ -606,19 +720,29 @@ def build_section(ctx: Context) -> None:
     info["vae_build_s"] = round(seconds, 2)
     info["vae_params_M"] = round(sum(p.numel() for p in vae.parameters()) / 1e6, 1)
     for index, (label, (sample_size, _)) in enumerate(ctx.spec.sizes.items()):
-        transformer, seconds = timed(lambda: build_transformer(ctx, sample_size, ctx.dit_dtype, seed=10 + index))
+        transformer, seconds = timed(
+            lambda size=sample_size, seed=10 + index: build_transformer(ctx, size, ctx.dit_dtype, seed=seed)
+        )
         info[f"transformer_{label}_build_s"] = round(seconds, 2)
         info["transformer_params_M"] = round(sum(p.numel() for p in transformer.parameters()) / 1e6, 1)
-        pipe = PixArtAlphaPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
-                                   scheduler=DPMSolverMultistepScheduler(**SCHEDULER))
+        pipe = PixArtAlphaPipeline(
+            tokenizer=None,
+            text_encoder=None,
+            vae=vae,
+            transformer=transformer,
+            scheduler=DPMSolverMultistepScheduler(**SCHEDULER),
+        )
         target = ctx.checkpoint(label)
         shutil.rmtree(target, ignore_errors=True)
-        _, seconds = timed(lambda: pipe.save_pretrained(target, safe_serialization=True))
+        _, seconds = timed(lambda pipe=pipe, target=target: pipe.save_pretrained(target, safe_serialization=True))
         size_mb = sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) / 1e6
         info[f"checkpoint_{label}_save_s"] = round(seconds, 2)
         info[f"checkpoint_{label}_MB"] = round(size_mb, 1)
-        print(f"  {target}: {size_mb:.0f} MB ({info['transformer_params_M']} M transformer params, built in "
-              f"{info[f'transformer_{label}_build_s']} s, saved in {seconds:.1f} s)", flush=True)
+        print(
+            f"  {target}: {size_mb:.0f} MB ({info['transformer_params_M']} M transformer params, built in "
+            f"{info[f'transformer_{label}_build_s']} s, saved in {seconds:.1f} s)",
+            flush=True,
+        )
         del pipe, transformer
         free_memory()
     del vae
@@ -629,13 +753,21 @@ def parity_for(ctx: Context, label: str) -> dict:
     spec = ctx.spec
     _, buckets = spec.sizes[label]
     offset = 100 * list(spec.sizes).index(label)
-    rows = make_rows(ctx, buckets, list(spec.prompt_lengths), seeds=[offset + 11, offset + 22, offset + 33, offset + 44],
-                     seed=offset + 7)
+    rows = make_rows(
+        ctx, buckets, list(spec.prompt_lengths), seeds=[offset + 11, offset + 22, offset + 33, offset + 44], seed=offset + 7
+    )
     return parity_check(ctx, ctx.checkpoint(label), rows, spec.max_tokens, "PixArtAlphaPipeline", label)
 
 
-def parity_check(ctx: Context, checkpoint: Path, rows: list[Row], max_tokens: int, pipeline_class: str, label: str,
-                 max_sequence_length: int | None = None) -> dict:
+def parity_check(
+    ctx: Context,
+    checkpoint: Path,
+    rows: list[Row],
+    max_tokens: int,
+    pipeline_class: str,
+    label: str,
+    max_sequence_length: int | None = None,
+) -> dict:
     """Plain diffusers (``pipeline_class``) vs the stages on ``rows``: the four comparisons of parity_rows()."""
     spec = ctx.spec
     groups = groups_of(rows)
@@ -643,21 +775,30 @@ def parity_check(ctx: Context, checkpoint: Path, rows: list[Row], max_tokens: in
     def per_group(fn) -> list[np.ndarray]:
         images: list[np.ndarray | None] = [None] * len(rows)
         for indices in groups.values():
-            for i, image in zip(indices, fn([rows[i] for i in indices])):
+            for i, image in zip(indices, fn([rows[i] for i in indices]), strict=True):
                 images[i] = image
         return images  # type: ignore[return-value]
 
     pipe = load_diffusers(ctx, checkpoint, pipeline_class)
     kwargs = {"max_sequence_length": max_sequence_length}
-    same_inputs = per_group(lambda group: run_diffusers(ctx, pipe, group, pad_to=None, **kwargs))
-    padded = per_group(lambda group: run_diffusers(ctx, pipe, group, pad_to=max_tokens, **kwargs))
+    same_inputs = per_group(lambda group, pipe=pipe: run_diffusers(ctx, pipe, group, pad_to=None, **kwargs))
+    padded = per_group(lambda group, pipe=pipe: run_diffusers(ctx, pipe, group, pad_to=max_tokens, **kwargs))
     single = [run_diffusers(ctx, pipe, [row], pad_to=max_tokens, **kwargs)[0] for row in rows]
     diffusers_class = type(pipe).__name__
     del pipe
     free_memory()
 
-    stages = PixartBatchStages(checkpoint, ctx.dit_dtype, ctx.device, ctx.embedding_dtype, spec.transformer["caption_channels"],
-                               spec.vae["latent_channels"], vae_scale_factor(ctx), spec.steps, spec.guidance)
+    stages = PixartBatchStages(
+        checkpoint,
+        ctx.dit_dtype,
+        ctx.device,
+        ctx.embedding_dtype,
+        spec.transformer["caption_channels"],
+        spec.vae["latent_channels"],
+        vae_scale_factor(ctx),
+        spec.steps,
+        spec.guidance,
+    )
     stages_class = stages.pipeline_class_name()
     batch4 = stages(rows, batch_size=len(rows))
     batch1 = stages(rows, batch_size=1)
@@ -718,39 +859,60 @@ def throughput_section(ctx: Context) -> None:
     draw = random.Random(5)
     lengths = [draw.randint(8, 96) for _ in range(count)]  # typical captions, not all near the 120 limit
     rows = make_rows(ctx, [(side, side)] * count, lengths, seeds=list(range(1000, 1000 + count)), seed=9)
-    warmup, measured = rows[:spec.warmup_images], rows[spec.warmup_images:]
-    batches = [measured[i:i + spec.batch_size] for i in range(0, len(measured), spec.batch_size)]
+    warmup, measured = rows[: spec.warmup_images], rows[spec.warmup_images :]
+    batches = [measured[i : i + spec.batch_size] for i in range(0, len(measured), spec.batch_size)]
     result = ctx.results.setdefault("throughput", {})
-    result.update(size=f"{side}x{side}", steps=spec.steps, guidance=spec.guidance, batch_size=spec.batch_size,
-                  images=len(measured), warmup_images=len(warmup), dtype=_DTYPE_NAMES[ctx.dit_dtype],
-                  mean_num_tokens=round(sum(lengths[spec.warmup_images:]) / len(measured), 1))
+    result.update(
+        size=f"{side}x{side}",
+        steps=spec.steps,
+        guidance=spec.guidance,
+        batch_size=spec.batch_size,
+        images=len(measured),
+        warmup_images=len(warmup),
+        dtype=_DTYPE_NAMES[ctx.dit_dtype],
+        mean_num_tokens=round(sum(lengths[spec.warmup_images :]) / len(measured), 1),
+    )
 
     def record(name: str, seconds: float) -> None:
-        result[name] = {"s_per_image": round(seconds / len(measured), 4), "images_per_s": round(len(measured) / seconds, 3),
-                        "peak_memory_GB": peak_gb()}
+        result[name] = {
+            "s_per_image": round(seconds / len(measured), 4),
+            "images_per_s": round(len(measured) / seconds, 3),
+            "peak_memory_GB": peak_gb(),
+        }
         print(f"  {name}: {result[name]}", flush=True)
 
     pipe = load_diffusers(ctx, ctx.checkpoint(label))
     run_diffusers(ctx, pipe, warmup, pad_to=spec.max_tokens, output_type="pil")
     reset_peak()
-    _, seconds = timed(lambda: [run_diffusers(ctx, pipe, batch, pad_to=spec.max_tokens, output_type="pil") for batch in batches])
+    _, seconds = timed(
+        lambda pipe=pipe: [run_diffusers(ctx, pipe, batch, pad_to=spec.max_tokens, output_type="pil") for batch in batches]
+    )
     record("a_diffusers_loop", seconds)
     del pipe
     free_memory()
 
-    stages = PixartBatchStages(ctx.checkpoint(label), ctx.dit_dtype, ctx.device, ctx.embedding_dtype,
-                               spec.transformer["caption_channels"], spec.vae["latent_channels"], vae_scale_factor(ctx),
-                               spec.steps, spec.guidance)
+    stages = PixartBatchStages(
+        ctx.checkpoint(label),
+        ctx.dit_dtype,
+        ctx.device,
+        ctx.embedding_dtype,
+        spec.transformer["caption_channels"],
+        spec.vae["latent_channels"],
+        vae_scale_factor(ctx),
+        spec.steps,
+        spec.guidance,
+    )
     stages(warmup, batch_size=spec.batch_size)
     reset_peak()
-    _, seconds = timed(lambda: stages(measured, batch_size=spec.batch_size))
+    _, seconds = timed(lambda stages=stages: stages(measured, batch_size=spec.batch_size))
     record("b_pixart_batch_stages", seconds)
     del stages
     free_memory()
     ratio = result["b_pixart_batch_stages"]["images_per_s"] / result["a_diffusers_loop"]["images_per_s"]
     result["ratio_b_over_a_images_per_s"] = round(ratio, 3)
-    ctx.results.setdefault("memory_GB", {}).update(pipe_baseline=result["a_diffusers_loop"]["peak_memory_GB"],
-                                                   stages=result["b_pixart_batch_stages"]["peak_memory_GB"])
+    ctx.results.setdefault("memory_GB", {}).update(
+        pipe_baseline=result["a_diffusers_loop"]["peak_memory_GB"], stages=result["b_pixart_batch_stages"]["peak_memory_GB"]
+    )
 
 
 @section("t5")
@@ -758,8 +920,12 @@ def t5_section(ctx: Context) -> None:
     spec = ctx.spec
     model, build_s = timed(lambda: build_t5(ctx, spec.t5, ctx.t5_dtype, seed=3))
     result = ctx.results.setdefault("t5", {})
-    result.update(dtype=_DTYPE_NAMES[ctx.t5_dtype], batch=spec.t5_batch, build_s=round(build_s, 2),
-                  params_M=round(sum(p.numel() for p in model.parameters()) / 1e6, 1))
+    result.update(
+        dtype=_DTYPE_NAMES[ctx.t5_dtype],
+        batch=spec.t5_batch,
+        build_s=round(build_s, 2),
+        params_M=round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+    )
     free_memory()
     reset_peak()
     generator = torch.Generator("cpu").manual_seed(4)
@@ -767,7 +933,9 @@ def t5_section(ctx: Context) -> None:
         ids = torch.randint(0, 32000, (spec.t5_batch, length), generator=generator).to(ctx.device)
         mask = torch.ones_like(ids)
         with torch.inference_mode():
-            seconds = median_time(lambda: model(input_ids=ids, attention_mask=mask).last_hidden_state)
+            seconds = median_time(
+                lambda model=model, ids=ids, mask=mask: model(input_ids=ids, attention_mask=mask).last_hidden_state
+            )
         result[f"prompts_per_s_{length}"] = round(spec.t5_batch / seconds, 1)
     result["peak_memory_GB"] = peak_gb()
     ctx.results.setdefault("memory_GB", {})["t5"] = result["peak_memory_GB"]
@@ -793,12 +961,23 @@ def dit_step_section(ctx: Context) -> None:
         encoder = torch.randn(n, spec.max_tokens, d_model, device=device, dtype=dtype) * 0.2
         mask = torch.ones(n, spec.max_tokens, device=device, dtype=torch.long)
         timestep = torch.full((n,), 500, device=device)
-        added = {"resolution": torch.tensor([[sample_size * 8.0] * 2] * n, device=device, dtype=dtype),
-                 "aspect_ratio": torch.ones(n, 1, device=device, dtype=dtype)}
+        added = {
+            "resolution": torch.tensor([[sample_size * 8.0] * 2] * n, device=device, dtype=dtype),
+            "aspect_ratio": torch.ones(n, 1, device=device, dtype=dtype),
+        }
         with torch.inference_mode():
-            seconds = median_time(lambda: model(latents, encoder_hidden_states=encoder, encoder_attention_mask=mask,
-                                                timestep=timestep, added_cond_kwargs=added, return_dict=False),
-                                  warmup=2, reps=5)
+            seconds = median_time(
+                lambda model=model, latents=latents, encoder=encoder, mask=mask, timestep=timestep, added=added: model(
+                    latents,
+                    encoder_hidden_states=encoder,
+                    encoder_attention_mask=mask,
+                    timestep=timestep,
+                    added_cond_kwargs=added,
+                    return_dict=False,
+                ),
+                warmup=2,
+                reps=5,
+            )
         result[f"s_per_image_b{batch}"] = round(seconds / batch, 4)
     result["peak_memory_GB"] = peak_gb()
     ctx.results.setdefault("memory_GB", {})["dit_step"] = result["peak_memory_GB"]
@@ -819,7 +998,9 @@ def vae_section(ctx: Context) -> None:
     for batch in spec.component_batches:
         latents = torch.randn(batch, 4, sample_size, sample_size, device=ctx.device, dtype=ctx.vae_dtype)
         with torch.inference_mode():
-            seconds = median_time(lambda: model.decode(latents / model.config.scaling_factor, return_dict=False)[0])
+            seconds = median_time(
+                lambda model=model, latents=latents: model.decode(latents / model.config.scaling_factor, return_dict=False)[0]
+            )
         result[f"s_per_image_b{batch}"] = round(seconds / batch, 4)
     result["peak_memory_GB"] = peak_gb()
     ctx.results.setdefault("memory_GB", {})["vae"] = result["peak_memory_GB"]
@@ -838,13 +1019,15 @@ def sigma_section(ctx: Context) -> None:
     sample_size, buckets = spec.sizes[label]
     result = ctx.results.setdefault("sigma", {})
     vae, vae_s = timed(lambda: build_vae(ctx, ctx.dit_dtype, seed=21, config=sigma_vae_config(spec.vae)))
-    transformer, transformer_s = timed(lambda: build_transformer(ctx, sample_size, ctx.dit_dtype, seed=20,
-                                                                 config=sigma_transformer_config(spec.transformer)))
-    pipe = PixArtSigmaPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer,
-                               scheduler=DPMSolverMultistepScheduler(**SCHEDULER))
+    transformer, transformer_s = timed(
+        lambda: build_transformer(ctx, sample_size, ctx.dit_dtype, seed=20, config=sigma_transformer_config(spec.transformer))
+    )
+    pipe = PixArtSigmaPipeline(
+        tokenizer=None, text_encoder=None, vae=vae, transformer=transformer, scheduler=DPMSolverMultistepScheduler(**SCHEDULER)
+    )
     target = ctx.workdir / f"pixart-sigma-xl2-{label}"
     shutil.rmtree(target, ignore_errors=True)
-    _, save_s = timed(lambda: pipe.save_pretrained(target, safe_serialization=True))
+    _, save_s = timed(lambda pipe=pipe, target=target: pipe.save_pretrained(target, safe_serialization=True))
     result["checkpoint"] = {
         "model_index_class": json.loads((target / "model_index.json").read_text())["_class_name"],
         "transformer_sample_size": transformer.config.sample_size,
@@ -863,21 +1046,33 @@ def sigma_section(ctx: Context) -> None:
     ctx.write()
 
     rows = make_rows(ctx, buckets, list(spec.sigma_prompt_lengths), seeds=[511, 522, 533, 544], seed=507)
-    parity = parity_check(ctx, target, rows, spec.sigma_max_tokens, "PixArtSigmaPipeline", f"sigma-{label}",
-                          max_sequence_length=spec.sigma_max_tokens)
+    parity = parity_check(
+        ctx,
+        target,
+        rows,
+        spec.sigma_max_tokens,
+        "PixArtSigmaPipeline",
+        f"sigma-{label}",
+        max_sequence_length=spec.sigma_max_tokens,
+    )
     result["parity"] = parity
     result["pass"] = all(parity[key]["pass"] for key in parity_rows(spec.sigma_max_tokens))
     print(f"  {label}: {json.dumps({k: v for k, v in parity.items() if k != 'rows'})}", flush=True)
     if parity["stages_pipeline"] != "PixArtSigmaPipeline" or parity["diffusers_pipeline"] != "PixArtSigmaPipeline":
-        raise RuntimeError(f"expected PixArtSigmaPipeline on both sides, got diffusers {parity['diffusers_pipeline']}, "
-                           f"stages {parity['stages_pipeline']}")
+        raise RuntimeError(
+            f"expected PixArtSigmaPipeline on both sides, got diffusers {parity['diffusers_pipeline']}, "
+            f"stages {parity['stages_pipeline']}"
+        )
 
 
 def pixel_diff(a: torch.Tensor, b: torch.Tensor) -> dict:
     """max / mean |Δ| of two uint8 image tensors, and the fraction of values that differ by more than 2."""
     diff = (a.to(torch.int16) - b.to(torch.int16)).abs()
-    return {"max_abs": int(diff.max()), "mean_abs": round(float(diff.float().mean()), 4),
-            "fraction_over_2": round(float((diff > 2).float().mean()), 5)}
+    return {
+        "max_abs": int(diff.max()),
+        "mean_abs": round(float(diff.float().mean()), 4),
+        "fraction_over_2": round(float((diff > 2).float().mean()), 5),
+    }
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -899,8 +1094,13 @@ def lowvram_t5(ctx: Context, result: dict) -> None:
         ids[i, length - 1], ids[i, length:], mask[i, :length] = 1, 0, 1  # </s>, then <pad>
     valid = mask.bool()
     int8_error = None
-    result.update(dtype=_DTYPE_NAMES[ctx.t5_dtype], prompts=count, min_tokens=min(lengths), max_tokens=width,
-                  mean_tokens=round(sum(lengths) / count, 1))
+    result.update(
+        dtype=_DTYPE_NAMES[ctx.t5_dtype],
+        prompts=count,
+        min_tokens=min(lengths),
+        max_tokens=width,
+        mean_tokens=round(sum(lengths) / count, 1),
+    )
     ids, mask = ids.to(ctx.device), mask.to(ctx.device)
     free_memory()
     baseline = allocated_gb()
@@ -909,7 +1109,7 @@ def lowvram_t5(ctx: Context, result: dict) -> None:
     def above_baseline(value):
         return None if value is None else round(value - baseline, 3)
 
-    def encode(model):
+    def encode(model, ids=ids, mask=mask):  # bound now: the names are deleted before the section ends
         with torch.inference_mode():
             return model(input_ids=ids, attention_mask=mask).last_hidden_state
 
@@ -963,14 +1163,20 @@ def lowvram_t5(ctx: Context, result: dict) -> None:
                 model = model.to("cpu")
                 free_memory()
                 reset_peak()
-                (model, how), quantize_s = timed(lambda: quantize_text_encoder_int8(model, ctx.t5_dtype, ctx.device, limit))
+                (model, how), quantize_s = timed(
+                    lambda model=model: quantize_text_encoder_int8(model, ctx.t5_dtype, ctx.device, limit)
+                )
                 quantize_peak = peak_gb()
                 info, output = measure(model)
                 a, b = reference[valid], output[valid]
                 delta = (a - b).abs()
                 info.update(
-                    torchao=version, how=how, quantize_s=round(quantize_s, 2), quantize_peak_GB=quantize_peak,
-                    max_abs_delta=round(float(delta.max()), 4), mean_abs_delta=round(float(delta.mean()), 5),
+                    torchao=version,
+                    how=how,
+                    quantize_s=round(quantize_s, 2),
+                    quantize_peak_GB=quantize_peak,
+                    max_abs_delta=round(float(delta.max()), 4),
+                    mean_abs_delta=round(float(delta.mean()), 5),
                     mean_abs_bf16=round(float(a.abs().mean()), 4),
                     relative_mean_abs_delta=round(float(delta.mean() / a.abs().mean()), 5),
                     cosine_min=round(float(torch.nn.functional.cosine_similarity(a, b, dim=-1).min()), 5),
@@ -984,8 +1190,11 @@ def lowvram_t5(ctx: Context, result: dict) -> None:
     del model, ids, mask
     free_memory()
     # (b) what the encode actor leaves behind when it exits (here: the process goes on, the memory must be free)
-    ctx.results["lowvram"]["freed"] = {"allocated_GB": allocated_gb(), "reserved_GB": reserved_gb(),
-                                       "allocated_above_baseline_GB": above_baseline(allocated_gb())}
+    ctx.results["lowvram"]["freed"] = {
+        "allocated_GB": allocated_gb(),
+        "reserved_GB": reserved_gb(),
+        "allocated_above_baseline_GB": above_baseline(allocated_gb()),
+    }
     print(f"  after deleting the encoder: {ctx.results['lowvram']['freed']}", flush=True)
     if int8_error:
         raise RuntimeError(f"int8: {int8_error['error']}")
@@ -998,10 +1207,14 @@ def lowvram_vae(ctx: Context, result: dict) -> None:
     baseline = allocated_gb()
     vae = build_vae(ctx, ctx.vae_dtype, seed=1)
     free_memory()
-    result.update(dtype=_DTYPE_NAMES[ctx.vae_dtype], baseline_allocated_GB=baseline,
-                  weights_GB=None if baseline is None else round(allocated_gb() - baseline, 3),
-                  tile_sample_min_size=vae.tile_sample_min_size, tile_latent_min_size=vae.tile_latent_min_size,
-                  tile_overlap_factor=vae.tile_overlap_factor)
+    result.update(
+        dtype=_DTYPE_NAMES[ctx.vae_dtype],
+        baseline_allocated_GB=baseline,
+        weights_GB=None if baseline is None else round(allocated_gb() - baseline, 3),
+        tile_sample_min_size=vae.tile_sample_min_size,
+        tile_latent_min_size=vae.tile_latent_min_size,
+        tile_overlap_factor=vae.tile_overlap_factor,
+    )
     scale = vae.config.scaling_factor
     scale_factor = vae_scale_factor(ctx)
 
@@ -1009,7 +1222,7 @@ def lowvram_vae(ctx: Context, result: dict) -> None:
         generator = torch.Generator(ctx.device).manual_seed(seed)
         return torch.randn(batch, 4, side, side, generator=generator, device=ctx.device).to(ctx.vae_dtype)
 
-    def decode(z: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def decode(z: torch.Tensor, vae=vae) -> tuple[torch.Tensor, dict]:  # vae bound now: deleted at the end
         free_memory()
         reset_peak()
         with torch.inference_mode():
@@ -1027,8 +1240,12 @@ def lowvram_vae(ctx: Context, result: dict) -> None:
         vae.enable_tiling()
         tiled, tiled_info = decode(z)
         vae.disable_tiling()
-        entry = {"pixels": f"{side * scale_factor}x{side * scale_factor}", "untiled": untiled_info, "tiled": tiled_info,
-                 "tiled_vs_untiled": pixel_diff(tiled, untiled)}
+        entry = {
+            "pixels": f"{side * scale_factor}x{side * scale_factor}",
+            "untiled": untiled_info,
+            "tiled": tiled_info,
+            "tiled_vs_untiled": pixel_diff(tiled, untiled),
+        }
         result[f"latent_{side}"] = entry
         print(f"  VAE {entry['pixels']}: {entry}", flush=True)
         del z, untiled, tiled
@@ -1042,8 +1259,14 @@ def lowvram_vae(ctx: Context, result: dict) -> None:
     sliced, sliced_info = decode(z)
     vae.disable_slicing()
     diff = pixel_diff(sliced, whole)
-    result["slicing"] = {"pixels": f"{side * scale_factor}x{side * scale_factor}", "batch": batch, "unsliced": whole_info,
-                         "sliced": sliced_info, "sliced_vs_unsliced": diff, "pass": diff["max_abs"] <= 1}
+    result["slicing"] = {
+        "pixels": f"{side * scale_factor}x{side * scale_factor}",
+        "batch": batch,
+        "unsliced": whole_info,
+        "sliced": sliced_info,
+        "sliced_vs_unsliced": diff,
+        "pass": diff["max_abs"] <= 1,
+    }
     print(f"  VAE slicing: {result['slicing']}", flush=True)
     del vae, z, whole, sliced
     free_memory()
@@ -1105,8 +1328,9 @@ def e2e_section(ctx: Context) -> None:
     output = ctx.workdir / "e2e-output"
     shutil.rmtree(output, ignore_errors=True)
     config = E2E_CONFIG_GPU if ctx.cuda else E2E_CONFIG_CPU
-    generate, verify = e2e_commands(config, checkpoint, ROOT / "examples" / "prompts.txt", output,
-                                    steps=spec.steps if ctx.small else None)
+    generate, verify = e2e_commands(
+        config, checkpoint, ROOT / "examples" / "prompts.txt", output, steps=spec.steps if ctx.small else None
+    )
     result["command"] = " ".join(generate[1:])
     env = dict(os.environ, RAY_DATA_DISABLE_PROGRESS_BARS="1")
     start = time.perf_counter()
@@ -1164,20 +1388,28 @@ def markdown(ctx: Context) -> str:
         title = "PixArt-XL-2 at real sizes, random weights"
     cuda = f" (CUDA {meta['cuda']})" if meta.get("cuda") else ""
     lines = [
-        f"## GPU check: {title}", "",
+        f"## GPU check: {title}",
+        "",
         f"{meta.get('card', '?')}, {meta.get('date', '?')}; torch {meta.get('torch', '?')}{cuda}, "
-        f"diffusers {meta.get('diffusers', '?')}, transformers {meta.get('transformers', '?')}. Command: `{ctx.command}`.", "",
-        "| section | status | s |", "|---|---|---:|",
+        f"diffusers {meta.get('diffusers', '?')}, transformers {meta.get('transformers', '?')}. Command: `{ctx.command}`.",
+        "",
+        "| section | status | s |",
+        "|---|---|---:|",
     ]
     for name, info in R.get("sections", {}).items():
         lines.append(f"| {name} | {info.get('status')} | {_cell(info.get('seconds'))} |")
 
     parity = R.get("parity", {})
     if parity:
-        lines += ["", f"**Parity** (uint8 pixels, {spec.steps} steps, CFG {spec.guidance}, {meta.get('dtypes', {}).get('dit')}, "
-                  f"4 rows per size incl. a non-square bucket, prompt lengths {list(spec.prompt_lengths)}, empty negative; "
-                  "pass: max |Δ| ≤ 2):", "",
-                  "| size | comparison | max abs Δ | mean abs Δ | pass |", "|---|---|---:|---:|---|"]
+        lines += [
+            "",
+            f"**Parity** (uint8 pixels, {spec.steps} steps, CFG {spec.guidance}, {meta.get('dtypes', {}).get('dit')}, "
+            f"4 rows per size incl. a non-square bucket, prompt lengths {list(spec.prompt_lengths)}, empty negative; "
+            "pass: max |Δ| ≤ 2):",
+            "",
+            "| size | comparison | max abs Δ | mean abs Δ | pass |",
+            "|---|---|---:|---:|---|",
+        ]
         healthy = {label: info for label, info in parity.items() if "error" not in info}
         for label, info in parity.items():
             if label not in healthy:
@@ -1188,41 +1420,67 @@ def markdown(ctx: Context) -> str:
                 max_abs, mean_abs, ok = _cell(c.get("max_abs")), _cell(c.get("mean_abs"), "{:.4f}"), _cell(c.get("pass"))
                 lines.append(f"| {label} | {name} | {max_abs} | {mean_abs} | {ok} |")
         if healthy:
-            lines += ["", "Images not degenerate (pixel std; mean abs Δ between two seeds): " + "; ".join(
-                f"{label}: {info.get('pixel_std')}, {info.get('mean_abs_between_seeds')}" for label, info in healthy.items())]
+            lines += [
+                "",
+                "Images not degenerate (pixel std; mean abs Δ between two seeds): "
+                + "; ".join(
+                    f"{label}: {info.get('pixel_std')}, {info.get('mean_abs_between_seeds')}" for label, info in healthy.items()
+                ),
+            ]
 
     tp = R.get("throughput", {})
     if "a_diffusers_loop" in tp or "b_pixart_batch_stages" in tp:
-        lines += ["", f"**Throughput** ({tp.get('size')}, {tp.get('steps')} steps, CFG {tp.get('guidance')}, {tp.get('dtype')}, "
-                  f"batch {tp.get('batch_size')}, {tp.get('images')} images after {tp.get('warmup_images')} warm-up, "
-                  f"mean {tp.get('mean_num_tokens')} valid tokens):", "",
-                  "| method | s/image | images/s | peak GB | design (H200) |", "|---|---:|---:|---:|---|"]
-        methods = (("a_diffusers_loop", "(a) plain diffusers loop, embeddings padded to 120, output pil",
-                    DESIGN["pipe_s_per_image"] + " s/image"),
-                   ("b_pixart_batch_stages", "(b) pixart_batch Denoiser + Decoder stages", ""))
+        lines += [
+            "",
+            f"**Throughput** ({tp.get('size')}, {tp.get('steps')} steps, CFG {tp.get('guidance')}, {tp.get('dtype')}, "
+            f"batch {tp.get('batch_size')}, {tp.get('images')} images after {tp.get('warmup_images')} warm-up, "
+            f"mean {tp.get('mean_num_tokens')} valid tokens):",
+            "",
+            "| method | s/image | images/s | peak GB | design (H200) |",
+            "|---|---:|---:|---:|---|",
+        ]
+        methods = (
+            (
+                "a_diffusers_loop",
+                "(a) plain diffusers loop, embeddings padded to 120, output pil",
+                DESIGN["pipe_s_per_image"] + " s/image",
+            ),
+            ("b_pixart_batch_stages", "(b) pixart_batch Denoiser + Decoder stages", ""),
+        )
         for key, name, design in methods:
             c = tp.get(key, {})
-            lines.append(f"| {name} | {_cell(c.get('s_per_image'))} | {_cell(c.get('images_per_s'))} | "
-                         f"{_cell(c.get('peak_memory_GB'))} | {design} |")
+            lines.append(
+                f"| {name} | {_cell(c.get('s_per_image'))} | {_cell(c.get('images_per_s'))} | "
+                f"{_cell(c.get('peak_memory_GB'))} | {design} |"
+            )
         lines += ["", f"Ratio (b)/(a) in images/s: {_cell(tp.get('ratio_b_over_a_images_per_s'))}"]
 
     t5, dit, vae = R.get("t5", {}), R.get("dit_step", {}), R.get("vae", {})
     if t5 or dit or vae:
         lines += ["", "**Components**:", "", "| what | value | design (H200) |", "|---|---|---|"]
         for length in spec.t5_lengths:
-            lines.append(f"| T5 encode, {t5.get('dtype')}, {t5.get('batch')} prompts padded to {length} tokens, prompts/s | "
-                         f"{_cell(t5.get(f'prompts_per_s_{length}'))} | {DESIGN.get(f't5_prompts_per_s_{length}', '')} |")
+            lines.append(
+                f"| T5 encode, {t5.get('dtype')}, {t5.get('batch')} prompts padded to {length} tokens, prompts/s | "
+                f"{_cell(t5.get(f'prompts_per_s_{length}'))} | {DESIGN.get(f't5_prompts_per_s_{length}', '')} |"
+            )
         for batch in spec.component_batches:
             value = _cell(dit.get(f"s_per_image_b{batch}"))
-            lines.append(f"| DiT step with CFG, {dit.get('dtype')} eager, {dit.get('size')}, {dit.get('tokens')} tokens, "
-                         f"batch {batch}, s/image | {value} | {DESIGN['dit_step_bf16_s_per_image']} |")
+            lines.append(
+                f"| DiT step with CFG, {dit.get('dtype')} eager, {dit.get('size')}, {dit.get('tokens')} tokens, "
+                f"batch {batch}, s/image | {value} | {DESIGN['dit_step_bf16_s_per_image']} |"
+            )
         for batch in spec.component_batches:
-            lines.append(f"| VAE decode, {vae.get('dtype')}, {vae.get('size')}, batch {batch}, s/image | "
-                         f"{_cell(vae.get(f's_per_image_b{batch}'))} | {DESIGN['vae_decode_s_per_image']} |")
+            lines.append(
+                f"| VAE decode, {vae.get('dtype')}, {vae.get('size')}, batch {batch}, s/image | "
+                f"{_cell(vae.get(f's_per_image_b{batch}'))} | {DESIGN['vae_decode_s_per_image']} |"
+            )
         memory = {name: value for name, value in R.get("memory_GB", {}).items() if value is not None}
         if memory:
-            lines += ["", "Peak GPU memory per phase (torch.cuda.max_memory_allocated, GB, weights included): "
-                      + ", ".join(f"{name} {value}" for name, value in memory.items())]
+            lines += [
+                "",
+                "Peak GPU memory per phase (torch.cuda.max_memory_allocated, GB, weights included): "
+                + ", ".join(f"{name} {value}" for name, value in memory.items()),
+            ]
 
     lines += sigma_markdown(ctx) + lowvram_markdown(ctx)
 
@@ -1230,11 +1488,16 @@ def markdown(ctx: Context) -> str:
     if "skipped" in e2e:
         lines += ["", f"**End to end**: skipped ({e2e['skipped']})."]
     elif e2e:
-        lines += ["", f"**End to end** (`python3 {e2e.get('command')}`; the large checkpoint, a 2-layer T5 text encoder):", "",
-                  "| wall s | images | images/s (run_report) | failed | verify exit |", "|---:|---:|---:|---:|---:|",
-                  f"| {_cell(e2e.get('wall_s'))} | {_cell(e2e.get('images_generated'))} | "
-                  f"{_cell(e2e.get('images_per_second'), '{:.3f}')} | {_cell(e2e.get('images_failed'))} | "
-                  f"{_cell(e2e.get('verify_exit'))} |"]
+        lines += [
+            "",
+            f"**End to end** (`python3 {e2e.get('command')}`; the large checkpoint, a 2-layer T5 text encoder):",
+            "",
+            "| wall s | images | images/s (run_report) | failed | verify exit |",
+            "|---:|---:|---:|---:|---:|",
+            f"| {_cell(e2e.get('wall_s'))} | {_cell(e2e.get('images_generated'))} | "
+            f"{_cell(e2e.get('images_per_second'), '{:.3f}')} | {_cell(e2e.get('images_failed'))} | "
+            f"{_cell(e2e.get('verify_exit'))} |",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -1243,14 +1506,18 @@ def sigma_markdown(ctx: Context) -> list[str]:
     if not sigma:
         return []
     ckpt, family, parity = sigma.get("checkpoint", {}), sigma.get("family", {}), sigma.get("parity", {})
-    lines = ["", f"**PixArt-Σ parity** ({ctx.big}, random PixArt-Σ-XL-2 checkpoint: `{ckpt.get('model_index_class')}`, "
-             f"transformer use_additional_conditions={ckpt.get('use_additional_conditions')}, SDXL-style VAE config "
-             f"(SD architecture, scaling_factor {ckpt.get('vae_scaling_factor')}, force_upcast {ckpt.get('vae_force_upcast')}, "
-             f"sample_size {ckpt.get('vae_sample_size')}); pixart_batch family {family.get('name')} "
-             f"(max {family.get('max_sequence_length')} tokens); diffusers `{parity.get('diffusers_pipeline')}` vs stages "
-             f"driving `{parity.get('stages_pipeline')}`; uint8 pixels, {spec.steps} steps, CFG {spec.guidance}, "
-             f"{meta.get('dtypes', {}).get('dit')}, prompt lengths {list(spec.sigma_prompt_lengths)}, "
-             f"max_sequence_length {spec.sigma_max_tokens}; pass: max |Δ| ≤ 2):", ""]
+    lines = [
+        "",
+        f"**PixArt-Σ parity** ({ctx.big}, random PixArt-Σ-XL-2 checkpoint: `{ckpt.get('model_index_class')}`, "
+        f"transformer use_additional_conditions={ckpt.get('use_additional_conditions')}, SDXL-style VAE config "
+        f"(SD architecture, scaling_factor {ckpt.get('vae_scaling_factor')}, force_upcast {ckpt.get('vae_force_upcast')}, "
+        f"sample_size {ckpt.get('vae_sample_size')}); pixart_batch family {family.get('name')} "
+        f"(max {family.get('max_sequence_length')} tokens); diffusers `{parity.get('diffusers_pipeline')}` vs stages "
+        f"driving `{parity.get('stages_pipeline')}`; uint8 pixels, {spec.steps} steps, CFG {spec.guidance}, "
+        f"{meta.get('dtypes', {}).get('dit')}, prompt lengths {list(spec.sigma_prompt_lengths)}, "
+        f"max_sequence_length {spec.sigma_max_tokens}; pass: max |Δ| ≤ 2):",
+        "",
+    ]
     if not parity:
         error = ctx.results.get("sections", {}).get("sigma", {}).get("error", "section did not finish")
         return lines + [f"not measured ({error})"]
@@ -1258,8 +1525,11 @@ def sigma_markdown(ctx: Context) -> list[str]:
     for key, name in parity_rows(spec.sigma_max_tokens).items():
         c = parity.get(key, {})
         lines.append(f"| {name} | {_cell(c.get('max_abs'))} | {_cell(c.get('mean_abs'), '{:.4f}')} | {_cell(c.get('pass'))} |")
-    lines += ["", f"Images not degenerate (pixel std; mean abs Δ between two seeds): {parity.get('pixel_std')}, "
-              f"{parity.get('mean_abs_between_seeds')}"]
+    lines += [
+        "",
+        f"Images not degenerate (pixel std; mean abs Δ between two seeds): {parity.get('pixel_std')}, "
+        f"{parity.get('mean_abs_between_seeds')}",
+    ]
     return lines
 
 
@@ -1270,61 +1540,91 @@ def lowvram_markdown(ctx: Context) -> list[str]:
     m = lambda value: _memory_cell(ctx, value)  # noqa: E731
     gb = lambda value: m(value) + (" GB" if ctx.cuda and value is not None else "")  # noqa: E731
     t5, vae, freed = low.get("t5", {}), low.get("vae", {}), low.get("freed", {})
-    lines = ["", "**Low VRAM** (the recipe's pieces at real size, random weights; GB = torch.cuda.memory_allocated / "
-             "max_memory_allocated, the peak reset before each phase, weights included):"]
+    lines = [
+        "",
+        "**Low VRAM** (the recipe's pieces at real size, random weights; GB = torch.cuda.memory_allocated / "
+        "max_memory_allocated, the peak reset before each phase, weights included):",
+    ]
     if t5:
         int8 = t5.get("int8", {})
-        lines += ["", f"| T5-XXL encoder ({t5.get('params_M')} M params), {t5.get('prompts')} prompts of "
-                  f"{t5.get('min_tokens')}–{t5.get('max_tokens')} tokens (mean {t5.get('mean_tokens')}), padded to the longest "
-                  "| weights GB | peak GB while encoding | encode s |", "|---|---:|---:|---:|"]
+        lines += [
+            "",
+            f"| T5-XXL encoder ({t5.get('params_M')} M params), {t5.get('prompts')} prompts of "
+            f"{t5.get('min_tokens')}–{t5.get('max_tokens')} tokens (mean {t5.get('mean_tokens')}), padded to the longest "
+            "| weights GB | peak GB while encoding | encode s |",
+            "|---|---:|---:|---:|",
+        ]
         bf16 = t5.get("bf16", {})
-        lines.append(f"| {t5.get('dtype')} | {m(bf16.get('weights_GB'))} | {m(bf16.get('peak_GB'))} | "
-                     f"{_cell(bf16.get('encode_s'))} |")
+        lines.append(
+            f"| {t5.get('dtype')} | {m(bf16.get('weights_GB'))} | {m(bf16.get('peak_GB'))} | {_cell(bf16.get('encode_s'))} |"
+        )
         if "skipped" in int8 or "error" in int8:
             lines.append(f"| int8 weight-only (torchao) | {int8.get('skipped') or 'failed: ' + int8['error'][:120]} | | |")
         elif int8:
-            lines.append(f"| int8 weight-only (torchao {int8.get('torchao')}) | {m(int8.get('weights_GB'))} | "
-                         f"{m(int8.get('peak_GB'))} | {_cell(int8.get('encode_s'))} |")
-            lines += ["", f"int8 vs {t5.get('dtype')} embeddings on the valid tokens: max |Δ| {int8.get('max_abs_delta')}, "
-                      f"mean |Δ| {int8.get('mean_abs_delta')} = {int8.get('relative_mean_abs_delta')} of mean |x| "
-                      f"({int8.get('mean_abs_bf16')}), min cosine similarity per token {int8.get('cosine_min')}; "
-                      f"finite: {_cell(int8.get('finite'))}. Peak while quantizing (load_text_encoder: the {t5.get('dtype')} "
-                      f"weights on the CPU, each linear layer moved to the device and quantized there): {gb(int8.get('quantize_peak_GB'))}, "
-                      f"{int8.get('quantize_s')} s. Quantized by: {int8.get('how')}."]
+            lines.append(
+                f"| int8 weight-only (torchao {int8.get('torchao')}) | {m(int8.get('weights_GB'))} | "
+                f"{m(int8.get('peak_GB'))} | {_cell(int8.get('encode_s'))} |"
+            )
+            lines += [
+                "",
+                f"int8 vs {t5.get('dtype')} embeddings on the valid tokens: max |Δ| {int8.get('max_abs_delta')}, "
+                f"mean |Δ| {int8.get('mean_abs_delta')} = {int8.get('relative_mean_abs_delta')} of mean |x| "
+                f"({int8.get('mean_abs_bf16')}), min cosine similarity per token {int8.get('cosine_min')}; "
+                f"finite: {_cell(int8.get('finite'))}. Peak while quantizing (load_text_encoder: the {t5.get('dtype')} "
+                "weights on the CPU, each linear layer moved to the device and quantized there): "
+                f"{gb(int8.get('quantize_peak_GB'))}, "
+                f"{int8.get('quantize_s')} s. Quantized by: {int8.get('how')}.",
+            ]
             yard = t5.get("bf16_vs_fp32") or {}
             if "relative_mean_abs_delta" in yard:
-                lines += ["", f"Yardstick, the same weights: {t5.get('dtype')} vs float32: max |Δ| {yard['max_abs_delta']}, "
-                          f"mean |Δ| {yard['relative_mean_abs_delta']} of mean |x|, min cosine {yard['cosine_min']} "
-                          "(random deep networks amplify any perturbation; real-weight quality is not measured here)."]
+                lines += [
+                    "",
+                    f"Yardstick, the same weights: {t5.get('dtype')} vs float32: max |Δ| {yard['max_abs_delta']}, "
+                    f"mean |Δ| {yard['relative_mean_abs_delta']} of mean |x|, min cosine {yard['cosine_min']} "
+                    "(random deep networks amplify any perturbation; real-weight quality is not measured here).",
+                ]
         if "error" in t5:
             lines += ["", f"T5 part failed: {t5['error'][:200]}"]
     if freed:
-        lines += ["", "| after deleting the encoder, gc.collect(), torch.cuda.empty_cache() | GB |", "|---|---:|",
-                  f"| torch.cuda.memory_allocated() | {m(freed.get('allocated_GB'))} |",
-                  f"| torch.cuda.memory_reserved() | {m(freed.get('reserved_GB'))} |",
-                  f"| allocated above the section's starting point ({m(t5.get('baseline_allocated_GB'))}) | "
-                  f"{m(freed.get('allocated_above_baseline_GB'))} |"]
+        lines += [
+            "",
+            "| after deleting the encoder, gc.collect(), torch.cuda.empty_cache() | GB |",
+            "|---|---:|",
+            f"| torch.cuda.memory_allocated() | {m(freed.get('allocated_GB'))} |",
+            f"| torch.cuda.memory_reserved() | {m(freed.get('reserved_GB'))} |",
+            f"| allocated above the section's starting point ({m(t5.get('baseline_allocated_GB'))}) | "
+            f"{m(freed.get('allocated_above_baseline_GB'))} |",
+        ]
     sizes = [key for key in vae if key.startswith("latent_")]
     if sizes:
-        lines += ["", f"VAE: the SD VAE (PixArt-α's; tiles of {vae.get('tile_sample_min_size')} px). PixArt-Σ's SDXL VAE config "
-                  "has sample_size 1024, so its tiles are 1024 px and enable_tiling() changes nothing up to 1024². "
-                  "Random latents ~ N(0, 1) divided by scaling_factor, as the Decoder decodes; uint8 as diffusers' postprocess.",
-                  "", f"| VAE decode, {vae.get('dtype')}, 1 image (tiles of {vae.get('tile_sample_min_size')} px, overlap "
-                  f"{vae.get('tile_overlap_factor')}) | untiled peak GB | tiled peak GB | untiled s | tiled s | "
-                  "tiled vs untiled max abs Δ | mean abs Δ | share of values off by > 2 |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"VAE: the SD VAE (PixArt-α's; tiles of {vae.get('tile_sample_min_size')} px). PixArt-Σ's SDXL VAE config "
+            "has sample_size 1024, so its tiles are 1024 px and enable_tiling() changes nothing up to 1024². "
+            "Random latents ~ N(0, 1) divided by scaling_factor, as the Decoder decodes; uint8 as diffusers' postprocess.",
+            "",
+            f"| VAE decode, {vae.get('dtype')}, 1 image (tiles of {vae.get('tile_sample_min_size')} px, overlap "
+            f"{vae.get('tile_overlap_factor')}) | untiled peak GB | tiled peak GB | untiled s | tiled s | "
+            "tiled vs untiled max abs Δ | mean abs Δ | share of values off by > 2 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for key in sizes:
             e = vae[key]
             d = e["tiled_vs_untiled"]
-            lines.append(f"| {e['pixels']} | {m(e['untiled']['peak_GB'])} | {m(e['tiled']['peak_GB'])} | {e['untiled']['s']} | "
-                         f"{e['tiled']['s']} | {d['max_abs']} | {d['mean_abs']:.4f} | {d['fraction_over_2']} |")
+            lines.append(
+                f"| {e['pixels']} | {m(e['untiled']['peak_GB'])} | {m(e['tiled']['peak_GB'])} | {e['untiled']['s']} | "
+                f"{e['tiled']['s']} | {d['max_abs']} | {d['mean_abs']:.4f} | {d['fraction_over_2']} |"
+            )
     sl = vae.get("slicing")
     if sl:
-        lines += ["", f"| VAE decode, batch {sl['batch']} at {sl['pixels']} | peak GB | s | max abs Δ vs unsliced | pass (≤ 1) |",
-                  "|---|---:|---:|---:|---|",
-                  f"| without slicing | {m(sl['unsliced']['peak_GB'])} | {sl['unsliced']['s']} | | |",
-                  f"| vae.enable_slicing() | {m(sl['sliced']['peak_GB'])} | {sl['sliced']['s']} | "
-                  f"{sl['sliced_vs_unsliced']['max_abs']} | {_cell(sl.get('pass'))} |"]
+        lines += [
+            "",
+            f"| VAE decode, batch {sl['batch']} at {sl['pixels']} | peak GB | s | max abs Δ vs unsliced | pass (≤ 1) |",
+            "|---|---:|---:|---:|---|",
+            f"| without slicing | {m(sl['unsliced']['peak_GB'])} | {sl['unsliced']['s']} | | |",
+            f"| vae.enable_slicing() | {m(sl['sliced']['peak_GB'])} | {sl['sliced']['s']} | "
+            f"{sl['sliced_vs_unsliced']['max_abs']} | {_cell(sl.get('pass'))} |",
+        ]
     if vae.get("weights_GB") is not None:
         lines += ["", f"VAE weights: {vae['weights_GB']} GB."]
     if "error" in vae:
@@ -1339,8 +1639,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.environ.get("OUT") or "gpu_check_out", help="results folder ($OUT)")
     parser.add_argument("--small", action="store_true", help="tiny sizes, 2 steps, 2 images (CPU float32 without CUDA)")
-    parser.add_argument("--sections", default=",".join(name for name, _ in SECTIONS),
-                        help="comma-separated subset of: " + ", ".join(name for name, _ in SECTIONS))
+    parser.add_argument(
+        "--sections",
+        default=",".join(name for name, _ in SECTIONS),
+        help="comma-separated subset of: " + ", ".join(name for name, _ in SECTIONS),
+    )
     parser.add_argument("--workdir", help="scratch folder for checkpoints (default: a new /tmp/gpu_check-* folder)")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the checkpoints after the run")
     args = parser.parse_args(argv)

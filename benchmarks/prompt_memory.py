@@ -25,7 +25,10 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = "red blue green golden ancient futuristic cat dog dragon castle forest ocean city robot portrait painting photo of a in the with at night".split()
+WORDS = (
+    "red blue green golden ancient futuristic cat dog dragon castle forest ocean city robot portrait painting "
+    "photo of a in the with at night"
+).split()
 
 
 def write_prompts(path: Path, lines: int) -> None:
@@ -41,10 +44,27 @@ def measure(lines: int, work: Path) -> dict:
     prompts = work / f"prompts-{lines}.txt"
     write_prompts(prompts, lines)
     output = work / f"out-{lines}"
-    command = [sys.executable, "-m", "pixart_batch", "generate", "--config", str(ROOT / "configs" / "tiny.yaml"),
-               "--prompts", str(prompts), "--output", str(output), "--dry-run"]
+    command = [
+        sys.executable,
+        "-m",
+        "pixart_batch",
+        "generate",
+        "--config",
+        str(ROOT / "configs" / "tiny.yaml"),
+        "--prompts",
+        str(prompts),
+        "--output",
+        str(output),
+        "--dry-run",
+    ]
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT, env={**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"})
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"},
+    )
     driver = psutil.Process(process.pid)
     peak = 0
     while process.poll() is None:
@@ -74,7 +94,10 @@ def main() -> None:
         rows = [measure(n, Path(work)) for n in args.sizes]
     print(f"{'lines':>10} {'file MB':>8} {'planned':>9} {'driver peak RSS MB':>19} {'wall s':>7}")
     for row in rows:
-        print(f"{row['lines']:>10} {row['file_mb']:>8} {row['images_planned']:>9} {row['driver_peak_rss_mb']:>19} {row['wall_s']:>7}")
+        print(
+            f"{row['lines']:>10} {row['file_mb']:>8} {row['images_planned']:>9} "
+            f"{row['driver_peak_rss_mb']:>19} {row['wall_s']:>7}"
+        )
     print(json.dumps(rows))
 
 
