@@ -140,19 +140,7 @@ def test_components_from_supplies_what_a_transformer_only_checkpoint_lacks(tmp_p
     assert spec.scheduler_class == "DDPMScheduler"
     assert spec.settings()["components_from"] == "local checkpoint"
     images, _ = _stage_images(spec, PROMPTS[:1], [9], [(256, 256, 256, 256)])
-    plain = _plain(
-        full,
-        "PixArtAlphaPipeline",
-        None,
-        PROMPTS[0],
-        9,
-        256,
-        256,
-        False,
-        num_inference_steps=1,
-        timesteps=[400],
-        guidance_scale=1.0,
-    )
+    plain = _dmd_plain(full)
     assert _max_delta(images[0], plain) <= 2
 
 
@@ -232,6 +220,23 @@ def _plain(
     return (image * 255).round().astype(np.uint8)
 
 
+def _dmd_plain(path) -> np.ndarray:
+    """Plain diffusers with PixArt-DMD's model-card settings (one step at timestep 400, guidance 1)."""
+    return _plain(
+        path,
+        "PixArtAlphaPipeline",
+        None,
+        PROMPTS[0],
+        9,
+        256,
+        256,
+        False,
+        num_inference_steps=1,
+        timesteps=[400],
+        guidance_scale=1.0,
+    )
+
+
 def _max_delta(a, b) -> int:
     assert a.shape == b.shape, (a.shape, b.shape)
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
@@ -283,19 +288,7 @@ def test_dmd_one_step_with_explicit_timesteps():
     spec = _spec(path, num_inference_steps=1, guidance_scale=1.0, timesteps=[400])
     images, ran = _stage_images(spec, PROMPTS[:1], [9], [(256, 256, 256, 256)])
     assert ran == ["DDPMScheduler"] and spec.row_constants()[S.TIMESTEPS] == [400]
-    plain = _plain(
-        path,
-        "PixArtAlphaPipeline",
-        None,
-        PROMPTS[0],
-        9,
-        256,
-        256,
-        False,
-        num_inference_steps=1,
-        timesteps=[400],
-        guidance_scale=1.0,
-    )
+    plain = _dmd_plain(path)
     assert _max_delta(images[0], plain) <= 2
 
 
