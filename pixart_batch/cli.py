@@ -21,6 +21,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="hub id or local checkpoint directory, or 'tiny' (overrides model.path)")
     parser.add_argument("--store", help="embedding store root (default OUTPUT/embeddings)")
     parser.add_argument("--max-sequence-length", type=int, help="T5 token limit (120 for α, 300 for Σ)")
+    parser.add_argument(
+        "--executor",
+        choices=("auto", "ray", "local"),
+        help="ray: the Ray pipeline; local: in this process; auto (default): local for small runs without a cluster",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +82,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         "model.path": get("model"),
         "model.max_sequence_length": get("max_sequence_length"),
         "output.store": get("store"),
+        "ray.executor": get("executor"),
         "output.image_format": get("image_format"),
         "generation.seed": get("seed"),
         "generation.images_per_prompt": get("images_per_prompt"),

@@ -240,6 +240,24 @@ class RayConfig:
     """Logical CPUs of a Ray instance started here (more than the cores is fine: stages use fractions)."""
     no_progress_timeout_s: float = 600.0
     """Fail (instead of hanging) when the pipeline makes no progress for this long."""
+    executor: str = "auto"
+    """``ray``: the Ray Data pipeline; ``local``: the same stages one after another in this process
+    (no Ray: seconds instead of a minute of fixed cost, all cores for each model); ``auto``: local
+    when no cluster is given (``ray.address`` / ``RAY_ADDRESS``) and the run plans at most
+    ``local_max_images`` images, else ray."""
+    local_max_images: int = 256
+    """The largest run ``auto`` executes in-process (its plan is held in memory)."""
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"ray.executor: must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+        if self.local_max_images < 0:
+            raise ConfigError(f"ray.local_max_images: must be >= 0, got {self.local_max_images}")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ConfigError(f"ray.num_cpus: must be >= 1, got {self.num_cpus}")
+
+
+EXECUTORS = ("auto", "ray", "local")
 
 
 @dataclass(frozen=True)

@@ -266,6 +266,9 @@ def load_component(source: ModelSource, component: str, dtype: str = "float32", 
     Model weights come from safetensors only (``use_safetensors=True``), in ``dtype``
     (``torch_dtype=`` at load, never a cast afterwards), moved to ``device`` and put in eval mode.
     """
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # a "Loading weights" bar per model, per process
     cls = _component_type(source, component)
     where = source.component(component).source
     if component in ("tokenizer", "scheduler"):

@@ -178,6 +178,7 @@ class RunReport:
     temporaries_removed: int = 0
     quarantined: list[dict[str, str]] = field(default_factory=list)
     dry_run: bool = False
+    executor: str = ""
     buckets: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_busy_seconds: dict[str, float] = field(default_factory=dict)
@@ -197,14 +198,24 @@ class Run:
     input fails before Ray starts and before anything is written. :meth:`start` writes.
     """
 
-    def __init__(self, config: RunConfig, prompts: str, output: str, on_phase: Callable[[str], None] = log) -> None:
+    executor = "ray"
+
+    def __init__(
+        self,
+        config: RunConfig,
+        prompts: str,
+        output: str,
+        on_phase: Callable[[str], None] = log,
+        scan: PromptScan | None = None,
+    ) -> None:
         self.config = config
         self.prompts_path = prompts
         self.log = on_phase
         self.started = time.time()
         self.run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.started)) + uuid.uuid4().hex[:6]
         self.report = RunReport()
-        self.scan = scan_prompts(prompts)
+        self.scan = scan if scan is not None else scan_prompts(prompts)
+        self.report.executor = self.executor
         if config.model.clean_caption:
             from .stages.clean import require_cleaning_dependencies
 
@@ -239,8 +250,8 @@ class Run:
         return self.lock
 
     def start(self) -> None:
-        """Check the cluster can run the stages, then prepare the output and stage the prompts."""
-        check_gpus(self.config)
+        """Check the stages can run here, then prepare the output and stage the prompts."""
+        self.check_resources()
         self.report.temporaries_removed = self.output.prepare()
         self.output.write_json(SETTINGS_FILE, self.spec.settings())
         self.store = EmbeddingStore(self.store_root, self.identity).open()
@@ -253,6 +264,9 @@ class Run:
         except BaseException:
             self.output.remove_work(self.run_id)
             raise
+
+    def check_resources(self) -> None:
+        check_gpus(self.config)
 
     def store_pointer(self) -> str:
         """The store's URI, relative when the store lives inside the output (a copied or moved output
@@ -393,8 +407,7 @@ class Run:
         stages = self.config.stages
         start = time.perf_counter()
         limits = self.config.failures
-        # @ray.remote makes FailureMonitor an actor class, but Ray's typing keeps the plain class.
-        monitor = FailureMonitor.remote(limits.max_consecutive, limits.max_rate, limits.rate_after)  # type: ignore[attr-defined]
+        monitor = FailureMonitor.remote(limits.max_consecutive, limits.max_rate, limits.rate_after)
         dataset = (
             # Blocks of one DiT batch: images stream through the stages and shards commit as they
             # finish, instead of a whole sorted partition at a time.
@@ -412,12 +425,12 @@ class Run:
                 num_cpus=stages.clean.num_cpus,  # I/O-bound reads of the store
             )
             .map_batches(
-                _monitored(_stage_class("denoise"), monitor, report_success=False),
+                _monitored(_stage_class("denoise"), _remote_record(monitor), report_success=False),
                 fn_constructor_kwargs={"spec": self.spec.denoise_spec()},
                 **_map_kwargs(stages.denoise),
             )
             .map_batches(
-                _monitored(_stage_class("decode"), monitor, report_success=True),
+                _monitored(_stage_class("decode"), _remote_record(monitor), report_success=True),
                 fn_constructor_kwargs={"spec": self.spec.decode_spec()},
                 **_map_kwargs(stages.decode),
             )
@@ -533,8 +546,7 @@ def check_sizes(spec: RunSpec, scan: PromptScan) -> None:
         )
 
 
-@ray.remote(num_cpus=0)
-class FailureMonitor:
+class FailureCounter:
     """Counts finished and failed images across every actor of the run; says when to stop."""
 
     def __init__(self, max_consecutive: int, max_rate: float, rate_after: int) -> None:
@@ -563,6 +575,10 @@ class FailureMonitor:
         return None
 
 
+FailureMonitor: Any = ray.remote(num_cpus=0)(FailureCounter)
+"""One :class:`FailureCounter` for every actor of a Ray run."""
+
+
 def _error_kind(error: str) -> str:
     """An error message without what varies per image (keys, numbers), to find the most common cause."""
     import re
@@ -570,10 +586,17 @@ def _error_kind(error: str) -> str:
     return re.sub(r"\bp[0-9a-f]{16}(-\d+)?(-\d{5})?\b", "<key>", error)[:300]
 
 
-def _monitored(stage_cls: type, monitor: ActorHandle, report_success: bool) -> type:
+def _remote_record(monitor: ActorHandle) -> Callable[[int, list[str]], str | None]:
+    def record(ok: int, errors: list[str]) -> str | None:
+        return ray.get(monitor.record.remote(ok, errors))
+
+    return record
+
+
+def _monitored(stage_cls: type, record: Callable[[int, list[str]], str | None], report_success: bool) -> type:
     """The stage class, reporting each batch's new failures (and, for the last model stage, its
-    successes) to the run's :class:`FailureMonitor`; raises :class:`SystemicFailure` when told to stop.
-    Keeps the stage's name (Ray shows it as ``MapBatches(<name>)``)."""
+    successes) to the run's :class:`FailureCounter` through ``record``; raises :class:`SystemicFailure`
+    when told to stop. Keeps the stage's name (Ray shows it as ``MapBatches(<name>)``)."""
 
     class Monitored(stage_cls):
         def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -581,7 +604,7 @@ def _monitored(stage_cls: type, monitor: ActorHandle, report_success: bool) -> t
             out = super().__call__(batch)
             new = [str(e) for e, was in zip(out[S.ERROR], failed_before, strict=True) if e and not was]
             ok = int(sum(1 for e in out[S.ERROR] if not e)) if report_success else 0
-            verdict = ray.get(monitor.record.remote(ok, new))
+            verdict = record(ok, new)
             if verdict:
                 raise SystemicFailure(verdict)
             return out
@@ -609,11 +632,12 @@ def run_generate(
 ) -> dict[str, Any]:
     """The whole pipeline (or only the embedding store with ``encode_only``, or only the plan with
     ``dry_run``); returns the run report."""
-    run = Run(config, prompts, output)
+    run = make_run(config, prompts, output)
     run.report.dry_run = dry_run
     with run.hold():
-        init_ray(config)
-        configure_data_context(config)
+        if run.executor == "ray":
+            init_ray(config)
+            configure_data_context(config)
         run.start()
         run.clean()
         if dry_run:
@@ -626,9 +650,30 @@ def run_generate(
         return _finish(run)
 
 
+def choose_executor(config: RunConfig, planned_images: int) -> str:
+    """``ray.executor``, with ``auto`` resolved: in-process for a small run that joins no cluster."""
+    import os
+
+    if config.ray.executor != "auto":
+        return config.ray.executor
+    if config.ray.address or os.environ.get("RAY_ADDRESS"):
+        return "ray"
+    return "local" if planned_images <= config.ray.local_max_images else "ray"
+
+
+def make_run(config: RunConfig, prompts: str, output: str) -> Run:
+    """The run, checked, with the executor that will carry it out (before anything is written)."""
+    scan = scan_prompts(prompts)
+    if choose_executor(config, scan.count * config.generation.images_per_prompt) == "local":
+        from .local import LocalRun
+
+        return LocalRun(config, prompts, output, scan=scan)
+    return Run(config, prompts, output, scan=scan)
+
+
 def _finish(run: Run) -> dict[str, Any]:
     report = run.finish()
-    log(
+    run.log(
         f"done: {report['images_generated']} images generated, {report['images_skipped']} skipped, "
         f"{report['embeddings_encoded']} captions encoded, {report['embeddings_reused']} reused, "
         f"{report['images_per_second']:.2f} images/s -> {run.output.uri}"

@@ -28,10 +28,15 @@ def log(message: str) -> None:
     print(f"[pixart-batch] {message}", file=sys.stderr, flush=True)
 
 
-def _batches(blocks: Iterable[Block]) -> Iterable[dict[str, np.ndarray]]:
+def _batches(blocks: Iterable[Block | dict[str, np.ndarray]]) -> Iterable[dict[str, np.ndarray]]:
+    """Ray blocks, or numpy batches as the local executor passes them, as numpy batches."""
     from ray.data.block import BlockAccessor
 
     for block in blocks:
+        if isinstance(block, dict):
+            if len(next(iter(block.values()), ())):
+                yield block
+            continue
         accessor = BlockAccessor.for_block(block)
         if accessor.num_rows():
             yield accessor.to_batch_format("numpy")
@@ -51,7 +56,7 @@ class StoreSink(Datasink):
     def min_rows_per_write(self) -> int:
         return self.rows_per_part
 
-    def write(self, blocks: Iterable[Block], ctx: TaskContext) -> dict[str, Any]:
+    def write(self, blocks: Iterable[Block | dict[str, np.ndarray]], ctx: TaskContext) -> dict[str, Any]:
         import pyarrow as pa
 
         store = EmbeddingStore(self.root, self.identity)
@@ -85,7 +90,7 @@ class ImageSink(Datasink):
     def min_rows_per_write(self) -> int:
         return self.rows_per_shard
 
-    def write(self, blocks: Iterable[Block], ctx: TaskContext) -> dict[str, Any]:
+    def write(self, blocks: Iterable[Block | dict[str, np.ndarray]], ctx: TaskContext) -> dict[str, Any]:
         import pyarrow as pa
 
         output = OutputDataset(self.output_uri)
@@ -144,7 +149,7 @@ class PlanSink(Datasink):
     def __init__(self, output_uri: str, run_id: str) -> None:
         self.output_uri, self.run_id = output_uri, run_id
 
-    def write(self, blocks: Iterable[Block], ctx: TaskContext) -> dict[str, Any]:
+    def write(self, blocks: Iterable[Block | dict[str, np.ndarray]], ctx: TaskContext) -> dict[str, Any]:
         import pyarrow as pa
 
         batches = list(_batches(blocks))

@@ -84,6 +84,8 @@ ROLES: dict[str, Role] = {
     "ray.address": Role.OPERATIONAL,
     "ray.num_cpus": Role.OPERATIONAL,
     "ray.no_progress_timeout_s": Role.OPERATIONAL,
+    "ray.executor": Role.OPERATIONAL,  # the same stages and seeds either way (tested)
+    "ray.local_max_images": Role.OPERATIONAL,
 }
 
 GROWABLE_SETTINGS = {"generation.images_per_prompt"}

@@ -99,14 +99,15 @@ def _shards(output: Path) -> list[Path]:
     return sorted((output / "data").rglob("train-*.parquet"))
 
 
-def _command(prompts, config, output) -> list[str]:
-    return ["generate", "--config", str(config), "--prompts", str(prompts), "--output", str(output)]
+def _command(prompts, config, output, executor: str = "auto") -> list[str]:
+    return ["generate", "--config", str(config), "--prompts", str(prompts), "--output", str(output), "--executor", executor]
 
 
-def test_sigkill_during_encode_denoise_and_shard_writes_then_resume(tmp_path, workload):
+@pytest.mark.parametrize("executor", ["ray", "local"])
+def test_sigkill_during_encode_denoise_and_shard_writes_then_resume(tmp_path, workload, executor):
     prompts, config, reference = workload
     output = tmp_path / "out"
-    command = _command(prompts, config, output)
+    command = _command(prompts, config, output, executor)
     log = tmp_path / "runs.log"
 
     # 1. Killed while encoding: some store parts committed, not all.
@@ -155,7 +156,7 @@ def test_killed_dit_actor_is_restarted_and_the_run_completes(tmp_path, workload)
     prompts, config, reference = workload
     output = tmp_path / "out"
     log = tmp_path / "run.log"
-    run = start_cli(_command(prompts, config, output), log, PIXART_BATCH_SLOW="denoise:0.5")
+    run = start_cli(_command(prompts, config, output, "ray"), log, PIXART_BATCH_SLOW="denoise:0.5")
 
     def dit_actor():
         for proc in psutil.process_iter(["cmdline"]):

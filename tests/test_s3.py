@@ -85,6 +85,8 @@ def test_s3_prompts_store_and_dataset_with_kill_and_resume(tmp_path, s3, tiny_mo
         "2",
         "--batch-size",
         "2",
+        "--executor",
+        "ray",  # the Ray pipeline's tasks and actors read and write the bucket themselves
     ]
     config = tmp_path / "small.yaml"
     config.write_text(open("configs/tiny.yaml").read().replace("rows_per_shard: 32", "rows_per_shard: 2"))
