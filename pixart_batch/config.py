@@ -169,6 +169,19 @@ class DecodeStageConfig(StageConfig):
     size, pixels differ slightly from an untiled decode (recorded in the settings)."""
     vae_slicing: bool = False
     """Decode a batch one image at a time (``enable_slicing``): less peak memory, same pixels."""
+    colocate: bool = False
+    """Run the VAE inside the DiT actors (one actor per GPU holding both models, the VAE of one
+    batch overlapping the DiT of the next) instead of in a pool of its own. The GPU recipes use it:
+    whole-GPU actors cannot be mis-packed the way 0.6 + 0.4 fractions can. ``num_gpus`` and
+    ``concurrency`` of this stage must then be left at 0 / 1: the DiT actors' resources are used."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.colocate and (self.num_gpus > 0 or self.pool_size() != (1, 1)):
+            raise ConfigError(
+                "stages.decode.colocate: the VAE runs inside the DiT actors and uses their resources; "
+                "set stages.decode.num_gpus to 0 and remove stages.decode.concurrency (size stages.denoise instead)"
+            )
 
 
 def _stage(cls: type = StageConfig, **kwargs: Any) -> Any:

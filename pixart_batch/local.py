@@ -183,13 +183,13 @@ class LocalRun(Run):
         start = time.perf_counter()
         counter = FailureCounter(limits.max_consecutive, limits.max_rate, limits.rate_after)
         attach = AttachEmbeddings(self.store_root, self.identity, self.store.index(), self.spec.uses_negative)
-        denoise = _monitored(_stage_class("denoise"), counter.record, report_success=False)(spec=self.spec.denoise_spec())
-        decode = _monitored(_stage_class("decode"), counter.record, report_success=True)(spec=self.spec.decode_spec())
+        # DiT then VAE in this process (decoding in chunks of stages.decode.batch_size).
+        model = _monitored(_stage_class("generate"), counter.record, report_success=True)(**self.spec.generate_kwargs())
         encode = ImageEncoder(self.config.output.image_format, self.config.output.image_quality)
 
         def batches() -> Iterator[Batch]:
             for chunk in _chunks(remaining, stages.denoise.batch_size):
-                yield encode(decode(denoise(attach(chunk))))
+                yield encode(model(attach(chunk)))
 
         sink = ImageSink(
             self.output.uri,

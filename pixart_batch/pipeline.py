@@ -93,8 +93,8 @@ def configure_data_context(config: RunConfig) -> None:
     context.execution_no_progress_timeout_s = config.ray.no_progress_timeout_s
 
 
-def _map_kwargs(stage: StageConfig) -> dict[str, Any]:
-    """Ray arguments for an actor stage."""
+def _map_kwargs(stage: StageConfig, threads: int = 1) -> dict[str, Any]:
+    """Ray arguments for an actor stage (``threads``: batches one actor runs at once)."""
     from ray.data import ActorPoolStrategy
 
     low, high = stage.pool_size()
@@ -106,6 +106,7 @@ def _map_kwargs(stage: StageConfig) -> dict[str, Any]:
         "num_cpus": stage.num_cpus,
         # Fractional GPUs let DiT and VAE actors share one card; 0 = run on CPU.
         **({"num_gpus": stage.num_gpus} if stage.num_gpus else {}),
+        **({"max_concurrency": threads} if threads > 1 else {}),
     }
 
 
@@ -411,8 +412,7 @@ class Run:
         dataset = (
             # Blocks of one DiT batch: images stream through the stages and shards commit as they
             # finish, instead of a whole sorted partition at a time.
-            remaining.repartition(target_num_rows_per_block=stages.denoise.batch_size)
-            .map_batches(
+            remaining.repartition(target_num_rows_per_block=stages.denoise.batch_size).map_batches(
                 attach_embeddings,  # type: ignore[arg-type]  # Ray types fn as fn(batch); fn_kwargs supplies the rest
                 fn_kwargs={
                     "root": self.store_root,
@@ -424,23 +424,19 @@ class Run:
                 batch_format="numpy",
                 num_cpus=stages.clean.num_cpus,  # I/O-bound reads of the store
             )
-            .map_batches(
-                _monitored(_stage_class("denoise"), _remote_record(monitor), report_success=False),
-                fn_constructor_kwargs={"spec": self.spec.denoise_spec()},
-                **_map_kwargs(stages.denoise),
+        )
+        for name, report_success, kwargs in model_pools(self.config):
+            dataset = dataset.map_batches(
+                _monitored(_stage_class(name), _remote_record(monitor), report_success=report_success),
+                fn_constructor_kwargs=self.spec.generate_kwargs() if name == "generate" else {"spec": self.spec.stage_spec(name)},
+                **kwargs,
             )
-            .map_batches(
-                _monitored(_stage_class("decode"), _remote_record(monitor), report_success=True),
-                fn_constructor_kwargs={"spec": self.spec.decode_spec()},
-                **_map_kwargs(stages.decode),
-            )
-            .map_batches(
-                encode_images,  # type: ignore[arg-type]  # Ray types fn as fn(batch); fn_kwargs supplies the rest
-                fn_kwargs={"image_format": self.config.output.image_format, "quality": self.config.output.image_quality},
-                batch_size=stages.write.batch_size,
-                batch_format="numpy",
-                num_cpus=stages.write.num_cpus,  # PNG encoding: CPU work kept off the GPU actors
-            )
+        dataset = dataset.map_batches(
+            encode_images,  # type: ignore[arg-type]  # Ray types fn as fn(batch); fn_kwargs supplies the rest
+            fn_kwargs={"image_format": self.config.output.image_format, "quality": self.config.output.image_quality},
+            batch_size=stages.write.batch_size,
+            batch_format="numpy",
+            num_cpus=stages.write.num_cpus,  # PNG encoding: CPU work kept off the GPU actors
         )
         sink = ImageSink(
             self.output.uri,
@@ -472,6 +468,18 @@ class Run:
         return report
 
 
+def model_pools(config: RunConfig) -> list[tuple[str, bool, dict[str, Any]]]:
+    """The actor pools of the generate phase: ``(stage, reports successes, Ray arguments)``.
+
+    With ``stages.decode.colocate`` one pool of DiT + VAE actors sized by ``stages.denoise``,
+    two batches in flight per GPU actor (the VAE of one overlaps the DiT of the next); else a
+    DiT pool and a VAE pool."""
+    stages = config.stages
+    if stages.decode.colocate:
+        return [("generate", True, _map_kwargs(stages.denoise, threads=2 if stages.denoise.num_gpus > 0 else 1))]
+    return [("denoise", False, _map_kwargs(stages.denoise)), ("decode", True, _map_kwargs(stages.decode))]
+
+
 def check_gpus(config: RunConfig) -> None:
     """Refuse up front a run whose stages need more GPUs at once than the cluster has.
 
@@ -482,7 +490,7 @@ def check_gpus(config: RunConfig) -> None:
     stages = config.stages
     phases: dict[str, list[tuple[str, StageConfig]]] = {
         "encode": [("encode", stages.encode)],
-        "generate": [("denoise", stages.denoise), ("decode", stages.decode)],
+        "generate": [("denoise", stages.denoise)] + ([] if stages.decode.colocate else [("decode", stages.decode)]),
     }
     for phase, members in phases.items():
         parts = [(name, stage.pool_size()[0], stage.num_gpus) for name, stage in members if stage.num_gpus > 0]
@@ -622,6 +630,10 @@ def _stage_class(name: str) -> type:
         from .stages.denoise import Denoiser
 
         return Denoiser
+    if name == "generate":
+        from .stages.generate import DenoiseDecode
+
+        return DenoiseDecode
     from .stages.decode import Decoder
 
     return Decoder

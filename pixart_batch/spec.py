@@ -72,6 +72,7 @@ ROLES: dict[str, Role] = {
     "stages.decode.dtype": Role.IMAGE,
     "stages.decode.vae_tiling": Role.IMAGE,
     "stages.decode.vae_slicing": Role.OPERATIONAL,  # one image at a time: the same pixels
+    "stages.decode.colocate": Role.OPERATIONAL,  # where the VAE runs, not what it computes
     "output.image_format": Role.IMAGE,
     "output.image_quality": Role.IMAGE,
     "output.rows_per_shard": Role.OPERATIONAL,
@@ -309,6 +310,17 @@ class RunSpec:
             text_dim=self.geometry.text_dim,
             vae_scale_factor=self.geometry.vae_scale_factor,
         )
+
+    def stage_spec(self, name: str) -> DenoiseSpec | DecodeSpec:
+        return self.denoise_spec() if name == "denoise" else self.decode_spec()
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments of the colocated DiT + VAE stage (``stages.decode.colocate``)."""
+        return {
+            "denoise": self.denoise_spec(),
+            "decode": self.decode_spec(),
+            "decode_batch_size": self.config.stages.decode.batch_size,
+        }
 
     def decode_spec(self) -> DecodeSpec:
         stage = self.config.stages.decode

@@ -1,0 +1,56 @@
+"""Run with ``python tests/placement_probe.py K``: a local Ray with K logical GPUs, the generate
+phase's actor pools exactly as the pipeline builds them (``pipeline.model_pools``) for a GPU
+recipe, and a stand-in stage that reports which process and which GPUs served each batch.
+Prints one JSON line per pool layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import ray
+
+sys.path.insert(0, os.path.dirname(__file__))
+from conftest import tiny_config  # noqa: E402
+
+from pixart_batch.pipeline import model_pools  # noqa: E402
+
+
+class Probe:
+    def __init__(self, **_: object) -> None:
+        time.sleep(0.2)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        time.sleep(0.2)
+        rows = len(batch["id"])
+        batch["pid"] = np.full(rows, os.getpid())
+        batch["gpus"] = np.array([",".join(str(g) for g in ray.get_gpu_ids())] * rows, dtype=object)
+        return batch
+
+
+def main(cards: int) -> None:
+    ray.init(address="local", num_cpus=2 * cards + 2, num_gpus=cards, include_dashboard=False, log_to_driver=False)
+    layouts = {"fixed": cards, "growing": [1, cards]}
+    for name, concurrency in layouts.items():
+        config = tiny_config(
+            **{
+                "stages.denoise.num_gpus": 1.0,
+                "stages.denoise.num_cpus": 1,
+                "stages.denoise.concurrency": concurrency,
+                "stages.denoise.batch_size": 1,
+                "stages.decode.colocate": True,
+            }
+        )
+        dataset = ray.data.range(cards * 8, override_num_blocks=cards * 8)
+        for _, _, kwargs in model_pools(config):
+            dataset = dataset.map_batches(Probe, **kwargs)
+        rows = dataset.take_all()
+        print(json.dumps({"layout": name, "cards": cards, "served": [[int(r["pid"]), r["gpus"]] for r in rows]}), flush=True)
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))

@@ -1,0 +1,69 @@
+"""GPU placement on Ray's logical GPUs (a CPU machine): every DiT+VAE actor gets a card of its own,
+for 1, 2 and 8 cards and for fixed and growing pools."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from conftest import tiny_config
+
+from pixart_batch.config import ConfigError
+from pixart_batch.pipeline import check_gpus, model_pools
+
+PROBE = Path(__file__).with_name("placement_probe.py")
+
+
+@pytest.mark.parametrize("cards", [1, 2, 8])
+def test_every_actor_gets_a_whole_card(cards):
+    done = subprocess.run([sys.executable, str(PROBE), str(cards)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert {r["layout"] for r in results} == {"fixed", "growing"}
+    for result in results:
+        assert len(result["served"]) == cards * 8  # every batch was served: no actor waited forever
+        gpus_of: dict[int, set[str]] = defaultdict(set)
+        for pid, gpus in result["served"]:
+            gpus_of[pid].add(gpus)
+        for pid, gpus in gpus_of.items():
+            assert len(gpus) == 1 and len(next(iter(gpus)).split(",")) == 1, (pid, gpus)  # one whole card, always the same
+        cards_used = [next(iter(g)) for g in gpus_of.values()]
+        assert len(cards_used) == len(set(cards_used)), result  # no card shared by two actors
+        if result["layout"] == "fixed":
+            assert len(gpus_of) == cards, result  # all of them started
+
+
+def test_colocated_pool_takes_the_denoise_resources_and_two_batches_per_gpu_actor():
+    config = tiny_config(**{"stages.denoise.num_gpus": 1.0, "stages.denoise.concurrency": 8, "stages.decode.colocate": True})
+    [(name, reports, kwargs)] = model_pools(config)
+    assert name == "generate" and reports and kwargs["num_gpus"] == 1.0 and kwargs["max_concurrency"] == 2
+    separate = model_pools(tiny_config())
+    assert [name for name, _, _ in separate] == ["denoise", "decode"]
+    assert all("max_concurrency" not in kwargs for _, _, kwargs in separate)
+
+
+def test_colocate_with_its_own_gpus_is_refused():
+    with pytest.raises(ConfigError, match="stages.decode.colocate: the VAE runs inside the DiT actors"):
+        tiny_config(**{"stages.decode.colocate": True, "stages.decode.num_gpus": 0.4})
+
+
+def test_check_gpus_counts_a_colocated_pool_once(monkeypatch):
+    import pixart_batch.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline.ray, "cluster_resources", lambda: {"GPU": 8.0})
+    check_gpus(tiny_config(**{"stages.denoise.num_gpus": 1.0, "stages.denoise.concurrency": 8, "stages.decode.colocate": True}))
+    with pytest.raises(Exception, match="need 12 GPUs"):
+        check_gpus(
+            tiny_config(
+                **{
+                    "stages.denoise.num_gpus": 1.0,
+                    "stages.denoise.concurrency": 8,
+                    "stages.decode.num_gpus": 0.5,
+                    "stages.decode.concurrency": 8,
+                }
+            )
+        )
