@@ -67,3 +67,50 @@ def test_check_gpus_counts_a_colocated_pool_once(monkeypatch):
                 }
             )
         )
+
+
+def test_colocated_actor_overlaps_vae_and_dit_but_never_shares_a_model():
+    """Two batches at once (Ray's max_concurrency 2): the VAE of one runs while the DiT of the other
+    does, and neither model is ever used by two threads at once."""
+    import threading
+    import time
+
+    import numpy as np
+
+    from pixart_batch.stages.generate import DenoiseDecode
+
+    events: list[tuple[str, str, float]] = []
+    busy = {"dit": 0, "vae": 0}
+    guard = threading.Lock()
+
+    def model(name: str, column: str):
+        def run(batch):
+            with guard:
+                busy[name] += 1
+                assert busy[name] == 1, f"{name} used by two threads at once"
+                events.append((name, "start", time.monotonic()))
+            time.sleep(0.2)
+            with guard:
+                busy[name] -= 1
+                events.append((name, "end", time.monotonic()))
+            return {**batch, column: batch["key"]}
+
+        return run
+
+    actor = object.__new__(DenoiseDecode)
+    actor.denoiser, actor.decoder = model("dit", "latents"), model("vae", "pixels")
+    actor.decode_batch_size, actor._vae_stream = 2, None
+    actor._dit_lock, actor._vae_lock = threading.Lock(), threading.Lock()
+    batches = [{"key": np.array([f"b{n}-{i}" for i in range(3)], dtype=object)} for n in range(2)]
+    results: list = [None, None]
+    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, actor(batches[n]))) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for n in range(2):
+        assert results[n]["pixels"].tolist() == batches[n]["key"].tolist()  # decoded in chunks of 2, in order
+    vae_spans = [t for name, kind, t in events if name == "vae"]
+    dit_spans = [t for name, kind, t in events if name == "dit"]
+    # The second DiT call started before the first VAE call ended: they overlapped.
+    assert dit_spans[2] < vae_spans[1]
