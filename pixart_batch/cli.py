@@ -21,6 +21,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="hub id or local checkpoint directory, or 'tiny' (overrides model.path)")
     parser.add_argument("--store", help="embedding store root (default OUTPUT/embeddings)")
     parser.add_argument("--max-sequence-length", type=int, help="T5 token limit (120 for α, 300 for Σ)")
+    parser.add_argument("--verbose", action="store_true", default=None, help="show Ray's own log lines and progress bars")
+    parser.add_argument("--progress-interval", type=float, help="seconds between progress lines when not a terminal (30)")
     parser.add_argument(
         "--executor",
         choices=("auto", "ray", "local"),
@@ -83,6 +85,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         "model.max_sequence_length": get("max_sequence_length"),
         "output.store": get("store"),
         "ray.executor": get("executor"),
+        "console.verbose": get("verbose"),
+        "console.progress_interval_s": get("progress_interval"),
         "output.image_format": get("image_format"),
         "generation.seed": get("seed"),
         "generation.images_per_prompt": get("images_per_prompt"),

@@ -274,6 +274,18 @@ EXECUTORS = ("auto", "ray", "local")
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    progress_interval_s: float = 30.0
+    """When stderr is not a terminal (a log file, ``ray job logs``): print the progress line this often."""
+    verbose: bool = False
+    """Show Ray's own INFO lines, Ray Data's progress bars and worker output (``--verbose``)."""
+
+    def __post_init__(self) -> None:
+        if not self.progress_interval_s > 0:
+            raise ConfigError(f"console.progress_interval_s: must be > 0, got {self.progress_interval_s}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -281,6 +293,7 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     failures: FailuresConfig = field(default_factory=FailuresConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

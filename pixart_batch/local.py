@@ -41,6 +41,7 @@ from .pipeline import (
     clean_and_size,
 )
 from .plan import expand_images
+from .progress import Progress
 from .sinks import ImageSink, PlanSink, StoreSink
 
 Batch = dict[str, np.ndarray]
@@ -187,9 +188,14 @@ class LocalRun(Run):
         model = _monitored(_stage_class("generate"), counter.record, report_success=True)(**self.spec.generate_kwargs())
         encode = ImageEncoder(self.config.output.image_format, self.config.output.image_quality)
 
+        progress = Progress(_rows(remaining), self.config.console.progress_interval_s)
+
         def batches() -> Iterator[Batch]:
             for chunk in _chunks(remaining, stages.denoise.batch_size):
-                yield encode(model(attach(chunk)))
+                out = encode(model(attach(chunk)))
+                failed = int(out[S.ERROR].astype(bool).sum())
+                progress.add(_rows(out) - failed, failed)
+                yield out
 
         sink = ImageSink(
             self.output.uri,
@@ -220,6 +226,7 @@ class LocalRun(Run):
                 pending, task = ([rest] if _rows(rest) else []), task + 1
         if pending:
             commit(pending, task)
+        progress.close()
         elapsed = time.perf_counter() - start
         self.report.stage_seconds["generate"] = elapsed
         self.report.stage_busy_seconds = {k: round(v, 3) for k, v in busy.items()}

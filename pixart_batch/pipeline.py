@@ -17,6 +17,7 @@ Resource numbers come from the config's ``stages`` section; the comments say why
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
@@ -35,6 +36,7 @@ from .dataset import SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset, plan_sche
 from .errors import SystemicFailure, UserError
 from .ownership import OutputLock, check_ours, write_marker
 from .plan import add_sizes, expand_images
+from .progress import Poller, Progress, say
 from .prompts import scan_prompts
 from .sinks import ImageSink, PlanSink, StoreSink
 from .spec import CleanSpec, RunSpec
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
 
 
 def log(message: str) -> None:
-    print(f"[pixart-batch] {message}", file=sys.stderr, flush=True)
+    say(message)
 
 
 # --------------------------------------------------------------------------- Ray setup
@@ -65,20 +67,70 @@ def init_ray(config: RunConfig) -> None:
     if ray.is_initialized():
         return
     address = config.ray.address or os.environ.get("RAY_ADDRESS")
+    verbose = config.console.verbose
+    # Quiet unless --verbose: what Ray writes on the driver's stderr (its INFO and WARNING lines,
+    # the core worker's C++ log lines such as the actor-constructor notice) goes to a file in Ray's
+    # log directory; the run speaks through its phase lines and its progress line.
+    diverted = None if verbose else divert_native_stderr()
+    kwargs: dict[str, Any] = {"log_to_driver": verbose}
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, **kwargs)
     else:
-        ray.init(address="local", num_cpus=config.ray.num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", num_cpus=config.ray.num_cpus, include_dashboard=False, **kwargs)
+    if diverted is not None:
+        where = settle_native_stderr(diverted)
+        say(f"Ray's log lines: {where} (--verbose shows them here)")
     from .cli import install_signal_handlers
 
     install_signal_handlers()  # ray.init replaced SIGTERM's handler with its own sys.exit
+
+
+def divert_native_stderr() -> str | None:
+    """Point file descriptor 2 at a temporary file and ``sys.stderr`` at the real stderr: Python
+    code (ours, tracebacks) still reaches the console, native and Ray-logger writes do not.
+    None when stderr is not a real file (e.g. captured by a test)."""
+    import os
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        real = os.dup(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None
+    handle, path = tempfile.mkstemp(prefix="pixart-batch-ray-", suffix=".log")
+    sys.stderr = os.fdopen(real, "w", buffering=1, errors="backslashreplace")
+    os.dup2(handle, 2)
+    os.close(handle)
+    return path
+
+
+def settle_native_stderr(path: str) -> str:
+    """Move the diverted stderr file into Ray's log directory once Ray has one; returns where it is."""
+    import os
+    import shutil
+
+    try:
+        node = ray._private.worker.global_worker.node
+        assert node is not None
+        logs = node.get_logs_dir_path()
+        target = os.path.join(logs, f"pixart-batch-driver-{os.getpid()}.err")
+        with open(target, "ab") as out, open(path, "rb") as early:
+            shutil.copyfileobj(early, out)
+            os.dup2(out.fileno(), 2)
+        os.unlink(path)
+        return target
+    except Exception:
+        return path
 
 
 def configure_data_context(config: RunConfig) -> None:
     from ray.data import DataContext
 
     context = DataContext.get_current()
-    context.enable_progress_bars = True
+    context.enable_progress_bars = config.console.verbose
+    if not config.console.verbose:
+        context.print_on_execution_start = False  # the "Execution plan" lines
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     # Retries: Ray Data's defaults are what a long batch job wants and are relied on here —
     # actor-pool actors restart without limit and their in-flight tasks are retried
     # (max_restarts=-1, max_task_retries=-1), tasks lost with a node are re-run. Exceptions
@@ -184,6 +236,9 @@ class RunReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_busy_seconds: dict[str, float] = field(default_factory=dict)
     images_per_second: float = 0.0
+    """Images per second of the generate phase (model loading included)."""
+    images_per_second_overall: float = 0.0
+    """Images per second of the whole run, from the driver's start to the report."""
     wall_seconds: float = 0.0
     output: str = ""
     store: str = ""
@@ -392,7 +447,7 @@ class Run:
             remaining = remaining.join(committed, join_type="left_anti", num_partitions=partitions, on=(S.KEY,))
         if not dry_run:
             remaining = remaining.sort([S.BUCKET_HEIGHT, S.BUCKET_WIDTH, S.KEY]).materialize()
-        todo = remaining.count()
+        todo = self.todo = remaining.count()
         self.report.images_skipped = self.report.images_planned - todo
         self.report.buckets = dict(sorted(buckets.items()))
         self.report.stage_seconds["plan"] = time.perf_counter() - start
@@ -446,7 +501,11 @@ class Run:
             self.config.output.rows_per_shard,
             self.config.output.row_group_size,
         )
-        dataset.write_datasink(sink)
+        progress = Progress(self.todo, self.config.console.progress_interval_s)
+        with Poller(progress, lambda: ray.get(monitor.counts.remote())):
+            dataset.write_datasink(sink)
+        progress.update(*ray.get(monitor.counts.remote()))
+        progress.close()
         elapsed = time.perf_counter() - start
         busy: Counter = Counter()
         for result in getattr(sink, "results", []):
@@ -461,6 +520,8 @@ class Run:
     def finish(self) -> dict[str, Any]:
         self.output.remove_work(self.run_id)
         self.report.wall_seconds = round(time.time() - self.started, 3)
+        wall = self.report.wall_seconds
+        self.report.images_per_second_overall = self.report.images_generated / wall if wall > 0 else 0.0
         self.report.stage_seconds = {k: round(v, 3) for k, v in self.report.stage_seconds.items()}
         report = self.report.to_dict()
         self.output.write_json("run_report.json", report)
@@ -561,6 +622,10 @@ class FailureCounter:
         self.max_consecutive, self.max_rate, self.rate_after = max_consecutive, max_rate, rate_after
         self.ok = self.failed = self.consecutive = 0
         self.errors: Counter = Counter()
+
+    def counts(self) -> tuple[int, int]:
+        """Images finished so far: (made, failed)."""
+        return self.ok, self.failed
 
     def record(self, ok: int, errors: list[str]) -> str | None:
         """Outcomes of one batch (failures first, then successes); a stop message, or None."""
@@ -685,9 +750,17 @@ def make_run(config: RunConfig, prompts: str, output: str) -> Run:
 
 def _finish(run: Run) -> dict[str, Any]:
     report = run.finish()
+    if report["dry_run"]:
+        run.log(
+            f"dry run done: {report['images_planned']} images planned in {len(report['buckets'])} buckets, "
+            f"{report['images_skipped']} already made; nothing generated (plan in {run.output.uri}/plan/)"
+        )
+        return report
+    failed = f", {report['images_failed']} failed" if report["images_failed"] else ""
     run.log(
-        f"done: {report['images_generated']} images generated, {report['images_skipped']} skipped, "
-        f"{report['embeddings_encoded']} captions encoded, {report['embeddings_reused']} reused, "
-        f"{report['images_per_second']:.2f} images/s -> {run.output.uri}"
+        f"done in {report['wall_seconds']:.1f} s: {report['images_generated']} images generated{failed}, "
+        f"{report['images_skipped']} skipped, {report['embeddings_encoded']} captions encoded, "
+        f"{report['embeddings_reused']} reused; {report['images_per_second']:.2f} images/s while generating, "
+        f"{report['images_per_second_overall']:.2f} images/s overall ({run.executor} executor) -> {run.output.uri}"
     )
     return report

@@ -87,6 +87,8 @@ ROLES: dict[str, Role] = {
     "ray.no_progress_timeout_s": Role.OPERATIONAL,
     "ray.executor": Role.OPERATIONAL,  # the same stages and seeds either way (tested)
     "ray.local_max_images": Role.OPERATIONAL,
+    "console.progress_interval_s": Role.OPERATIONAL,
+    "console.verbose": Role.OPERATIONAL,
 }
 
 GROWABLE_SETTINGS = {"generation.images_per_prompt"}

@@ -1,0 +1,104 @@
+"""The console: one line per phase, one progress line while images are made, a final summary.
+
+In a terminal the progress line is rewritten in place (at most every 0.5 s); elsewhere (a log
+file, ``ray job logs``) it is printed as a new line every ``console.progress_interval_s``
+seconds, and once at the end, so a log stays short and still shows the run is alive.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+PREFIX = "[pixart-batch]"
+
+
+def say(message: str, stream: TextIO | None = None) -> None:
+    print(f"{PREFIX} {message}", file=stream or sys.stderr, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Images done / total, images/s, ETA and failures of the generate phase."""
+
+    def __init__(self, total: int, interval_s: float, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
+        self.total, self.interval_s = total, interval_s
+        self.stream = stream or sys.stderr
+        self.clock = clock
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.started = clock()
+        self.done = self.failed = 0
+        self._shown_at: float | None = None
+        self._lock = threading.Lock()
+        self._open_line = False
+
+    def line(self) -> str:
+        elapsed = self.clock() - self.started
+        finished = self.done + self.failed
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        eta = _clock((self.total - finished) / (finished / elapsed)) if finished and elapsed > 0 else "?"
+        percent = 100 * finished / self.total if self.total else 100.0
+        return (
+            f"{PREFIX} generate: {finished}/{self.total} images ({percent:.0f}%), {rate:.2f} images/s, "
+            f"ETA {eta}, {self.failed} failed"
+        )
+
+    def update(self, done: int, failed: int, force: bool = False) -> None:
+        """Set the counts (totals so far) and show the line if it is due."""
+        with self._lock:
+            self.done, self.failed = done, failed
+            now = self.clock()
+            due = self.interval_s if not self.tty else 0.5
+            if not force and self._shown_at is not None and now - self._shown_at < due:
+                return
+            self._shown_at = now
+            if self.tty:
+                self.stream.write("\r\033[K" + self.line())
+                self._open_line = True
+            else:
+                self.stream.write(self.line() + "\n")
+            self.stream.flush()
+
+    def add(self, done: int, failed: int) -> None:
+        self.update(self.done + done, self.failed + failed)
+
+    def close(self) -> None:
+        """The final counts, and the terminal's line ended."""
+        self.update(self.done, self.failed, force=True)
+        with self._lock:
+            if self._open_line:
+                self.stream.write("\n")
+                self.stream.flush()
+                self._open_line = False
+
+
+class Poller:
+    """Calls ``poll() -> (done, failed)`` every second on a thread and feeds a :class:`Progress`
+    (the Ray executor: the counts live in the run's failure counter actor)."""
+
+    def __init__(self, progress: Progress, poll: Callable[[], tuple[int, int]], every_s: float = 1.0) -> None:
+        self.progress, self.poll, self.every_s = progress, poll, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pixart-batch-progress", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.progress.update(*self.poll())
+            except Exception:  # the run itself reports what went wrong
+                return
+
+    def __enter__(self) -> Poller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
