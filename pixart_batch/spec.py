@@ -84,6 +84,8 @@ ROLES: dict[str, Role] = {
     "ray.address": Role.OPERATIONAL,
     "ray.num_cpus": Role.OPERATIONAL,
     "ray.no_progress_timeout_s": Role.OPERATIONAL,
+    "estimate.gpu": Role.OPERATIONAL,  # read by `pixart-batch plan` only
+    "estimate.usd_per_gpu_hour": Role.OPERATIONAL,
 }
 
 GROWABLE_SETTINGS = {"generation.images_per_prompt"}
