@@ -118,4 +118,3 @@ def test_bad_prompt_file_is_a_one_line_error(tiny_model, tmp_path, monkeypatch, 
 
 def test_plan_is_listed_in_the_readme():
     assert "pixart-batch plan" in (ROOT / "README.md").read_text()
-
