@@ -266,7 +266,8 @@ def build_checkpoint(preset: str, work: Path, small: bool) -> tuple[Path, str]:
 
     ctx = gpu_check.Context(argparse.Namespace(small=small, out=str(work / "gpu_check"), workdir=str(work / "xl")))
     gpu_check.build_section(ctx)
-    label = list(ctx.spec.sizes)[0 if preset == "xl-1024" else 1]
+    # --small's sizes are 256 and 128; the 128 one (sample_size 16) has no diffusers bin table: 256 for both
+    label = list(ctx.spec.sizes)[0 if preset == "xl-1024" or small else 1]
     checkpoint = gpu_check.with_text_encoder(ctx, ctx.checkpoint(label), work / f"{preset}-checkpoint")
     for other in ctx.spec.sizes:  # only the preset's own checkpoint is kept
         shutil.rmtree(ctx.checkpoint(other), ignore_errors=True)
