@@ -1292,20 +1292,12 @@ def lowvram_section(ctx: Context) -> None:
         raise RuntimeError(f"lowvram failed for {failures}")
 
 
-@section("e2e")
-def e2e_section(ctx: Context) -> None:
-    """The real CLI on the large checkpoint plus a small T5 text encoder and a locally built tokenizer."""
-    result = ctx.results.setdefault("e2e", {})
-    missing = [name for name in E2E_MODULES if importlib.util.find_spec(name) is None]
-    if missing:
-        result["skipped"] = f"not installed here: {', '.join(missing)} (too large to carry as wheels)"
-        print(f"  skipped: {result['skipped']}", flush=True)
-        return
-    spec = ctx.spec
-    source = ctx.checkpoint(ctx.big)
+def with_text_encoder(ctx: Context, source: Path, checkpoint: Path) -> Path:
+    """``checkpoint``: a full pipeline checkpoint (what ``from_pretrained`` and the CLI load) made of
+    ``source`` (a built transformer + VAE + scheduler, hard-linked) plus ``spec.e2e_t5`` (T5-XXL's
+    width, fewer layers: saving 24 layers takes minutes) and a locally built tokenizer."""
     if not (source / "model_index.json").is_file():
         raise RuntimeError(f"{source}: no checkpoint (the build section failed?)")
-    checkpoint = ctx.workdir / "e2e-checkpoint"
     shutil.rmtree(checkpoint, ignore_errors=True)
 
     def link_or_copy(src, dst):  # the weights are large; a hard link costs nothing
@@ -1317,13 +1309,27 @@ def e2e_section(ctx: Context) -> None:
     shutil.copytree(source, checkpoint, copy_function=link_or_copy)
     tokenizer_dir, entries = tiny_tokenizer(ctx.workdir)
     shutil.copytree(tokenizer_dir, checkpoint / "tokenizer")
-    text_encoder = build_t5(ctx, spec.e2e_t5, ctx.t5_dtype, seed=5)
+    text_encoder = build_t5(ctx, ctx.spec.e2e_t5, ctx.t5_dtype, seed=5)
     text_encoder.save_pretrained(checkpoint / "text_encoder", safe_serialization=True)
     del text_encoder
     free_memory()
     index = json.loads((checkpoint / "model_index.json").read_text())
     index.update(entries)
     (checkpoint / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return checkpoint
+
+
+@section("e2e")
+def e2e_section(ctx: Context) -> None:
+    """The real CLI on the large checkpoint plus a small T5 text encoder and a locally built tokenizer."""
+    result = ctx.results.setdefault("e2e", {})
+    missing = [name for name in E2E_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        result["skipped"] = f"not installed here: {', '.join(missing)} (too large to carry as wheels)"
+        print(f"  skipped: {result['skipped']}", flush=True)
+        return
+    spec = ctx.spec
+    checkpoint = with_text_encoder(ctx, ctx.checkpoint(ctx.big), ctx.workdir / "e2e-checkpoint")
 
     output = ctx.workdir / "e2e-output"
     shutil.rmtree(output, ignore_errors=True)

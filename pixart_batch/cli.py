@@ -57,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="check every file, key, sha256 and count; non-zero exit on any problem")
     verify.add_argument("output")
 
+    plan = commands.add_parser("plan", help="images per bucket, GPU-hours, cost and sizes of a run, before it starts")
+    plan.add_argument("prompts", metavar="PROMPTS", help="prompt file (as for generate)")
+    plan.add_argument("--config", help="YAML recipe (its estimate: section sets the GPU kind and price)")
+    plan.add_argument("--model", help="hub id or local checkpoint directory, or 'tiny' (overrides model.path)")
+    plan.add_argument("--images-per-prompt", type=int, help="images per prompt (generation.images_per_prompt)")
+    plan.add_argument("--steps", type=int, help="denoising steps (generation.num_inference_steps)")
+    plan.add_argument("--gpu", help="GPU kind of the estimate (estimate.gpu)")
+    plan.add_argument("--usd-per-gpu-hour", type=float, help="price of a GPU-hour (estimate.usd_per_gpu_hour)")
+    plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     tiny = commands.add_parser("make-tiny-checkpoint", help="write a random tiny PixArt checkpoint (diffusers layout)")
     tiny.add_argument("directory")
     tiny.add_argument("--seed", type=int, default=0)
@@ -95,6 +105,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         "generation.scheduler": get("scheduler"),
         "stages.denoise.batch_size": get("batch_size"),
         "stages.decode.batch_size": get("batch_size"),
+        "estimate.gpu": get("gpu"),
+        "estimate.usd_per_gpu_hour": get("usd_per_gpu_hour"),
     }
 
 
@@ -113,6 +125,15 @@ def run_command(args: argparse.Namespace) -> int:
 
         report = status(args.output)
         print(json.dumps(report, indent=2) if args.json else format_status(report))
+        return 0
+    if args.command == "plan":
+        import json
+
+        from .config import load_config, with_overrides
+        from .estimate import estimate_run, format_estimate
+
+        estimate = estimate_run(with_overrides(load_config(args.config), _overrides(args)), args.prompts)
+        print(json.dumps(estimate.to_dict(), indent=2) if args.json else format_estimate(estimate))
         return 0
     if args.command == "verify":
         from .audit import verify

@@ -286,6 +286,24 @@ class ConsoleConfig:
 
 
 @dataclass(frozen=True)
+class EstimateConfig:
+    """What ``pixart-batch plan`` prices a run with (nothing here changes a run)."""
+
+    gpu: str = "h200"
+    """GPU kind whose measured seconds per image the estimate uses (see ``pixart_batch.estimate.MEASURED``)."""
+    usd_per_gpu_hour: float | None = None
+    """Price of one GPU-hour in US dollars; None: the estimate shows GPU-hours but no cost."""
+
+    def __post_init__(self) -> None:
+        from .estimate import gpu_kinds
+
+        if self.gpu not in gpu_kinds():
+            raise ConfigError(f"estimate.gpu: unknown GPU kind {self.gpu!r} (known: {', '.join(gpu_kinds())})")
+        if self.usd_per_gpu_hour is not None and not (math.isfinite(self.usd_per_gpu_hour) and self.usd_per_gpu_hour > 0):
+            raise ConfigError(f"estimate.usd_per_gpu_hour: must be a finite number > 0, got {self.usd_per_gpu_hour}")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -294,6 +312,7 @@ class RunConfig:
     failures: FailuresConfig = field(default_factory=FailuresConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    estimate: EstimateConfig = field(default_factory=EstimateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -89,6 +89,8 @@ ROLES: dict[str, Role] = {
     "ray.local_max_images": Role.OPERATIONAL,
     "console.progress_interval_s": Role.OPERATIONAL,
     "console.verbose": Role.OPERATIONAL,
+    "estimate.gpu": Role.OPERATIONAL,  # read by `pixart-batch plan` only
+    "estimate.usd_per_gpu_hour": Role.OPERATIONAL,
 }
 
 GROWABLE_SETTINGS = {"generation.images_per_prompt"}

@@ -1,0 +1,390 @@
+"""``pixart-batch plan``: what a run will make and cost, before anything starts (no Ray, no models).
+
+Streams the prompt file twice (:func:`~pixart_batch.prompts.scan_prompts` validates it, then
+:func:`~pixart_batch.prompts.iter_prompts` sizes each prompt the way the run plans it,
+:func:`~pixart_batch.plan.plan_size`), so memory stays flat for millions of prompts: it keeps
+the per-bucket counts, a reservoir of up to :data:`TOKEN_SAMPLE` prompts for counting tokens, and
+the 8 bytes per prompt of the scan's duplicate-id check.
+
+**Seconds per image** come from :data:`MEASURED`, numbers this project measured (nothing derived
+from a datasheet or another card). An image in bucket ``H × W`` with ``steps`` steps costs::
+
+    dit_s × (steps / ref_steps) × f(N) / f(N_ref)   +   vae_s × (H·W) / (H_ref·W_ref)
+
+``N`` is the DiT's token count ``(H / 16) · (W / 16)`` (VAE factor 8 × patch 2) and ``f(N) =
+N · (28·d + 4·N)`` the FLOPs of one transformer block per image up to a constant, *attention
+included*: per token 28·d² for the linear layers (self-attention q/k/v/o 8·d², cross-attention q/o
+4·d², MLP 16·d², multiply-adds counted twice) and 4·N·d for self-attention's two N×N products,
+with ``d = 1152`` (PixArt-XL-2). Cross-attention over ≤ 300 text tokens is left out (< 3 % at
+1024²). ``dit_s`` is the measured time per image minus the measured VAE decode time (so it
+includes the scheduler and CFG batching overhead); ``vae_s`` scales with pixels (a conv net).
+T5 is priced separately at the measured prompts/s, scaled linearly with ``max_sequence_length``
+over the measured 120 tokens (an upper bound: the run pads to a batch's longest caption).
+
+What this does not model: runs without CFG (``guidance_scale`` ≤ 1 skips the unconditional
+branch; no such run was measured, so the CFG figure is kept, an upper bound), other dtypes than
+the measurement's, multi-GPU overheads, and cards that were not measured (an unknown
+``estimate.gpu`` is refused).
+
+**Sizes.** The embedding store keeps each distinct caption's valid tokens: ``tokens × d_model ×
+dtype bytes`` (T5's ``d_model`` from the checkpoint, the encode stage's dtype); tokens are counted
+with the checkpoint's own tokenizer on the cleaned text of a uniform sample of up to 2,000 prompts.
+Identical captions are stored once, so the store size is an upper bound. Image sizes use
+:data:`BYTES_PER_PIXEL`, documented constants for photographic content (not measured here: random
+weights make noise images, which compress unlike real ones).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import CheckpointError, UserError
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+
+MEASURED: dict[str, dict[str, Any]] = {
+    "h200": {
+        "card": "NVIDIA H200",
+        "width": 1024,
+        "height": 1024,
+        "steps": 20,
+        "cfg": True,
+        "dtype": "float16",
+        "batch_size": 8,
+        "s_per_image": 0.8485,
+        "vae_s_per_image": 0.0726,
+        "t5_prompts_per_s": 322.0,
+        "t5_tokens": 120,
+        "source": (
+            "benchmarks/RESULTS.md, GPU check 2026-11-26 (random PixArt-XL-2 weights): pixart_batch Denoiser + "
+            "Decoder stages 0.8485 s/image (plain diffusers loop 0.8461; docs/design.md 0.80-0.84), VAE decode "
+            "0.0726 s/image at batch 8, T5-XXL bf16 322 prompts/s padded to 120 tokens"
+        ),
+    },
+}
+"""Measured seconds per image by GPU kind (PixArt-XL-2, one card); add a row per new measurement."""
+
+REFERENCE_DIT_WIDTH = 1152
+"""PixArt-XL-2's hidden size (16 heads × 72), the ``d`` of the scaling rule."""
+
+BYTES_PER_PIXEL = {"png": 1.8, "jpeg": 0.45, "webp": 0.3}
+"""Assumed bytes per output pixel for 8-bit RGB photographic content: PNG (lossless) about 1.8
+(≈1.9 MB per 1024² image), JPEG and WebP at the default quality 95 about 0.45 and 0.3. Constants,
+not measurements: real sizes vary with content by ±50 %."""
+
+TOKEN_SAMPLE = 2000
+"""Prompts sampled (uniformly, fixed seed) for counting tokens."""
+
+_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def gpu_kinds() -> list[str]:
+    return sorted(MEASURED)
+
+
+def _check_gpu(gpu: str) -> dict[str, Any]:
+    if gpu not in MEASURED:
+        raise UserError(f"estimate.gpu: unknown GPU kind {gpu!r} (known: {', '.join(gpu_kinds())})")
+    return MEASURED[gpu]
+
+
+def _dit_flops(tokens: int, width: int = REFERENCE_DIT_WIDTH) -> float:
+    """One DiT block's FLOPs per image, up to a constant: linear layers plus self-attention."""
+    return tokens * (28 * width + 4 * tokens)
+
+
+def seconds_per_image(gpu: str, height: int, width: int, steps: int) -> float:
+    """Estimated GPU seconds for one image of bucket ``height × width`` (see the module docstring)."""
+    ref = _check_gpu(gpu)
+    dit_s = ref["s_per_image"] - ref["vae_s_per_image"]
+    tokens, ref_tokens = (height // 16) * (width // 16), (ref["height"] // 16) * (ref["width"] // 16)
+    dit = dit_s * steps / ref["steps"] * _dit_flops(tokens) / _dit_flops(ref_tokens)
+    vae = ref["vae_s_per_image"] * height * width / (ref["height"] * ref["width"])
+    return dit + vae
+
+
+# --------------------------------------------------------------------------- the checkpoint's configs
+
+
+def _hub_configs(path: str, revision: str | None) -> Path:
+    """Only the JSON configs and tokenizer files of a hub checkpoint (never its weights)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(path, revision=revision, allow_patterns=["*.json", "tokenizer/*"]))
+    except Exception as exc:  # the hub raises many types; all mean "cannot get it"
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: checkpoint configs not found locally or on the hub ({message})") from None
+
+
+def _checkpoint_dir(path: str, revision: str | None) -> Path:
+    from .config import TINY_MODEL
+
+    if path == TINY_MODEL:
+        from .tiny import cached_tiny_checkpoint
+
+        return cached_tiny_checkpoint(0)
+    local = Path(os.path.expanduser(path))
+    if local.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
+        if not local.is_dir():
+            raise CheckpointError(f"{path}: checkpoint not found (no such directory)")
+        return local
+    return _hub_configs(path, revision)
+
+
+@dataclass(frozen=True)
+class CheckpointFacts:
+    """What the estimate reads from a checkpoint: geometry, family, DiT width, tokenizer folder."""
+
+    name: str
+    sample_size: int
+    vae_scale_factor: int
+    text_dim: int
+    dit_width: int
+    dit_layers: int
+    pipeline_class: str
+    max_sequence_length: int
+    tokenizer: Path | None
+
+
+def checkpoint_facts(config: RunConfig) -> CheckpointFacts:
+    """The checkpoint's component configs (``model.components_from`` for the ones it lacks)."""
+    from .families import family_of
+
+    model = config.model
+    roots = [_checkpoint_dir(model.path, model.revision)]
+    if model.components_from:
+        roots.append(_checkpoint_dir(model.components_from, None))
+
+    def folder(name: str) -> Path | None:
+        return next((root / name for root in roots if (root / name).is_dir()), None)
+
+    def read(name: str) -> dict:
+        where = folder(name)
+        try:
+            if where is None:
+                raise FileNotFoundError(name)
+            return json.loads((where / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{model.path}: not a PixArt checkpoint (no readable {name}/config.json: {exc})") from None
+
+    try:
+        index = json.loads((roots[0] / "model_index.json").read_text())
+    except (OSError, ValueError):
+        raise CheckpointError(f"{model.path}: not a PixArt checkpoint (no readable model_index.json)") from None
+    family = family_of(index, model.path)
+    transformer, vae, text_encoder = read("transformer"), read("vae"), read("text_encoder")
+    return CheckpointFacts(
+        name=model.path,
+        sample_size=int(transformer["sample_size"]),
+        vae_scale_factor=2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1),
+        text_dim=int(text_encoder["d_model"]),
+        dit_width=int(transformer.get("num_attention_heads", 16)) * int(transformer.get("attention_head_dim", 72)),
+        dit_layers=int(transformer.get("num_layers", 28)),
+        pipeline_class=family.pipeline_class,
+        max_sequence_length=model.max_sequence_length or family.max_sequence_length,
+        tokenizer=folder("tokenizer"),
+    )
+
+
+# --------------------------------------------------------------------------- the estimate
+
+
+@dataclass
+class Estimate:
+    prompts: int = 0
+    images: int = 0
+    buckets: Counter = field(default_factory=Counter)
+    """``"WIDTHxHEIGHT"`` of the bucket the DiT generates at → images."""
+    output_pixels: int = 0
+    """Pixels of the saved images (the requested sizes; ``--hw`` images are resized back)."""
+    gpu: str = ""
+    usd_per_gpu_hour: float | None = None
+    steps: int = 0
+    dit_gpu_seconds: float = 0.0
+    t5_gpu_seconds: float = 0.0
+    mean_tokens: float = 0.0
+    token_sample: int = 0
+    tokens_counted_by: str = ""
+    store_bytes: float = 0.0
+    output_bytes: float = 0.0
+    image_format: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def gpu_hours(self) -> float:
+        return (self.dit_gpu_seconds + self.t5_gpu_seconds) / 3600
+
+    def usd(self) -> float | None:
+        return None if self.usd_per_gpu_hour is None else self.gpu_hours * self.usd_per_gpu_hour
+
+    def to_dict(self) -> dict[str, Any]:
+        usd = self.usd()
+        return {
+            "prompts": self.prompts,
+            "images": self.images,
+            "buckets_width_x_height": dict(sorted(self.buckets.items(), key=lambda item: (-item[1], item[0]))),
+            "gpu": self.gpu,
+            "gpu_measurement": MEASURED[self.gpu]["source"],
+            "steps": self.steps,
+            "gpu_hours": round(self.gpu_hours, 6),
+            "gpu_hours_denoise_decode": round(self.dit_gpu_seconds / 3600, 6),
+            "gpu_hours_t5": round(self.t5_gpu_seconds / 3600, 6),
+            "usd_per_gpu_hour": self.usd_per_gpu_hour,
+            "usd_total": None if usd is None else round(usd, 4),
+            "usd_per_1000_images": None if usd is None or not self.images else round(usd / self.images * 1000, 4),
+            "mean_tokens": round(self.mean_tokens, 1),
+            "token_sample": self.token_sample,
+            "tokens_counted_by": self.tokens_counted_by,
+            "store_bytes": int(self.store_bytes),
+            "image_format": self.image_format,
+            "output_bytes": int(self.output_bytes),
+            "notes": self.notes,
+        }
+
+
+def _size_text(n: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def format_estimate(estimate: Estimate) -> str:
+    data = estimate.to_dict()
+    lines = [f"{data['prompts']:,} prompts → {data['images']:,} images", "", "bucket (WIDTHxHEIGHT)   images      share"]
+    for bucket, count in data["buckets_width_x_height"].items():
+        lines.append(f"{bucket:<22}{count:>8,}   {count / max(data['images'], 1):>7.1%}")
+    lines.append("")
+    ref = MEASURED[estimate.gpu]
+    lines.append(
+        f"GPU-hours on {ref['card']} ({estimate.gpu}): {estimate.gpu_hours:.4g} "
+        f"(DiT + VAE {estimate.dit_gpu_seconds / 3600:.4g}, T5 {estimate.t5_gpu_seconds / 3600:.4g}) at {data['steps']} steps"
+    )
+    if data["usd_total"] is None:
+        lines.append("cost: no price given (estimate.usd_per_gpu_hour or --usd-per-gpu-hour)")
+    else:
+        lines.append(
+            f"cost at ${data['usd_per_gpu_hour']:g}/GPU-hour: ${data['usd_total']:,.2f} total, "
+            f"${data['usd_per_1000_images']:,.2f} per 1,000 images"
+        )
+    lines.append(
+        f"embedding store: at most {_size_text(data['store_bytes'])} "
+        f"(mean {data['mean_tokens']} tokens over {data['token_sample']} sampled prompts, {data['tokens_counted_by']})"
+    )
+    lines.append(f"images ({data['image_format']}): about {_size_text(data['output_bytes'])}")
+    lines.extend(f"note: {note}" for note in data["notes"])
+    lines.append(f"measured: {data['gpu_measurement']}")
+    return "\n".join(lines)
+
+
+def _count_tokens(captions: list[str], facts: CheckpointFacts) -> tuple[float, str]:
+    """Mean stored tokens per caption (valid tokens incl. EOS, capped at the limit) and how counted."""
+    if not captions:
+        return 0.0, "no prompts"
+    try:
+        if facts.tokenizer is None:
+            raise OSError("the checkpoint has no tokenizer/ folder")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(facts.tokenizer))
+        lengths = [min(len(ids), facts.max_sequence_length) for ids in tokenizer(captions, add_special_tokens=True).input_ids]
+        return sum(lengths) / len(lengths), "the checkpoint's tokenizer"
+    except Exception as exc:  # noqa: BLE001 - no tokenizer: a documented approximation instead
+        # T5's SentencePiece vocabulary averages about 4 characters of English per token (+1 for EOS).
+        lengths = [min(math.ceil(len(c) / 4) + 1, facts.max_sequence_length) for c in captions]
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        return sum(lengths) / len(lengths), f"approximated as characters/4 + 1 (tokenizer not loaded: {reason})"
+
+
+def estimate_run(config: RunConfig, prompts: str, facts: CheckpointFacts | None = None) -> Estimate:
+    """Count per bucket, price and size a run of ``config`` over ``prompts`` (see the module docstring)."""
+    from functools import lru_cache
+
+    from .buckets import ModelGeometry, aspect_ratio_table
+    from .plan import plan_size
+    from .prompts import PromptRecord, iter_prompts, scan_prompts
+    from .spec import CleanSpec
+
+    ref = _check_gpu(config.estimate.gpu)
+    scan = scan_prompts(prompts)
+    facts = facts or checkpoint_facts(config)
+    geometry = ModelGeometry(facts.sample_size, facts.vae_scale_factor, 4, facts.text_dim)
+    table = aspect_ratio_table(facts.sample_size)
+    generation = config.generation
+
+    @lru_cache(maxsize=4096)
+    def size_of(width: int | None, height: int | None, ratio: float | None) -> tuple[int, int, int, int]:
+        plan = plan_size(PromptRecord("", "", None, width, height, ratio, ""), generation, geometry, table)
+        return plan.bucket_width, plan.bucket_height, plan.width, plan.height
+
+    result = Estimate(
+        gpu=config.estimate.gpu,
+        usd_per_gpu_hour=config.estimate.usd_per_gpu_hour,
+        steps=generation.num_inference_steps,
+        image_format=config.output.image_format,
+    )
+    sample: list[str] = []
+    draw = random.Random(0)
+    per_prompt = generation.images_per_prompt
+    buckets: Counter = Counter()
+    pixels = 0
+    for n, record in enumerate(iter_prompts(prompts, scan)):
+        bucket_width, bucket_height, width, height = size_of(record.width, record.height, record.aspect_ratio)
+        buckets[(bucket_width, bucket_height)] += per_prompt
+        pixels += width * height * per_prompt
+        if n < TOKEN_SAMPLE:  # reservoir sampling: a uniform sample of the whole file
+            sample.append(record.prompt)
+        else:
+            slot = draw.randrange(n + 1)
+            if slot < TOKEN_SAMPLE:
+                sample[slot] = record.prompt
+    result.prompts = scan.count
+    result.images = scan.count * per_prompt
+    result.buckets = Counter({f"{w}x{h}": count for (w, h), count in buckets.items()})
+    result.output_pixels = pixels
+    result.dit_gpu_seconds = sum(
+        count * seconds_per_image(result.gpu, h, w, generation.num_inference_steps) for (w, h), count in buckets.items()
+    )
+    result.t5_gpu_seconds = scan.count / ref["t5_prompts_per_s"] * facts.max_sequence_length / ref["t5_tokens"]
+
+    from .stages.clean import CaptionCleaner
+
+    captions = CaptionCleaner(CleanSpec(config.model.clean_caption, facts.pipeline_class)).clean(sample) if sample else []
+    result.mean_tokens, result.tokens_counted_by = _count_tokens(captions, facts)
+    result.token_sample = len(sample)
+    dtype_bytes = _DTYPE_BYTES[config.stages.encode.dtype]
+    result.store_bytes = result.prompts * result.mean_tokens * facts.text_dim * dtype_bytes
+    if generation.guidance_scale > 1.0:
+        result.store_bytes += facts.text_dim * dtype_bytes  # the negative prompt: one entry (a couple of tokens)
+    result.output_bytes = pixels * BYTES_PER_PIXEL[config.output.image_format]
+    result.notes = _notes(config, facts, ref)
+    return result
+
+
+def _notes(config: RunConfig, facts: CheckpointFacts, ref: dict[str, Any]) -> list[str]:
+    notes = []
+    denoise = config.stages.denoise
+    if denoise.num_gpus == 0:
+        notes.append(
+            f"this recipe runs on CPU (stages.denoise.num_gpus 0): the estimate is for one {ref['card']} ({config.estimate.gpu}) "
+            "running the same images"
+        )
+    if (facts.dit_width, facts.dit_layers) != (REFERENCE_DIT_WIDTH, 28):
+        notes.append(
+            f"this checkpoint's DiT ({facts.dit_layers} layers, width {facts.dit_width}) is not PixArt-XL-2 (28, 1152): "
+            "the estimate is for PixArt-XL-2 at the same buckets"
+        )
+    if config.generation.guidance_scale <= 1.0:
+        notes.append("guidance_scale <= 1 (no CFG): measured with CFG; kept as an upper bound (no CFG-free run was measured)")
+    if denoise.dtype != ref["dtype"]:
+        notes.append(f"stages.denoise.dtype is {denoise.dtype}; the measurement is {ref['dtype']}")
+    return notes

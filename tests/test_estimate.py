@@ -1,0 +1,120 @@
+"""``pixart-batch plan``: counts per bucket as the run plans them, the cost model, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pixart_batch import estimate
+from pixart_batch.cli import main
+from pixart_batch.config import load_config, with_overrides
+from pixart_batch.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = str(ROOT / "configs" / "tiny.yaml")
+PROMPTS = str(ROOT / "examples" / "prompts.txt")  # mixed sizes: --ar 1:4, --ar 2:3, --hw 200:300 and the default square
+
+
+def run_plan(capsys, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["plan", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_counts_per_bucket_are_what_the_run_plans(tiny_model, capsys):
+    from pixart_batch.plan import plan_size
+    from pixart_batch.prompts import read_prompts
+    from pixart_batch.spec import RunSpec
+
+    config = with_overrides(load_config(TINY), {"generation.images_per_prompt": 3})
+    spec = RunSpec.build(config)  # the run's own geometry and bucket table
+    expected: Counter = Counter()
+    pixels = 0
+    for record in read_prompts(PROMPTS):
+        size = plan_size(record, config.generation, spec.geometry, spec.table)
+        expected[f"{size.bucket_width}x{size.bucket_height}"] += 3
+        pixels += 3 * size.width * size.height
+    assert len(expected) >= 3
+
+    code, out, err = run_plan(capsys, PROMPTS, "--config", TINY, "--images-per-prompt", "3", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["buckets_width_x_height"] == dict(expected)
+    assert data["images"] == 3 * data["prompts"] == sum(expected.values())
+    assert data["output_bytes"] == int(pixels * estimate.BYTES_PER_PIXEL["png"])
+    assert data["tokens_counted_by"] == "the checkpoint's tokenizer" and data["mean_tokens"] > 1
+    assert data["usd_total"] is None  # no price given
+    assert any("runs on CPU" in note for note in data["notes"])
+
+    code, out, _ = run_plan(capsys, PROMPTS, "--config", TINY)
+    assert code == 0 and "bucket (WIDTHxHEIGHT)" in out
+    assert "512x128" in out  # "Arch --ar 1:4": --ar is height:width, so a wide bucket, printed width first
+
+
+def test_price_from_config_and_flag(tiny_model, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(Path(TINY).read_text() + "estimate: {gpu: h200, usd_per_gpu_hour: 2.0}\n")
+    code, out, err = run_plan(capsys, PROMPTS, "--config", str(config), "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["usd_per_gpu_hour"] == 2.0
+    assert data["usd_total"] == pytest.approx(data["gpu_hours"] * 2.0, abs=1e-4)
+    assert data["usd_per_1000_images"] == pytest.approx(data["usd_total"] / data["images"] * 1000, rel=1e-2)
+    code, out, _ = run_plan(capsys, PROMPTS, "--config", str(config), "--usd-per-gpu-hour", "4", "--json")
+    assert json.loads(out)["usd_per_1000_images"] == pytest.approx(2 * data["usd_per_1000_images"], rel=1e-2)
+
+
+def test_the_model_reproduces_the_measurement_and_scales():
+    ref = estimate.MEASURED["h200"]
+    assert estimate.seconds_per_image("h200", 1024, 1024, 20) == pytest.approx(ref["s_per_image"])
+    # DiT part linear in steps, VAE part fixed
+    dit = ref["s_per_image"] - ref["vae_s_per_image"]
+    assert estimate.seconds_per_image("h200", 1024, 1024, 40) == pytest.approx(2 * dit + ref["vae_s_per_image"])
+    # 512²: a quarter of the tokens, less than a quarter of the DiT time (attention is quadratic)
+    small = estimate.seconds_per_image("h200", 512, 512, 20)
+    assert ref["vae_s_per_image"] / 4 < small < ref["s_per_image"] / 4
+    with pytest.raises(ConfigError, match=r"^estimate.gpu: unknown GPU kind 'a100' \(known: h200\)$"):
+        with_overrides(load_config(None), {"estimate.gpu": "a100"})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--gpu", "h100"], "estimate.gpu: unknown GPU kind 'h100' (known: h200)"),
+        (["--usd-per-gpu-hour", "-1"], "estimate.usd_per_gpu_hour: must be a finite number > 0, got -1.0"),
+    ],
+)
+def test_bad_estimate_settings_are_one_line_errors(tiny_model, tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    code, out, err = run_plan(capsys, str(prompts), *args)
+    assert code == 2 and out == ""
+    assert err == f"pixart-batch: error: {message}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.txt"]  # nothing written
+
+
+def test_bad_config_section_is_refused(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("estimate: {gpu: tpu}\n")
+    code, _, err = run_plan(capsys, PROMPTS, "--config", str(config))
+    assert code == 2 and err.count("\n") == 1 and "estimate.gpu: unknown GPU kind 'tpu'" in err
+
+
+def test_bad_prompt_file_is_a_one_line_error(tiny_model, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog --ar 0:1\n")
+    code, out, err = run_plan(capsys, str(prompts), "--config", TINY)
+    assert code == 2 and out == "" and err.count("\n") == 1 and f"{prompts}:2:" in err
+    code, _, err = run_plan(capsys, str(tmp_path / "missing.txt"))
+    assert code == 2 and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.txt"]
+
+
+def test_plan_is_listed_in_the_readme():
+    assert "pixart-batch plan" in (ROOT / "README.md").read_text()
