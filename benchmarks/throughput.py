@@ -309,6 +309,7 @@ def table(preset: str, results: dict, gpu: bool) -> list[str]:
         "b": "(b) pixart-batch generate",
         "c": "(c) the same again (nothing to do)",
         "d": "(d) 3 prompts added",
+        "b_ray": "(b) forced through Ray (`--executor ray`), fresh output",
     }
     for key, name in names.items():
         r = results.get(key)
@@ -322,7 +323,9 @@ def table(preset: str, results: dict, gpu: bool) -> list[str]:
         target, ok = r.get("target", ("", None))
         busy = ", ".join(f"{k} {v:.1f}" for k, v in (r.get("busy") or {}).items())
         cells = [
-            name + ("" if r["exit"] == 0 else f" (exit {r['exit']})"),
+            name
+            + (f" [{r['executor']} executor]" if r.get("executor") else "")
+            + ("" if r["exit"] == 0 else f" (exit {r['exit']})"),
             f"{wall:.1f}",
             str(images),
             f"{images / wall:.3f}" if images else "",
@@ -427,10 +430,15 @@ def run_benchmark(args: argparse.Namespace) -> int:
     if has_ray:
         output = work / "output"
         generate = [python, "-m", "pixart_batch", "generate", "--config", str(config), "--output", str(output), "--prompts"]
-        for key, prompt_file in (("b", prompts), ("c", prompts), ("d", more)):
-            results[key] = measure(key, [*generate, str(prompt_file)], out / f"generate_{key}.log", gpu, env)
-            report = _report(output)
+        runs = [("b", prompts, output, []), ("c", prompts, output, []), ("d", more, output, [])]
+        if not args.skip_ray_row:  # (b) again through the Ray executor: what a cluster run pays here
+            runs.append(("b_ray", prompts, work / "output-ray", ["--executor", "ray"]))
+        for key, prompt_file, target, extra in runs:
+            command = [*generate[:-3], "--output", str(target), "--prompts", str(prompt_file), *extra]
+            results[key] = measure(key, command, out / f"generate_{key}.log", gpu, env)
+            report = _report(target)
             results[key].update(
+                executor=report.get("executor", ""),
                 images=report.get("images_generated", 0),
                 generate_images_per_s=report.get("images_per_second") or None,
                 busy=report.get("stage_busy_seconds") or {},
@@ -476,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", help="scratch folder: checkpoint, prompts, outputs (default: a new /tmp folder)")
     parser.add_argument("--no-append", action="store_true", help="do not append the table to benchmarks/RESULTS.md")
     parser.add_argument("--small", action="store_true", help="xl presets: gpu_check's --small sizes (CPU smoke test)")
+    parser.add_argument("--skip-ray-row", action="store_true", help="do not add (b) forced through the Ray executor")
     parser.add_argument("--loop", action="store_true", help=argparse.SUPPRESS)  # (a), run by the benchmark itself
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)

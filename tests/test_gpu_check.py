@@ -16,9 +16,9 @@ def test_phases_are_counted_against_cluster_gpus(monkeypatch):
     with pytest.raises(UserError, match=r"the encode stages need 1 GPUs at once \(encode 1×1\) but the Ray cluster has 0"):
         check_gpus(one)
     gpus["GPU"] = 1.0
-    check_gpus(one)  # T5 alone, then DiT 0.6 + VAE 0.4: fits one card
+    check_gpus(one)  # T5 alone, then one DiT + VAE actor: fits one card
     eight = load_config("configs/node-8gpu.yaml")
-    with pytest.raises(UserError, match=r"generate stages need 8 GPUs at once \(denoise 8×0.6 \+ decode 8×0.4\)"):
+    with pytest.raises(UserError, match=r"generate stages need 8 GPUs at once \(denoise 8×1\)"):
         check_gpus(eight)
     gpus["GPU"] = 8.0
     check_gpus(eight)
@@ -27,7 +27,8 @@ def test_phases_are_counted_against_cluster_gpus(monkeypatch):
     check_gpus(load_config("configs/tiny.yaml"))
 
 
-def test_gpu_recipe_on_a_cpu_cluster_is_refused_before_any_work(ray_session, tiny_model, tmp_path, capsys):
+@pytest.mark.parametrize("executor, needle", [("ray", "GPUs at once"), ("local", "ask for a GPU")])
+def test_gpu_recipe_on_a_cpu_cluster_is_refused_before_any_work(ray_session, tiny_model, tmp_path, capsys, executor, needle):
     from pixart_batch.cli import main
 
     prompts = tmp_path / "p.txt"
@@ -44,8 +45,10 @@ def test_gpu_recipe_on_a_cpu_cluster_is_refused_before_any_work(ray_session, tin
             str(prompts),
             "--output",
             str(tmp_path / "out"),
+            "--executor",
+            executor,
         ]
     )
     err = capsys.readouterr().err
-    assert code == 2 and "GPUs at once" in err and err.count("\n") == 1
+    assert code == 2 and needle in err and err.count("\n") == 1, err
     assert not list((tmp_path / "out").rglob("*.parquet"))
