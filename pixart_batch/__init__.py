@@ -5,7 +5,18 @@ Importing the package is cheap (no torch, diffusers or ray): heavy modules load 
 
 import logging
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is the one place it is written)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pixart_batch")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 # torchao (the optional int8 T5 path) is imported by diffusers whenever it is installed, and that
 # import logs warnings that are not errors of a run: one per prebuilt CUDA kernel it cannot load

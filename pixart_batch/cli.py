@@ -32,6 +32,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixart-batch", description="Batch PixArt-α / PixArt-Σ image datasets on Ray.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"pixart-batch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     generate = commands.add_parser("generate", help="prompts → embedding store → images → sharded dataset")

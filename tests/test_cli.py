@@ -37,3 +37,10 @@ def test_make_tiny_checkpoint_command(tmp_path):
 
     assert main(["make-tiny-checkpoint", str(tmp_path / "ckpt"), "--seed", "1"]) == 0
     assert (tmp_path / "ckpt" / "model_index.json").is_file()
+
+
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    result = subprocess.run([sys.executable, "-m", "pixart_batch", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == f"pixart-batch {version('pixart_batch')}"
