@@ -71,7 +71,7 @@ def status(uri: str) -> dict[str, Any]:
     embedded = _store_keys(output)
     buckets: dict[str, Counter] = defaultdict(Counter)
     for row in plan:
-        counts = buckets[f"{row[S.BUCKET_HEIGHT]}x{row[S.BUCKET_WIDTH]}"]
+        counts = buckets[f"{row[S.BUCKET_WIDTH]}x{row[S.BUCKET_HEIGHT]}"]
         counts["planned"] += 1
         counts["embedded"] += row[S.CAPTION_KEY] in embedded and row[S.NEGATIVE_KEY] in embedded
         counts["done"] += row[S.KEY] in done
@@ -92,7 +92,7 @@ def status(uri: str) -> dict[str, Any]:
 def format_status(report: dict[str, Any]) -> str:
     lines = [
         f"{report['output']}" + (" (plan of the latest dry run)" if report.get("plan") == "dry run" else ""),
-        f"{'bucket (h x w)':>16} {'planned':>9} {'embedded':>9} {'done':>9} {'failed':>9}",
+        f"{'bucket (w x h)':>16} {'planned':>9} {'embedded':>9} {'done':>9} {'failed':>9}",
     ]
     for name, counts in [*report["buckets"].items(), ("total", report["total"])]:
         lines.append(f"{name:>16} {counts['planned']:>9} {counts['embedded']:>9} {counts['done']:>9} {counts['failed']:>9}")
