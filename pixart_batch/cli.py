@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -154,6 +155,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     check_job_paths(args)
     config = with_overrides(load_config(args.config), _overrides(args))
+    configure_logging(config.console.verbose)
     report = run_generate(
         config, args.prompts, args.output, encode_only=args.command == "encode", dry_run=getattr(args, "dry_run", False)
     )
@@ -240,6 +242,24 @@ def _cause_from_text(exc: BaseException) -> BaseException:
         if isinstance(cls, type) and issubclass(cls, Exception):
             return cls(errno.ENOSPC, message) if cls is storage.StorageFullError else cls(message)
     return exc
+
+
+class _Brief(logging.Formatter):
+    """``[pixart-batch] warning: message`` — one line, the traceback left to --verbose."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"[pixart-batch] {record.levelname.lower()}: {record.getMessage()}".splitlines()[0]
+
+
+def configure_logging(verbose: bool) -> None:
+    """The package's logger on the console: warnings as one line; with ``--verbose`` also INFO lines
+    (each committed shard, each failed image) and tracebacks."""
+    logger = logging.getLogger("pixart_batch")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[pixart-batch] %(levelname)s %(message)s") if verbose else _Brief())
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
 
 
 def _one_line(exc: BaseException) -> str:

@@ -30,6 +30,7 @@ from .errors import OutputError
 from .faults import stall
 from .storage import (
     Location,
+    ParquetStreamWriter,
     is_file,
     list_files,
     locate,
@@ -426,6 +427,17 @@ class OutputDataset:
             before_commit=lambda: stall("shard-commit"),
         )
 
+    def open_shard(self, name: str, settings: dict[str, Any] | None = None) -> ParquetStreamWriter:
+        """A streaming writer of the shard ``data/<name>`` (:func:`shard_schema`), committed atomically
+        like :meth:`write_shard`: call ``write(table, row_group_size)`` per row group, then ``commit()``."""
+        return ParquetStreamWriter(
+            self.location,
+            self.data_path(name),
+            shard_schema(settings),
+            before_commit=lambda: stall("shard-commit"),
+            compression="zstd",
+        )
+
     def write_json(self, name: str, data: Any) -> None:
         write_bytes_atomic(self.location, self.location.join(name), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
@@ -471,9 +483,14 @@ class OutputDataset:
                 columns[name] = [constants[name]] * size
             else:
                 columns[name] = batch[name].tolist()
-        schema = features().arrow_schema
-        if settings is not None:
-            schema = schema.with_metadata(
-                {**(schema.metadata or {}), SHARD_SETTINGS_KEY: json.dumps(settings, sort_keys=True).encode()}
-            )
-        return pa.Table.from_pydict(columns, schema=schema)
+        return pa.Table.from_pydict(columns, schema=shard_schema(settings))
+
+
+def shard_schema(settings: dict[str, Any] | None = None) -> pa.Schema:
+    """The Arrow schema of a shard: the datasets features, and the run's settings in the metadata
+    (:data:`SHARD_SETTINGS_KEY`) when given."""
+    schema = features().arrow_schema
+    if settings is not None:
+        recorded = json.dumps(settings, sort_keys=True).encode()
+        schema = schema.with_metadata({**(schema.metadata or {}), SHARD_SETTINGS_KEY: recorded})
+    return schema

@@ -162,7 +162,9 @@ class LocalRun(Run):
         committed = self.output.committed_keys()
         keep = np.array([key not in committed for key in images[S.KEY].tolist()], dtype=bool)
         remaining = _take(images, keep)
-        order = np.lexsort((remaining[S.KEY], remaining[S.BUCKET_WIDTH], remaining[S.BUCKET_HEIGHT]))
+        # As the Ray path: by bucket, then caption key (a batch's embeddings sit together in the store).
+        columns = (S.KEY, S.CAPTION_KEY, S.BUCKET_WIDTH, S.BUCKET_HEIGHT)
+        order = np.lexsort(tuple(remaining[name] for name in columns))
         remaining = _take(remaining, order)
         todo = _rows(remaining)
         self.report.images_skipped = self.report.images_planned - todo
@@ -211,6 +213,8 @@ class LocalRun(Run):
             """One write task's worth: a shard of ``rows_per_shard`` images (and its failures file)."""
             result: dict[str, Any] = sink.write(rows, _Task(task))  # type: ignore[arg-type]
             busy.update(result["busy_s"])
+            self.report.store_bytes_read += result.get("store_bytes_read", 0)
+            self.report.store_bytes_used += result.get("store_bytes_used", 0)
             self.report.images_generated += result["rows"]
             self.report.images_with_truncated_caption += result["truncated"]
             self.report.images_failed += result["failed"]

@@ -235,6 +235,11 @@ class RunReport:
     buckets: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_busy_seconds: dict[str, float] = field(default_factory=dict)
+    store_bytes_read: int = 0
+    """Bytes read from the embedding store by the generate phase (Parquet column chunks and footers)."""
+    store_bytes_used: int = 0
+    """Embedding bytes those reads were for (each batch's distinct captions and negative prompts)."""
+    store_bytes_read_per_image: float = 0.0
     images_per_second: float = 0.0
     """Images per second of the generate phase (model loading included)."""
     images_per_second_overall: float = 0.0
@@ -446,7 +451,9 @@ class Run:
             partitions = _shuffle_partitions(self.report.images_planned)
             remaining = remaining.join(committed, join_type="left_anti", num_partitions=partitions, on=(S.KEY,))
         if not dry_run:
-            remaining = remaining.sort([S.BUCKET_HEIGHT, S.BUCKET_WIDTH, S.KEY]).materialize()
+            # By bucket (one shape per DiT batch), then by caption key: a batch's embeddings sit together
+            # in the store (sorted by caption key), so lookups read about what they use.
+            remaining = remaining.sort([S.BUCKET_HEIGHT, S.BUCKET_WIDTH, S.CAPTION_KEY, S.KEY]).materialize()
         todo = self.todo = remaining.count()
         self.report.images_skipped = self.report.images_planned - todo
         self.report.buckets = dict(sorted(buckets.items()))
@@ -510,6 +517,8 @@ class Run:
         busy: Counter = Counter()
         for result in getattr(sink, "results", []):
             busy.update(result["busy_s"])
+            self.report.store_bytes_read += result.get("store_bytes_read", 0)
+            self.report.store_bytes_used += result.get("store_bytes_used", 0)
             self.report.images_generated += result["rows"]
             self.report.images_with_truncated_caption += result["truncated"]
             self.report.images_failed += result["failed"]
@@ -521,6 +530,8 @@ class Run:
         self.output.remove_work(self.run_id)
         self.report.wall_seconds = round(time.time() - self.started, 3)
         wall = self.report.wall_seconds
+        made = self.report.images_generated
+        self.report.store_bytes_read_per_image = round(self.report.store_bytes_read / made, 1) if made else 0.0
         self.report.images_per_second_overall = self.report.images_generated / wall if wall > 0 else 0.0
         self.report.stage_seconds = {k: round(v, 3) for k, v in self.report.stage_seconds.items()}
         report = self.report.to_dict()

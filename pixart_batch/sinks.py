@@ -3,7 +3,7 @@ atomically by the task that writes it."""
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -16,26 +16,34 @@ from .dataset import OutputDataset, plan_schema
 from .store import EmbeddingStore, StoreIdentity
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from ray.data._internal.execution.interfaces import TaskContext
     from ray.data.block import Block
     from ray.data.datasource.datasink import WriteResult
 
+    from .storage import ParquetStreamWriter
+
 STORE_COLUMNS = (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)
+STORE_BYTES_COLUMNS = {"store_bytes_read": "_store_bytes_read", "store_bytes_used": "_store_bytes_used"}
+"""Counters :class:`~.store.AttachEmbeddings` adds to each batch, summed into each write task's result."""
 BUSY_COLUMNS = {"encode": "_busy_encode_s", "denoise": "_busy_denoise_s", "decode": "_busy_decode_s", "write": "_busy_write_s"}
 
 
 def log(message: str) -> None:
-    print(f"[pixart-batch] {message}", file=sys.stderr, flush=True)
+    """Per-shard and per-failure lines: INFO on the package's logger (shown with ``--verbose``);
+    the console's progress line carries the counts."""
+    logging.getLogger("pixart_batch").info(message)
 
 
 def _batches(blocks: Iterable[Block | dict[str, np.ndarray]]) -> Iterable[dict[str, np.ndarray]]:
-    """Ray blocks, or numpy batches as the local executor passes them, as numpy batches."""
+    """The non-empty blocks as numpy batches: Ray blocks (Arrow tables, ...) or dicts of numpy arrays
+    (an in-process executor hands those over)."""
     from ray.data.block import BlockAccessor
 
     for block in blocks:
         if isinstance(block, dict):
-            if len(next(iter(block.values()), ())):
-                yield block
+            if block and len(next(iter(block.values()))):
+                yield {name: np.asarray(column) for name, column in block.items()}
             continue
         accessor = BlockAccessor.for_block(block)
         if accessor.num_rows():
@@ -91,6 +99,12 @@ class ImageSink(Datasink):
         return self.rows_per_shard
 
     def write(self, blocks: Iterable[Block | dict[str, np.ndarray]], ctx: TaskContext) -> dict[str, Any]:
+        """Stream the task's healthy rows into shards of ``rows_per_shard`` rows, row group by row group.
+
+        A shard is written as its rows arrive and committed once full (the last one when the blocks end);
+        at most one row group is held besides the incoming block, whatever ``rows_per_shard`` is.
+        ``ctx`` needs only ``task_idx``; ``blocks`` are Ray blocks or dicts of numpy arrays.
+        """
         import pyarrow as pa
 
         output = OutputDataset(self.output_uri)
@@ -102,40 +116,46 @@ class ImageSink(Datasink):
             "truncated": 0,
             "busy_s": Counter(),
             "buckets": Counter(),
+            **{name: 0 for name in STORE_BYTES_COLUMNS},
         }
-        batches = list(_batches(blocks))
-        if not batches:
-            return result
-        everything = _concat(batches)
-        for stage, column in BUSY_COLUMNS.items():
-            if column in everything:
-                result["busy_s"][stage] += float(everything[column].sum())
-        failed = everything[S.ERROR].astype(bool)
-        if failed.any():
-            rows = {name: everything[name][failed].tolist() for name in (S.KEY, S.PROMPT_ID, S.IMAGE_INDEX, S.ERROR, S.TRACEBACK)}
-            rows["run"] = [self.run_id] * int(failed.sum())
+        failures: dict[str, list[Any]] = {name: [] for name in (S.KEY, S.PROMPT_ID, S.IMAGE_INDEX, S.ERROR, S.TRACEBACK)}
+        shard = _Shard(output, self, ctx.task_idx)
+        try:
+            for batch in _batches(blocks):
+                for stage, column in BUSY_COLUMNS.items():
+                    if column in batch:
+                        result["busy_s"][stage] += float(batch[column].sum())
+                for name, column in STORE_BYTES_COLUMNS.items():
+                    if column in batch:
+                        result[name] += int(batch[column].sum())
+                failed = batch[S.ERROR].astype(bool)
+                if failed.any():
+                    for name, values in failures.items():
+                        values.extend(batch[name][failed].tolist())
+                healthy = {name: column[~failed] for name, column in batch.items()}
+                total, start = len(healthy[S.KEY]), 0
+                while start < total:
+                    take = min(total - start, self.rows_per_shard - shard.rows)
+                    piece = {name: column[start : start + take] for name, column in healthy.items()}
+                    shard.add(output.to_table(piece, self.constants, self.settings))
+                    result["truncated"] += int(piece[S.TRUNCATED].sum())
+                    result["buckets"].update(
+                        f"{w}x{h}" for h, w in zip(piece[S.BUCKET_HEIGHT], piece[S.BUCKET_WIDTH], strict=True)
+                    )
+                    start += take
+                    if shard.rows == self.rows_per_shard:
+                        shard.commit(result)
+            if shard.rows:
+                shard.commit(result)
+        finally:
+            shard.abort()  # a failure mid-shard: its temporary file goes, nothing appears under data/
+        if failures[S.KEY]:
+            count = len(failures[S.KEY])
+            rows = {**failures, "run": [self.run_id] * count}
             output.write_failures(pa.table(rows), f"failures-{self.run_id}-{ctx.task_idx:05d}.parquet")
-            result["failed"] = int(failed.sum())
+            result["failed"] = count
             for key, error in zip(rows[S.KEY], rows[S.ERROR], strict=True):
                 log(f"failed {key}: {error}")
-        healthy = {name: column[~failed] for name, column in everything.items()}
-        total = len(healthy[S.KEY])
-        for start in range(0, total, self.rows_per_shard):
-            batch = {name: column[start : start + self.rows_per_shard] for name, column in healthy.items()}
-            rows_in_shard = len(batch[S.KEY])
-            # data/<run>/<task // 1000>/...: no folder grows without bound (datasets reads data/
-            # recursively); the name alone is unique too, so shards can be copied flat.
-            name = (
-                f"{self.run_id}/{ctx.task_idx // 1000:04d}/train-{self.run_id}-{ctx.task_idx:05d}-{result['files']:04d}.parquet"
-            )
-            result["bytes"] += output.write_shard(
-                output.to_table(batch, self.constants, self.settings), name, self.row_group_size
-            )
-            result["files"] += 1
-            result["rows"] += rows_in_shard
-            result["truncated"] += int(batch[S.TRUNCATED].sum())
-            result["buckets"].update(f"{h}x{w}" for h, w in zip(batch[S.BUCKET_HEIGHT], batch[S.BUCKET_WIDTH], strict=True))
-            log(f"committed {name} ({rows_in_shard} images)")
         return result
 
     def on_write_complete(self, write_result: WriteResult[dict[str, Any]]) -> None:
@@ -160,9 +180,61 @@ class PlanSink(Datasink):
         table = pa.table({name: batch[name] for name in plan_schema().names})
         output.write_plan_part(self.run_id, table, f"part-{ctx.task_idx:05d}.parquet")
         buckets = Counter(
-            f"{h}x{w}" for h, w in zip(batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist(), strict=True)
+            f"{w}x{h}" for h, w in zip(batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist(), strict=True)
         )
         return {"rows": len(batch[S.KEY]), "buckets": buckets}
 
     def on_write_complete(self, write_result: WriteResult[dict[str, Any]]) -> None:
         self.results = list(write_result.write_returns)
+
+
+class _Shard:
+    """The shard an :class:`ImageSink` task is filling: rows buffered up to one row group, each full
+    row group written to the shard's :class:`~.storage.ParquetStreamWriter`."""
+
+    def __init__(self, output: OutputDataset, sink: ImageSink, task_idx: int) -> None:
+        self.output, self.sink, self.task_idx = output, sink, task_idx
+        self.writer: ParquetStreamWriter | None = None
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.rows = 0
+        self.files = 0
+        self.name = ""
+
+    def add(self, table: pa.Table) -> None:
+        import pyarrow as pa
+
+        if self.writer is None:
+            run, files = self.sink.run_id, self.files
+            # data/<run>/<task // 1000>/...: no folder grows without bound (datasets reads data/
+            # recursively); the name alone is unique too, so shards can be copied flat.
+            self.name = f"{run}/{self.task_idx // 1000:04d}/train-{run}-{self.task_idx:05d}-{files:04d}.parquet"
+            self.writer = self.output.open_shard(self.name, self.sink.settings)
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        self.rows += table.num_rows
+        size = self.sink.row_group_size
+        if self.pending_rows >= size:
+            rows = pa.concat_tables(self.pending)
+            full = (self.pending_rows // size) * size
+            self.writer.write(rows.slice(0, full), row_group_size=size)
+            self.pending = [rows.slice(full)] if full < self.pending_rows else []
+            self.pending_rows -= full
+
+    def commit(self, result: dict[str, Any]) -> None:
+        import pyarrow as pa
+
+        assert self.writer is not None
+        if self.pending_rows:
+            self.writer.write(pa.concat_tables(self.pending), row_group_size=self.sink.row_group_size)
+        result["bytes"] += self.writer.commit()
+        result["files"] += 1
+        result["rows"] += self.rows
+        log(f"committed {self.name} ({self.rows} images)")
+        self.files += 1
+        self.writer, self.pending, self.pending_rows, self.rows = None, [], 0, 0
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None

@@ -10,6 +10,7 @@ A file becomes visible whole or not at all:
 from __future__ import annotations
 
 import errno
+import os
 import posixpath
 import re
 import uuid
@@ -154,6 +155,119 @@ def write_parquet_atomic(
     data = sink.getvalue().to_pybytes()
     write_bytes_atomic(loc, path, data, before_commit)
     return len(data)
+
+
+class ParquetStreamWriter:
+    """Writes a Parquet file row group by row group, committed as :func:`write_parquet_atomic` commits
+    one: visible under ``path`` whole, or not at all.
+
+    - local disk: streamed into ``.tmp-<uuid>-<name>`` beside ``path``, then fsynced and renamed;
+    - object stores: streamed into a local temporary file, uploaded to ``path`` on :meth:`commit`
+      (an object PUT is visible only once complete; pyarrow cannot abort a streamed multipart upload,
+      so nothing is streamed there before the file is whole).
+
+    Memory does not grow with the file: only the row groups being written are held. Any failure
+    (:meth:`write`, :meth:`commit`, or leaving a ``with`` block by an exception) removes the
+    temporary file; a full disk raises :class:`StorageFullError`.
+    """
+
+    def __init__(
+        self,
+        loc: Location,
+        path: str,
+        schema: pa.Schema,
+        before_commit: Callable[[], None] | None = None,
+        **options: Any,
+    ) -> None:
+        import tempfile
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.loc, self.path, self.before_commit = loc, path, before_commit
+        parent, self.name = posixpath.split(path)
+        self.closed = False
+        try:
+            if loc.is_local:
+                makedirs(loc, parent)
+                self.tmp = posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{self.name}")
+                self._stream = loc.fs.open_output_stream(self.tmp)
+            else:
+                fd, self.tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=f"-{self.name}")
+                os.close(fd)
+                self._stream = pa.OSFile(self.tmp, "wb")
+            self._writer = pq.ParquetWriter(self._stream, schema, **options)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+
+    def write(self, table: pa.Table, row_group_size: int | None = None) -> None:
+        """Append ``table`` as row groups of at most ``row_group_size`` rows (one per call when None)."""
+        try:
+            self._writer.write_table(table, row_group_size=row_group_size)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+
+    def commit(self) -> int:
+        """Finish the file and make it visible under its final name; returns its size in bytes."""
+        from .faults import raise_if_full
+
+        try:
+            self._writer.close()
+            self._stream.close()
+            raise_if_full(self.name)  # fault injection: a disk that fills up as the file completes
+            size = os.path.getsize(self.tmp)  # local either way: the temporary or the spill file
+            if self.loc.is_local:
+                _fsync(self.tmp)
+                if self.before_commit is not None:
+                    self.before_commit()
+                self.loc.fs.move(self.tmp, self.path)
+            else:
+                if self.before_commit is not None:
+                    self.before_commit()
+                with open(self.tmp, "rb") as source, self.loc.fs.open_output_stream(self.path) as target:
+                    while chunk := source.read(8 << 20):
+                        target.write(chunk)
+                os.remove(self.tmp)
+            self.closed = True
+            return int(size)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+
+    def abort(self) -> None:
+        """Drop the file: nothing appears under ``path`` (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        for part in (getattr(self, "_writer", None), getattr(self, "_stream", None)):
+            try:
+                if part is not None:
+                    part.close()
+            except Exception:
+                pass
+        if not hasattr(self, "tmp"):
+            return
+        if self.loc.is_local:
+            _remove_quietly(self.loc, self.tmp)
+        else:
+            try:
+                os.remove(self.tmp)
+            except OSError:
+                pass
+
+    def _fail(self, exc: BaseException) -> None:
+        self.abort()
+        if isinstance(exc, OSError) and not isinstance(exc, StorageFullError):
+            _raise_if_full(exc, self.loc, self.path)
+
+    def __enter__(self) -> ParquetStreamWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        if kind is not None:
+            self.abort()
 
 
 def list_files(loc: Location, path: str, suffix: str = "", recursive: bool = True) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,11 +27,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import schema as S
-from .storage import Location, list_files, locate, read_bytes, write_bytes_atomic, write_parquet_atomic
+from .storage import Location, list_files, locate, read_bytes, write_bytes_atomic
 
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+
+ROW_GROUP_BYTES = 256 * 1024
+"""Embedding bytes per row group of new parts: PixArt's T5 (4096 × 2 bytes a token) puts one or a few
+captions in a group, so a lookup reads about what it uses."""
+MAX_ROW_GROUP_ROWS = 64
+CACHE_BYTES = 256 * 1024 * 1024
+"""Decoded row groups each process keeps (least recently used out first): neighbouring lookups of a
+plan sorted by caption key, and the shared negative prompt, are read from storage once."""
+LOOKUP_COLUMNS = (S.CAPTION_KEY, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)
 
 
 def caption_key(caption: str) -> str:
@@ -103,16 +114,22 @@ class EmbeddingStore:
     def part_files(self) -> list[str]:
         return list_files(self.location, self.location.join("parts"), suffix=".parquet")
 
-    def write_part(self, table: pa.Table) -> str:
-        """Commit one part file (rows sorted by key; returns its path)."""
+    def write_part(self, table: pa.Table, row_group_bytes: int = ROW_GROUP_BYTES) -> str:
+        """Commit one part file (rows sorted by key; returns its path).
+
+        Row groups hold consecutive rows up to ``row_group_bytes`` of embeddings (at least one row, at
+        most :data:`MAX_ROW_GROUP_ROWS`), so a lookup reads about the embeddings it uses. Parts written
+        before this had 64-row groups; they read the same way.
+        """
+        from .storage import ParquetStreamWriter
+
         part_id = uuid.uuid4().hex
         path = self.location.join("parts", part_id[:2], f"part-{part_id}.parquet")
         table = table.select(store_schema().names).cast(store_schema()).sort_by(S.CAPTION_KEY)
-        write_parquet_atomic(
+        with ParquetStreamWriter(
             self.location,
             path,
-            table,
-            row_group_size=64,
+            store_schema(),
             compression={
                 S.CAPTION_KEY: "zstd",
                 S.CAPTION: "zstd",
@@ -122,7 +139,10 @@ class EmbeddingStore:
             },
             use_dictionary=[S.CAPTION_KEY, S.CAPTION],
             write_statistics=[S.CAPTION_KEY, S.NUM_TOKENS],
-        )
+        ) as writer:
+            for start, stop in _row_groups(table, row_group_bytes):
+                writer.write(table.slice(start, stop - start))
+            writer.commit()
         return path
 
     def index(self) -> list[tuple[str, str, str]]:
@@ -143,47 +163,169 @@ class EmbeddingStore:
                 entries.append((path, "", "\uffff"))
         return entries
 
-    def lookup(self, keys: Iterable[str], index: list[tuple[str, str, str]] | None = None) -> dict[str, dict[str, Any]]:
+    def lookup(
+        self, keys: Iterable[str], index: list[tuple[str, str, str]] | None = None, reads: Reads | None = None
+    ) -> dict[str, dict[str, Any]]:
         """``{caption_key: {num_tokens, truncated, embedding}}`` for the given keys (all must exist).
 
-        Reads only the parts, and within them the row groups, whose key range holds a wanted key.
+        Reads only the parts, and within them the row groups, whose key range holds a wanted key, and
+        of those only the ones this process has not cached (:data:`CACHE_BYTES` of decoded row groups,
+        least recently used out first). What it reads from storage is added to ``reads``.
         """
         import pyarrow.parquet as pq
 
+        reads = reads if reads is not None else Reads()
         wanted = sorted(set(keys))
         found: dict[str, dict[str, Any]] = {}
         for path, low, high in self.index() if index is None else index:
             candidates = [k for k in wanted if low <= k <= high and k not in found]
             if not candidates:
                 continue
-            metadata = _footer(self.location, path)
-            column = metadata.schema.to_arrow_schema().get_field_index(S.CAPTION_KEY)
-            groups = []
-            for i in range(metadata.num_row_groups):
-                st = metadata.row_group(i).column(column).statistics
-                if st is None or not st.has_min_max or any(st.min <= k <= st.max for k in candidates):
-                    groups.append(i)
-            if not groups:
-                continue
-            with self.location.fs.open_input_file(path) as handle:
-                table = pq.ParquetFile(handle).read_row_groups(
-                    groups, columns=[S.CAPTION_KEY, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING]
-                )
-            wanted_here = set(candidates)
-            for row in table.to_pylist():
-                key = row.pop(S.CAPTION_KEY)
-                if key in wanted_here:
-                    found[key] = row
+            groups = _groups(self.location, path, reads)
+            needed = sorted({i for k in candidates for i in groups.holding(k)})
+            rows_here: dict[str, dict[str, Any]] = {}
+            missing_groups = []
+            for i in needed:
+                cached = _CACHE.get((self.location.uri, path, i))
+                if cached is None:
+                    missing_groups.append(i)
+                else:
+                    rows_here.update(cached)
+            if missing_groups:
+                with self.location.fs.open_input_file(path) as handle:
+                    parquet = pq.ParquetFile(handle, metadata=groups.metadata)
+                    for i in missing_groups:
+                        table = parquet.read_row_group(i, columns=list(LOOKUP_COLUMNS))
+                        decoded = {row.pop(S.CAPTION_KEY): row for row in table.to_pylist()}
+                        reads.bytes_read += groups.read_bytes[i]
+                        reads.rows_read += table.num_rows
+                        reads.groups_read += 1
+                        _CACHE.put((self.location.uri, path, i), decoded, sum(len(r[S.EMBEDDING]) for r in decoded.values()))
+                        rows_here.update(decoded)
+            for key in candidates:
+                if key in rows_here:
+                    found[key] = rows_here[key]
         missing = [k for k in wanted if k not in found]
         if missing:
             raise KeyError(f"embedding store {self.uri} lacks {len(missing)} caption(s), e.g. {missing[0]}")
+        reads.bytes_used += sum(len(found[k][S.EMBEDDING]) for k in wanted)
+        reads.embeddings_used += len(wanted)
         return found
 
 
+def _row_groups(table: pa.Table, row_group_bytes: int) -> list[tuple[int, int]]:
+    """``[(start, stop)]``: consecutive rows up to ``row_group_bytes`` of embeddings (≥ 1, ≤ 64 rows)."""
+    import pyarrow.compute as pc
+
+    sizes = pc.binary_length(table.column(S.EMBEDDING)).to_pylist()
+    spans, start, total = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and (total + (size or 0) > row_group_bytes or i - start >= MAX_ROW_GROUP_ROWS):
+            spans.append((start, i))
+            start, total = i, 0
+        total += size or 0
+    if start < len(sizes):
+        spans.append((start, len(sizes)))
+    return spans
+
+
+@dataclass
+class Reads:
+    """What lookups read from storage (compressed column chunks of the row groups read, and footers)
+    against the embedding bytes they returned (each lookup's distinct keys)."""
+
+    bytes_read: int = 0
+    bytes_used: int = 0
+    rows_read: int = 0
+    groups_read: int = 0
+    embeddings_used: int = 0
+
+
+@dataclass
+class _Groups:
+    """A part's row groups: key ranges (sorted, as the part is) and the bytes a lookup reads of each."""
+
+    metadata: pq.FileMetaData
+    mins: list[str]
+    maxs: list[str]
+    read_bytes: list[int]
+    sorted_ranges: bool
+
+    def holding(self, key: str) -> list[int]:
+        """Row groups whose key range holds ``key``."""
+        import bisect
+
+        if self.sorted_ranges:
+            i = bisect.bisect_right(self.mins, key) - 1
+            return [i] if i >= 0 and key <= self.maxs[i] else []
+        return [i for i, (low, high) in enumerate(zip(self.mins, self.maxs, strict=True)) if low <= key <= high]
+
+
+_GROUPS: dict[tuple[str, str], _Groups] = {}
+
+
+def _groups(location: Location, path: str, reads: Reads | None = None) -> _Groups:
+    """A part's :class:`_Groups`, from its footer (read once per process: parts never change)."""
+    key = (location.uri, path)
+    if key not in _GROUPS:
+        metadata = _footer(location, path, reads)
+        names = metadata.schema.to_arrow_schema().names
+        key_column = names.index(S.CAPTION_KEY)
+        columns = [names.index(name) for name in LOOKUP_COLUMNS]
+        mins, maxs, sizes = [], [], []
+        for i in range(metadata.num_row_groups):
+            group = metadata.row_group(i)
+            st = group.column(key_column).statistics
+            if st is None or not st.has_min_max:
+                mins.append("")
+                maxs.append("\uffff")
+            else:
+                mins.append(st.min)
+                maxs.append(st.max)
+            sizes.append(sum(group.column(j).total_compressed_size for j in columns))
+        ordered = all(maxs[i] < mins[i + 1] for i in range(len(mins) - 1))
+        if len(_GROUPS) >= 8192:
+            _GROUPS.clear()
+        _GROUPS[key] = _Groups(metadata, mins, maxs, sizes, ordered)
+    return _GROUPS[key]
+
+
+class _GroupCache:
+    """Decoded row groups, least recently used out first, at most ``limit`` embedding bytes in all."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.entries: OrderedDict[tuple[str, str, int], tuple[dict[str, dict[str, Any]], int]] = OrderedDict()
+
+    def get(self, key: tuple[str, str, int]) -> dict[str, dict[str, Any]] | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        self.entries.move_to_end(key)
+        return entry[0]
+
+    def put(self, key: tuple[str, str, int], rows: dict[str, dict[str, Any]], size: int) -> None:
+        if key in self.entries:
+            self.size -= self.entries.pop(key)[1]
+        if size > self.limit:
+            return
+        self.entries[key] = (rows, size)
+        self.size += size
+        while self.size > self.limit:
+            _, (_, dropped) = self.entries.popitem(last=False)
+            self.size -= dropped
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.size = 0
+
+
+_CACHE = _GroupCache(CACHE_BYTES)
 _FOOTERS: dict[tuple[str, str], pq.FileMetaData] = {}
 
 
-def _footer(location: Location, path: str) -> pq.FileMetaData:
+def _footer(location: Location, path: str, reads: Reads | None = None) -> pq.FileMetaData:
     """A part's Parquet footer; parts never change once committed, so each process reads it once."""
     import pyarrow.parquet as pq
 
@@ -193,11 +335,17 @@ def _footer(location: Location, path: str) -> pq.FileMetaData:
             _FOOTERS.clear()
         with location.fs.open_input_file(path) as handle:
             _FOOTERS[key] = pq.ParquetFile(handle).metadata
+        if reads is not None:
+            reads.bytes_read += _FOOTERS[key].serialized_size + 8
     return _FOOTERS[key]
 
 
 class AttachEmbeddings:
-    """CPU stage: adds the stored embeddings of each row's caption and negative caption."""
+    """CPU stage: adds the stored embeddings of each row's caption and negative caption.
+
+    Adds ``_store_bytes_read`` and ``_store_bytes_used`` (this batch's totals on its first row, 0 on
+    the others): bytes read from storage, and embedding bytes of the batch's distinct keys.
+    """
 
     def __init__(self, root: str, identity: StoreIdentity, index: list[tuple[str, str, str]], negatives: bool = True) -> None:
         self.store = EmbeddingStore(root, identity)
@@ -208,7 +356,8 @@ class AttachEmbeddings:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         keys = batch[S.CAPTION_KEY].tolist()
         negative_keys = batch[S.NEGATIVE_KEY].tolist() if self.negatives else []
-        found = self.store.lookup(keys + negative_keys, self.index)
+        reads = Reads()
+        found = self.store.lookup(keys + negative_keys, self.index, reads)
         batch[S.NUM_TOKENS] = np.array([found[k][S.NUM_TOKENS] for k in keys], dtype=np.int32)
         batch[S.TRUNCATED] = np.array([found[k][S.TRUNCATED] for k in keys], dtype=bool)
         batch[S.PROMPT_EMBEDDING] = np.array([found[k][S.EMBEDDING] for k in keys], dtype=object)
@@ -218,4 +367,9 @@ class AttachEmbeddings:
         else:
             batch[S.NEGATIVE_NUM_TOKENS] = np.zeros(len(keys), dtype=np.int32)
             batch[S.NEGATIVE_EMBEDDING] = np.array([b""] * len(keys), dtype=object)
+        for column, value in (("_store_bytes_read", reads.bytes_read), ("_store_bytes_used", reads.bytes_used)):
+            counts = np.zeros(len(keys), dtype=np.int64)
+            if len(keys):
+                counts[0] = value
+            batch[column] = counts
         return batch
