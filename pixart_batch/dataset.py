@@ -151,6 +151,7 @@ def features() -> Features:
         S.BUCKET_WIDTH: Value("int32"),
         S.BUCKET_HEIGHT: Value("int32"),
         S.IMAGE_FORMAT: Value("string"),
+        S.FAST_MODE: Value("string"),
         S.SHA256: Value("string"),
         S.IMAGE: Image(),
     }

@@ -34,6 +34,8 @@ SCHEDULER = "scheduler"
 SHA256 = "sha256"
 IMAGE = "image"
 IMAGE_FORMAT = "image_format"
+FAST_MODE = "fast_mode"
+"""``exact``, or the DiT's opt-in approximations (``stages.denoise.step_cache`` / ``fp8``)."""
 
 # Failures: "" for a healthy row, else "<stage>: <Exception>: <message>"; the traceback beside it.
 ERROR = "error"
@@ -70,6 +72,7 @@ OUTPUT_COLUMNS = (
     BUCKET_WIDTH,
     BUCKET_HEIGHT,
     IMAGE_FORMAT,
+    FAST_MODE,
     SHA256,
     IMAGE,
 )
