@@ -171,7 +171,7 @@ class StepCache:
         )
 
         self.transformer = transformer
-        self.timestep: float = 1000.0
+        self.timestep = 1000
         if spec.step_cache == "first-block":
             apply_first_block_cache(transformer, FirstBlockCacheConfig(threshold=spec.step_cache_threshold))
         elif spec.step_cache == "pab":
@@ -207,7 +207,7 @@ class StepCache:
     def _record_timestep(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
         timestep = kwargs.get("timestep")
         if timestep is not None:
-            self.timestep = float(timestep.flatten()[0])
+            self.timestep = int(timestep.flatten()[0])  # PixArt schedulers step on integer timesteps
 
     @contextlib.contextmanager
     def call(self) -> Iterator[None]:
