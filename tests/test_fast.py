@@ -255,3 +255,18 @@ def test_sub_batches_cover_every_row_once_in_length_order():
     assert sorted(i for g in groups for i in g) == list(range(len(counts))) and len(groups) > 1
     assert all(max(counts[i] for i in a) <= min(counts[i] for i in b) for a, b in zip(groups, groups[1:], strict=False))
     assert sub_batches([10] * 32) == [list(range(32))]  # nothing to save: one call
+
+
+@pytest.mark.slow
+def test_a_run_with_a_step_cache_records_it_in_every_row(tmp_path, ray_session, tiny_model):
+    import pyarrow.parquet as pq
+    from conftest import tiny_config
+
+    from pixart_batch.pipeline import run_generate
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\na cute cat on a chair\n")
+    config = tiny_config(**{"generation.num_inference_steps": 4, "stages.denoise.step_cache": "taylorseer"})
+    run_generate(config, str(prompts), str(tmp_path / "out"))
+    rows = pq.read_table(tmp_path / "out" / "data", columns=[S.KEY, S.FAST_MODE]).to_pylist()
+    assert len(rows) == 2 and {row[S.FAST_MODE] for row in rows} == {"taylorseer(interval=2)"}
