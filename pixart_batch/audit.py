@@ -128,7 +128,7 @@ def verify(uri: str) -> Verification:
         except Exception as exc:  # any unreadable file is a finding, not a crash
             result.problems.append(f"{path}: unreadable shard ({exc})")
             continue
-        missing = [c for c in S.OUTPUT_COLUMNS if c not in table.column_names]
+        missing = [c for c in S.OUTPUT_COLUMNS if c not in table.column_names and c not in S.ADDED_COLUMNS]
         if missing:
             result.problems.append(f"{path}: missing columns {', '.join(missing)}")
             continue

@@ -184,6 +184,55 @@ class DecodeStageConfig(StageConfig):
             )
 
 
+STEP_CACHES = ("none", "first-block", "pab", "taylorseer")
+
+
+@dataclass(frozen=True)
+class DenoiseStageConfig(StageConfig):
+    """The DiT actors."""
+
+    compile: bool = False
+    """``torch.compile`` the transformer (exact mode: the same images within the parity tolerance).
+    Every call of one bucket then has the same shapes (text padded to ``max_sequence_length``, the
+    batch padded to ``batch_size`` with copies), so each bucket compiles once; the compiled code is
+    cached under the project cache (``TORCHINDUCTOR_CACHE_DIR``) and survives actor restarts."""
+    step_cache: str = "none"
+    """Fast mode (changes images): diffusers' step caching of the DiT — ``none`` (exact),
+    ``first-block`` (First-Block Cache; its skip decision is taken per batch, so an image depends on
+    its batch partners), ``pab`` (Pyramid Attention Broadcast) or ``taylorseer`` (TaylorSeer)."""
+    step_cache_threshold: float = 0.05
+    """``first-block`` only: relative change of the first block's residual below which the other
+    blocks are skipped (diffusers' default 0.05; higher = faster, further from exact)."""
+    step_cache_interval: int = 2
+    """``pab``: attention is recomputed every this many steps (spatial and cross attention, within
+    timesteps 100..800); ``taylorseer``: a full step every this many steps after 3 warm-up steps."""
+    fp8: bool = False
+    """Fast mode (changes images): torchao float8 dynamic-activation + weight quantization of the
+    transformer's linear layers; CUDA compute capability >= 8.9 (Ada, Hopper) only."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.step_cache not in STEP_CACHES:
+            raise ConfigError(f"step_cache: must be one of {', '.join(STEP_CACHES)}, got {self.step_cache!r}")
+        if not math.isfinite(self.step_cache_threshold) or self.step_cache_threshold <= 0:
+            raise ConfigError(f"step_cache_threshold: must be a finite number > 0, got {self.step_cache_threshold}")
+        if self.step_cache_interval < 1:
+            raise ConfigError(f"step_cache_interval: must be >= 1, got {self.step_cache_interval}")
+
+    @property
+    def fast_mode(self) -> str:
+        """The approximations this stage runs, as recorded in every row: ``exact`` or e.g.
+        ``first-block(threshold=0.05)+fp8``."""
+        parts = []
+        if self.step_cache == "first-block":
+            parts.append(f"first-block(threshold={self.step_cache_threshold:g})")
+        elif self.step_cache != "none":
+            parts.append(f"{self.step_cache}(interval={self.step_cache_interval})")
+        if self.fp8:
+            parts.append("fp8")
+        return "+".join(parts) or "exact"
+
+
 def _stage(cls: type = StageConfig, **kwargs: Any) -> Any:
     return field(default_factory=lambda: cls(**kwargs))
 
@@ -194,7 +243,7 @@ class StagesConfig:
     """CPU tasks: caption cleaning (ftfy + bs4); dtype unused."""
     encode: EncodeStageConfig = _stage(EncodeStageConfig, batch_size=32)
     """T5 actors."""
-    denoise: StageConfig = _stage(batch_size=8)
+    denoise: DenoiseStageConfig = _stage(DenoiseStageConfig, batch_size=8)
     """DiT actors; a batch is split by aspect bucket before it reaches the pipeline."""
     decode: DecodeStageConfig = _stage(DecodeStageConfig, batch_size=8)
     """VAE actors: latents to pixels, resized back to the requested size."""

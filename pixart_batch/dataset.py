@@ -152,6 +152,7 @@ def features() -> Features:
         S.BUCKET_WIDTH: Value("int32"),
         S.BUCKET_HEIGHT: Value("int32"),
         S.IMAGE_FORMAT: Value("string"),
+        S.FAST_MODE: Value("string"),
         S.SHA256: Value("string"),
         S.IMAGE: Image(),
     }
@@ -295,7 +296,7 @@ class OutputDataset:
         """Refuse a run whose settings would change images already in this output.
 
         The guard is ``settings.json``, or — when that is missing — the settings every shard records."""
-        from .spec import GROWABLE_SETTINGS
+        from .spec import GROWABLE_SETTINGS, default_of, leaf_fields
 
         recorded = self.read_settings()
         if recorded is None:
@@ -308,6 +309,8 @@ class OutputDataset:
                 continue
             if name in GROWABLE_SETTINGS and isinstance(before, int) and isinstance(now, int) and now > before:
                 continue
+            if name not in recorded and name in leaf_fields() and now == default_of(name):
+                continue  # a setting added after this output was made, at its default: the images it made
             raise OutputError(
                 f"{self.uri}: setting '{name}' is {json.dumps(now)} but this output was generated with {json.dumps(before)}; "
                 "re-run with the same setting, or write to a new output"

@@ -34,6 +34,7 @@ from . import schema as S
 from .config import RunConfig, StageConfig, config_json
 from .dataset import SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset, plan_schema
 from .errors import SystemicFailure, UserError
+from .fast import check_fast_modes
 from .ownership import OutputLock, check_ours, write_marker
 from .plan import add_sizes, expand_images
 from .progress import Poller, Progress, say
@@ -282,6 +283,7 @@ class Run:
 
             require_cleaning_dependencies()
         check_quantization(config)
+        check_fast_modes(config)
         self.spec = RunSpec.build(config)
         check_sizes(self.spec, self.scan)
         self.identity = self.spec.store_identity()

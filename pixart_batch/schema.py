@@ -34,6 +34,8 @@ SCHEDULER = "scheduler"
 SHA256 = "sha256"
 IMAGE = "image"
 IMAGE_FORMAT = "image_format"
+FAST_MODE = "fast_mode"
+"""``exact``, or the DiT's opt-in approximations (``stages.denoise.step_cache`` / ``fp8``)."""
 
 # Failures: "" for a healthy row, else "<stage>: <Exception>: <message>"; the traceback beside it.
 ERROR = "error"
@@ -70,6 +72,10 @@ OUTPUT_COLUMNS = (
     BUCKET_WIDTH,
     BUCKET_HEIGHT,
     IMAGE_FORMAT,
+    FAST_MODE,
     SHA256,
     IMAGE,
 )
+
+ADDED_COLUMNS = frozenset({FAST_MODE})
+"""Columns added after the first release: shards written before them lack them (``verify`` accepts that)."""

@@ -69,6 +69,11 @@ ROLES: dict[str, Role] = {
     "stages.encode.dtype": Role.EMBEDDING,
     "stages.encode.quantization": Role.EMBEDDING,
     "stages.denoise.dtype": Role.IMAGE,
+    "stages.denoise.compile": Role.OPERATIONAL,  # exact mode: the same images within the parity tolerance (tested)
+    "stages.denoise.step_cache": Role.IMAGE,  # fast mode: approximates steps
+    "stages.denoise.step_cache_threshold": Role.IMAGE,  # recorded only where its mode uses it (RunSpec.resolved)
+    "stages.denoise.step_cache_interval": Role.IMAGE,  # recorded only where its mode uses it (RunSpec.resolved)
+    "stages.denoise.fp8": Role.IMAGE,  # fast mode: float8 linear layers
     "stages.decode.dtype": Role.IMAGE,
     "stages.decode.vae_tiling": Role.IMAGE,
     "stages.decode.vae_slicing": Role.OPERATIONAL,  # one image at a time: the same pixels
@@ -109,6 +114,14 @@ def leaf_fields(cls: type = RunConfig, prefix: str = "") -> list[str]:
         else:
             names.append(name)
     return names
+
+
+def default_of(name: str) -> Any:
+    """The default value of a dotted config field (``stages.denoise.step_cache`` → ``"none"``)."""
+    value: Any = RunConfig()
+    for part in name.split("."):
+        value = getattr(value, part)
+    return value.value if isinstance(value, Enum) else value
 
 
 def role_of(name: str) -> Role | None:
@@ -171,6 +184,15 @@ class DenoiseSpec:
     embedding_dtype: str
     text_dim: int
     vae_scale_factor: int
+    max_sequence_length: int = 120
+    """The text length every call is padded to when ``compile`` is on (fixed shapes)."""
+    batch_size: int = 8
+    """The batch every call is padded to when ``compile`` is on (fixed shapes)."""
+    compile: bool = False
+    step_cache: str = "none"
+    step_cache_threshold: float = 0.05
+    step_cache_interval: int = 2
+    fp8: bool = False
 
     @property
     def cfg(self) -> bool:
@@ -249,6 +271,11 @@ class RunSpec:
         """A field's value as it takes effect (defaults resolved against the checkpoint)."""
         if name == "model.max_sequence_length":
             return self.max_sequence_length
+        step_cache = self.config.stages.denoise.step_cache
+        if name == "stages.denoise.step_cache_threshold" and step_cache != "first-block":
+            return None  # unused: changing it changes no image, so it must not trip the settings guard
+        if name == "stages.denoise.step_cache_interval" and step_cache not in ("pab", "taylorseer"):
+            return None
         value = config_value(self.config, name)
         return list(value) if isinstance(value, tuple) else value
 
@@ -289,6 +316,7 @@ class RunSpec:
             S.DTYPE: self.config.stages.denoise.dtype,
             S.MAX_SEQ_LEN: self.max_sequence_length,
             S.IMAGE_FORMAT: self.config.output.image_format,
+            S.FAST_MODE: self.config.stages.denoise.fast_mode,
         }
 
     # -- stage specs
@@ -313,6 +341,13 @@ class RunSpec:
             embedding_dtype=self.config.stages.encode.dtype,
             text_dim=self.geometry.text_dim,
             vae_scale_factor=self.geometry.vae_scale_factor,
+            max_sequence_length=self.max_sequence_length,
+            batch_size=stage.batch_size,
+            compile=stage.compile,
+            step_cache=stage.step_cache,
+            step_cache_threshold=stage.step_cache_threshold,
+            step_cache_interval=stage.step_cache_interval,
+            fp8=stage.fp8,
         )
 
     def stage_spec(self, name: str) -> DenoiseSpec | DecodeSpec:

@@ -60,6 +60,7 @@ def test_every_prompt_times_k_rows_loadable_with_datasets(request, which, per_pr
         if record.aspect_ratio is not None:
             assert (row["width"], row["height"]) == (row["bucket_width"], row["bucket_height"])
         assert row["num_inference_steps"] == 20 and row["guidance_scale"] == pytest.approx(4.5)
+        assert row["fast_mode"] == "exact"
         import hashlib
 
         assert row["sha256"] == hashlib.sha256(_image_bytes(output, row["key"])).hexdigest()

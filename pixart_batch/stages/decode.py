@@ -71,6 +71,9 @@ class Decoder:
             self.vae.enable_tiling()
         if spec.vae_slicing:
             self.vae.enable_slicing()
+        # channels_last: cuDNN's faster NHWC convolutions (the same pixels within the parity tolerance).
+        self.memory_format = torch.channels_last if spec.device == "cuda" else torch.contiguous_format
+        self.vae.to(memory_format=self.memory_format)
         self.processor = PixArtImageProcessor(vae_scale_factor=spec.vae_scale_factor)
         self.dtype = torch_dtype(spec.dtype)
 
@@ -79,9 +82,8 @@ class Decoder:
         import torch
 
         with torch.inference_mode():
-            images = self.vae.decode(
-                latents.to(self.spec.device, self.dtype) / self.vae.config.scaling_factor, return_dict=False
-            )[0]
+            latents = latents.to(self.spec.device, self.dtype).to(memory_format=self.memory_format)
+            images = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
             images = resize_back(images, height, width)
             array = self.processor.postprocess(images, output_type="np")
         if array.shape[1:3] != (height, width):  # never silently: the row becomes a failure naming it

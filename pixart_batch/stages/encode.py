@@ -57,10 +57,33 @@ def load_text_encoder(spec: EncodeSpec):
     ).eval()
 
 
+CALL_COST_TOKENS = 512
+"""What one extra T5 call costs, in padded tokens: :func:`sub_batches` splits a batch only where
+that saves more padding than this."""
+
+
+def sub_batches(counts: list[int], call_cost: int = CALL_COST_TOKENS) -> list[list[int]]:
+    """Row indices in sub-batches of similar token counts: sorted by count, then cut where the cut
+    saves more padded tokens than ``call_cost`` (an exact split, by dynamic programming over the
+    sorted rows). No sub-batch is larger than the batch, so peak memory never grows."""
+    order = sorted(range(len(counts)), key=lambda i: counts[i])
+    lengths = [counts[i] for i in order]
+    best = [0] + [0] * len(order)  # best[j]: least cost of the first j sorted rows
+    cut = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        best[end], cut[end] = min((best[start] + (end - start) * lengths[end - 1] + call_cost, start) for start in range(end))
+    groups = []
+    end = len(order)
+    while end > 0:
+        groups.append(order[cut[end] : end])
+        end = cut[end]
+    return groups[::-1]
+
+
 class TextEncoder:
     """Encodes distinct captions (columns ``caption_key``, ``caption``) into store rows.
 
-    A batch is padded to its longest caption, not to ``max_sequence_length``: T5 with an
+    A (sub-)batch is padded to its longest caption, not to ``max_sequence_length``: T5 with an
     attention mask gives the valid tokens the same values either way (up to rounding).
     Adds ``num_tokens``, ``truncated`` and ``embedding`` (raw bytes of tokens × d_model).
     """
@@ -76,24 +99,51 @@ class TextEncoder:
         self.device = spec.device
         self.max_sequence_length = spec.max_sequence_length
 
-    def encode(self, captions: list[str]) -> tuple[torch.Tensor, list[int], list[bool]]:
-        """``(embeddings [B, L, D], valid token counts [B], truncated [B])`` for one batch."""
-        import torch
-
+    def tokenize(self, captions: list[str]) -> tuple[list[list[int]], list[bool]]:
+        """Token ids (truncated to ``max_sequence_length``, special tokens added, unpadded) and
+        whether each caption was truncated — from one tokenizer pass (the overflow rows tell
+        truncation; a tokenizer that reports none is asked for the full lengths separately)."""
         tokens = self.tokenizer(
             captions,
-            padding="longest",
             max_length=self.max_sequence_length,
             truncation=True,
             add_special_tokens=True,
-            return_tensors="pt",
+            return_overflowing_tokens=True,
         )
-        full_lengths = [len(ids) for ids in self.tokenizer(captions, add_special_tokens=True).input_ids]
-        mask = tokens.attention_mask.to(self.device)
-        with torch.inference_mode():
-            hidden = self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0]
-        counts = tokens.attention_mask.sum(dim=1).tolist()
-        truncated = [n > self.max_sequence_length for n in full_lengths]
+        mapping = tokens.get("overflow_to_sample_mapping")
+        if mapping is None:  # a tokenizer without overflow rows
+            full = self.tokenizer(captions, add_special_tokens=True).input_ids
+            return list(tokens.input_ids), [len(ids) > self.max_sequence_length for ids in full]
+        ids: list[list[int]] = [[] for _ in captions]
+        rows = [0] * len(captions)
+        for ids_of_row, sample in zip(tokens.input_ids, mapping, strict=True):
+            if rows[sample] == 0:
+                ids[sample] = list(ids_of_row)
+            rows[sample] += 1
+        return ids, [n > 1 for n in rows]
+
+    def encode(self, captions: list[str]) -> tuple[torch.Tensor, list[int], list[bool]]:
+        """``(embeddings [B, L, D], valid token counts [B], truncated [B])`` for one batch.
+
+        Captions are tokenised once, sorted by length and encoded in sub-batches (:func:`sub_batches`)
+        so padding stays small; T5 with an attention mask gives a caption's valid tokens the same
+        values in any batch (up to rounding). Positions past a caption's count are zeros."""
+        import torch
+
+        ids, truncated = self.tokenize(captions)
+        counts = [len(row) for row in ids]
+        hidden: torch.Tensor | None = None
+        for group in sub_batches(counts):
+            padded = self.tokenizer.pad({"input_ids": [ids[i] for i in group]}, padding="longest", return_tensors="pt")
+            with torch.inference_mode():
+                out = self.text_encoder(
+                    padded["input_ids"].to(self.device), attention_mask=padded["attention_mask"].to(self.device)
+                )[0]
+            if hidden is None:
+                hidden = out.new_zeros(len(captions), max(counts), out.shape[-1])
+            for position, index in enumerate(group):
+                hidden[index, : counts[index]] = out[position, : counts[index]]
+        assert hidden is not None, "encode needs at least one caption"
         return hidden, counts, truncated
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
