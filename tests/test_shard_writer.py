@@ -25,6 +25,7 @@ CONSTANTS = {
     S.DTYPE: "float32",
     S.MAX_SEQ_LEN: 120,
     S.IMAGE_FORMAT: "png",
+    S.FAST_MODE: "exact",
 }
 SETTINGS = {"model": "tiny", "seed": 7}
 
