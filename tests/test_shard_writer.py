@@ -75,7 +75,7 @@ def test_streams_shards_like_the_whole_table_writer(tmp_path):
     assert result["rows"] == 19 and result["failed"] == 2 and result["files"] == 4
     assert result["busy_s"]["denoise"] == pytest.approx(0.5 * 21)
     assert result["store_bytes_read"] == 30 and result["store_bytes_used"] == 12
-    assert result["buckets"] == {"48x64": 19}
+    assert result["buckets"] == {"64x48": 19}  # WIDTHxHEIGHT
     names = [f"data/r1/0000/train-r1-00003-{n:04d}.parquet" for n in range(4)]
     assert files_under(out) == sorted(names + ["failures/failures-r1-00003.parquet"])
     assert result["bytes"] == sum(os.path.getsize(out / name) for name in names)
