@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--usd-per-gpu-hour", type=float, help="price of a GPU-hour (estimate.usd_per_gpu_hour)")
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    gallery = commands.add_parser("gallery", help="a static HTML gallery of a sample of the images in OUTPUT/gallery/")
+    gallery.add_argument("output")
+    gallery.add_argument("--per-bucket", type=int, default=48, help="images shown per bucket at most (48)")
+    gallery.add_argument("--max-images", type=int, default=2000, help="images shown in all at most (2000)")
+    gallery.add_argument("--thumb-size", type=int, default=256, help="longest side of a thumbnail in pixels (256)")
+    gallery.add_argument("--format", choices=("webp", "jpeg"), default="webp", help="thumbnail format (webp)")
+
     tiny = commands.add_parser("make-tiny-checkpoint", help="write a random tiny PixArt checkpoint (diffusers layout)")
     tiny.add_argument("directory")
     tiny.add_argument("--seed", type=int, default=0)
@@ -149,6 +156,15 @@ def run_command(args: argparse.Namespace) -> int:
             f"{'OK' if result.ok else 'FAILED'}: {result.images} images in {result.files} files, {len(result.problems)} problems"
         )
         return 0 if result.ok else 1
+
+    if args.command == "gallery":
+        from .gallery import build_gallery
+
+        made = build_gallery(args.output, args.per_bucket, args.max_images, args.thumb_size, args.format)
+        for shard in made.skipped_shards:
+            print(f"pixart-batch: unreadable shard left out of the gallery: {shard} (pixart-batch verify)", file=sys.stderr)
+        print(f"gallery: {made.shown} of {made.images} images in {made.buckets} buckets: {made.path}")
+        return 0
 
     from .config import load_config, with_overrides
     from .pipeline import run_generate
