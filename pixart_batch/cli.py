@@ -260,19 +260,13 @@ def _cause_from_text(exc: BaseException) -> BaseException:
     return exc
 
 
-class _Brief(logging.Formatter):
-    """``[pixart-batch] warning: message`` — one line, the traceback left to --verbose."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"[pixart-batch] {record.levelname.lower()}: {record.getMessage()}".splitlines()[0]
-
-
 def configure_logging(verbose: bool) -> None:
-    """The package's logger on the console: warnings as one line; with ``--verbose`` also INFO lines
-    (each committed shard, each failed image) and tracebacks."""
+    """The package's logger on the console: warnings (a failing batch, with the traceback of its
+    original exception, once per group); with ``--verbose`` also INFO lines (each committed shard,
+    each failed image)."""
     logger = logging.getLogger("pixart_batch")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[pixart-batch] %(levelname)s %(message)s") if verbose else _Brief())
+    handler.setFormatter(logging.Formatter("[pixart-batch] %(levelname)s: %(message)s"))
     logger.handlers = [handler]
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
     logger.propagate = False
