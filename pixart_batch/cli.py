@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--scheduler", help="checkpoint (default), dpm-solver++, sa-solver, euler, euler-ancestral, ddim, ddpm, lcm"
     )
     generate.add_argument("--image-format", choices=("png", "jpeg", "webp"), help="image encoding (output.image_format)")
+    generate.add_argument(
+        "--output-format", choices=("parquet", "webdataset"), help="shard format (output.format): parquet or webdataset tars"
+    )
     generate.add_argument("--dry-run", action="store_true", help="validate, clean and plan only (writes the plan; no models run)")
 
     encode = commands.add_parser("encode", help="build the embedding store only")
@@ -109,6 +112,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         "console.verbose": get("verbose"),
         "console.progress_interval_s": get("progress_interval"),
         "output.image_format": get("image_format"),
+        "output.format": get("output_format"),
         "generation.seed": get("seed"),
         "generation.images_per_prompt": get("images_per_prompt"),
         "generation.num_inference_steps": get("steps"),

@@ -20,6 +20,7 @@ from .errors import ConfigError
 
 DTYPES = ("float32", "float16", "bfloat16")
 IMAGE_FORMATS = ("png", "jpeg", "webp")
+OUTPUT_FORMATS = ("parquet", "webdataset")
 TINY_MODEL = "tiny"
 
 
@@ -266,12 +267,17 @@ class OutputConfig:
     store: str | None = None
     """Embedding store root; default ``OUTPUT/embeddings``. Shared stores are safe: entries are keyed
     by everything that changes an embedding."""
+    format: str = "parquet"
+    """Shard format under ``OUTPUT/data/``: ``parquet`` (default) or ``webdataset`` (tar shards;
+    :mod:`pixart_batch.writers`). Fixed for an output: a run in another format is refused."""
 
     def __post_init__(self) -> None:
         if self.image_format not in IMAGE_FORMATS:
             raise ConfigError(f"output.image_format: must be one of {', '.join(IMAGE_FORMATS)}, got {self.image_format!r}")
         if not 1 <= self.image_quality <= 100:
             raise ConfigError(f"output.image_quality: must be in 1..100, got {self.image_quality}")
+        if self.format not in OUTPUT_FORMATS:
+            raise ConfigError(f"output.format: must be one of {', '.join(OUTPUT_FORMATS)}, got {self.format!r}")
         if min(self.rows_per_shard, self.row_group_size, self.store_rows_per_part) < 1:
             raise ConfigError("output.rows_per_shard/row_group_size/store_rows_per_part: must be >= 1")
 

@@ -1,9 +1,11 @@
-"""The output dataset: Parquet shards that ``datasets.load_dataset("parquet", data_dir=...)`` reads.
+"""The output dataset: shards that ``datasets.load_dataset(OUTPUT)`` reads (README.md's ``configs``).
 
 Layout::
 
     OUTPUT/data/<run>/<task//1000>/train-<run>-<task>-<n>.parquet   image rows (``image`` is a datasets Image feature)
-    OUTPUT/README.md                             dataset card: features + generation settings (YAML)
+      or    data/<run>/<task//1000>/<task><n>.tar + .keys.parquet  with output.format webdataset (:mod:`.writers`)
+    OUTPUT/README.md                             Hub dataset card: configs, features, settings, images per bucket
+    OUTPUT/sample_grid.jpg                       a few images per bucket (linked from the card)
     OUTPUT/settings.json                         the settings that determine the images (the guard)
     OUTPUT/store.json                            where this output's embedding store is
     OUTPUT/plan.json, plan/<run>/part-*.parquet  every planned image of the latest run (key, prompt, bucket)
@@ -19,6 +21,7 @@ partial shard that a reader takes for data.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     from datasets import Features
 
     from .prompts import PromptRecord, PromptScan
+    from .writers import OutputFormat
 
 DATA_DIR = "data"
 FAILURES_DIR = "failures"
@@ -59,6 +63,10 @@ QUARANTINE_DIR = "quarantine"
 WORK_DIR = ".work"
 PROMPT_CHUNK_ROWS = 50_000
 STORE_POINTER_FILE = "store.json"
+SAMPLE_GRID_FILE = "sample_grid.jpg"
+FORMAT_SETTING = "output.format"
+SETTING_DEFAULTS = {FORMAT_SETTING: "parquet"}
+"""What a setting was before it existed: outputs made then stay usable (and guarded)."""
 SHARD_SETTINGS_KEY = b"pixart_batch.settings"
 """Parquet key-value metadata of every shard: the settings its images were made with (JSON)."""
 
@@ -160,6 +168,18 @@ def features() -> Features:
     return Features(types)
 
 
+def card_features() -> list[dict[str, Any]]:
+    """The card's ``dataset_info.features`` of a Parquet row."""
+    return [_card_feature(name, feature) for name, feature in features().items()]
+
+
+def _size_category(images: int) -> str:
+    """The Hub's ``size_categories`` value for ``images`` rows."""
+    bounds = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]
+    bounds += [(10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]
+    return next((name for bound, name in bounds if images < bound), "1B<n<10B")
+
+
 def _card_feature(name: str, feature: Any) -> dict[str, Any]:
     """One entry of the card's ``dataset_info.features`` (the YAML the Hub and ``datasets`` read)."""
     if name == S.IMAGE:
@@ -175,9 +195,34 @@ _RECREATE = "delete it and re-run: the next run writes it again (nothing was wri
 
 
 class OutputDataset:
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, output_format: str | None = None) -> None:
+        """``output_format``: ``output.format`` of the run writing it; None for an existing output
+        (its ``settings.json``, else what its shards are, else Parquet)."""
         self.location: Location = locate(uri)
         self.uri = self.location.uri
+        self._format_name = output_format
+        self._format: OutputFormat | None = None
+
+    def format_on_disk(self) -> str:
+        """The format the committed shards are in (Parquet when there are none)."""
+        return "webdataset" if list_files(self.location, self.data_path(), suffix=".tar") else "parquet"
+
+    @property
+    def format(self) -> OutputFormat:
+        """The :class:`~.writers.OutputFormat` of the shards: everything about them goes through it."""
+        from .writers import FORMATS
+
+        if self._format is None:
+            name = self._format_name
+            if name is None:
+                recorded = self.read_settings() or {}
+                name = recorded.get(FORMAT_SETTING)
+            if name is None:  # no settings.json (or written before output.format existed)
+                name = self.format_on_disk()
+            if name not in FORMATS:
+                raise OutputError(f"{self.uri}: unknown output format {name!r} in {SETTINGS_FILE}; {_RESTORE}")
+            self._format = FORMATS[name](self)
+        return self._format
 
     def data_path(self, *parts: str) -> str:
         return self.location.join(DATA_DIR, *parts)
@@ -222,9 +267,10 @@ class OutputDataset:
             raise OutputError(f"{self.uri}: output is not writable ({exc.strerror or exc})") from None
 
     def prepare(self) -> int:
-        """Remove what crashed runs left (temporaries, staged work); returns how many temporaries."""
+        """Remove what crashed runs left (temporaries, staged work, a shard's companion committed
+        without its shard); returns how many temporaries and companions."""
         self.remove_work()
-        return remove_temporaries(self.location, self.location.path)
+        return remove_temporaries(self.location, self.location.path) + self.format.remove_uncommitted()
 
     def find_damaged(self, paths: list[str], key_column: str, location: Location | None = None) -> list[Damaged]:
         """The files among ``paths`` that :func:`check_parquet` rejects (read in parallel threads)."""
@@ -249,20 +295,11 @@ class OutputDataset:
         return target
 
     def shard_files(self) -> list[str]:
-        return list_files(self.location, self.data_path(), suffix=".parquet")
+        return self.format.shard_files()
 
     def committed_keys(self) -> set[str]:
         """Keys of every readable shard (damaged ones are ``verify``'s and ``generate``'s business)."""
-        import pyarrow.parquet as pq
-
-        keys: set[str] = set()
-        for path in self.shard_files():
-            try:
-                with self.location.fs.open_input_file(path) as handle:
-                    keys.update(pq.read_table(handle, columns=[S.KEY]).column(0).to_pylist())
-            except Exception:
-                continue
-        return keys
+        return self.format.committed_keys()
 
     def read_settings(self) -> dict[str, Any] | None:
         """The settings recorded by an earlier run, or None for a new output."""
@@ -274,8 +311,12 @@ class OutputDataset:
         Refuses shards that disagree, or that record none (written before shards carried them)."""
         import pyarrow.parquet as pq
 
+        from .writers import FORMATS
+
         found: dict[str, Any] | None = None
-        for path in self.shard_files():
+        # The shards (Parquet) or their key indexes (WebDataset) of the shards there are, whatever
+        # format this run asks for: a run in another format is refused by the settings they record.
+        for path in FORMATS[self.format_on_disk()](self).key_files():
             try:
                 with self.location.fs.open_input_file(path) as handle:
                     metadata = pq.ParquetFile(handle).schema_arrow.metadata or {}
@@ -304,7 +345,7 @@ class OutputDataset:
         if recorded is None:
             return
         for name in sorted(set(recorded) | set(settings)):
-            before, now = recorded.get(name), settings.get(name)
+            before, now = recorded.get(name, SETTING_DEFAULTS.get(name)), settings.get(name)
             if before == now:
                 continue
             if name in GROWABLE_SETTINGS and isinstance(before, int) and isinstance(now, int) and now > before:
@@ -445,27 +486,97 @@ class OutputDataset:
         write_bytes_atomic(self.location, self.location.join(name), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
     def write_card(self, settings: dict[str, Any], counts: dict[str, Any]) -> None:
-        import yaml
+        """``README.md``: a Hub dataset card (``huggingface_hub.DatasetCard``) whose ``configs`` point
+        at the shards, so ``load_dataset(OUTPUT)`` and a Hub upload of the folder read them; with the
+        generation settings, the images per bucket and ``sample_grid.jpg``."""
+        from huggingface_hub import DatasetCard, DatasetCardData
 
-        feature_list = [_card_feature(name, feature) for name, feature in features().items()]
-        front = {
-            "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": f"{DATA_DIR}/**/*.parquet"}]}],
-            "dataset_info": {"features": feature_list},
-            "generation": settings,
-        }
+        described = self.format.describe()
+        buckets = self.bucket_counts()
+        images = sum(buckets.values())
+        grid = self.write_sample_grid(sorted(buckets, key=lambda name: (-buckets[name], name)))
+        extra: dict[str, Any] = {"dataset_info": {"features": described["features"]}} if described["features"] else {}
+        data = DatasetCardData(
+            pretty_name="Synthetic images generated with pixart_batch",
+            task_categories=["text-to-image"],
+            tags=["synthetic", "pixart", "pixart-batch", described["format"]],
+            size_categories=[_size_category(images)],
+            configs=[{"config_name": "default", "data_files": [{"split": "train", "path": described["data_files"]}]}],
+            **extra,
+            generation=settings,
+        )
+        rows = "\n".join(f"| {name} | {buckets[name]} |" for name in sorted(buckets))
+        loader = 'ds = load_dataset(OUTPUT, split="train")  # this folder (or its Hub repo): README\'s configs find the shards'
+        layout = (
+            "Parquet shards (`data/<run>/<task//1000>/train-*.parquet`), one row per image."
+            if described["format"] == "parquet"
+            else "WebDataset tar shards (`data/<run>/<task//1000>/*.tar`): per image `KEY.<image format>`, `KEY.json` "
+            "(every other column of the row) and `KEY.txt` (the caption); `*.keys.parquet` beside each tar lists its keys."
+        )
         body = (
-            "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n"
             "# Synthetic images generated with pixart_batch\n\n"
-            f"{counts.get('images_total', 0)} images from {counts.get('prompts', 0)} prompts, "
-            f"model `{settings.get('model')}`.\n\n"
+            f"{images} images from {counts.get('prompts', 0)} prompts ({counts.get('images_total', images)} planned), "
+            f"model `{settings.get('model')}`. {layout}\n\n"
             "Each row records what reproduces its image with plain diffusers: `prompt`, `negative_prompt`, "
             '`seed` (a `torch.Generator("cpu").manual_seed(seed)`), `num_inference_steps`, `guidance_scale`, '
             "and the bucket size (`bucket_height` × `bucket_width`, `use_resolution_binning=False`); "
             "`width` × `height` is the final image after diffusers' resize-and-crop.\n\n"
-            "```python\nfrom datasets import load_dataset\n"
-            'ds = load_dataset("parquet", data_dir="data", split="train")\n```\n'
+            f"```python\nfrom datasets import load_dataset\n{loader}\n```\n\n"
+            "## Images per bucket\n\n| bucket (width x height) | images |\n|---|---|\n"
+            f"{rows}\n\n"
+            + (f"## Samples\n\n![a few images per bucket]({grid})\n\n" if grid else "")
+            + "## Generation settings\n\n"
+            f"```json\n{json.dumps(settings, indent=2, sort_keys=True)}\n```\n"
         )
-        write_bytes_atomic(self.location, self.location.join("README.md"), body.encode())
+        card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+        write_bytes_atomic(self.location, self.location.join("README.md"), str(card).encode())
+
+    def bucket_counts(self) -> dict[str, int]:
+        """Committed images per bucket (``WIDTHxHEIGHT``) of the latest plan."""
+        from collections import Counter
+
+        done = self.committed_keys()
+        plan = self.read_plan([S.KEY, S.BUCKET_WIDTH, S.BUCKET_HEIGHT]).to_pydict()
+        columns = (plan[S.KEY], plan[S.BUCKET_WIDTH], plan[S.BUCKET_HEIGHT])
+        return dict(Counter(f"{w}x{h}" for key, w, h in zip(*columns, strict=True) if key in done))
+
+    def write_sample_grid(self, buckets: list[str], per_bucket: int = 4, most_buckets: int = 8, cell: int = 192) -> str | None:
+        """``sample_grid.jpg``: a row of up to ``per_bucket`` images for each of the first
+        ``most_buckets`` buckets; reads shards only until the rows are full. Returns its name."""
+        from PIL import Image, ImageDraw
+
+        wanted = buckets[:most_buckets]
+        found: dict[str, list[bytes]] = {name: [] for name in wanted}
+        for path in self.shard_files():
+            try:
+                for row in self.format.read_rows(path):
+                    name = f"{row[S.BUCKET_WIDTH]}x{row[S.BUCKET_HEIGHT]}"
+                    if name in found and len(found[name]) < per_bucket:
+                        found[name].append(row[S.IMAGE]["bytes"])
+                    if all(len(blobs) == per_bucket for blobs in found.values()):
+                        break
+            except Exception:
+                continue  # a damaged shard: verify names it
+            if all(len(blobs) == per_bucket for blobs in found.values()):
+                break
+        rows = [name for name in wanted if found[name]]
+        if not rows:
+            return None
+        label = 18
+        grid = Image.new("RGB", (cell * per_bucket, (cell + label) * len(rows)), "white")
+        draw = ImageDraw.Draw(grid)
+        for y, name in enumerate(rows):
+            top = y * (cell + label)
+            draw.text((4, top + 3), name, fill="black")
+            for x, blob in enumerate(found[name]):
+                with Image.open(io.BytesIO(blob)) as image:
+                    thumb = image.convert("RGB")
+                    thumb.thumbnail((cell, cell))
+                grid.paste(thumb, (x * cell + (cell - thumb.width) // 2, top + label + (cell - thumb.height) // 2))
+        buffer = io.BytesIO()
+        grid.save(buffer, format="JPEG", quality=85)
+        write_bytes_atomic(self.location, self.location.join(SAMPLE_GRID_FILE), buffer.getvalue())
+        return SAMPLE_GRID_FILE
 
     def to_table(
         self, batch: dict[str, np.ndarray], constants: dict[str, Any], settings: dict[str, Any] | None = None

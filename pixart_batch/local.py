@@ -206,6 +206,7 @@ class LocalRun(Run):
             self.spec.settings(),
             self.config.output.rows_per_shard,
             self.config.output.row_group_size,
+            self.config.output.format,
         )
         busy: Counter = Counter()
 

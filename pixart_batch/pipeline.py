@@ -287,7 +287,7 @@ class Run:
         self.spec = RunSpec.build(config)
         check_sizes(self.spec, self.scan)
         self.identity = self.spec.store_identity()
-        self.output = OutputDataset(output)
+        self.output = OutputDataset(output, config.output.format)
         check_ours(self.output.location)
         self.output.validate_metadata()
         self.output.check_settings(self.spec.settings())
@@ -340,8 +340,11 @@ class Run:
     def set_aside_damaged(self) -> None:
         """Move shards, store parts and failure files that cannot be read whole to ``quarantine/``;
         their images and embeddings are planned again like any missing ones."""
-        damaged = [(d, self.output.location) for d in self.output.find_damaged(self.output.shard_files(), S.KEY)]
-        damaged += [(d, self.output.location) for d in self.output.find_damaged(self.output.failure_files(), S.KEY)]
+        for shard in self.output.format.find_damaged():  # a shard goes aside with its companions (a tar's key index)
+            target = self.output.format.quarantine(shard, self.run_id)
+            self.report.quarantined.append({"file": shard.path, "reason": shard.reason, "moved_to": target})
+            self.log(f"damaged file set aside: {shard.path} ({shard.reason}) -> {target}")
+        damaged = [(d, self.output.location) for d in self.output.find_damaged(self.output.failure_files(), S.KEY)]
         parts = self.store.part_files()
         inside = self.store.location.is_local == self.output.location.is_local and self.store.uri.startswith(
             self.output.uri.rstrip("/") + "/"
@@ -446,10 +449,10 @@ class Run:
             buckets.update(result["buckets"])
             self.report.images_planned += result["rows"]
         self.output.commit_plan(self.run_id, self.report.images_planned, dry_run=dry_run)
-        shards = self.output.shard_files()
+        key_files = self.output.format.key_files()  # Parquet with a key column, whatever the format
         remaining = images
-        if shards:
-            committed = ray.data.read_parquet(shards, filesystem=self.output.location.fs).select_columns([S.KEY])
+        if key_files:
+            committed = ray.data.read_parquet(key_files, filesystem=self.output.location.fs).select_columns([S.KEY])
             partitions = _shuffle_partitions(self.report.images_planned)
             remaining = remaining.join(committed, join_type="left_anti", num_partitions=partitions, on=(S.KEY,))
         if not dry_run:
@@ -509,6 +512,7 @@ class Run:
             self.spec.settings(),
             self.config.output.rows_per_shard,
             self.config.output.row_group_size,
+            self.config.output.format,
         )
         progress = Progress(self.todo, self.config.console.progress_interval_s)
         with Poller(progress, lambda: ray.get(monitor.counts.remote())):

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ray.data.block import Block
     from ray.data.datasource.datasink import WriteResult
 
-    from .storage import ParquetStreamWriter
+    from .writers import ShardWriter
 
 STORE_COLUMNS = (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)
 STORE_BYTES_COLUMNS = {"store_bytes_read": "_store_bytes_read", "store_bytes_used": "_store_bytes_used"}
@@ -80,7 +80,8 @@ class StoreSink(Datasink):
 
 
 class ImageSink(Datasink):
-    """Writes image rows as Parquet shards of at most ``rows_per_shard`` rows, each committed atomically."""
+    """Writes image rows as shards of at most ``rows_per_shard`` rows in ``output_format``
+    (:data:`~.writers.FORMATS`), each committed atomically."""
 
     def __init__(
         self,
@@ -90,9 +91,10 @@ class ImageSink(Datasink):
         settings: dict[str, Any],
         rows_per_shard: int,
         row_group_size: int,
+        output_format: str = "parquet",
     ) -> None:
         self.output_uri, self.run_id, self.constants, self.settings = output_uri, run_id, constants, settings
-        self.rows_per_shard, self.row_group_size = rows_per_shard, row_group_size
+        self.rows_per_shard, self.row_group_size, self.output_format = rows_per_shard, row_group_size, output_format
 
     @property
     def min_rows_per_write(self) -> int:
@@ -107,7 +109,7 @@ class ImageSink(Datasink):
         """
         import pyarrow as pa
 
-        output = OutputDataset(self.output_uri)
+        output = OutputDataset(self.output_uri, self.output_format)
         result: dict[str, Any] = {
             "rows": 0,
             "failed": 0,
@@ -189,50 +191,31 @@ class PlanSink(Datasink):
 
 
 class _Shard:
-    """The shard an :class:`ImageSink` task is filling: rows buffered up to one row group, each full
-    row group written to the shard's :class:`~.storage.ParquetStreamWriter`."""
+    """The shard an :class:`ImageSink` task is filling, through its output's format's
+    :class:`~.writers.ShardWriter` (opened with the first row)."""
 
     def __init__(self, output: OutputDataset, sink: ImageSink, task_idx: int) -> None:
         self.output, self.sink, self.task_idx = output, sink, task_idx
-        self.writer: ParquetStreamWriter | None = None
-        self.pending: list[pa.Table] = []
-        self.pending_rows = 0
+        self.writer: ShardWriter | None = None
         self.rows = 0
         self.files = 0
         self.name = ""
 
     def add(self, table: pa.Table) -> None:
-        import pyarrow as pa
-
         if self.writer is None:
-            run, files = self.sink.run_id, self.files
-            # data/<run>/<task // 1000>/...: no folder grows without bound (datasets reads data/
-            # recursively); the name alone is unique too, so shards can be copied flat.
-            self.name = f"{run}/{self.task_idx // 1000:04d}/train-{run}-{self.task_idx:05d}-{files:04d}.parquet"
-            self.writer = self.output.open_shard(self.name, self.sink.settings)
-        self.pending.append(table)
-        self.pending_rows += table.num_rows
+            self.name = self.output.format.shard_name(self.sink.run_id, self.task_idx, self.files)
+            self.writer = self.output.format.open_shard(self.name, self.sink.settings, self.sink.row_group_size)
+        self.writer.write(table)
         self.rows += table.num_rows
-        size = self.sink.row_group_size
-        if self.pending_rows >= size:
-            rows = pa.concat_tables(self.pending)
-            full = (self.pending_rows // size) * size
-            self.writer.write(rows.slice(0, full), row_group_size=size)
-            self.pending = [rows.slice(full)] if full < self.pending_rows else []
-            self.pending_rows -= full
 
     def commit(self, result: dict[str, Any]) -> None:
-        import pyarrow as pa
-
         assert self.writer is not None
-        if self.pending_rows:
-            self.writer.write(pa.concat_tables(self.pending), row_group_size=self.sink.row_group_size)
         result["bytes"] += self.writer.commit()
         result["files"] += 1
         result["rows"] += self.rows
         log(f"committed {self.name} ({self.rows} images)")
         self.files += 1
-        self.writer, self.pending, self.pending_rows, self.rows = None, [], 0, 0
+        self.writer, self.rows = None, 0
 
     def abort(self) -> None:
         if self.writer is not None:

@@ -84,6 +84,9 @@ ROLES: dict[str, Role] = {
     "output.row_group_size": Role.OPERATIONAL,
     "output.store_rows_per_part": Role.OPERATIONAL,
     "output.store": Role.OPERATIONAL,
+    # Changes the files, not the pixels; IMAGE so that it is in settings() and so the settings guard
+    # refuses a run in another format on an existing output (one output never mixes formats).
+    "output.format": Role.IMAGE,
     "failures.max_consecutive": Role.OPERATIONAL,
     "failures.max_rate": Role.OPERATIONAL,
     "failures.rate_after": Role.OPERATIONAL,

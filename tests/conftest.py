@@ -63,3 +63,29 @@ def copy_prompts(name: str, directory: Path) -> Path:
     target = directory / name
     shutil.copy(DATA / "prompts" / name, target)
     return target
+
+
+def dataset_images(output: Path) -> dict:
+    """``{key: RGB pixels}`` of every committed image, read as a user would: ``datasets`` for Parquet
+    shards, the ``webdataset`` package for tar shards (with each sample's .json and .txt checked).
+    Fails on a duplicate key."""
+    import numpy as np
+
+    tars = sorted(str(p) for p in (output / "data").rglob("*.tar") if not p.name.startswith("."))
+    if not tars:
+        from datasets import load_dataset
+
+        dataset = load_dataset("parquet", data_dir=str(output / "data"), split="train")
+        keys = dataset["key"]
+        assert len(keys) == len(set(keys)), "duplicate keys"
+        return {row["key"]: np.asarray(row["image"].convert("RGB"), dtype=np.int16) for row in dataset}
+    import webdataset
+
+    images: dict = {}
+    for sample in webdataset.WebDataset(tars, shardshuffle=False).decode("pil"):
+        key = sample["__key__"]
+        assert key not in images, f"duplicate key {key}"
+        (image,) = [sample[ext] for ext in ("png", "jpg", "webp") if ext in sample]
+        assert sample["json"]["key"] == key and sample["txt"] == sample["json"]["caption"]
+        images[key] = np.asarray(image.convert("RGB"), dtype=np.int16)
+    return images

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import dataset_images, tiny_config
 from runner import kill_tree, run_cli, start_cli, wait_for
 
 from pixart_batch.cli import main
@@ -36,12 +36,7 @@ SMALL = {
 
 
 def _images(output: Path) -> dict[str, np.ndarray]:
-    from datasets import load_dataset
-
-    dataset = load_dataset("parquet", data_dir=str(output / "data"), split="train")
-    keys = dataset["key"]
-    assert len(keys) == len(set(keys)), "duplicate keys"
-    return {row["key"]: np.asarray(row["image"].convert("RGB"), dtype=np.int16) for row in dataset}
+    return dataset_images(output)
 
 
 def _config_file(directory: Path, **extra) -> Path:
@@ -65,6 +60,15 @@ def finished(tmp_path_factory, ray_session, tiny_model):
     prompts = root / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
     run_generate(tiny_config(**SMALL), str(prompts), str(root / "out"))
+    return prompts, root / "out", _images(root / "out")
+
+
+@pytest.fixture(scope="module")
+def finished_webdataset(tmp_path_factory, ray_session, tiny_model):
+    root = tmp_path_factory.mktemp("damage-wds")
+    prompts = root / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    run_generate(tiny_config(**SMALL, **{"output.format": "webdataset"}), str(prompts), str(root / "out"))
     return prompts, root / "out", _images(root / "out")
 
 
@@ -92,23 +96,34 @@ def _generate(prompts, output, *extra) -> list[str]:
     return ["generate", "--config", "configs/tiny.yaml", "--prompts", str(prompts), "--output", str(output), *extra]
 
 
-def test_damaged_shard_and_store_part_are_named_set_aside_and_redone(copy, capsys):
-    prompts, output, reference = copy
-    shard = sorted((output / "data").rglob("train-*.parquet"))[0]
-    part = sorted((output / "embeddings").rglob("part-*.parquet"))[0]
+@pytest.mark.parametrize("output_format", ["parquet", "webdataset"])
+def test_damaged_shard_and_store_part_are_named_set_aside_and_redone(request, tmp_path, capsys, output_format):
     import pyarrow.parquet as pq
 
-    rows_in_shard, captions_in_part = pq.read_metadata(shard).num_rows, pq.read_metadata(part).num_rows
+    fixture = "finished" if output_format == "parquet" else "finished_webdataset"
+    prompts, original, reference = request.getfixturevalue(fixture)
+    output = tmp_path / "out"
+    shutil.copytree(original, output)
+    if output_format == "parquet":
+        shard = sorted((output / "data").rglob("train-*.parquet"))[0]
+        rows_in_shard = pq.read_metadata(shard).num_rows
+    else:
+        shard = sorted((output / "data").rglob("*.tar"))[0]
+        rows_in_shard = pq.read_metadata(shard.with_name(shard.name.replace(".tar", ".keys.parquet"))).num_rows
+    part = sorted((output / "embeddings").rglob("part-*.parquet"))[0]
+    captions_in_part = pq.read_metadata(part).num_rows
     _truncate(shard)
     _truncate(part)
     code, text = _cli(capsys, "verify", str(output))
     assert code == 1 and str(shard) in text and str(part) in text
 
-    config = tiny_config(**SMALL)
+    config = tiny_config(**SMALL, **{"output.format": output_format})
     report = run_generate(config, str(prompts), str(output))
     moved = {Path(item["file"]).name for item in report["quarantined"]}
     assert moved == {shard.name, part.name}
-    assert (output / "quarantine").is_dir() and len(list((output / "quarantine").rglob("*.parquet"))) == 2
+    quarantined = sorted(p.name for p in (output / "quarantine").rglob("*") if p.is_file() and not p.name.endswith(".txt"))
+    companions = [] if output_format == "parquet" else [shard.name.replace(".tar", ".keys.parquet")]
+    assert quarantined == sorted([shard.name, part.name, *companions])  # a tar goes aside with its key index
     assert report["images_generated"] == rows_in_shard and report["images_skipped"] == len(PROMPTS) - rows_in_shard
     assert report["embeddings_encoded"] == captions_in_part  # only the lost captions are encoded again
     final = _images(output)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import tiny_config
+from conftest import dataset_images, tiny_config
 from runner import kill_tree, run_cli, start_cli, wait_for
 
 from pixart_batch.pipeline import run_generate
@@ -78,12 +78,7 @@ def workload(tmp_path_factory, ray_session, tiny_model):
 
 
 def _images(output: Path) -> dict[str, np.ndarray]:
-    from datasets import load_dataset
-
-    dataset = load_dataset("parquet", data_dir=str(output / "data"), split="train")
-    keys = dataset["key"]
-    assert len(keys) == len(set(keys)), "duplicate keys"
-    return {row["key"]: np.asarray(row["image"].convert("RGB"), dtype=np.int16) for row in dataset}
+    return dataset_images(output)
 
 
 def _store_keys(output: Path) -> list[str]:
@@ -96,18 +91,24 @@ def _store_keys(output: Path) -> list[str]:
 
 
 def _shards(output: Path) -> list[Path]:
-    return sorted((output / "data").rglob("train-*.parquet"))
+    """Committed shards: Parquet files, or tars (a tar is committed after its key index)."""
+    return sorted([*(output / "data").rglob("train-*.parquet"), *(output / "data").rglob("[0-9]*.tar")])
 
 
-def _command(prompts, config, output, executor: str = "auto") -> list[str]:
-    return ["generate", "--config", str(config), "--prompts", str(prompts), "--output", str(output), "--executor", executor]
+def _command(prompts, config, output, executor: str = "auto", output_format: str = "parquet") -> list[str]:
+    return [
+        "generate",
+        *("--config", str(config), "--prompts", str(prompts), "--output", str(output)),
+        *("--executor", executor, "--output-format", output_format),
+    ]
 
 
-@pytest.mark.parametrize("executor", ["ray", "local"])
-def test_sigkill_during_encode_denoise_and_shard_writes_then_resume(tmp_path, workload, executor):
+# The format axis on the local executor only (CI time); test_writers.py runs Ray with WebDataset.
+@pytest.mark.parametrize("executor, output_format", [("ray", "parquet"), ("local", "parquet"), ("local", "webdataset")])
+def test_sigkill_during_encode_denoise_and_shard_writes_then_resume(tmp_path, workload, executor, output_format):
     prompts, config, reference = workload
     output = tmp_path / "out"
-    command = _command(prompts, config, output, executor)
+    command = _command(prompts, config, output, executor, output_format)
     log = tmp_path / "runs.log"
 
     # 1. Killed while encoding: some store parts committed, not all.
