@@ -69,10 +69,11 @@ def _rows(client, prefix: str) -> dict[str, dict]:
     return rows
 
 
-def test_s3_prompts_store_and_dataset_with_kill_and_resume(tmp_path, s3, tiny_model):
+@pytest.mark.parametrize("executor", ["ray", "local"])
+def test_s3_prompts_store_and_dataset_with_kill_and_resume(tmp_path, s3, tiny_model, executor):
     client, env = s3
     log = tmp_path / "runs.log"
-    output = "s3://pixart/runs/one"
+    output = f"s3://pixart/runs/{executor}"
     command = [
         "generate",
         "--config",
@@ -86,24 +87,24 @@ def test_s3_prompts_store_and_dataset_with_kill_and_resume(tmp_path, s3, tiny_mo
         "--batch-size",
         "2",
         "--executor",
-        "ray",  # the Ray pipeline's tasks and actors read and write the bucket themselves
+        executor,  # Ray: its tasks and actors read and write the bucket themselves; local: the driver does
     ]
     config = tmp_path / "small.yaml"
     config.write_text(open("configs/tiny.yaml").read().replace("rows_per_shard: 32", "rows_per_shard: 2"))
     command[2] = str(config)
 
     run = start_cli(command, log, PIXART_BATCH_SLOW="denoise:0.7", **env)
-    wait_for(lambda: any(k.endswith(".parquet") for k in _keys(client, "runs/one/data/")), run, log)
+    wait_for(lambda: any(k.endswith(".parquet") for k in _keys(client, f"runs/{executor}/data/")), run, log)
     kill_tree(run)
-    partial = _rows(client, "runs/one")
+    partial = _rows(client, f"runs/{executor}")
     assert 0 < len(partial) < 12
-    assert _keys(client, "runs/one/embeddings/")  # the store lives in the bucket too
+    assert _keys(client, f"runs/{executor}/embeddings/")  # the store lives in the bucket too
 
     assert run_cli(command, log, **env) == 0, log.read_text()[-3000:]
-    report = json.loads(client.get_object(Bucket="pixart", Key="runs/one/run_report.json")["Body"].read())
+    report = json.loads(client.get_object(Bucket="pixart", Key=f"runs/{executor}/run_report.json")["Body"].read())
     assert report["images_skipped"] == len(partial) and report["images_generated"] == 12 - len(partial)
     assert report["embeddings_encoded"] == 0
-    rows = _rows(client, "runs/one")
+    rows = _rows(client, f"runs/{executor}")
     assert len(rows) == 12
     for key, row in partial.items():
         assert rows[key]["sha256"] == row["sha256"]
