@@ -36,6 +36,7 @@ class Progress:
         self.started = clock()
         self.done = self.failed = 0
         self._shown_at: float | None = None
+        self._shown_counts: tuple[int, int] | None = None
         self._lock = threading.Lock()
         self._open_line = False
 
@@ -58,7 +59,9 @@ class Progress:
             due = self.interval_s if not self.tty else 0.5
             if not force and self._shown_at is not None and now - self._shown_at < due:
                 return
-            self._shown_at = now
+            if force and not self.tty and self._shown_counts == (done, failed):
+                return  # the final counts are already on their own line
+            self._shown_at, self._shown_counts = now, (done, failed)
             if self.tty:
                 self.stream.write("\r\033[K" + self.line())
                 self._open_line = True

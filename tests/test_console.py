@@ -117,3 +117,12 @@ def test_not_a_terminal_prints_progress_lines(tmp_path, tiny_model):
     progress = [line for line in done.stderr.splitlines() if "] generate: " in line]
     assert len(progress) >= 2 and "\r" not in done.stderr  # one line per update (batches of 8 → 3), no rewrites
     assert progress[-1].startswith("[pixart-batch] generate: 22/22 images (100%)")
+
+
+def test_final_counts_are_not_printed_twice_when_not_a_terminal():
+    clock, out = Clock(), io.StringIO()
+    progress = Progress(8, interval_s=30, stream=out, clock=clock)
+    clock.now = 1
+    progress.update(8, 0)  # one batch: the first update is also the last
+    progress.close()
+    assert out.getvalue().count("\n") == 1 and "8/8 images (100%)" in out.getvalue()
