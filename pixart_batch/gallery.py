@@ -40,6 +40,7 @@ from typing import Any
 from . import schema as S
 from .errors import OutputError, UserError
 from .storage import Location, is_symlink, list_files, remove_temporaries, write_bytes_atomic
+from .writers import OutputFormat, ParquetFormat
 
 GALLERY_DIR = "gallery"
 THUMBS_DIR = "thumbs"
@@ -124,22 +125,36 @@ def check_options(per_bucket: int, max_images: int, thumb_size: int, image_forma
         raise UserError(f"--format {image_format}: this Pillow cannot write {image_format}; use --format jpeg")
 
 
-def _row_groups(location: Location, path: str, columns: list[str]):
-    """``(index, rows)`` of each row group of a shard, reading only ``columns``."""
+def _row_groups(location: Location, path: str, columns: list[str], shards: OutputFormat | None = None):
+    """``(index, rows)`` of each row group of a shard, reading only ``columns``. A format that is not
+    Parquet (WebDataset tars) is one group of rows streamed through the format's reader."""
     import pyarrow.parquet as pq
 
+    if shards is not None and not isinstance(shards, ParquetFormat):
+        yield 0, ({name: row.get(name) for name in columns} for row in shards.read_rows(path))
+        return
     with location.fs.open_input_file(path) as handle:
         parquet = pq.ParquetFile(handle)
         for index in range(parquet.metadata.num_row_groups):
             yield index, parquet.read_row_group(index, columns=columns).to_pylist()
 
 
-def _sampled_rows(location: Location, path: str, groups: dict[int, dict[str, Card]]):
+def _sampled_rows(location: Location, path: str, groups: dict[int, dict[str, Card]], shards: OutputFormat | None = None):
     """Pass 2: ``(card, row)`` of the sampled rows of one shard, reading only their row groups."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    if shards is not None and not isinstance(shards, ParquetFormat):
+        cards = groups.get(0, {})
+        try:
+            for row in shards.read_rows(path):
+                card = cards.get(row[S.KEY])
+                if card is not None:
+                    yield card, row
+        except Exception:  # became unreadable since pass 1: its cards show no image
+            return
+        return
     try:
         with location.fs.open_input_file(path) as handle:
             parquet = pq.ParquetFile(handle)
@@ -154,7 +169,7 @@ def _sampled_rows(location: Location, path: str, groups: dict[int, dict[str, Car
         return
 
 
-def sample(location: Location, shards: list[str], per_bucket: int, max_images: int):
+def sample(location: Location, shards: list[str], per_bucket: int, max_images: int, output_format: OutputFormat | None = None):
     """Pass 1: images per bucket and the sampled keys, with where they are.
 
     Returns ``(buckets, wanted, skipped)``: ``wanted`` maps a shard's index to ``{row group:
@@ -167,7 +182,7 @@ def sample(location: Location, shards: list[str], per_bucket: int, max_images: i
         local: dict[tuple[int, int], list[tuple[int, str, int, int]]] = defaultdict(list)
         seen_here: dict[tuple[int, int], int] = defaultdict(int)
         try:
-            for group, rows in _row_groups(location, path, _META_COLUMNS):
+            for group, rows in _row_groups(location, path, _META_COLUMNS, output_format):
                 for row in rows:
                     size = (int(row[S.BUCKET_WIDTH]), int(row[S.BUCKET_HEIGHT]))
                     seen_here[size] += 1
@@ -239,7 +254,7 @@ def build_gallery(
         raise OutputError(f"{root}: is a symbolic link; this tool does not follow links in its output")
     settings = output.read_settings()
     shards = output.shard_files()
-    buckets, wanted, skipped = sample(location, shards, per_bucket, max_images)
+    buckets, wanted, skipped = sample(location, shards, per_bucket, max_images, output.format)
 
     extension = FORMATS[image_format][0]
     written: set[str] = set()
@@ -247,7 +262,7 @@ def build_gallery(
     if location.is_local:
         remove_temporaries(location, root, older_than_s=3600)
     for shard_index, groups in sorted(wanted.items()):
-        for card, row in _sampled_rows(location, shards[shard_index], groups):
+        for card, row in _sampled_rows(location, shards[shard_index], groups, output.format):
             card.prompt, card.caption = row[S.PROMPT] or "", row[S.CAPTION] or ""
             card.seed, card.width, card.height = row[S.SEED], row[S.WIDTH], row[S.HEIGHT]
             try:

@@ -299,20 +299,31 @@ class WebDatasetFormat(OutputFormat):
         return None
 
     def read_rows(self, path: str) -> Iterator[dict[str, Any]]:
-        samples: dict[str, dict[str, bytes]] = {}
-        with self.location.fs.open_input_file(path) as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
-            for member in tar:
-                key, _, extension = member.name.partition(".")
-                data = tar.extractfile(member)
-                samples.setdefault(key, {})[extension] = data.read() if data is not None else b""
-        for key, members in samples.items():
+        """The tar's samples in order, one at a time (a sample's members are consecutive, as
+        ``webdataset`` requires): memory holds one sample, whatever the shard's size."""
+
+        def row_of(key: str, members: dict[str, bytes]) -> dict[str, Any]:
             row = json.loads(members.pop("json"))
             caption = members.pop("txt").decode()
             if caption != row.get(S.CAPTION):
                 raise ValueError(f"{key}.txt differs from the caption in {key}.json")
             ((extension, blob),) = members.items()
             row[S.IMAGE] = {"bytes": blob, "path": f"{key}.{extension}"}
-            yield row
+            return row
+
+        current: str | None = None
+        members: dict[str, bytes] = {}
+        with self.location.fs.open_input_file(path) as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
+            for member in tar:
+                key, _, extension = member.name.partition(".")
+                if key != current:
+                    if current is not None:
+                        yield row_of(current, members)
+                    current, members = key, {}
+                data = tar.extractfile(member)
+                members[extension] = data.read() if data is not None else b""
+        if current is not None:
+            yield row_of(current, members)
 
     def describe(self) -> dict[str, Any]:
         # ``datasets``' webdataset builder infers the columns (__key__, __url__, png|jpg|webp, json, txt).

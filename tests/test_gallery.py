@@ -138,6 +138,34 @@ def test_files_cards_and_thumbnails(made):
                 assert value is None or not re.match(r"^([a-z]+:|/)", value), (page.name, tag, value)
 
 
+def test_a_webdataset_output_gets_the_same_gallery(made, tmp_path, tiny_model):
+    """The gallery reads shards through the output's format: WebDataset tars give the same cards."""
+    from pixart_batch.pipeline import run_generate
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
+    config = tiny_config(
+        **{
+            "ray.executor": "local",
+            "generation.images_per_prompt": 2,
+            "generation.num_inference_steps": 2,
+            "output.rows_per_shard": 4,
+            "output.format": "webdataset",
+        }
+    )
+    output = tmp_path / "wds"
+    run_generate(config, str(prompts), str(output))
+    assert list((output / "data").rglob("*.tar"))
+    assert main(["gallery", str(output)]) == 0
+    thumbs = sorted(p.name for p in (output / "gallery" / "thumbs").iterdir())
+    assert thumbs == sorted(p.name for p in (made / "gallery" / "thumbs").iterdir())  # the same 14 images
+    for page in (made / "gallery").glob("bucket-*.html"):
+        assert (
+            Page((output / "gallery" / page.name).read_text(encoding="utf-8")).keys()
+            == Page(page.read_text(encoding="utf-8")).keys()
+        )
+
+
 def test_hostile_prompts_are_escaped(made):
     pages = {p.name: p.read_text(encoding="utf-8") for p in (made / "gallery").glob("*.html")}
     shown: list[str] = []
