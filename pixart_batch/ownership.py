@@ -79,7 +79,8 @@ def _check_ours(location: Location) -> bool:
         if not isinstance(marker, dict) or marker.get("tool") != "pixart-batch":
             raise OutputError(f"{location.join(MARKER_FILE)}: damaged output marker; restore it or write to a new output")
         return True
-    names = [name for name in _entries(location) if name != LOCK_FILE]
+    # The lock file, and the marker's own temporary while a run that holds the lock commits it.
+    names = [name for name in _entries(location) if name != LOCK_FILE and not _is_marker_temporary(name)]
     if not names:
         return False
     if _is_legacy_output(location):
@@ -89,6 +90,12 @@ def _check_ours(location: Location) -> bool:
         f"{location.uri}: directory is not empty and was not written by pixart-batch (found: {shown}); "
         "choose a new or empty directory for the output"
     )
+
+
+def _is_marker_temporary(name: str) -> bool:
+    import re
+
+    return re.fullmatch(r"\.tmp-[0-9a-f]{12}-" + re.escape(MARKER_FILE), name) is not None
 
 
 def _is_legacy_output(location: Location) -> bool:

@@ -33,7 +33,7 @@ import ray
 from . import schema as S
 from .config import RunConfig, StageConfig, config_json
 from .dataset import SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset, plan_schema
-from .errors import SystemicFailure, UserError
+from .errors import OutputError, SystemicFailure, UserError
 from .fast import check_fast_modes
 from .ownership import OutputLock, check_ours, write_marker
 from .plan import add_sizes, expand_images
@@ -304,9 +304,15 @@ class Run:
             self.log(f"took over the output from a run that stopped answering ({self.lock.took_over})")
         try:
             check_ours(self.output.location)
+            # The marker is the first thing written, right under the lock: a run starting beside this
+            # one then finds an output that is ours (and the lock held), never a half-made folder
+            # it would take for someone else's.
+            try:
+                write_marker(self.output.location)
+            except OSError as exc:
+                raise OutputError(f"{self.output.uri}: output is not writable ({exc.strerror or exc})") from None
             self.output.check_settings(self.spec.settings())
             self.output.check_writable()
-            write_marker(self.output.location)
         except BaseException:
             self.lock.release()
             raise

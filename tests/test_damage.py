@@ -376,3 +376,20 @@ def test_quarantine_on_an_object_store_copies_then_deletes(tmp_path):
     assert not shard.exists() and target.read_bytes() == b"PAR1 truncated"
     assert target == tmp_path / "quarantine" / "run2" / "data" / "run" / "0000" / "train-x.parquet"
     assert damaged.reason in (target.parent / (target.name + ".reason.txt")).read_text()
+
+
+def test_a_run_starting_beside_one_that_is_writing_its_marker_does_not_take_the_output_for_foreign(tmp_path):
+    """The run holding the lock writes the marker first; in the instant before it is committed the
+    folder holds only the lock file and the marker's temporary: that is not someone else's folder."""
+    from pixart_batch.errors import OutputError
+    from pixart_batch.ownership import check_ours
+    from pixart_batch.storage import locate
+
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / ".pixart-batch.lock").write_text("")
+    (output / ".tmp-0123456789ab-.pixart-batch").write_text("{")
+    assert check_ours(locate(str(output))) is False  # new: the other run then waits for the lock
+    (output / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not written by pixart-batch"):
+        check_ours(locate(str(output)))
