@@ -1,4 +1,5 @@
-"""Wires the stages into Ray Data. The only module that knows about Ray.
+"""The Ray executor: wires the stages into Ray Data (``local.py`` runs the same stages in-process
+for small runs; :func:`choose_executor` picks).
 
 The driver validates and streams the prompt file into chunks (``OUTPUT/.work/<run>/``);
 everything else runs on the workers:
@@ -7,9 +8,10 @@ everything else runs on the workers:
 2. **encode**: captions → distinct (groupby) → minus the store (anti-join) → T5 actors →
    store part files (committed atomically by :class:`StoreSink`);
 3. **plan**: prompts × images_per_prompt → ``plan/<run>/`` (:class:`PlanSink`) → minus
-   committed keys (anti-join) → sorted by bucket;
-4. **generate**: attach stored embeddings (CPU tasks) → DiT actors → VAE actors → image
-   encoding (CPU tasks) → Parquet shards (:class:`ImageSink`).
+   committed keys (anti-join on the output format's key files) → sorted by bucket, then caption key;
+4. **generate**: attach stored embeddings (CPU tasks) → DiT + VAE actors (one pool with
+   ``stages.decode.colocate``, else two) → image encoding (CPU tasks) → shards in the output's
+   format, Parquet or WebDataset (:class:`ImageSink`, streamed and committed atomically).
 
 Resource numbers come from the config's ``stages`` section; the comments say why.
 """
