@@ -42,7 +42,7 @@ from .pipeline import (
 )
 from .plan import expand_images
 from .progress import Progress
-from .sinks import ImageSink, PlanSink, StoreSink
+from .sinks import PlanSink, StoreSink
 
 Batch = dict[str, np.ndarray]
 
@@ -182,13 +182,7 @@ class LocalRun(Run):
         order = np.lexsort(tuple(remaining[name] for name in columns))
         remaining = _take(remaining, order)
         todo = _rows(remaining)
-        self.report.images_skipped = self.report.images_planned - todo
-        self.report.buckets = dict(sorted(buckets.items()))
-        self.report.stage_seconds["plan"] = time.perf_counter() - start
-        self.log(
-            f"{'dry run: ' if dry_run else ''}planned {self.report.images_planned} images in {len(buckets)} buckets; "
-            f"{todo} to generate, {self.report.images_skipped} already done"
-        )
+        self.planned(todo, buckets, start, dry_run)
         return remaining if todo and not dry_run else None
 
     def generate(self, remaining: Batch | None) -> None:  # type: ignore[override]
@@ -214,26 +208,12 @@ class LocalRun(Run):
                 progress.add(_rows(out) - failed, failed)
                 yield out
 
-        sink = ImageSink(
-            self.output.uri,
-            self.run_id,
-            self.spec.row_constants(),
-            self.spec.settings(),
-            self.config.output.rows_per_shard,
-            self.config.output.row_group_size,
-            self.config.output.format,
-        )
-        busy: Counter = Counter()
+        sink = self.image_sink()
+        results: list[dict[str, Any]] = []
 
         def commit(rows: list[Batch], task: int) -> None:
             """One write task's worth: a shard of ``rows_per_shard`` images (and its failures file)."""
-            result: dict[str, Any] = sink.write(rows, _Task(task))  # type: ignore[arg-type]
-            busy.update(result["busy_s"])
-            self.report.store_bytes_read += result.get("store_bytes_read", 0)
-            self.report.store_bytes_used += result.get("store_bytes_used", 0)
-            self.report.images_generated += result["rows"]
-            self.report.images_with_truncated_caption += result["truncated"]
-            self.report.images_failed += result["failed"]
+            results.append(sink.write(rows, _Task(task)))  # type: ignore[arg-type]
 
         # Each shard is committed as soon as it is full, so a killed run keeps what it made.
         per_shard, pending, task = self.config.output.rows_per_shard, [], 0
@@ -247,7 +227,4 @@ class LocalRun(Run):
         if pending:
             commit(pending, task)
         progress.close()
-        elapsed = time.perf_counter() - start
-        self.report.stage_seconds["generate"] = elapsed
-        self.report.stage_busy_seconds = {k: round(v, 3) for k, v in busy.items()}
-        self.report.images_per_second = self.report.images_generated / elapsed if elapsed > 0 else 0.0
+        self.generated(results, start)

@@ -468,6 +468,11 @@ class Run:
             # in the store (sorted by caption key), so lookups read about what they use.
             remaining = remaining.sort([S.BUCKET_HEIGHT, S.BUCKET_WIDTH, S.CAPTION_KEY, S.KEY]).materialize()
         todo = self.todo = remaining.count()
+        self.planned(todo, buckets, start, dry_run)
+        return remaining if todo and not dry_run else None
+
+    def planned(self, todo: int, buckets: Counter, start: float, dry_run: bool) -> None:
+        """Report and log a plan: ``todo`` of ``report.images_planned`` images left to make."""
         self.report.images_skipped = self.report.images_planned - todo
         self.report.buckets = dict(sorted(buckets.items()))
         self.report.stage_seconds["plan"] = time.perf_counter() - start
@@ -475,7 +480,6 @@ class Run:
             f"{'dry run: ' if dry_run else ''}planned {self.report.images_planned} images in {len(buckets)} buckets; "
             f"{todo} to generate, {self.report.images_skipped} already done"
         )
-        return remaining if todo and not dry_run else None
 
     def generate(self, remaining: Dataset | None) -> None:
         if remaining is None:
@@ -513,23 +517,31 @@ class Run:
             batch_format="numpy",
             num_cpus=stages.write.num_cpus,  # PNG encoding: CPU work kept off the GPU actors
         )
-        sink = ImageSink(
-            self.output.uri,
-            self.run_id,
-            self.spec.row_constants(),
-            self.spec.settings(),
-            self.config.output.rows_per_shard,
-            self.config.output.row_group_size,
-            self.config.output.format,
-        )
+        sink = self.image_sink()
         progress = Progress(self.todo, self.config.console.progress_interval_s)
         with Poller(progress, lambda: ray.get(monitor.counts.remote())):
             dataset.write_datasink(sink)
         progress.update(*ray.get(monitor.counts.remote()))
         progress.close()
+        self.generated(getattr(sink, "results", []), start)
+
+    def image_sink(self) -> ImageSink:
+        output = self.config.output
+        return ImageSink(
+            self.output.uri,
+            self.run_id,
+            self.spec.row_constants(),
+            self.spec.settings(),
+            output.rows_per_shard,
+            output.row_group_size,
+            output.format,
+        )
+
+    def generated(self, results: list[dict[str, Any]], start: float) -> None:
+        """Add up the write tasks' results (:meth:`ImageSink.write`) into the report."""
         elapsed = time.perf_counter() - start
         busy: Counter = Counter()
-        for result in getattr(sink, "results", []):
+        for result in results:
             busy.update(result["busy_s"])
             self.report.store_bytes_read += result.get("store_bytes_read", 0)
             self.report.store_bytes_used += result.get("store_bytes_used", 0)

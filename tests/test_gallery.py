@@ -85,12 +85,11 @@ def _snapshot(directory: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory, tiny_model):
-    """A real output of the tiny checkpoint (in-process executor): 14 images, 3 buckets, several shards."""
+def _make_output(root: Path, name: str, **overrides) -> Path:
+    """A real output of the tiny checkpoint (in-process executor) with a gallery: 14 images, 3 buckets,
+    several shards."""
     from pixart_batch.pipeline import run_generate
 
-    root = tmp_path_factory.mktemp("gallery")
     prompts = root / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
     config = tiny_config(
@@ -99,13 +98,18 @@ def made(tmp_path_factory, tiny_model):
             "generation.images_per_prompt": 2,
             "generation.num_inference_steps": 2,
             "output.rows_per_shard": 4,
-            "output.row_group_size": 2,
+            **overrides,
         }
     )
-    run_generate(config, str(prompts), str(root / "out"))
-    output = root / "out"
+    output = root / name
+    run_generate(config, str(prompts), str(output))
     assert main(["gallery", str(output)]) == 0
     return output
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, tiny_model):
+    return _make_output(tmp_path_factory.mktemp("gallery"), "out", **{"output.row_group_size": 2})
 
 
 def test_files_cards_and_thumbnails(made):
@@ -140,23 +144,8 @@ def test_files_cards_and_thumbnails(made):
 
 def test_a_webdataset_output_gets_the_same_gallery(made, tmp_path, tiny_model):
     """The gallery reads shards through the output's format: WebDataset tars give the same cards."""
-    from pixart_batch.pipeline import run_generate
-
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
-    config = tiny_config(
-        **{
-            "ray.executor": "local",
-            "generation.images_per_prompt": 2,
-            "generation.num_inference_steps": 2,
-            "output.rows_per_shard": 4,
-            "output.format": "webdataset",
-        }
-    )
-    output = tmp_path / "wds"
-    run_generate(config, str(prompts), str(output))
+    output = _make_output(tmp_path, "wds", **{"output.format": "webdataset"})
     assert list((output / "data").rglob("*.tar"))
-    assert main(["gallery", str(output)]) == 0
     thumbs = sorted(p.name for p in (output / "gallery" / "thumbs").iterdir())
     assert thumbs == sorted(p.name for p in (made / "gallery" / "thumbs").iterdir())  # the same 14 images
     for page in (made / "gallery").glob("bucket-*.html"):
