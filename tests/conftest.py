@@ -59,6 +59,22 @@ def tiny_config(**overrides):
     return with_overrides(base, overrides)
 
 
+def recipe_file(path: Path, overrides: dict) -> Path:
+    """The tiny recipe with dotted overrides (``{"output.rows_per_shard": 2}``), written to ``path``
+    for the CLI's ``--config``."""
+    import yaml
+
+    data = yaml.safe_load((Path(__file__).parent.parent / "configs" / "tiny.yaml").read_text())
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def copy_prompts(name: str, directory: Path) -> Path:
     target = directory / name
     shutil.copy(DATA / "prompts" / name, target)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import dataset_images, tiny_config
+from conftest import dataset_images, recipe_file, tiny_config
 from runner import kill_tree, run_cli, start_cli, wait_for
 
 from pixart_batch.cli import main
@@ -40,18 +40,7 @@ def _images(output: Path) -> dict[str, np.ndarray]:
 
 
 def _config_file(directory: Path, **extra) -> Path:
-    import yaml
-
-    data = yaml.safe_load(Path("configs/tiny.yaml").read_text())
-    for dotted, value in {**SMALL, **extra}.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    path = directory / "recipe.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return recipe_file(directory / "recipe.yaml", {**SMALL, **extra})
 
 
 @pytest.fixture(scope="module")

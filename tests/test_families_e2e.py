@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
-from conftest import tiny_config
+from conftest import recipe_file, tiny_config
 from runner import kill_tree, run_cli, start_cli, wait_for
 
 from pixart_batch.pipeline import run_generate
@@ -92,13 +91,10 @@ def test_sigma_checkpoint_end_to_end_with_sigkill_and_resume(tmp_path):
     model = cached_tiny_checkpoint(0, family="sigma")
     prompts = tmp_path / "p.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
-    data = yaml.safe_load(Path("configs/tiny.yaml").read_text())
-    data["model"]["path"] = str(model)
-    data["output"].update(rows_per_shard=2, row_group_size=2, store_rows_per_part=2, store=str(tmp_path / "shared-store"))
-    for stage in ("encode", "denoise", "decode", "write"):
-        data["stages"][stage]["batch_size"] = 2
-    config = tmp_path / "sigma.yaml"
-    config.write_text(yaml.safe_dump(data))
+    overrides = {"model.path": str(model), "output.store": str(tmp_path / "shared-store")}
+    overrides |= {f"output.{name}": 2 for name in ("rows_per_shard", "row_group_size", "store_rows_per_part")}
+    overrides |= {f"stages.{stage}.batch_size": 2 for stage in ("encode", "denoise", "decode", "write")}
+    config = recipe_file(tmp_path / "sigma.yaml", overrides)
     output, log = tmp_path / "out", tmp_path / "run.log"
     command = ["generate", "--config", str(config), "--prompts", str(prompts), "--output", str(output)]
 
@@ -115,7 +111,6 @@ def test_sigma_checkpoint_end_to_end_with_sigkill_and_resume(tmp_path):
     _check_rows_reproduce(rows, "PixArtSigmaPipeline", model, max_sequence_length=300)
 
     # The α tiny checkpoint writing into the same store gets its own store key (different encoder settings).
-    data["model"]["path"] = "tiny"
-    config.write_text(yaml.safe_dump(data))
+    config = recipe_file(config, {**overrides, "model.path": "tiny"})
     assert run_cli(["encode", "--config", str(config), "--prompts", str(prompts), "--output", str(tmp_path / "alpha")], log) == 0
     assert len([p for p in (tmp_path / "shared-store").iterdir() if p.is_dir()]) == 2

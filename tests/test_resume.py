@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import dataset_images, tiny_config
+from conftest import dataset_images, recipe_file, tiny_config
 from runner import kill_tree, run_cli, start_cli, wait_for
 
 from pixart_batch.pipeline import run_generate
@@ -43,16 +42,7 @@ SMALL_COMMITS = {
 
 
 def _config_file(directory: Path) -> Path:
-    data = yaml.safe_load(Path("configs/tiny.yaml").read_text())
-    for section, values in SMALL_COMMITS.items():
-        for key, value in values.items():
-            if isinstance(value, dict):
-                data[section][key].update(value)
-            else:
-                data[section][key] = value
-    path = directory / "small-commits.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return recipe_file(directory / "small-commits.yaml", _config_overrides())
 
 
 def _config_overrides() -> dict:
