@@ -71,7 +71,7 @@ def status(uri: str) -> dict[str, Any]:
     embedded = _store_keys(output)
     buckets: dict[str, Counter] = defaultdict(Counter)
     for row in plan:
-        counts = buckets[f"{row[S.BUCKET_WIDTH]}x{row[S.BUCKET_HEIGHT]}"]
+        counts = buckets[S.bucket_name(row[S.BUCKET_WIDTH], row[S.BUCKET_HEIGHT])]
         counts["planned"] += 1
         counts["embedded"] += row[S.CAPTION_KEY] in embedded and row[S.NEGATIVE_KEY] in embedded
         counts["done"] += row[S.KEY] in done

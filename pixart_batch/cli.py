@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -276,11 +276,6 @@ def configure_logging(verbose: bool) -> None:
     logger.propagate = False
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from .errors import SystemicFailure
     from .storage import StorageFullError
@@ -298,13 +293,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         cause = _cause(exc)
         if isinstance(cause, UserError):
-            print(f"pixart-batch: error: {_one_line(cause)}", file=sys.stderr)
+            print(f"pixart-batch: error: {first_line(cause, limit=None)}", file=sys.stderr)
             return 2
         if isinstance(cause, StorageFullError):
-            print(f"pixart-batch: error: {_one_line(cause)}", file=sys.stderr)
+            print(f"pixart-batch: error: {first_line(cause, limit=None)}", file=sys.stderr)
             return 1
         if isinstance(cause, SystemicFailure):
-            print(f"pixart-batch: {_one_line(cause)}", file=sys.stderr)
+            print(f"pixart-batch: {first_line(cause, limit=None)}", file=sys.stderr)
             return 1
         if isinstance(cause, Terminated):
             print(

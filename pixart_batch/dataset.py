@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import schema as S
-from .errors import OutputError
+from .errors import OutputError, first_line
 from .faults import stall
 from .storage import (
     Location,
@@ -108,13 +108,8 @@ def check_parquet(location: Location, path: str, key_column: str) -> str | None:
             if keys.num_rows != parquet.metadata.num_rows:
                 return f"{keys.num_rows} of {parquet.metadata.num_rows} rows readable"
     except Exception as exc:  # any failure to read is a finding
-        return _first_line(exc)
+        return first_line(exc, with_type=True)
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
 def plan_schema() -> pa.Schema:
@@ -248,7 +243,7 @@ class OutputDataset:
         try:
             data = json.loads(read_bytes(self.location, path))
         except (OSError, ValueError, RecursionError) as exc:
-            raise OutputError(f"{path}: damaged {what} ({_first_line(exc)}); {fix}") from None
+            raise OutputError(f"{path}: damaged {what} ({first_line(exc, with_type=True)}); {fix}") from None
         if not isinstance(data, dict):
             raise OutputError(f"{path}: damaged {what} (a JSON {type(data).__name__}, expected an object); {fix}")
         for key, kind in required.items():
@@ -538,7 +533,7 @@ class OutputDataset:
         done = self.committed_keys()
         plan = self.read_plan([S.KEY, S.BUCKET_WIDTH, S.BUCKET_HEIGHT]).to_pydict()
         columns = (plan[S.KEY], plan[S.BUCKET_WIDTH], plan[S.BUCKET_HEIGHT])
-        return dict(Counter(f"{w}x{h}" for key, w, h in zip(*columns, strict=True) if key in done))
+        return dict(Counter(S.bucket_name(w, h) for key, w, h in zip(*columns, strict=True) if key in done))
 
     def write_sample_grid(self, buckets: list[str], per_bucket: int = 4, most_buckets: int = 8, cell: int = 192) -> str | None:
         """``sample_grid.jpg``: a row of up to ``per_bucket`` images for each of the first
@@ -550,7 +545,7 @@ class OutputDataset:
         for path in self.shard_files():
             try:
                 for row in self.format.read_rows(path):
-                    name = f"{row[S.BUCKET_WIDTH]}x{row[S.BUCKET_HEIGHT]}"
+                    name = S.bucket_name(row[S.BUCKET_WIDTH], row[S.BUCKET_HEIGHT])
                     if name in found and len(found[name]) < per_bucket:
                         found[name].append(row[S.IMAGE]["bytes"])
                     if all(len(blobs) == per_bucket for blobs in found.values()):

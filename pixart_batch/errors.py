@@ -31,3 +31,13 @@ class OutputError(UserError):
 class SystemicFailure(Exception):
     """So many images failed that the run itself is broken: the run stops (exit status 1) with the
     most common error; committed images stay and a re-run resumes."""
+
+
+def first_line(exc: BaseException, limit: int | None = 300, with_type: bool = False) -> str:
+    """The first line of an exception's text (cut to ``limit`` characters; None: whole) for a one-line
+    message; ``with_type`` puts the exception's class name first. The class name alone when there is no text."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if with_type:
+        return f"{type(exc).__name__}: {text}"[:limit]
+    return text[:limit] if text else type(exc).__name__

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import schema as S
 from .errors import CheckpointError, UserError
 
 if TYPE_CHECKING:
@@ -349,7 +350,7 @@ def estimate_run(config: RunConfig, prompts: str, facts: CheckpointFacts | None 
                 sample[slot] = record.prompt
     result.prompts = scan.count
     result.images = scan.count * per_prompt
-    result.buckets = Counter({f"{w}x{h}": count for (w, h), count in buckets.items()})
+    result.buckets = Counter({S.bucket_name(w, h): count for (w, h), count in buckets.items()})
     result.output_pixels = pixels
     result.dit_gpu_seconds = sum(
         count * seconds_per_image(result.gpu, h, w, generation.num_inference_steps) for (w, h), count in buckets.items()

@@ -81,7 +81,7 @@ class Bucket:
 
     @property
     def name(self) -> str:
-        return f"{self.width}x{self.height}"
+        return S.bucket_name(self.width, self.height)
 
     @property
     def page(self) -> str:

@@ -62,7 +62,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from pixart_batch.errors import PromptFileError
+from pixart_batch.errors import PromptFileError, first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -128,12 +128,6 @@ def _quote(text: str) -> str:
     if len(text) > _QUOTE_LIMIT:
         text = text[:_QUOTE_LIMIT] + "..."
     return repr(text)
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's text, cut to 200 characters, for a message."""
-    lines = str(exc).splitlines()
-    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _fail(where: str, message: str) -> NoReturn:
@@ -531,7 +525,7 @@ def _open_binary(path: str | os.PathLike[str], tally: _Tally, seekable: bool = F
                 return _CheckedRaw(filesystem.open_input_file(inner), tally, seekable=True)
             return io.BufferedReader(_CheckedRaw(filesystem.open_input_stream(inner), tally), buffer_size=1 << 20)
         except (OSError, ValueError) as exc:
-            _fail(name, f"cannot open ({_first_line(exc)})")
+            _fail(name, f"cannot open ({first_line(exc, limit=200)})")
     name = name.removeprefix("file://")
     nonblocking = getattr(os, "O_NONBLOCK", 0)
     try:
@@ -623,7 +617,7 @@ def _iter_jsonl(path: str | os.PathLike[str], name: str, ids: _IdMaker, tally: _
             except RecursionError:
                 _fail(source, "JSON nested too deeply (arrays/objects inside each other) to read")
             except ValueError as exc:  # an integer of thousands of digits
-                _fail(source, f"cannot read JSON ({_first_line(exc).split(';')[0]})")
+                _fail(source, f"cannot read JSON ({first_line(exc, limit=200).split(';')[0]})")
             if not isinstance(obj, dict):
                 _fail(source, f"expected a JSON object with a 'prompt' key, got {type(obj).__name__}")
             found = True
@@ -681,7 +675,7 @@ def _iter_parquet(path: str | os.PathLike[str], name: str, ids: _IdMaker, tally:
         try:
             parquet = pq.ParquetFile(stream)
         except (pa.ArrowException, OSError) as exc:
-            _fail(name, f"not a readable Parquet file ({_first_line(exc)})")
+            _fail(name, f"not a readable Parquet file ({first_line(exc, limit=200)})")
         columns = parquet.schema_arrow.names
         _columns_or_fail(columns, name)
         known = [c for c in _TABLE_COLUMNS if c in columns]
@@ -690,7 +684,7 @@ def _iter_parquet(path: str | os.PathLike[str], name: str, ids: _IdMaker, tally:
             try:
                 batch = next(batches, None)
             except (pa.ArrowException, OSError) as exc:
-                _fail(f"{name}:row {row + 1}", f"cannot read Parquet data ({_first_line(exc)})")
+                _fail(f"{name}:row {row + 1}", f"cannot read Parquet data ({first_line(exc, limit=200)})")
             if batch is None:
                 break
             values = [batch.column(c).to_pylist() for c in known]

@@ -79,3 +79,8 @@ OUTPUT_COLUMNS = (
 
 ADDED_COLUMNS = frozenset({FAST_MODE})
 """Columns added after the first release: shards written before them lack them (``verify`` accepts that)."""
+
+
+def bucket_name(width: int, height: int) -> str:
+    """An aspect bucket's name, ``WIDTHxHEIGHT`` (as ``status``, the report, the plan and the gallery show it)."""
+    return f"{int(width)}x{int(height)}"

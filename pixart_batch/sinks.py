@@ -142,7 +142,7 @@ class ImageSink(Datasink):
                     shard.add(output.to_table(piece, self.constants, self.settings))
                     result["truncated"] += int(piece[S.TRUNCATED].sum())
                     result["buckets"].update(
-                        f"{w}x{h}" for h, w in zip(piece[S.BUCKET_HEIGHT], piece[S.BUCKET_WIDTH], strict=True)
+                        S.bucket_name(w, h) for h, w in zip(piece[S.BUCKET_HEIGHT], piece[S.BUCKET_WIDTH], strict=True)
                     )
                     start += take
                     if shard.rows == self.rows_per_shard:
@@ -182,7 +182,7 @@ class PlanSink(Datasink):
         table = pa.table({name: batch[name] for name in plan_schema().names})
         output.write_plan_part(self.run_id, table, f"part-{ctx.task_idx:05d}.parquet")
         buckets = Counter(
-            f"{w}x{h}" for h, w in zip(batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist(), strict=True)
+            S.bucket_name(w, h) for h, w in zip(batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist(), strict=True)
         )
         return {"rows": len(batch[S.KEY]), "buckets": buckets}
 

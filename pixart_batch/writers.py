@@ -267,7 +267,8 @@ class WebDatasetFormat(OutputFormat):
             return [str(k) for k in pq.read_table(handle, columns=[S.KEY]).column(0).to_pylist()]
 
     def check(self, path: str) -> str | None:
-        from .dataset import _first_line, check_parquet
+        from .dataset import check_parquet
+        from .errors import first_line
         from .storage import is_file
 
         index = self.index_of(path)
@@ -286,7 +287,7 @@ class WebDatasetFormat(OutputFormat):
                 if member.offset_data + member.size > size:
                     return f"truncated ({member.name} ends past the file's {size} bytes)"
         except Exception as exc:
-            return _first_line(exc)
+            return first_line(exc, with_type=True)
         found: dict[str, set[str]] = {}
         for member in members:
             key, _, extension = member.name.partition(".")
