@@ -9,66 +9,41 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import schema as S
-from .dataset import DRY_RUN_POINTER_FILE, PLAN_POINTER_FILE, SETTINGS_FILE, STORE_POINTER_FILE, OutputDataset
 from .errors import OutputError
-from .ownership import MARKER_FILE
-from .storage import Location, is_file, list_files, locate
+from .output import OutputDataset, open_output, store_location
+from .output.formats import check_parquet
+from .output.layout import DRY_RUN_POINTER_FILE, PLAN_POINTER_FILE
+from .storage import Location
 
 
-def _open_output(uri: str) -> OutputDataset:
-    output = OutputDataset(uri)
-    if not any(is_file(output.location, output.location.join(name)) for name in (MARKER_FILE, SETTINGS_FILE)):
-        raise OutputError(f"{output.uri}: not a pixart-batch output (no {MARKER_FILE} or {SETTINGS_FILE})")
-    output.validate_metadata()  # damaged metadata: one line naming the file, exit 2
-    return output
-
-
-def store_location(output: OutputDataset) -> Location | None:
-    """Where the output's embedding store is (``store.json``; a relative pointer is inside the output)."""
-    pointer = output.read_object(STORE_POINTER_FILE, {"uri": str}, "store pointer", "delete it and re-run generate")
-    if pointer is None:
-        return None
-    uri = pointer["uri"]
-    if "://" in uri or uri.startswith("/"):
-        return locate(uri)
-    if ".." in uri.split("/"):
-        raise OutputError(f"{output.location.join(STORE_POINTER_FILE)}: damaged store pointer (leaves the output); restore it")
-    return output.location.child(*uri.split("/"))
-
-
-def _store_parts(output: OutputDataset):
+def _store_parts(output: OutputDataset) -> tuple[Location | None, list[str]]:
     """The output's embedding store location and its part files (``None, []`` before the first run)."""
     store = store_location(output)
     if store is None:
         return None, []
-    return store, list_files(store, store.join("parts"), suffix=".parquet")
+    from .store import part_files
+
+    return store, part_files(store)
 
 
-def _store_keys(output: OutputDataset) -> set[str]:
-    """Caption keys in the output's embedding store."""
-    import pyarrow.parquet as pq
+def _store_keys(output: OutputDataset, wanted: set[str]) -> set[str]:
+    """Which of ``wanted`` caption keys the output's embedding store holds."""
+    from .store import held_keys
 
-    store, parts = _store_parts(output)
-    keys: set[str] = set()
-    for path in parts:
-        try:
-            with store.fs.open_input_file(path) as handle:
-                keys.update(pq.read_table(handle, columns=[S.CAPTION_KEY]).column(0).to_pylist())
-        except Exception:
-            continue  # damaged: verify names it, the next run sets it aside
-    return keys
+    store = store_location(output)
+    return set() if store is None else held_keys(store, wanted)
 
 
 def status(uri: str) -> dict[str, Any]:
     """Per bucket: planned / embedded / done / failed images (and totals)."""
-    output = _open_output(uri)
+    output = open_output(uri)
     pointer = DRY_RUN_POINTER_FILE if output.plan_pointer(DRY_RUN_POINTER_FILE) is not None else PLAN_POINTER_FILE
     if not output.plan_files(pointer):
         raise OutputError(f"{output.uri}: no plan yet (the first run stopped before planning); re-run generate")
     plan = output.read_plan(name=pointer).to_pylist()
     done = output.committed_keys()
     failed = output.committed_failures()
-    embedded = _store_keys(output)
+    embedded = _store_keys(output, {row[key] for row in plan for key in (S.CAPTION_KEY, S.NEGATIVE_KEY)})
     buckets: dict[str, Counter] = defaultdict(Counter)
     for row in plan:
         counts = buckets[S.bucket_name(row[S.BUCKET_WIDTH], row[S.BUCKET_HEIGHT])]
@@ -139,10 +114,10 @@ def verify(uri: str) -> Verification:
     """Every file readable, no duplicate keys, every sha256 right, counts equal to the plan."""
     import pyarrow.parquet as pq
 
-    output = _open_output(uri)
+    output = open_output(uri)
     result = Verification()
     seen: dict[str, str] = {}
-    shards = output.format  # Parquet or WebDataset (pixart_batch.writers): checked and read through it
+    shards = output.format  # Parquet or WebDataset (pixart_batch.output.formats): checked and read through it
     for path in shards.shard_files():
         result.files += 1
         reason = shards.check(path)  # footer and keys; a tar's members against its key index
@@ -159,12 +134,11 @@ def verify(uri: str) -> Verification:
     for path in parts:
         result.files += 1
         try:
+            assert store is not None  # parts come with their store
             with store.fs.open_input_file(path) as handle:
                 pq.read_table(handle)
         except Exception as exc:
             result.problems.append(f"{path}: unreadable embedding-store part ({exc})")
-    from .dataset import check_parquet
-
     for path in output.failure_files():
         result.files += 1
         reason = check_parquet(output.location, path, S.KEY)

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import UserError, first_line
+from .signals import Terminated, install_signal_handlers
 
 if TYPE_CHECKING:
-    from types import FrameType
+    pass
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -171,7 +172,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 0
 
     from .config import load_config, with_overrides
-    from .pipeline import run_generate
+    from .run import run_generate
 
     check_job_paths(args)
     config = with_overrides(load_config(args.config), _overrides(args))
@@ -203,26 +204,6 @@ def check_job_paths(args: argparse.Namespace) -> None:
                 f"--{flag} {value}: a relative path inside a Ray job resolves in the job's temporary working "
                 "directory and is lost when the job ends; give an absolute path on storage every node sees, or s3:// / gs://"
             )
-
-
-class Terminated(BaseException):
-    """SIGTERM (``kill``, ``ray job stop``, a scheduler's preemption): stop like Ctrl-C. A
-    ``BaseException``, like ``KeyboardInterrupt``, so no ``except Exception`` on the way (Ray Data's
-    included) logs it as an error."""
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
-
-
-def install_signal_handlers() -> None:
-    """SIGTERM raises :class:`Terminated` in the main thread (Ray's driver handler would ``sys.exit``
-    with a stack dump). Called again after ``ray.init``, which installs its own."""
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def _cause(exc: BaseException) -> BaseException:

@@ -39,8 +39,9 @@ from typing import Any
 
 from . import schema as S
 from .errors import OutputError, UserError
+from .output import open_output
+from .output.formats import OutputFormat
 from .storage import Location, is_symlink, list_files, remove_temporaries, write_bytes_atomic
-from .writers import OutputFormat, ParquetFormat
 
 GALLERY_DIR = "gallery"
 THUMBS_DIR = "thumbs"
@@ -125,51 +126,21 @@ def check_options(per_bucket: int, max_images: int, thumb_size: int, image_forma
         raise UserError(f"--format {image_format}: this Pillow cannot write {image_format}; use --format jpeg")
 
 
-def _row_groups(location: Location, path: str, columns: list[str], shards: OutputFormat | None = None):
-    """``(index, rows)`` of each row group of a shard, reading only ``columns``. A format that is not
-    Parquet (WebDataset tars) is one group of rows streamed through the format's reader."""
-    import pyarrow.parquet as pq
-
-    if shards is not None and not isinstance(shards, ParquetFormat):
-        yield 0, ({name: row.get(name) for name in columns} for row in shards.read_rows(path))
-        return
-    with location.fs.open_input_file(path) as handle:
-        parquet = pq.ParquetFile(handle)
-        for index in range(parquet.metadata.num_row_groups):
-            yield index, parquet.read_row_group(index, columns=columns).to_pylist()
-
-
-def _sampled_rows(location: Location, path: str, groups: dict[int, dict[str, Card]], shards: OutputFormat | None = None):
-    """Pass 2: ``(card, row)`` of the sampled rows of one shard, reading only their row groups."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    if shards is not None and not isinstance(shards, ParquetFormat):
-        cards = groups.get(0, {})
-        try:
-            for row in shards.read_rows(path):
-                card = cards.get(row[S.KEY])
-                if card is not None:
-                    yield card, row
-        except Exception:  # became unreadable since pass 1: its cards show no image
-            return
-        return
+def _sampled_rows(shards: OutputFormat, path: str, groups: dict[int, dict[str, Card]]):
+    """Pass 2: ``(card, row)`` of the sampled rows of one shard, reading only their groups (a Parquet
+    shard's row groups; the whole shard for a format that has none)."""
     try:
-        with location.fs.open_input_file(path) as handle:
-            parquet = pq.ParquetFile(handle)
-            for group, cards in sorted(groups.items()):
-                table = parquet.read_row_group(group, columns=_CARD_COLUMNS)
-                table = table.filter(pc.is_in(table.column(S.KEY), value_set=pa.array(list(cards), pa.string())))
-                for row in table.to_pylist():
-                    card = cards.get(row[S.KEY])
-                    if card is not None:
-                        yield card, row
+        keys = {group: set(cards) for group, cards in groups.items()}
+        cards = {key: card for group in groups.values() for key, card in group.items()}
+        for row in shards.rows_of_groups(path, keys, _CARD_COLUMNS):
+            card = cards.get(row[S.KEY])
+            if card is not None:
+                yield card, row
     except Exception:  # became unreadable since pass 1: its cards show no image
         return
 
 
-def sample(location: Location, shards: list[str], per_bucket: int, max_images: int, output_format: OutputFormat | None = None):
+def sample(output_format: OutputFormat, shards: list[str], per_bucket: int, max_images: int):
     """Pass 1: images per bucket and the sampled keys, with where they are.
 
     Returns ``(buckets, wanted, skipped)``: ``wanted`` maps a shard's index to ``{row group:
@@ -182,7 +153,7 @@ def sample(location: Location, shards: list[str], per_bucket: int, max_images: i
         local: dict[tuple[int, int], list[tuple[int, str, int, int]]] = defaultdict(list)
         seen_here: dict[tuple[int, int], int] = defaultdict(int)
         try:
-            for group, rows in _row_groups(location, path, _META_COLUMNS, output_format):
+            for group, rows in output_format.row_groups(path, _META_COLUMNS):
                 for row in rows:
                     size = (int(row[S.BUCKET_WIDTH]), int(row[S.BUCKET_HEIGHT]))
                     seen_here[size] += 1
@@ -244,17 +215,15 @@ def build_gallery(
     image_format: str = "webp",
 ) -> GalleryResult:
     """Write ``OUTPUT/gallery/`` (see the module docstring); refuses a directory that is not an output."""
-    from .audit import _open_output
-
     check_options(per_bucket, max_images, thumb_size, image_format)
-    output = _open_output(uri)  # not ours, or damaged metadata: one line, nothing written
+    output = open_output(uri)  # not ours, or damaged metadata: one line, nothing written
     location = output.location
     root = location.join(GALLERY_DIR)
     if is_symlink(location, root) or is_symlink(location, posixpath.join(root, THUMBS_DIR)):
         raise OutputError(f"{root}: is a symbolic link; this tool does not follow links in its output")
     settings = output.read_settings()
     shards = output.shard_files()
-    buckets, wanted, skipped = sample(location, shards, per_bucket, max_images, output.format)
+    buckets, wanted, skipped = sample(output.format, shards, per_bucket, max_images)
 
     extension = FORMATS[image_format][0]
     written: set[str] = set()
@@ -262,7 +231,7 @@ def build_gallery(
     if location.is_local:
         remove_temporaries(location, root, older_than_s=3600)
     for shard_index, groups in sorted(wanted.items()):
-        for card, row in _sampled_rows(location, shards[shard_index], groups, output.format):
+        for card, row in _sampled_rows(output.format, shards[shard_index], groups):
             card.prompt, card.caption = row[S.PROMPT] or "", row[S.CAPTION] or ""
             card.seed, card.width, card.height = row[S.SEED], row[S.WIDTH], row[S.HEIGHT]
             try:

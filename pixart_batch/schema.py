@@ -1,6 +1,14 @@
-"""Column names, in one place. Rows move between stages as dicts of columns (numpy batches)."""
+"""Column names and the Arrow / ``datasets`` schemas built from them, in one place. Rows move
+between stages as dicts of columns (numpy batches)."""
 
 from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from datasets import Features
 
 # Prompt level (after reading and cleaning).
 PROMPT_ID = "prompt_id"
@@ -37,6 +45,11 @@ IMAGE_FORMAT = "image_format"
 FAST_MODE = "fast_mode"
 """``exact``, or the DiT's opt-in approximations (``stages.denoise.step_cache`` / ``fp8``)."""
 
+EMPTY_CAPTION = "_empty"
+"""1 where a prompt's caption cleaned to empty text (clean phase only, never written)."""
+RUN = "run"
+"""The failures table's run id column."""
+
 # Failures: "" for a healthy row, else "<stage>: <Exception>: <message>"; the traceback beside it.
 ERROR = "error"
 TRACEBACK = "traceback"
@@ -47,6 +60,13 @@ NEGATIVE_EMBEDDING = "negative_embedding"
 NEGATIVE_NUM_TOKENS = "negative_num_tokens"
 LATENTS = "latents"
 PIXELS = "pixels"
+IMAGE_BYTES = "image_bytes"
+"""The encoded image (PNG/JPEG/WebP bytes), before it becomes the row's ``image`` struct."""
+STORE_BYTES_READ = "_store_bytes_read"
+STORE_BYTES_USED = "_store_bytes_used"
+"""Counters the store lookup adds to each batch (summed into each write task's result)."""
+BUSY_COLUMNS = {"encode": "_busy_encode_s", "denoise": "_busy_denoise_s", "decode": "_busy_decode_s", "write": "_busy_write_s"}
+"""Per stage: the transient column of seconds each row's batch kept that stage busy."""
 
 # Columns of a dataset row, in order (``image`` last, as users expect it in viewers).
 OUTPUT_COLUMNS = (
@@ -84,3 +104,110 @@ ADDED_COLUMNS = frozenset({FAST_MODE})
 def bucket_name(width: int, height: int) -> str:
     """An aspect bucket's name, ``WIDTHxHEIGHT`` (as ``status``, the report, the plan and the gallery show it)."""
     return f"{int(width)}x{int(height)}"
+
+
+SHARD_SETTINGS_KEY = b"pixart_batch.settings"
+"""Parquet key-value metadata of every shard (or key index): the settings its images were made with (JSON)."""
+
+
+def failure_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            (KEY, pa.string()),
+            (PROMPT_ID, pa.string()),
+            (IMAGE_INDEX, pa.int32()),
+            (ERROR, pa.string()),
+            (TRACEBACK, pa.string()),
+            (RUN, pa.string()),
+        ]
+    )
+
+
+def plan_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            (KEY, pa.string()),
+            (PROMPT_ID, pa.string()),
+            (IMAGE_INDEX, pa.int32()),
+            (CAPTION_KEY, pa.string()),
+            (NEGATIVE_KEY, pa.string()),
+            (BUCKET_HEIGHT, pa.int32()),
+            (BUCKET_WIDTH, pa.int32()),
+        ]
+    )
+
+
+STORE_COLUMNS = (CAPTION_KEY, CAPTION, NUM_TOKENS, TRUNCATED, EMBEDDING)
+
+
+def store_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            (CAPTION_KEY, pa.string()),
+            (CAPTION, pa.string()),
+            (NUM_TOKENS, pa.int32()),
+            (TRUNCATED, pa.bool_()),
+            (EMBEDDING, pa.binary()),
+        ]
+    )
+
+
+def features() -> Features:
+    """The datasets ``Features`` of an image row (``image`` last)."""
+    from datasets import Features, Image, Sequence, Value
+
+    types = {
+        KEY: Value("string"),
+        PROMPT_ID: Value("string"),
+        IMAGE_INDEX: Value("int32"),
+        PROMPT: Value("string"),
+        CAPTION: Value("string"),
+        NEGATIVE_PROMPT: Value("string"),
+        NEGATIVE_CAPTION: Value("string"),
+        SEED: Value("int64"),
+        STEPS: Value("int32"),
+        GUIDANCE: Value("float32"),
+        TIMESTEPS: Sequence(Value("int32")),
+        MODEL: Value("string"),
+        SCHEDULER: Value("string"),
+        DTYPE: Value("string"),
+        MAX_SEQ_LEN: Value("int32"),
+        NUM_TOKENS: Value("int32"),
+        TRUNCATED: Value("bool"),
+        WIDTH: Value("int32"),
+        HEIGHT: Value("int32"),
+        BUCKET_WIDTH: Value("int32"),
+        BUCKET_HEIGHT: Value("int32"),
+        IMAGE_FORMAT: Value("string"),
+        FAST_MODE: Value("string"),
+        SHA256: Value("string"),
+        IMAGE: Image(),
+    }
+    assert tuple(types) == OUTPUT_COLUMNS
+    return Features(types)
+
+
+def with_settings(schema: pa.Schema, settings: dict[str, Any] | None) -> pa.Schema:
+    """``schema`` with the run's settings in its metadata (:data:`SHARD_SETTINGS_KEY`) when given."""
+    if settings is None:
+        return schema
+    recorded = json.dumps(settings, sort_keys=True).encode()
+    return schema.with_metadata({**(schema.metadata or {}), SHARD_SETTINGS_KEY: recorded})
+
+
+def shard_schema(settings: dict[str, Any] | None = None) -> pa.Schema:
+    """The Arrow schema of a shard: the datasets features, and the run's settings in the metadata."""
+    return with_settings(features().arrow_schema, settings)
+
+
+def key_index_schema(settings: dict[str, Any] | None = None) -> pa.Schema:
+    """A key file of a format whose shards are not Parquet: one ``key`` column, the settings in the metadata."""
+    import pyarrow as pa
+
+    return with_settings(pa.schema([(KEY, pa.string())]), settings)

@@ -378,3 +378,50 @@ def _fsync(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def spill_path(loc: Location, path: str) -> str:
+    """A temporary local file to build ``path`` in before :func:`publish_file` commits it: beside the
+    target on a local disk (same file system, so the commit is a rename), a local spill file for an object store."""
+    import os
+    import tempfile
+
+    parent, name = posixpath.split(path)
+    if loc.is_local:
+        makedirs(loc, parent)
+        return posixpath.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{name}")
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=f"-{name}")
+    os.close(fd)
+    return tmp
+
+
+def publish_file(loc: Location, tmp: str, path: str, before_commit: Callable[[], None] | None = None) -> None:
+    """Commit the finished file ``tmp`` (from :func:`spill_path`) as ``path``, atomically: fsync and rename
+    on a local disk; one upload of the whole file to an object store (an object appears whole or not at all)."""
+    import os
+
+    if loc.is_local:
+        _fsync(tmp)
+        if before_commit is not None:
+            before_commit()
+        loc.fs.move(tmp, path)
+        return
+    if before_commit is not None:
+        before_commit()
+    with open(tmp, "rb") as source, loc.fs.open_output_stream(path) as target:
+        while chunk := source.read(8 << 20):
+            target.write(chunk)
+    os.remove(tmp)
+
+
+def discard_spill(loc: Location, tmp: str) -> None:
+    """Remove a :func:`spill_path` file that will not be committed (quietly: it may be gone)."""
+    import os
+
+    try:
+        if loc.is_local:
+            loc.fs.delete_file(tmp)
+        else:
+            os.remove(tmp)
+    except OSError:
+        pass

@@ -48,20 +48,6 @@ def caption_key(caption: str) -> str:
     return hashlib.sha256(caption.encode("utf-8")).hexdigest()[:32]
 
 
-def store_schema() -> pa.Schema:
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            (S.CAPTION_KEY, pa.string()),
-            (S.CAPTION, pa.string()),
-            (S.NUM_TOKENS, pa.int32()),
-            (S.TRUNCATED, pa.bool_()),
-            (S.EMBEDDING, pa.binary()),
-        ]
-    )
-
-
 @dataclass(frozen=True)
 class StoreIdentity:
     encoder: str
@@ -112,7 +98,7 @@ class EmbeddingStore:
         return remove_temporaries(self.location, self.location.path, older_than_s=3600)
 
     def part_files(self) -> list[str]:
-        return list_files(self.location, self.location.join("parts"), suffix=".parquet")
+        return part_files(self.location)
 
     def write_part(self, table: pa.Table, row_group_bytes: int = ROW_GROUP_BYTES) -> str:
         """Commit one part file (rows sorted by key; returns its path).
@@ -125,11 +111,11 @@ class EmbeddingStore:
 
         part_id = uuid.uuid4().hex
         path = self.location.join("parts", part_id[:2], f"part-{part_id}.parquet")
-        table = table.select(store_schema().names).cast(store_schema()).sort_by(S.CAPTION_KEY)
+        table = table.select(S.store_schema().names).cast(S.store_schema()).sort_by(S.CAPTION_KEY)
         with ParquetStreamWriter(
             self.location,
             path,
-            store_schema(),
+            S.store_schema(),
             compression={
                 S.CAPTION_KEY: "zstd",
                 S.CAPTION: "zstd",
@@ -145,23 +131,14 @@ class EmbeddingStore:
             writer.commit()
         return path
 
-    def index(self) -> list[tuple[str, str, str]]:
-        """``[(part path, smallest key, largest key)]`` from each part's footer statistics.
+    def held_keys(self, keys: Iterable[str], index: list[tuple[str, str, str]] | None = None) -> set[str]:
+        """Which of ``keys`` the store holds (:func:`held_keys`)."""
+        return held_keys(self.location, keys, self.index() if index is None else index)
 
-        Parts are written from captions sorted by key, so each covers a narrow key range and a
-        lookup opens only the parts whose range holds a wanted key. Built once per run on the
-        driver (O(parts) footers), handed to every lookup task.
-        """
-        entries = []
-        for path in self.part_files():
-            metadata = _footer(self.location, path)
-            column = metadata.schema.to_arrow_schema().get_field_index(S.CAPTION_KEY)
-            stats = [metadata.row_group(i).column(column).statistics for i in range(metadata.num_row_groups)]
-            if stats and all(st is not None and st.has_min_max for st in stats):
-                entries.append((path, min(st.min for st in stats), max(st.max for st in stats)))
-            else:  # no statistics: always a candidate
-                entries.append((path, "", "\uffff"))
-        return entries
+    def index(self) -> list[tuple[str, str, str]]:
+        """``[(part path, smallest key, largest key)]`` (:func:`part_index`). Built once per run on the
+        driver (O(parts) footers), handed to every lookup task."""
+        return part_index(self.location)
 
     def lookup(
         self, keys: Iterable[str], index: list[tuple[str, str, str]] | None = None, reads: Reads | None = None
@@ -211,6 +188,53 @@ class EmbeddingStore:
         reads.bytes_used += sum(len(found[k][S.EMBEDDING]) for k in wanted)
         reads.embeddings_used += len(wanted)
         return found
+
+
+def part_files(location: Location) -> list[str]:
+    """The part files of the store folder ``location`` (a store's keyed folder)."""
+    return list_files(location, location.join("parts"), suffix=".parquet")
+
+
+def part_index(location: Location) -> list[tuple[str, str, str]]:
+    """``[(part path, smallest key, largest key)]`` from each part's footer statistics.
+
+    Parts are written from captions sorted by key, so each covers a narrow key range and a lookup
+    opens only the parts whose range holds a wanted key. A part whose footer cannot be read is always
+    a candidate (its read fails where it is used)."""
+    entries = []
+    for path in part_files(location):
+        try:
+            metadata = _footer(location, path)
+        except Exception:
+            entries.append((path, "", "\uffff"))
+            continue
+        column = metadata.schema.to_arrow_schema().get_field_index(S.CAPTION_KEY)
+        stats = [metadata.row_group(i).column(column).statistics for i in range(metadata.num_row_groups)]
+        if stats and all(st is not None and st.has_min_max for st in stats):
+            entries.append((path, min(st.min for st in stats), max(st.max for st in stats)))
+        else:  # no statistics: always a candidate
+            entries.append((path, "", "\uffff"))
+    return entries
+
+
+def held_keys(location: Location, keys: Iterable[str], index: list[tuple[str, str, str]] | None = None) -> set[str]:
+    """Which of ``keys`` the store folder ``location`` holds: only the parts whose key range holds a wanted
+    key are read, and of them only the key column. A part that cannot be read holds none (``verify``
+    names it, the next run sets it aside)."""
+    import pyarrow.parquet as pq
+
+    wanted = set(keys)
+    ordered = sorted(wanted)
+    found: set[str] = set()
+    for path, low, high in part_index(location) if index is None else index:
+        if not any(low <= key <= high for key in ordered):
+            continue
+        try:
+            with location.fs.open_input_file(path) as handle:
+                found.update(pq.read_table(handle, columns=[S.CAPTION_KEY]).column(0).to_pylist())
+        except Exception:
+            continue
+    return found & wanted
 
 
 def _row_groups(table: pa.Table, row_group_bytes: int) -> list[tuple[int, int]]:
@@ -367,9 +391,42 @@ class AttachEmbeddings:
         else:
             batch[S.NEGATIVE_NUM_TOKENS] = np.zeros(len(keys), dtype=np.int32)
             batch[S.NEGATIVE_EMBEDDING] = np.array([b""] * len(keys), dtype=object)
-        for column, value in (("_store_bytes_read", reads.bytes_read), ("_store_bytes_used", reads.bytes_used)):
+        for column, value in ((S.STORE_BYTES_READ, reads.bytes_read), (S.STORE_BYTES_USED, reads.bytes_used)):
             counts = np.zeros(len(keys), dtype=np.int64)
             if len(keys):
                 counts[0] = value
             batch[column] = counts
         return batch
+
+
+@dataclass
+class StoreWriteResult:
+    rows: int = 0
+    busy_s: float = 0.0
+    """Seconds the encode stage was busy with these rows."""
+
+    def add(self, other: StoreWriteResult) -> None:
+        self.rows += other.rows
+        self.busy_s += other.busy_s
+
+
+class StoreWriter:
+    """Encoded captions into store part files of at most ``rows_per_part`` rows, each committed atomically
+    (Ray-free: the Ray executor wraps it in a thin ``Datasink``)."""
+
+    def __init__(self, root: str, identity: StoreIdentity, rows_per_part: int) -> None:
+        self.root, self.identity, self.rows_per_part = root, identity, rows_per_part
+
+    def write(self, batches: Iterable[dict[str, np.ndarray]], task: int) -> StoreWriteResult:
+        import pyarrow as pa
+
+        present = [batch for batch in batches if len(batch.get(S.CAPTION_KEY, ()))]
+        if not present:
+            return StoreWriteResult()
+        store = EmbeddingStore(self.root, self.identity)
+        batch = {name: np.concatenate([b[name] for b in present]) for name in present[0]}
+        total = len(batch[S.CAPTION_KEY])
+        for start in range(0, total, self.rows_per_part):
+            part = {name: batch[name][start : start + self.rows_per_part].tolist() for name in S.STORE_COLUMNS}
+            store.write_part(pa.table(part))
+        return StoreWriteResult(rows=total, busy_s=float(batch[S.BUSY_COLUMNS["encode"]].sum()))

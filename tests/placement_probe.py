@@ -16,7 +16,7 @@ import ray
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import tiny_config  # noqa: E402
 
-from pixart_batch.pipeline import model_pools  # noqa: E402
+from pixart_batch.executors.ray import model_pools  # noqa: E402
 
 
 class Probe:

@@ -16,7 +16,7 @@ from conftest import dataset_images, recipe_file, tiny_config
 from runner import kill_tree, run_cli, start_cli, wait_for
 
 from pixart_batch.cli import main
-from pixart_batch.pipeline import run_generate
+from pixart_batch.run import run_generate
 
 pytestmark = pytest.mark.slow
 
@@ -347,7 +347,7 @@ def test_quarantine_on_an_object_store_copies_then_deletes(tmp_path):
     """Object stores have no rename: a damaged file is copied to quarantine/ first, then deleted."""
     from pyarrow import fs
 
-    from pixart_batch.dataset import OutputDataset
+    from pixart_batch.output import OutputDataset
     from pixart_batch.storage import Location
 
     class FakeObjectStore(Location):  # a local folder behaving like a bucket (no rename)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import copy_prompts, tiny_config
 
-from pixart_batch.pipeline import run_generate
 from pixart_batch.prompts import read_prompts
+from pixart_batch.run import run_generate
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,8 @@ from PIL import Image
 
 from pixart_batch.config import ConfigError
 from pixart_batch.errors import UserError
-from pixart_batch.pipeline import choose_executor, make_run, run_generate
+from pixart_batch.executors import choose_executor
+from pixart_batch.run import plan_run, run_generate
 
 
 def _rows(output) -> dict[str, dict]:
@@ -61,12 +62,12 @@ def test_local_shards_are_committed_as_they_fill(both):
 
 def test_nothing_to_do_loads_no_model(both, monkeypatch):
     root, reports = both
-    import pixart_batch.local as local
+    import pixart_batch.executors.local as local
 
     def refuse(name):
         raise AssertionError(f"loaded the {name} stage with nothing to do")
 
-    monkeypatch.setattr(local, "_stage_class", refuse)
+    monkeypatch.setattr(local, "stage_class", refuse)
     prompts = root / "mixed.txt"
     config = tiny_config(**{"generation.images_per_prompt": 2, "output.rows_per_shard": 5})
     again = run_generate(config, str(prompts), str(root / "local"))
@@ -107,5 +108,5 @@ def test_local_run_asking_for_a_gpu_without_one_is_refused_before_writing(tmp_pa
     prompts = copy_prompts("mixed.txt", tmp_path)
     output = tmp_path / "out"
     with pytest.raises(UserError, match="stages denoise ask for a GPU"):
-        make_run(tiny_config(**{"ray.executor": "local", "stages.denoise.num_gpus": 1}), str(prompts), str(output))
+        plan_run(tiny_config(**{"ray.executor": "local", "stages.denoise.num_gpus": 1}), str(prompts), str(output))
     assert not output.exists()

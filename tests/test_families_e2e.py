@@ -10,7 +10,7 @@ import torch
 from conftest import recipe_file, tiny_config
 from runner import kill_tree, run_cli, start_cli, wait_for
 
-from pixart_batch.pipeline import run_generate
+from pixart_batch.run import run_generate
 
 pytestmark = pytest.mark.slow
 

@@ -145,7 +145,10 @@ def test_step_cache_modes_approximate_exact(tiny_model, embedded, exact, mode):
 
 
 def test_fast_modes_enter_the_settings_guard_and_every_row(tiny_model, tmp_path):
-    from pixart_batch.dataset import SETTINGS_FILE, OutputDataset
+    from pixart_batch.output import OutputDataset
+    from pixart_batch.output.guard import check_settings
+    from pixart_batch.output.layout import SETTINGS_FILE
+    from pixart_batch.output.writers import to_table
 
     exact = _spec(tiny_model)
     cached = _spec(tiny_model, step_cache="pab")
@@ -154,10 +157,10 @@ def test_fast_modes_enter_the_settings_guard_and_every_row(tiny_model, tmp_path)
     output = OutputDataset(str(tmp_path / "out"))
     output.write_json(SETTINGS_FILE, exact.settings())
     with pytest.raises(OutputError, match="setting 'stages.denoise.step_cache' is \"pab\"") as info:
-        output.check_settings(cached.settings())
+        check_settings(output, cached.settings())
     assert "\n" not in str(info.value)
-    output.check_settings(_spec(tiny_model, step_cache_threshold=0.5).settings())  # unused by exact mode: no change
-    output.check_settings(_spec(tiny_model, compile=True).settings())  # exact mode
+    check_settings(output, _spec(tiny_model, step_cache_threshold=0.5).settings())  # unused by exact mode: no change
+    check_settings(output, _spec(tiny_model, compile=True).settings())  # exact mode
     batch = {
         S.KEY: np.array(["k"], dtype=object),
         "image_bytes": np.array([b"x"], dtype=object),
@@ -166,7 +169,7 @@ def test_fast_modes_enter_the_settings_guard_and_every_row(tiny_model, tmp_path)
     for column in (S.PROMPT_ID, S.PROMPT, S.CAPTION, S.NEGATIVE_PROMPT, S.NEGATIVE_CAPTION, S.SCHEDULER, S.SHA256):
         batch[column] = np.array(["s"], dtype=object)
     batch[S.TRUNCATED] = np.array([False])
-    table = output.to_table(batch, cached.row_constants(), cached.settings())
+    table = to_table(batch, cached.row_constants(), cached.settings())
     assert table.column(S.FAST_MODE).to_pylist() == ["pab(interval=2)"]
 
 
@@ -262,7 +265,7 @@ def test_a_run_with_a_step_cache_records_it_in_every_row(tmp_path, ray_session, 
     import pyarrow.parquet as pq
     from conftest import tiny_config
 
-    from pixart_batch.pipeline import run_generate
+    from pixart_batch.run import run_generate
 
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red fox\na cute cat on a chair\n")
@@ -279,15 +282,16 @@ def test_an_output_made_before_a_setting_existed_resumes_at_its_default(tmp_path
 
     import pytest
 
-    from pixart_batch.dataset import OutputDataset
     from pixart_batch.errors import OutputError
+    from pixart_batch.output import OutputDataset
+    from pixart_batch.output.guard import check_settings
 
     now = {"generation.seed": 0, "stages.denoise.step_cache": "none", "stages.denoise.fp8": False}
     old = {"generation.seed": 0}
     (tmp_path / "settings.json").write_text(json.dumps(old))
     output = OutputDataset(str(tmp_path))
-    output.check_settings(now)
+    check_settings(output, now)
     with pytest.raises(OutputError, match="setting 'stages.denoise.step_cache' is \"pab\""):
-        output.check_settings({**now, "stages.denoise.step_cache": "pab"})
+        check_settings(output, {**now, "stages.denoise.step_cache": "pab"})
     with pytest.raises(OutputError, match="setting 'generation.seed'"):
-        output.check_settings({**now, "generation.seed": 1})
+        check_settings(output, {**now, "generation.seed": 1})

@@ -88,7 +88,7 @@ def _snapshot(directory: Path) -> dict[str, str]:
 def _make_output(root: Path, name: str, **overrides) -> Path:
     """A real output of the tiny checkpoint (in-process executor) with a gallery: 14 images, 3 buckets,
     several shards."""
-    from pixart_batch.pipeline import run_generate
+    from pixart_batch.run import run_generate
 
     prompts = root / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")

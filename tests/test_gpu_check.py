@@ -4,7 +4,7 @@ import pytest
 
 from pixart_batch.config import load_config
 from pixart_batch.errors import UserError
-from pixart_batch.pipeline import check_gpus
+from pixart_batch.executors.ray import check_gpus
 
 
 def test_phases_are_counted_against_cluster_gpus(monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 from conftest import tiny_config
 
 from pixart_batch.audit import status
-from pixart_batch.pipeline import run_generate
+from pixart_batch.run import run_generate
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import tiny_config
 
 from pixart_batch.config import ConfigError
-from pixart_batch.pipeline import check_gpus, model_pools
+from pixart_batch.executors.ray import check_gpus, model_pools
 
 PROBE = Path(__file__).with_name("placement_probe.py")
 
@@ -52,7 +52,7 @@ def test_colocate_with_its_own_gpus_is_refused():
 
 
 def test_check_gpus_counts_a_colocated_pool_once(monkeypatch):
-    import pixart_batch.pipeline as pipeline
+    import pixart_batch.executors.ray as pipeline
 
     monkeypatch.setattr(pipeline.ray, "cluster_resources", lambda: {"GPU": 8.0})
     check_gpus(tiny_config(**{"stages.denoise.num_gpus": 1.0, "stages.denoise.concurrency": 8, "stages.decode.colocate": True}))

@@ -1,11 +1,10 @@
-"""ImageSink.write streams shards row group by row group (no Ray: called directly with a fake ctx)."""
+"""ImageWriter.write streams shards row group by row group (Ray-free)."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
@@ -13,8 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pixart_batch import schema as S
-from pixart_batch.dataset import SHARD_SETTINGS_KEY, OutputDataset
-from pixart_batch.sinks import ImageSink
+from pixart_batch.executors.ray import numpy_batches
+from pixart_batch.output import OutputDataset
+from pixart_batch.output.guard import shard_settings
+from pixart_batch.output.writers import ImageWriter, to_table
+from pixart_batch.schema import SHARD_SETTINGS_KEY
 from pixart_batch.storage import ParquetStreamWriter, StorageFullError, locate, write_parquet_atomic
 
 CONSTANTS = {
@@ -60,8 +62,8 @@ def block(start: int, size: int, failed: tuple[int, ...] = ()) -> dict[str, np.n
     return batch
 
 
-def sink(out: Path, rows_per_shard: int, row_group_size: int) -> ImageSink:
-    return ImageSink(str(out), "r1", CONSTANTS, SETTINGS, rows_per_shard, row_group_size)
+def sink(out: Path, rows_per_shard: int, row_group_size: int) -> ImageWriter:
+    return ImageWriter(str(out), "r1", CONSTANTS, SETTINGS, rows_per_shard, row_group_size)
 
 
 def files_under(path: Path) -> list[str]:
@@ -70,15 +72,16 @@ def files_under(path: Path) -> list[str]:
 
 def test_streams_shards_like_the_whole_table_writer(tmp_path):
     out = tmp_path / "out"
-    blocks = [block(0, 7), block(7, 5, failed=(1, 3)), pa.Table.from_pydict(block(12, 9))]
-    result = sink(out, rows_per_shard=6, row_group_size=4).write(iter(blocks), SimpleNamespace(task_idx=3))
-    assert result["rows"] == 19 and result["failed"] == 2 and result["files"] == 4
-    assert result["busy_s"]["denoise"] == pytest.approx(0.5 * 21)
-    assert result["store_bytes_read"] == 30 and result["store_bytes_used"] == 12
-    assert result["buckets"] == {"64x48": 19}  # WIDTHxHEIGHT
+    # The last batch arrives as a Ray block (an Arrow table), through the Ray sinks' conversion.
+    blocks = [block(0, 7), block(7, 5, failed=(1, 3)), *numpy_batches([pa.Table.from_pydict(block(12, 9))])]
+    result = sink(out, rows_per_shard=6, row_group_size=4).write(iter(blocks), 3)
+    assert result.rows == 19 and result.failed == 2 and result.shards == 4
+    assert result.busy_s["denoise"] == pytest.approx(0.5 * 21)
+    assert result.store_bytes_read == 30 and result.store_bytes_used == 12
+    assert result.buckets == {"64x48": 19}  # WIDTHxHEIGHT
     names = [f"data/r1/0000/train-r1-00003-{n:04d}.parquet" for n in range(4)]
     assert files_under(out) == sorted(names + ["failures/failures-r1-00003.parquet"])
-    assert result["bytes"] == sum(os.path.getsize(out / name) for name in names)
+    assert result.bytes == sum(os.path.getsize(out / name) for name in names)
 
     # What the whole-table writer made of the same rows: same rows, schema, metadata, row groups.
     healthy = [block(0, 7), {k: v[[0, 2, 4]] for k, v in block(7, 5).items()}, block(12, 9)]
@@ -87,7 +90,7 @@ def test_streams_shards_like_the_whole_table_writer(tmp_path):
     reference = tmp_path / "ref.parquet"
     for n, start in enumerate(range(0, 19, 6)):
         piece = {k: v[start : start + 6] for k, v in rows.items()}
-        table = output.to_table(piece, CONSTANTS, SETTINGS)
+        table = to_table(piece, CONSTANTS, SETTINGS)
         write_parquet_atomic(locate(str(tmp_path)), str(reference), table, row_group_size=4, compression="zstd")
         want, got = pq.ParquetFile(reference), pq.ParquetFile(out / names[n])
         assert got.schema_arrow == want.schema_arrow
@@ -97,15 +100,15 @@ def test_streams_shards_like_the_whole_table_writer(tmp_path):
         assert sizes == [want.metadata.row_group(i).num_rows for i in range(want.metadata.num_row_groups)]
         assert sizes == ([4, 2] if n < 3 else [1])
         assert got.read().equals(want.read())
-    assert output.shard_settings() == SETTINGS
+    assert shard_settings(output) == SETTINGS
     assert output.committed_keys() == set(rows[S.KEY].tolist())
     assert set(output.committed_failures()) == {"k0008", "k0010"}
 
 
 def test_no_rows_no_files(tmp_path):
     out = tmp_path / "out"
-    result = sink(out, 5, 2).write(iter([block(0, 2, failed=(0, 1))]), SimpleNamespace(task_idx=0))
-    assert result["rows"] == 0 and result["files"] == 0 and result["failed"] == 2
+    result = sink(out, 5, 2).write(iter([block(0, 2, failed=(0, 1))]), 0)
+    assert result.rows == 0 and result.shards == 0 and result.failed == 2
     assert files_under(out) == ["failures/failures-r1-00000.parquet"]
 
 
@@ -118,7 +121,7 @@ def test_exception_mid_shard_leaves_no_file(tmp_path):
         raise RuntimeError("worker died")
 
     with pytest.raises(RuntimeError, match="worker died"):
-        sink(out, rows_per_shard=5, row_group_size=2).write(blocks(), SimpleNamespace(task_idx=0))
+        sink(out, rows_per_shard=5, row_group_size=2).write(blocks(), 0)
     assert files_under(out) == ["data/r1/0000/train-r1-00000-0000.parquet"]
     assert pq.read_metadata(out / "data/r1/0000/train-r1-00000-0000.parquet").num_rows == 5
 
@@ -128,7 +131,7 @@ def test_exception_mid_shard_leaves_no_file(tmp_path):
 
     out2 = tmp_path / "out2"
     with pytest.raises(RuntimeError):
-        sink(out2, rows_per_shard=100, row_group_size=2).write(failing(), SimpleNamespace(task_idx=0))
+        sink(out2, rows_per_shard=100, row_group_size=2).write(failing(), 0)
     assert files_under(out2 / "data") == []
 
 
@@ -136,7 +139,7 @@ def test_full_disk_is_one_error_and_no_partial_shard(tmp_path, monkeypatch):
     monkeypatch.setenv("PIXART_BATCH_FULL", "train-")
     out = tmp_path / "out"
     with pytest.raises(StorageFullError, match="no space left"):
-        sink(out, rows_per_shard=4, row_group_size=2).write(iter([block(0, 3)]), SimpleNamespace(task_idx=0))
+        sink(out, rows_per_shard=4, row_group_size=2).write(iter([block(0, 3)]), 0)
     assert files_under(out / "data") == []
 
 

@@ -21,7 +21,6 @@ from pixart_batch.store import (
     StoreIdentity,
     _GroupCache,
     caption_key,
-    store_schema,
 )
 
 IDENTITY = StoreIdentity(encoder="test", d_model=64, settings={"max_sequence_length": 120})
@@ -54,7 +53,7 @@ def write_old_part(store: EmbeddingStore, table: pa.Table) -> str:
     """A part as the store wrote them before: one table, 64-row groups."""
     part_id = uuid.uuid4().hex
     path = store.location.join("parts", part_id[:2], f"part-{part_id}.parquet")
-    table = table.cast(store_schema()).sort_by(S.CAPTION_KEY)
+    table = table.cast(S.store_schema()).sort_by(S.CAPTION_KEY)
     write_parquet_atomic(
         store.location,
         path,
@@ -76,7 +75,7 @@ def test_lookups_return_the_stored_bytes_across_old_and_new_parts(tmp_path):
     assert [g.num_rows for g in map(pq.ParquetFile(old_path).metadata.row_group, range(3))] == [64, 64, 23]
     new_groups = pq.ParquetFile(new_path).metadata
     assert new_groups.num_rows == 120 and new_groups.num_row_groups > 30  # a few rows each
-    assert pq.read_table(new_path).equals(new.cast(store_schema()).sort_by(S.CAPTION_KEY))
+    assert pq.read_table(new_path).equals(new.cast(S.store_schema()).sort_by(S.CAPTION_KEY))
 
     expected = {row[S.CAPTION_KEY]: row for row in old.to_pylist() + new.to_pylist()}
     negative = caption_key("")

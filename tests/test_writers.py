@@ -12,9 +12,9 @@ from conftest import dataset_images, tiny_config
 
 from pixart_batch.audit import verify
 from pixart_batch.config import with_overrides
-from pixart_batch.dataset import OutputDataset
 from pixart_batch.errors import ConfigError, OutputError
-from pixart_batch.pipeline import run_generate
+from pixart_batch.output import OutputDataset
+from pixart_batch.run import run_generate
 
 pytestmark = pytest.mark.slow
 

@@ -88,5 +88,5 @@ def run_groups(
     batch[output_column] = column
     batch[S.ERROR] = errors
     batch[S.TRACEBACK] = tracebacks
-    batch[f"_busy_{stage}_s"] = np.full(size, (time.perf_counter() - start) / max(size, 1))
+    batch[S.BUSY_COLUMNS[stage]] = np.full(size, (time.perf_counter() - start) / max(size, 1))
     return batch

@@ -154,5 +154,5 @@ class TextEncoder:
         batch[S.NUM_TOKENS] = np.array(counts, dtype=np.int32)
         batch[S.TRUNCATED] = np.array(truncated, dtype=bool)
         batch[S.EMBEDDING] = np.array([tensor_to_bytes(hidden[i, :n]) for i, n in enumerate(counts)], dtype=object)
-        batch["_busy_encode_s"] = np.full(len(captions), (time.perf_counter() - start) / max(len(captions), 1))
+        batch[S.BUSY_COLUMNS["encode"]] = np.full(len(captions), (time.perf_counter() - start) / max(len(captions), 1))
         return batch

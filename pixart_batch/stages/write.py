@@ -39,7 +39,7 @@ class ImageEncoder:
                 encoded.append(self.encode(np.frombuffer(batch[S.PIXELS][i], dtype=np.uint8).reshape(shape)))
             return encoded
 
-        batch = run_groups(batch, "write", lambda i: None, process, "image_bytes")
+        batch = run_groups(batch, "write", lambda i: None, process, S.IMAGE_BYTES)
         del batch[S.PIXELS]
-        batch[S.SHA256] = np.array([hashlib.sha256(b).hexdigest() if b else "" for b in batch["image_bytes"]], dtype=object)
+        batch[S.SHA256] = np.array([hashlib.sha256(b).hexdigest() if b else "" for b in batch[S.IMAGE_BYTES]], dtype=object)
         return batch

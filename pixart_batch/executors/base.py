@@ -1,0 +1,206 @@
+"""The interface every executor implements, the typed values its phases pass on, and the Ray-free
+pieces both executors share (the clean batch function, the failure counter, the monitored stage).
+
+An executor carries out the phases of one run over a handle of its own kind (a Ray ``Dataset``, an
+in-memory batch): :mod:`pixart_batch.run` calls them in order and passes each phase's result to the
+next as a value. A new executor is one module here and one line in :data:`pixart_batch.executors.EXECUTORS`.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import schema as S
+from ..errors import SystemicFailure
+
+if TYPE_CHECKING:
+    from ..buckets import ModelGeometry
+    from ..config import GenerationConfig, RunConfig
+    from ..output.formats import OutputFormat
+    from ..output.writers import ImageWriter, ImageWriteResult, PlanWriter
+    from ..spec import CleanSpec, RunSpec
+    from ..store import EmbeddingStore, StoreWriter
+
+Batch = dict[str, np.ndarray]
+
+
+# --------------------------------------------------------------------------- what the phases pass on
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    """The staged prompts, cleaned and sized (``prompts``: the executor's own handle)."""
+
+    prompts: Any
+    captions_empty: int
+
+
+@dataclass(frozen=True)
+class ToEncode:
+    """The distinct captions the store lacks (``todo``: the executor's own handle)."""
+
+    todo: Any
+    count: int
+    reused: int
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The images still to make (``remaining``: the executor's handle, None when there are none),
+    sorted by bucket then caption key; ``planned`` images in all, per bucket in ``buckets``."""
+
+    remaining: Any
+    planned: int
+    todo: int
+    buckets: Counter = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class FailureLimits:
+    max_consecutive: int
+    max_rate: float
+    rate_after: int
+
+
+class Executor(ABC):
+    """Carries out a run's phases. Built from the run's config and spec; holds no state between phases
+    beyond what :meth:`start` sets up (a Ray connection), so the phases take and return values."""
+
+    name: str
+
+    def __init__(self, config: RunConfig, spec: RunSpec) -> None:
+        self.config, self.spec = config, spec
+
+    def check(self) -> None:  # noqa: B027  # optional hook
+        """Refuse, before anything is written, a run this executor cannot carry out here."""
+
+    def start(self) -> None:  # noqa: B027  # optional hook
+        """Set up what the phases need (after the output's lock is taken)."""
+
+    @abstractmethod
+    def check_resources(self) -> None:
+        """Refuse a run whose stages need more than there is (after :meth:`start`, before staging)."""
+
+    @abstractmethod
+    def clean(self, chunks: list[str], output_fs: Any) -> Cleaned:
+        """Read the staged prompt chunks, clean the captions and size each prompt (:func:`clean_and_size`)."""
+
+    @abstractmethod
+    def to_encode(self, cleaned: Cleaned, store: EmbeddingStore) -> ToEncode:
+        """The distinct captions (and negative prompts, with CFG) the store does not hold, sorted by key."""
+
+    @abstractmethod
+    def encode(self, todo: ToEncode, writer: StoreWriter) -> None:
+        """T5 over ``todo`` into committed store parts (as batches finish)."""
+
+    @abstractmethod
+    def plan(self, cleaned: Cleaned, writer: PlanWriter, shards: OutputFormat, dry_run: bool) -> Planned:
+        """Expand prompts into images, write the plan (through ``writer``), drop the keys ``shards``
+        holds, and (unless ``dry_run``) sort by bucket, then caption key."""
+
+    @abstractmethod
+    def generate(self, planned: Planned, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits) -> ImageWriteResult:
+        """Embeddings → DiT → VAE → encoded images → committed shards; stops with :class:`SystemicFailure`."""
+
+
+# --------------------------------------------------------------------------- shared, Ray-free
+
+
+def clean_and_size(
+    batch: Batch,
+    spec: CleanSpec,
+    generation: GenerationConfig,
+    geometry: ModelGeometry,
+    table: dict[str, list[float]],
+) -> Batch:
+    """Cleaned captions, their store keys, and the size plan of each staged prompt."""
+    from ..plan import add_sizes
+    from ..stages.clean import CaptionCleaner
+    from ..store import caption_key
+
+    batch = CaptionCleaner(spec)(batch)
+    batch[S.CAPTION_KEY] = np.array([caption_key(c) for c in batch[S.CAPTION]], dtype=object)
+    batch[S.NEGATIVE_KEY] = np.array([caption_key(c) for c in batch[S.NEGATIVE_CAPTION]], dtype=object)
+    batch[S.EMPTY_CAPTION] = np.array([not c for c in batch[S.CAPTION]], dtype=np.int64)
+    return add_sizes(batch, generation, geometry, table)
+
+
+def caption_rows(batch: Batch, negatives: bool) -> Batch:
+    """Every caption a prompt needs encoded: its own and (with CFG on) its negative prompt's."""
+    if not negatives:
+        return {S.CAPTION_KEY: batch[S.CAPTION_KEY], S.CAPTION: batch[S.CAPTION]}
+    return {
+        S.CAPTION_KEY: np.concatenate([batch[S.CAPTION_KEY], batch[S.NEGATIVE_KEY]]),
+        S.CAPTION: np.concatenate([batch[S.CAPTION], batch[S.NEGATIVE_CAPTION]]),
+    }
+
+
+def encode_images(batch: Batch, image_format: str, quality: int) -> Batch:
+    from ..stages.write import ImageEncoder
+
+    return ImageEncoder(image_format, quality)(batch)
+
+
+class FailureCounter:
+    """Counts finished and failed images across every actor of the run; says when to stop."""
+
+    def __init__(self, max_consecutive: int, max_rate: float, rate_after: int) -> None:
+        self.max_consecutive, self.max_rate, self.rate_after = max_consecutive, max_rate, rate_after
+        self.ok = self.failed = self.consecutive = 0
+        self.errors: Counter = Counter()
+
+    def counts(self) -> tuple[int, int]:
+        """Images finished so far: (made, failed)."""
+        return self.ok, self.failed
+
+    def record(self, ok: int, errors: list[str]) -> str | None:
+        """Outcomes of one batch (failures first, then successes); a stop message, or None."""
+        for error in errors:
+            self.failed += 1
+            self.consecutive += 1
+            self.errors[error_kind(error)] += 1
+        if ok:
+            self.ok += ok
+            self.consecutive = 0
+        finished = self.ok + self.failed
+        rate = self.failed / finished if finished else 0.0
+        if self.failed and (self.consecutive >= self.max_consecutive or (finished >= self.rate_after and rate > self.max_rate)):
+            error, count = self.errors.most_common(1)[0]
+            return (
+                f"stopped: {self.failed} of {finished} images failed ({self.consecutive} in a row; limits: "
+                f"failures.max_consecutive {self.max_consecutive}, failures.max_rate {self.max_rate:g}); most common error "
+                f"({count}x): {error} — committed images are kept; fix the cause and re-run the same command to resume"
+            )
+        return None
+
+
+def error_kind(error: str) -> str:
+    """An error message without what varies per image (keys, numbers), to find the most common cause."""
+    return re.sub(r"\bp[0-9a-f]{16}(-\d+)?(-\d{5})?\b", "<key>", error)[:300]
+
+
+def monitored(stage_cls: type, record: Callable[[int, list[str]], str | None], report_success: bool) -> type:
+    """The stage class, reporting each batch's new failures (and, for the last model stage, its
+    successes) to the run's :class:`FailureCounter` through ``record``; raises :class:`SystemicFailure`
+    when told to stop. Keeps the stage's name (Ray shows it as ``MapBatches(<name>)``)."""
+
+    class Monitored(stage_cls):
+        def __call__(self, batch: Batch) -> Batch:
+            failed_before = batch[S.ERROR].astype(bool).copy()
+            out = super().__call__(batch)
+            new = [str(e) for e, was in zip(out[S.ERROR], failed_before, strict=True) if e and not was]
+            ok = int(sum(1 for e in out[S.ERROR] if not e)) if report_success else 0
+            verdict = record(ok, new)
+            if verdict:
+                raise SystemicFailure(verdict)
+            return out
+
+    Monitored.__name__ = Monitored.__qualname__ = stage_cls.__name__
+    return Monitored

@@ -1,0 +1,183 @@
+"""The in-process executor: the same stages as the Ray pipeline, one after another in this process.
+
+A small run on one machine pays most of its time in fixed costs when it goes through Ray: a local
+Ray instance, a worker process per actor (each importing torch and diffusers), and Ray Data's
+materialized passes, group-bys, joins and sorts over a few rows. This executor keeps every
+contract of the run (the staged prompts, the plan, the store and shard formats, atomic commits, the
+failure limits) and imports no Ray at all:
+
+- clean, distinct captions, the anti-joins and the sort run over in-memory columns (a local run
+  plans at most ``ray.local_max_images`` images, so the plan fits in memory);
+- a phase with nothing to do loads no model;
+- each model is loaded once and uses every core (torch's default threads), as the plain diffusers loop does;
+- the image rows stream through the same :class:`~pixart_batch.output.writers.ImageWriter` that Ray's
+  write tasks use, a shard committed as soon as it is full.
+
+The same prompts, config and seeds make the same rows either way (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import schema as S
+from ..errors import UserError
+from ..progress import Progress
+from ..stages import stage_class
+from .base import (
+    Batch,
+    Cleaned,
+    Executor,
+    FailureCounter,
+    FailureLimits,
+    Planned,
+    ToEncode,
+    caption_rows,
+    clean_and_size,
+    monitored,
+)
+
+if TYPE_CHECKING:
+    from ..output.formats import OutputFormat
+    from ..output.writers import ImageWriter, ImageWriteResult, PlanWriter
+    from ..store import EmbeddingStore, StoreWriter
+
+
+def take(batch: Batch, rows: np.ndarray | slice) -> Batch:
+    return {name: column[rows] for name, column in batch.items()}
+
+
+def rows(batch: Batch) -> int:
+    return len(next(iter(batch.values()))) if batch else 0
+
+
+def chunks(batch: Batch, size: int) -> Iterator[Batch]:
+    for start in range(0, rows(batch), size):
+        yield take(batch, slice(start, start + size))
+
+
+def release_gpu_memory(num_gpus: float) -> None:
+    """Hand a finished model's cached CUDA memory back (as the Ray path does when its actor exits)."""
+    if num_gpus <= 0:
+        return
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def check(self) -> None:
+        """Stages asking for GPUs need one in this process (there is no cluster to find one on)."""
+        stages = self.config.stages
+        wants = [name for name in ("encode", "denoise", "decode") if getattr(stages, name).num_gpus > 0]
+        if not wants:
+            return
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"stages {', '.join(wants)} ask for a GPU (num_gpus > 0) but torch sees none on this machine; "
+                "use a CPU recipe (configs/tiny.yaml, configs/cpu.yaml) or run on a GPU machine"
+            )
+
+    def check_resources(self) -> None:
+        pass  # checked before anything was written (check)
+
+    def clean(self, chunks: list[str], output_fs: Any) -> Cleaned:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = []
+        for path in chunks:
+            with output_fs.open_input_file(path) as handle:
+                tables.append(pq.read_table(handle))
+        table = pa.concat_tables(tables)
+        staged: Batch = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+        prompts = clean_and_size(staged, self.spec.clean_spec(), self.config.generation, self.spec.geometry, self.spec.table)
+        return Cleaned(prompts, int(prompts[S.EMPTY_CAPTION].sum()))
+
+    def to_encode(self, cleaned: Cleaned, store: EmbeddingStore) -> ToEncode:
+        captions = caption_rows(cleaned.prompts, self.spec.uses_negative)
+        distinct = dict(zip(captions[S.CAPTION_KEY].tolist(), captions[S.CAPTION].tolist(), strict=True))
+        known = store.held_keys(distinct)
+        todo = sorted(key for key in distinct if key not in known)  # by key, as the Ray path writes parts
+        batch: Batch = {
+            S.CAPTION_KEY: np.array(todo, dtype=object),
+            S.CAPTION: np.array([distinct[key] for key in todo], dtype=object),
+        }
+        return ToEncode(batch, len(todo), len(distinct) - len(todo))
+
+    def encode(self, todo: ToEncode, writer: StoreWriter) -> None:
+        if not todo.count:
+            return
+        stage = self.config.stages.encode
+        encoder = stage_class("encode")(spec=self.spec.encode_spec())
+        for task, chunk in enumerate(chunks(todo.todo, stage.batch_size)):  # parts commit as batches finish
+            writer.write([encoder(chunk)], task)
+        del encoder
+        release_gpu_memory(stage.num_gpus)  # T5 (9.5 GB for T5-XXL) leaves the card before the DiT loads
+
+    def plan(self, cleaned: Cleaned, writer: PlanWriter, shards: OutputFormat, dry_run: bool) -> Planned:
+        from ..plan import expand_images
+
+        generation = self.config.generation
+        images = expand_images(dict(cleaned.prompts), generation.images_per_prompt, generation.seed)
+        written = writer.write([{name: images[name] for name in S.plan_schema().names}], 0)
+        committed = shards.committed_keys()
+        keep = np.array([key not in committed for key in images[S.KEY].tolist()], dtype=bool)
+        remaining = take(images, keep)
+        # As the Ray path: by bucket, then caption key (a batch's embeddings sit together in the store).
+        columns = (S.KEY, S.CAPTION_KEY, S.BUCKET_WIDTH, S.BUCKET_HEIGHT)
+        remaining = take(remaining, np.lexsort(tuple(remaining[name] for name in columns)))
+        todo = rows(remaining)
+        return Planned(remaining if todo and not dry_run else None, written.rows, todo, written.buckets)
+
+    def generate(self, planned: Planned, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits) -> ImageWriteResult:
+        from ..output.writers import ImageWriteResult
+        from ..stages.write import ImageEncoder
+        from ..store import AttachEmbeddings
+
+        remaining: Batch = planned.remaining
+        stages = self.config.stages
+        counter = FailureCounter(limits.max_consecutive, limits.max_rate, limits.rate_after)
+        attach = AttachEmbeddings(store.root, store.identity, store.index(), self.spec.uses_negative)
+        # DiT then VAE in this process (decoding in chunks of stages.decode.batch_size).
+        model = monitored(stage_class("generate"), counter.record, report_success=True)(**self.spec.generate_kwargs())
+        encode = ImageEncoder(self.config.output.image_format, self.config.output.image_quality)
+        progress = Progress(rows(remaining), self.config.console.progress_interval_s)
+
+        def batches() -> Iterator[Batch]:
+            for chunk in chunks(remaining, stages.denoise.batch_size):
+                out = encode(model(attach(chunk)))
+                failed = int(out[S.ERROR].astype(bool).sum())
+                progress.add(rows(out) - failed, failed)
+                yield out
+
+        def shards() -> Iterator[list[Batch]]:
+            """The rows in groups of ``rows_per_shard`` (the last one smaller): one write task each, so each
+            shard is committed as soon as it is full and a killed run keeps what it made."""
+            per_shard, pending = self.config.output.rows_per_shard, []
+            for batch in batches():
+                pending.append(batch)
+                while sum(rows(b) for b in pending) >= per_shard:
+                    whole = {name: np.concatenate([b[name] for b in pending]) for name in pending[0]}
+                    yield [take(whole, slice(0, per_shard))]
+                    rest = take(whole, slice(per_shard, None))
+                    pending = [rest] if rows(rest) else []
+            if pending:
+                yield pending
+
+        result = ImageWriteResult()
+        for task, group in enumerate(shards()):
+            result.add(writer.write(group, task))
+        progress.close()
+        return result

@@ -1,0 +1,170 @@
+"""The interface every output format implements, and what the formats share.
+
+Every format keeps a **key file** per shard: a Parquet file with a ``key`` column whose schema
+metadata records the run's settings (:data:`~pixart_batch.schema.SHARD_SETTINGS_KEY`). For Parquet
+the key file is the shard itself; other formats commit a small index beside each shard. So
+committed keys, the settings guard's fallback and the Ray anti-join read the same way for every format.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ... import schema as S
+from ...errors import first_line
+from ...storage import Location, list_files
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+DATA_DIR = "data"
+DATA_GLOB = f"{DATA_DIR}/**/*"
+
+
+@dataclass
+class Damaged:
+    """A committed file that cannot be read whole (or is not one of ours)."""
+
+    path: str
+    reason: str
+
+
+def check_parquet(location: Location, path: str, key_column: str) -> str | None:
+    """Why a committed Parquet file cannot be used (None when it can): its footer, its schema's key
+    column, and every value of that column must read. Cheap: the images are not decoded."""
+    import pyarrow.parquet as pq
+
+    try:
+        with location.fs.open_input_file(path) as handle:
+            parquet = pq.ParquetFile(handle)
+            if key_column not in parquet.schema_arrow.names:
+                return f"not a pixart-batch file (no '{key_column}' column)"
+            keys = parquet.read(columns=[key_column])
+            if keys.num_rows != parquet.metadata.num_rows:
+                return f"{keys.num_rows} of {parquet.metadata.num_rows} rows readable"
+    except Exception as exc:  # any failure to read is a finding
+        return first_line(exc, with_type=True)
+    return None
+
+
+def find_damaged(location: Location, paths: list[str], check: Any) -> list[Damaged]:
+    """The files among ``paths`` that ``check(path)`` rejects (read in parallel threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        reasons = list(pool.map(check, paths))
+    return [Damaged(path, reason) for path, reason in zip(paths, reasons, strict=True) if reason is not None]
+
+
+class ShardWriter(ABC):
+    """One shard being written: :meth:`write` row batches (tables of the output schema), then
+    :meth:`commit` (atomic; returns the bytes committed) or :meth:`abort` (nothing appears)."""
+
+    @abstractmethod
+    def write(self, table: pa.Table) -> None: ...
+
+    @abstractmethod
+    def commit(self) -> int: ...
+
+    @abstractmethod
+    def abort(self) -> None: ...
+
+
+class OutputFormat(ABC):
+    """One shard format of an output folder (``location``): every question about its shards goes here."""
+
+    name: str
+    suffix: str
+    """The shard files' suffix (what the card's ``data_files`` glob matches)."""
+    companion_suffixes: tuple[str, ...] = ()
+    """Suffixes of the files this format commits beside each shard (owned by it, never shards)."""
+
+    def __init__(self, location: Location, foreign_suffixes: tuple[str, ...] = ()) -> None:
+        """``foreign_suffixes``: what the other registered formats' files end with (the registry
+        passes them), so a shard of mine is never mistaken for another format's file."""
+        self.location = location
+        self.foreign_suffixes = tuple(s for s in foreign_suffixes if s != self.suffix and s.endswith(self.suffix))
+
+    def data_path(self, *parts: str) -> str:
+        return self.location.join(DATA_DIR, *parts)
+
+    # -- writing
+    @abstractmethod
+    def shard_name(self, run_id: str, task: int, number: int) -> str:
+        """The shard's path under ``data/``: unique per run, task and shard number; at most 1000
+        tasks' shards per folder (``datasets`` reads ``data/`` recursively)."""
+
+    @abstractmethod
+    def open_shard(self, name: str, settings: dict[str, Any] | None, row_group_size: int) -> ShardWriter: ...
+
+    # -- reading
+    def owns(self, path: str) -> bool:
+        """Whether ``path`` is one of my shards (not a companion, not another format's file)."""
+        return path.endswith(self.suffix) and not path.endswith(self.foreign_suffixes + self.companion_suffixes)
+
+    def shard_files(self) -> list[str]:
+        """The committed shards (sorted)."""
+        return [path for path in list_files(self.location, self.data_path(), suffix=self.suffix) if self.owns(path)]
+
+    def detect(self) -> bool:
+        """Whether the output holds shards of this format."""
+        return bool(self.shard_files())
+
+    @abstractmethod
+    def key_files(self) -> list[str]:
+        """One Parquet file with a ``key`` column per committed shard (see the module's docstring)."""
+
+    def committed_keys(self) -> set[str]:
+        """Keys of every readable key file (damaged shards are ``verify``'s and ``generate``'s business)."""
+        import pyarrow.parquet as pq
+
+        keys: set[str] = set()
+        for path in self.key_files():
+            try:
+                with self.location.fs.open_input_file(path) as handle:
+                    keys.update(pq.read_table(handle, columns=[S.KEY]).column(0).to_pylist())
+            except Exception:
+                continue
+        return keys
+
+    @abstractmethod
+    def check(self, path: str) -> str | None:
+        """Why the committed shard ``path`` cannot be used (None when it can); cheap: no image decoded."""
+
+    def find_damaged(self) -> list[Damaged]:
+        """The committed shards :meth:`check` rejects."""
+        return find_damaged(self.location, self.shard_files(), self.check)
+
+    def companions(self, path: str) -> list[str]:
+        """Files committed with the shard ``path`` (moved aside with it)."""
+        return []
+
+    def remove_uncommitted(self) -> int:
+        """Delete what a run killed between a shard's commits left (never data); returns how many."""
+        return 0
+
+    @abstractmethod
+    def read_rows(self, path: str) -> Iterator[dict[str, Any]]:
+        """The rows of a shard as dicts of the output columns (``image`` as ``{"bytes", "path"}``)."""
+
+    def row_groups(self, path: str, columns: list[str]) -> Iterator[tuple[int, Iterator[dict[str, Any]]]]:
+        """``(group, rows)`` of a shard, with only ``columns`` of each row: a format that can read a part
+        of a shard alone (Parquet row groups) gives several groups; the default is one group of every row."""
+        yield 0, ({name: row.get(name) for name in columns} for row in self.read_rows(path))
+
+    def rows_of_groups(self, path: str, groups: dict[int, set[str]], columns: list[str]) -> Iterator[dict[str, Any]]:
+        """The rows whose key is in ``groups[group]``, reading only those groups (see :meth:`row_groups`)."""
+        wanted = set().union(*groups.values()) if groups else set()
+        for row in self.read_rows(path):
+            if row[S.KEY] in wanted:
+                yield {name: row.get(name) for name in columns}
+
+    # -- the card
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """For the card: ``format`` (the name), ``data_files`` (the glob of ``configs``), ``features``
+        (``dataset_info.features`` entries; empty when ``datasets`` infers them) and ``layout`` (one
+        Markdown sentence on the shards' layout)."""

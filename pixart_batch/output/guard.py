@@ -1,0 +1,66 @@
+"""The settings guard: a run may not change the images an output already holds.
+
+The guard is ``settings.json``, or — when that is missing — the settings every shard records in its
+metadata (:data:`~pixart_batch.schema.SHARD_SETTINGS_KEY`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .. import schema as S
+from ..errors import OutputError
+from .layout import FORMAT_SETTING, SETTINGS_FILE, OutputDataset
+
+SETTING_DEFAULTS = {FORMAT_SETTING: "parquet"}
+"""What a setting was before it existed: outputs made then stay usable (and guarded)."""
+
+
+def shard_settings(output: OutputDataset) -> dict[str, Any] | None:
+    """The settings the committed shards record in their metadata (None when there are no shards).
+
+    Refuses shards that disagree, or that record none (written before shards carried them)."""
+    import pyarrow.parquet as pq
+
+    found: dict[str, Any] | None = None
+    # The key files of the shards there are, whatever format this run asks for: a run in another
+    # format is refused by the settings they record.
+    for path in output.format_on_disk().key_files():
+        try:
+            with output.location.fs.open_input_file(path) as handle:
+                metadata = pq.ParquetFile(handle).schema_arrow.metadata or {}
+        except Exception:
+            continue  # a damaged shard: quarantined by the run
+        if S.SHARD_SETTINGS_KEY not in metadata:
+            raise OutputError(
+                f"{output.location.join(SETTINGS_FILE)}: missing, and {path} does not record its settings; "
+                "restore settings.json or write to a new output"
+            )
+        settings = json.loads(metadata[S.SHARD_SETTINGS_KEY])
+        if found is not None and settings != found:
+            raise OutputError(f"{path}: records other settings than the output's other shards; this output mixes settings")
+        found = settings
+    return found
+
+
+def check_settings(output: OutputDataset, settings: dict[str, Any]) -> None:
+    """Refuse a run whose settings would change images already in ``output`` (one line naming the setting)."""
+    from ..spec import GROWABLE_SETTINGS, default_of, leaf_fields
+
+    recorded = output.read_settings()
+    if recorded is None:
+        recorded = shard_settings(output)
+    if recorded is None:
+        return
+    for name in sorted(set(recorded) | set(settings)):
+        before, now = recorded.get(name, SETTING_DEFAULTS.get(name)), settings.get(name)
+        if before == now:
+            continue
+        if name in GROWABLE_SETTINGS and isinstance(before, int) and isinstance(now, int) and now > before:
+            continue
+        if name not in recorded and name in leaf_fields() and now == default_of(name):
+            continue  # a setting added after this output was made, at its default: the images it made
+        raise OutputError(
+            f"{output.uri}: setting '{name}' is {json.dumps(now)} but this output was generated with {json.dumps(before)}; "
+            "re-run with the same setting, or write to a new output"
+        )

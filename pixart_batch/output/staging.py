@@ -1,0 +1,42 @@
+"""Prompt staging: the prompt file streamed into Parquet chunks under ``OUTPUT/.work/<run>/`` (where
+every node of a cluster can read them); the driver holds one chunk at a time."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..storage import write_parquet_atomic
+from .layout import OutputDataset
+
+if TYPE_CHECKING:
+    from ..prompts import PromptRecord, PromptScan
+
+PROMPT_CHUNK_ROWS = 50_000
+
+
+def stage_prompts(output: OutputDataset, run_id: str, scan: PromptScan, default_negative: str) -> list[str]:
+    """Write the chunks of the scanned prompt file; returns their paths. On failure the run's work
+    folder is removed (nothing half-staged stays)."""
+    from ..plan import prompt_chunk
+    from ..prompts import iter_prompts
+
+    paths: list[str] = []
+    chunk: list[PromptRecord] = []
+
+    def flush() -> None:
+        path = output.work_path(run_id, "prompts", f"part-{len(paths):05d}.parquet")
+        write_parquet_atomic(output.location, path, prompt_chunk(chunk, default_negative), compression="zstd")
+        paths.append(path)
+        chunk.clear()
+
+    try:
+        for record in iter_prompts(scan.path, scan):
+            chunk.append(record)
+            if len(chunk) >= PROMPT_CHUNK_ROWS:
+                flush()
+        if chunk:
+            flush()
+    except BaseException:
+        output.remove_work(run_id)
+        raise
+    return paths

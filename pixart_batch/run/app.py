@@ -1,0 +1,242 @@
+"""The run as an application: an immutable plan of the run (everything checked, nothing written),
+then :func:`execute` carries it out with an executor, phase by phase, each phase's result passed on
+as a value.
+
+Order: :func:`plan_run` validates the prompt file (a streaming pass), the checkpoint and its classes
+(→ ``RunSpec``), sizes and steps, that the output is ours, its metadata and the settings guard, and
+what the executor can do here → :func:`execute` takes the output's lock, marks it, re-checks the
+guard, checks it is writable → starts the executor (Ray), checks resources → cleans temporaries,
+writes ``settings.json`` and the store pointer, sets damaged files aside, stages the prompt chunks →
+clean → encode (distinct captions minus the store) → plan (images minus committed keys, sorted by
+bucket) → generate → the card → the report → releases the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import schema as S
+from ..config import RunConfig, config_json
+from ..errors import OutputError
+from ..executors import choose_executor, make_executor
+from ..executors.base import Executor, FailureLimits
+from ..fast import check_fast_modes
+from ..output import OutputDataset
+from ..output.card import write_card
+from ..output.guard import check_settings
+from ..output.layout import CONFIG_FILE, REPORT_FILE, SETTINGS_FILE, STORE_POINTER_FILE
+from ..output.staging import stage_prompts
+from ..output.writers import ImageWriter, PlanWriter
+from ..ownership import OutputLock, check_ours, write_marker
+from ..progress import say
+from ..prompts import scan_prompts
+from ..spec import RunSpec
+from ..store import EmbeddingStore, StoreIdentity, StoreWriter
+from .checks import check_quantization, check_sizes
+from .report import RunReport, summary
+
+if TYPE_CHECKING:
+    from ..prompts import PromptScan
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run needs, checked; nothing written yet."""
+
+    config: RunConfig
+    spec: RunSpec
+    scan: PromptScan
+    identity: StoreIdentity
+    output_uri: str
+    store_root: str
+    executor: str
+    run_id: str
+    started: float
+    encode_only: bool = False
+    dry_run: bool = False
+
+    def output(self) -> OutputDataset:
+        return OutputDataset(self.output_uri, self.config.output.format)
+
+
+def plan_run(config: RunConfig, prompts: str, output: str, encode_only: bool = False, dry_run: bool = False) -> RunPlan:
+    """Check everything that can be checked without writing; returns the plan of the run."""
+    started = time.time()
+    scan = scan_prompts(prompts)
+    if config.model.clean_caption:
+        from ..stages.clean import require_cleaning_dependencies
+
+        require_cleaning_dependencies()
+    check_quantization(config)
+    check_fast_modes(config)
+    spec = RunSpec.build(config)
+    check_sizes(spec, scan)
+    target = OutputDataset(output, config.output.format)
+    check_ours(target.location)
+    target.validate_metadata()
+    check_settings(target, spec.settings())
+    executor = choose_executor(config, scan.count * config.generation.images_per_prompt)
+    make_executor(executor, config, spec).check()
+    return RunPlan(
+        config=config,
+        spec=spec,
+        scan=scan,
+        identity=spec.store_identity(),
+        output_uri=target.uri,
+        store_root=config.output.store or target.location.uri.rstrip("/") + "/embeddings",
+        executor=executor,
+        run_id=time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + uuid.uuid4().hex[:6],
+        started=started,
+        encode_only=encode_only,
+        dry_run=dry_run,
+    )
+
+
+def run_generate(
+    config: RunConfig, prompts: str, output: str, encode_only: bool = False, dry_run: bool = False
+) -> dict[str, Any]:
+    """The whole pipeline (or only the embedding store with ``encode_only``, or only the plan with
+    ``dry_run``); returns the run report."""
+    return execute(plan_run(config, prompts, output, encode_only=encode_only, dry_run=dry_run))
+
+
+def execute(plan: RunPlan, log: Callable[[str], None] = say) -> dict[str, Any]:
+    """Carry out ``plan`` under the output's lock; returns the run report (also in ``run_report.json``)."""
+    output = plan.output()
+    lock = OutputLock(output.location, plan.run_id)
+    hold(plan, output, lock, log)
+    try:
+        return _phases(plan, output, make_executor(plan.executor, plan.config, plan.spec), log)
+    finally:
+        output.remove_work(plan.run_id)
+        lock.release()
+
+
+def hold(plan: RunPlan, output: OutputDataset, lock: OutputLock, log: Callable[[str], None]) -> None:
+    """Take the output (one writer at a time), mark it ours, and re-check what could have changed
+    while another run held it. Nothing is written before this."""
+    lock.acquire()
+    if lock.took_over:
+        log(f"took over the output from a run that stopped answering ({lock.took_over})")
+    try:
+        check_ours(output.location)
+        # The marker is the first thing written, right under the lock: a run starting beside this one
+        # then finds an output that is ours (and the lock held), never a half-made folder it would
+        # take for someone else's.
+        try:
+            write_marker(output.location)
+        except OSError as exc:
+            raise OutputError(f"{output.uri}: output is not writable ({exc.strerror or exc})") from None
+        check_settings(output, plan.spec.settings())
+        output.check_writable()
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _phases(plan: RunPlan, output: OutputDataset, executor: Executor, log: Callable[[str], None]) -> dict[str, Any]:
+    config = plan.config
+    report = RunReport(prompts=plan.scan.count, dry_run=plan.dry_run, executor=executor.name, output=output.uri)
+    executor.start()
+    executor.check_resources()
+
+    # -- prepare the output
+    report.temporaries_removed = output.prepare()
+    output.write_json(SETTINGS_FILE, plan.spec.settings())
+    store = EmbeddingStore(plan.store_root, plan.identity).open()
+    report.temporaries_removed += store.remove_temporaries()
+    report.store = store.uri
+    output.write_json(STORE_POINTER_FILE, {"uri": store_pointer(output, store)})
+    set_aside_damaged(plan.run_id, output, store, report, log)
+    chunks = stage_prompts(output, plan.run_id, plan.scan, config.generation.negative_prompt)
+
+    # -- clean
+    start = time.perf_counter()
+    cleaned = executor.clean(chunks, output.location.fs)
+    report.captions_empty = cleaned.captions_empty
+    report.stage_seconds["clean"] = time.perf_counter() - start
+    log(f"cleaned {plan.scan.count} prompts ({report.captions_empty} cleaned to empty text)")
+
+    # -- encode (not on a dry run)
+    if not plan.dry_run:
+        start = time.perf_counter()
+        todo = executor.to_encode(cleaned, store)
+        report.embeddings_encoded, report.embeddings_reused = todo.count, todo.reused
+        log(f"embedding store {store.uri}: {todo.count} captions to encode, {todo.reused} reused")
+        executor.encode(todo, StoreWriter(plan.store_root, plan.identity, rows_per_part=config.output.store_rows_per_part))
+        report.stage_seconds["encode"] = time.perf_counter() - start
+
+    # -- plan and generate
+    if not plan.encode_only or plan.dry_run:
+        start = time.perf_counter()
+        planned = executor.plan(cleaned, PlanWriter(output.uri, plan.run_id), output.format, plan.dry_run)
+        output.commit_plan(plan.run_id, planned.planned, dry_run=plan.dry_run)
+        report.images_planned, report.images_skipped = planned.planned, planned.planned - planned.todo
+        report.buckets = dict(sorted(planned.buckets.items()))
+        report.stage_seconds["plan"] = time.perf_counter() - start
+        log(
+            f"{'dry run: ' if plan.dry_run else ''}planned {planned.planned} images in {len(planned.buckets)} buckets; "
+            f"{planned.todo} to generate, {report.images_skipped} already done"
+        )
+        if not plan.dry_run:
+            if planned.remaining is not None:
+                start = time.perf_counter()
+                made = executor.generate(planned, store, image_writer(plan, output), _limits(config))
+                report.add_generated(made, time.perf_counter() - start)
+            write_card(output, plan.spec.settings(), {"images_total": report.images_planned, "prompts": report.prompts})
+
+    # -- the report
+    final = report.close(time.time() - plan.started)
+    output.write_json(REPORT_FILE, final)
+    output.write_json(CONFIG_FILE, json.loads(config_json(config)))
+    log(summary(final, output.uri))
+    return final
+
+
+def _limits(config: RunConfig) -> FailureLimits:
+    failures = config.failures
+    return FailureLimits(failures.max_consecutive, failures.max_rate, failures.rate_after)
+
+
+def image_writer(plan: RunPlan, output: OutputDataset) -> ImageWriter:
+    settings = plan.config.output
+    return ImageWriter(
+        output.uri,
+        plan.run_id,
+        plan.spec.row_constants(),
+        plan.spec.settings(),
+        settings.rows_per_shard,
+        settings.row_group_size,
+        settings.format,
+    )
+
+
+def store_pointer(output: OutputDataset, store: EmbeddingStore) -> str:
+    """The store's URI, relative when the store lives inside the output (a copied or moved output
+    is self-contained)."""
+    inside = output.location.uri.rstrip("/") + "/"
+    return store.uri[len(inside) :] if store.uri.startswith(inside) else store.uri
+
+
+def set_aside_damaged(
+    run_id: str, output: OutputDataset, store: EmbeddingStore, report: RunReport, log: Callable[[str], None]
+) -> None:
+    """Move shards, store parts and failure files that cannot be read whole to ``quarantine/``;
+    their images and embeddings are planned again like any missing ones."""
+    for shard in output.format.find_damaged():  # a shard goes aside with its companions (a tar's key index)
+        target = output.quarantine_shard(shard, run_id)
+        report.quarantined.append({"file": shard.path, "reason": shard.reason, "moved_to": target})
+        log(f"damaged file set aside: {shard.path} ({shard.reason}) -> {target}")
+    damaged = [(d, output.location) for d in output.find_damaged(output.failure_files(), S.KEY)]
+    inside = store.location.is_local == output.location.is_local and store.uri.startswith(output.uri.rstrip("/") + "/")
+    store_base = output.location if inside else store.location  # OUTPUT/quarantine/ for the output's own store
+    damaged += [(d, store_base) for d in output.find_damaged(store.part_files(), S.CAPTION_KEY, store.location)]
+    for item, location in damaged:
+        target = output.quarantine(item, run_id, location)
+        report.quarantined.append({"file": item.path, "reason": item.reason, "moved_to": target})
+        log(f"damaged file set aside: {item.path} ({item.reason}) -> {target}")
