@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,6 +16,8 @@ from pixart_batch.config import ConfigError
 from pixart_batch.errors import UserError
 from pixart_batch.executors import choose_executor
 from pixart_batch.run import plan_run, run_generate
+
+RECIPE = Path(__file__).parent.parent / "configs" / "tiny.yaml"
 
 
 def _rows(output) -> dict[str, dict]:
@@ -110,3 +113,24 @@ def test_local_run_asking_for_a_gpu_without_one_is_refused_before_writing(tmp_pa
     with pytest.raises(UserError, match="stages denoise ask for a GPU"):
         plan_run(tiny_config(**{"ray.executor": "local", "stages.denoise.num_gpus": 1}), str(prompts), str(output))
     assert not output.exists()
+
+
+def test_a_local_run_imports_no_ray(tmp_path, tiny_model):
+    """The in-process executor (and the application around it) never imports Ray: checked in a fresh process."""
+    import subprocess
+    import sys
+
+    prompts = copy_prompts("mixed.txt", tmp_path)
+    script = (
+        "import sys, json\n"
+        "from pixart_batch.config import load_config, with_overrides\n"
+        "from pixart_batch.run import run_generate\n"
+        f"config = with_overrides(load_config({str(RECIPE)!r}), {{'ray.executor': 'local'}})\n"
+        f"report = run_generate(config, {str(prompts)!r}, {str(tmp_path / 'out')!r})\n"
+        "loaded = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))\n"
+        "print(json.dumps({'made': report['images_generated'], 'ray': loaded}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["made"] > 0
+    assert result["ray"] == []
