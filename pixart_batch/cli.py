@@ -7,7 +7,7 @@ import errno
 import logging
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import UserError, first_line
 from .signals import Terminated, install_signal_handlers
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    from .config import EXECUTORS
+
     parser.add_argument("--config", help="YAML recipe (configs/tiny.yaml, configs/pixart-alpha-1024.yaml, ...)")
     parser.add_argument("--prompts", required=True, help="prompt file: .txt (with --ar/--hw flags), .jsonl, .csv or .parquet")
     parser.add_argument("--output", required=True, help="output directory (local path, s3:// or gs://)")
@@ -27,7 +29,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress-interval", type=float, help="seconds between progress lines when not a terminal (30)")
     parser.add_argument(
         "--executor",
-        choices=("auto", "ray", "local"),
+        choices=EXECUTORS,
         help="ray: the Ray pipeline; local: in this process; auto (default): local for small runs without a cluster",
     )
 
@@ -35,6 +37,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pixart-batch", description="Batch PixArt-α / PixArt-Σ image datasets on Ray.")
     from . import __version__
+    from .config import IMAGE_FORMATS, OUTPUT_FORMATS
+    from .families import CHECKPOINT_SCHEDULER, FAMILY_NAMES, SCHEDULERS
 
     parser.add_argument("--version", action="version", version=f"pixart-batch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -46,12 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--batch-size", type=int, help="DiT and VAE batch size (stages.denoise/decode.batch_size)")
     generate.add_argument("--steps", type=int, help="denoising steps (generation.num_inference_steps)")
     generate.add_argument("--guidance-scale", type=float, help="CFG scale (generation.guidance_scale); <= 1 runs without CFG")
+    generate.add_argument("--scheduler", help=f"{CHECKPOINT_SCHEDULER} (default), {', '.join(SCHEDULERS)}")
+    generate.add_argument("--image-format", choices=IMAGE_FORMATS, help="image encoding (output.image_format)")
     generate.add_argument(
-        "--scheduler", help="checkpoint (default), dpm-solver++, sa-solver, euler, euler-ancestral, ddim, ddpm, lcm"
-    )
-    generate.add_argument("--image-format", choices=("png", "jpeg", "webp"), help="image encoding (output.image_format)")
-    generate.add_argument(
-        "--output-format", choices=("parquet", "webdataset"), help="shard format (output.format): parquet or webdataset tars"
+        "--output-format", choices=OUTPUT_FORMATS, help="shard format (output.format): parquet or webdataset tars"
     )
     generate.add_argument("--dry-run", action="store_true", help="validate, clean and plan only (writes the plan; no models run)")
 
@@ -85,11 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = commands.add_parser("make-tiny-checkpoint", help="write a random tiny PixArt checkpoint (diffusers layout)")
     tiny.add_argument("directory")
     tiny.add_argument("--seed", type=int, default=0)
-    tiny.add_argument("--family", default="alpha", choices=("alpha", "sigma"), help="PixArtAlphaPipeline or PixArtSigmaPipeline")
+    tiny.add_argument("--family", default="alpha", choices=tuple(FAMILY_NAMES), help="PixArtAlphaPipeline or PixArtSigmaPipeline")
     tiny.add_argument(
         "--scheduler",
         default="dpm-solver++",
-        choices=("dpm-solver++", "sa-solver", "euler", "euler-ancestral", "ddim", "ddpm", "lcm"),
+        choices=tuple(SCHEDULERS),
         help="the scheduler the checkpoint ships (lcm as PixArt-LCM, ddpm as PixArt-DMD)",
     )
     tiny.add_argument(
@@ -101,29 +103,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(args: argparse.Namespace) -> dict:
-    def get(name: str) -> Any:
-        return getattr(args, name, None)
+OVERRIDES: dict[str, tuple[str, ...]] = {
+    "model": ("model.path",),
+    "max_sequence_length": ("model.max_sequence_length",),
+    "store": ("output.store",),
+    "executor": ("ray.executor",),
+    "verbose": ("console.verbose",),
+    "progress_interval": ("console.progress_interval_s",),
+    "image_format": ("output.image_format",),
+    "output_format": ("output.format",),
+    "seed": ("generation.seed",),
+    "images_per_prompt": ("generation.images_per_prompt",),
+    "steps": ("generation.num_inference_steps",),
+    "guidance_scale": ("generation.guidance_scale",),
+    "scheduler": ("generation.scheduler",),
+    "batch_size": ("stages.denoise.batch_size", "stages.decode.batch_size"),
+    "gpu": ("estimate.gpu",),
+    "usd_per_gpu_hour": ("estimate.usd_per_gpu_hour",),
+}
+"""Each flag (its argparse ``dest``) → the dotted config keys it overrides."""
 
-    return {
-        "model.path": get("model"),
-        "model.max_sequence_length": get("max_sequence_length"),
-        "output.store": get("store"),
-        "ray.executor": get("executor"),
-        "console.verbose": get("verbose"),
-        "console.progress_interval_s": get("progress_interval"),
-        "output.image_format": get("image_format"),
-        "output.format": get("output_format"),
-        "generation.seed": get("seed"),
-        "generation.images_per_prompt": get("images_per_prompt"),
-        "generation.num_inference_steps": get("steps"),
-        "generation.guidance_scale": get("guidance_scale"),
-        "generation.scheduler": get("scheduler"),
-        "stages.denoise.batch_size": get("batch_size"),
-        "stages.decode.batch_size": get("batch_size"),
-        "estimate.gpu": get("gpu"),
-        "estimate.usd_per_gpu_hour": get("usd_per_gpu_hour"),
-    }
+
+def _overrides(args: argparse.Namespace) -> dict:
+    return {key: getattr(args, dest, None) for dest, keys in OVERRIDES.items() for key in keys}
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .measured import DTYPE_BYTES, gpu_kinds
 
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = tuple(DTYPE_BYTES)
 IMAGE_FORMATS = ("png", "jpeg", "webp")
 OUTPUT_FORMATS = ("parquet", "webdataset")
 TINY_MODEL = "tiny"
@@ -185,7 +186,15 @@ class DecodeStageConfig(StageConfig):
             )
 
 
-STEP_CACHES = ("none", "first-block", "pab", "taylorseer")
+STEP_CACHE_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "first-block": ("step_cache_threshold",),
+    "pab": ("step_cache_interval",),
+    "taylorseer": ("step_cache_interval",),
+}
+"""``stages.denoise.step_cache`` options → the ``stages.denoise`` fields each one uses (the others
+change no image: :attr:`DenoiseStageConfig.fast_mode` and ``RunSpec.resolved`` read this table)."""
+STEP_CACHES = tuple(STEP_CACHE_PARAMETERS)
 
 
 @dataclass(frozen=True)
@@ -225,13 +234,19 @@ class DenoiseStageConfig(StageConfig):
         """The approximations this stage runs, as recorded in every row: ``exact`` or e.g.
         ``first-block(threshold=0.05)+fp8``."""
         parts = []
-        if self.step_cache == "first-block":
-            parts.append(f"first-block(threshold={self.step_cache_threshold:g})")
-        elif self.step_cache != "none":
-            parts.append(f"{self.step_cache}(interval={self.step_cache_interval})")
+        if self.step_cache != "none":
+            arguments = ",".join(
+                f"{name.removeprefix('step_cache_')}={_number(getattr(self, name))}"
+                for name in STEP_CACHE_PARAMETERS[self.step_cache]
+            )
+            parts.append(f"{self.step_cache}({arguments})")
         if self.fp8:
             parts.append("fp8")
         return "+".join(parts) or "exact"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _stage(cls: type = StageConfig, **kwargs: Any) -> Any:
@@ -345,13 +360,11 @@ class EstimateConfig:
     """What ``pixart-batch plan`` prices a run with (nothing here changes a run)."""
 
     gpu: str = "h200"
-    """GPU kind whose measured seconds per image the estimate uses (see ``pixart_batch.estimate.MEASURED``)."""
+    """GPU kind whose measured seconds per image the estimate uses (see ``pixart_batch.measured.MEASURED``)."""
     usd_per_gpu_hour: float | None = None
     """Price of one GPU-hour in US dollars; None: the estimate shows GPU-hours but no cost."""
 
     def __post_init__(self) -> None:
-        from .estimate import gpu_kinds
-
         if self.gpu not in gpu_kinds():
             raise ConfigError(f"estimate.gpu: unknown GPU kind {self.gpu!r} (known: {', '.join(gpu_kinds())})")
         if self.usd_per_gpu_hour is not None and not (math.isfinite(self.usd_per_gpu_hour) and self.usd_per_gpu_hour > 0):
@@ -450,14 +463,23 @@ def with_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     """Return ``config`` with dotted-key overrides (``{"generation.seed": 3}``); None values are skipped."""
     data = config.to_dict()
     for dotted, value in overrides.items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
+        if value is not None:
+            set_dotted(data, dotted, value)
     return _build(RunConfig, data, "")
+
+
+def get_dotted(node: Any, dotted: str) -> Any:
+    """The value at a dotted key (``generation.seed``) of a config dataclass or of its dict form."""
+    for part in dotted.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    return node
+
+
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """Set a dotted key (``generation.seed``) in a config's dict form (nested mappings)."""
+    parent, _, leaf = dotted.rpartition(".")
+    node = get_dotted(data, parent) if parent else data
+    node[leaf] = value
 
 
 def config_json(config: RunConfig) -> str:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,48 +46,16 @@ from typing import TYPE_CHECKING, Any
 
 from . import schema as S
 from .errors import CheckpointError, UserError
+from .measured import BYTES_PER_PIXEL, DTYPE_BYTES, MEASURED, REFERENCE_DIT_LAYERS, REFERENCE_DIT_WIDTH, gpu_kinds
 
 if TYPE_CHECKING:
     from .config import RunConfig
+    from .spec import RunSpec
 
-MEASURED: dict[str, dict[str, Any]] = {
-    "h200": {
-        "card": "NVIDIA H200",
-        "width": 1024,
-        "height": 1024,
-        "steps": 20,
-        "cfg": True,
-        "dtype": "float16",
-        "batch_size": 8,
-        "s_per_image": 0.8485,
-        "vae_s_per_image": 0.0726,
-        "t5_prompts_per_s": 322.0,
-        "t5_tokens": 120,
-        "source": (
-            "benchmarks/RESULTS.md, GPU check 2026-11-26 (random PixArt-XL-2 weights): pixart_batch Denoiser + "
-            "Decoder stages 0.8485 s/image (plain diffusers loop 0.8461; docs/design.md 0.80-0.84), VAE decode "
-            "0.0726 s/image at batch 8, T5-XXL bf16 322 prompts/s padded to 120 tokens"
-        ),
-    },
-}
-"""Measured seconds per image by GPU kind (PixArt-XL-2, one card); add a row per new measurement."""
-
-REFERENCE_DIT_WIDTH = 1152
-"""PixArt-XL-2's hidden size (16 heads × 72), the ``d`` of the scaling rule."""
-
-BYTES_PER_PIXEL = {"png": 1.8, "jpeg": 0.45, "webp": 0.3}
-"""Assumed bytes per output pixel for 8-bit RGB photographic content: PNG (lossless) about 1.8
-(≈1.9 MB per 1024² image), JPEG and WebP at the default quality 95 about 0.45 and 0.3. Constants,
-not measurements: real sizes vary with content by ±50 %."""
+__all__ = ["BYTES_PER_PIXEL", "MEASURED", "REFERENCE_DIT_WIDTH", "gpu_kinds"]  # the measured figures, re-exported
 
 TOKEN_SAMPLE = 2000
 """Prompts sampled (uniformly, fixed seed) for counting tokens."""
-
-_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-
-
-def gpu_kinds() -> list[str]:
-    return sorted(MEASURED)
 
 
 def _check_gpu(gpu: str) -> dict[str, Any]:
@@ -115,32 +82,6 @@ def seconds_per_image(gpu: str, height: int, width: int, steps: int) -> float:
 # --------------------------------------------------------------------------- the checkpoint's configs
 
 
-def _hub_configs(path: str, revision: str | None) -> Path:
-    """Only the JSON configs and tokenizer files of a hub checkpoint (never its weights)."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(path, revision=revision, allow_patterns=["*.json", "tokenizer/*"]))
-    except Exception as exc:  # the hub raises many types; all mean "cannot get it"
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: checkpoint configs not found locally or on the hub ({message})") from None
-
-
-def _checkpoint_dir(path: str, revision: str | None) -> Path:
-    from .config import TINY_MODEL
-
-    if path == TINY_MODEL:
-        from .tiny import cached_tiny_checkpoint
-
-        return cached_tiny_checkpoint(0)
-    local = Path(os.path.expanduser(path))
-    if local.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
-        if not local.is_dir():
-            raise CheckpointError(f"{path}: checkpoint not found (no such directory)")
-        return local
-    return _hub_configs(path, revision)
-
-
 @dataclass(frozen=True)
 class CheckpointFacts:
     """What the estimate reads from a checkpoint: geometry, family, DiT width, tokenizer folder."""
@@ -154,45 +95,39 @@ class CheckpointFacts:
     pipeline_class: str
     max_sequence_length: int
     tokenizer: Path | None
+    uses_negative: bool = True
+    """Whether the run encodes negative prompts (CFG on: ``RunSpec.uses_negative``)."""
 
 
 def checkpoint_facts(config: RunConfig) -> CheckpointFacts:
-    """The checkpoint's component configs (``model.components_from`` for the ones it lacks)."""
-    from .families import family_of
+    """The checkpoint's component configs (``model.components_from`` for the ones it lacks), read
+    through the run's own spec from the configs only (:meth:`RunSpec.build` with ``weights=False``)."""
+    from .spec import RunSpec
 
-    model = config.model
-    roots = [_checkpoint_dir(model.path, model.revision)]
-    if model.components_from:
-        roots.append(_checkpoint_dir(model.components_from, None))
+    return facts_of(RunSpec.build(config, weights=False))
 
-    def folder(name: str) -> Path | None:
-        return next((root / name for root in roots if (root / name).is_dir()), None)
 
-    def read(name: str) -> dict:
-        where = folder(name)
-        try:
-            if where is None:
-                raise FileNotFoundError(name)
-            return json.loads((where / "config.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{model.path}: not a PixArt checkpoint (no readable {name}/config.json: {exc})") from None
-
+def facts_of(spec: RunSpec) -> CheckpointFacts:
+    """What the estimate needs of a run spec's checkpoint."""
+    where = spec.model.checkpoint_of("transformer").local_dir / "transformer" / "config.json"
     try:
-        index = json.loads((roots[0] / "model_index.json").read_text())
-    except (OSError, ValueError):
-        raise CheckpointError(f"{model.path}: not a PixArt checkpoint (no readable model_index.json)") from None
-    family = family_of(index, model.path)
-    transformer, vae, text_encoder = read("transformer"), read("vae"), read("text_encoder")
+        transformer = json.loads(where.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{spec.model.name}: not a PixArt checkpoint (no readable transformer/config.json: {exc})"
+        ) from None
+    tokenizer = spec.model.checkpoint_of("tokenizer").local_dir / "tokenizer"
     return CheckpointFacts(
-        name=model.path,
-        sample_size=int(transformer["sample_size"]),
-        vae_scale_factor=2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1),
-        text_dim=int(text_encoder["d_model"]),
+        name=spec.config.model.path,
+        sample_size=spec.geometry.sample_size,
+        vae_scale_factor=spec.geometry.vae_scale_factor,
+        text_dim=spec.geometry.text_dim,
         dit_width=int(transformer.get("num_attention_heads", 16)) * int(transformer.get("attention_head_dim", 72)),
-        dit_layers=int(transformer.get("num_layers", 28)),
-        pipeline_class=family.pipeline_class,
-        max_sequence_length=model.max_sequence_length or family.max_sequence_length,
-        tokenizer=folder("tokenizer"),
+        dit_layers=int(transformer.get("num_layers", REFERENCE_DIT_LAYERS)),
+        pipeline_class=spec.family.pipeline_class,
+        max_sequence_length=spec.max_sequence_length,
+        tokenizer=tokenizer if tokenizer.is_dir() else None,
+        uses_negative=spec.uses_negative,
     )
 
 
@@ -362,9 +297,9 @@ def estimate_run(config: RunConfig, prompts: str, facts: CheckpointFacts | None 
     captions = CaptionCleaner(CleanSpec(config.model.clean_caption, facts.pipeline_class)).clean(sample) if sample else []
     result.mean_tokens, result.tokens_counted_by = _count_tokens(captions, facts)
     result.token_sample = len(sample)
-    dtype_bytes = _DTYPE_BYTES[config.stages.encode.dtype]
+    dtype_bytes = DTYPE_BYTES[config.stages.encode.dtype]
     result.store_bytes = result.prompts * result.mean_tokens * facts.text_dim * dtype_bytes
-    if generation.guidance_scale > 1.0:
+    if facts.uses_negative:
         result.store_bytes += facts.text_dim * dtype_bytes  # the negative prompt: one entry (a couple of tokens)
     result.output_bytes = pixels * BYTES_PER_PIXEL[config.output.image_format]
     result.notes = _notes(config, facts, ref)
@@ -379,12 +314,12 @@ def _notes(config: RunConfig, facts: CheckpointFacts, ref: dict[str, Any]) -> li
             f"this recipe runs on CPU (stages.denoise.num_gpus 0): the estimate is for one {ref['card']} ({config.estimate.gpu}) "
             "running the same images"
         )
-    if (facts.dit_width, facts.dit_layers) != (REFERENCE_DIT_WIDTH, 28):
+    if (facts.dit_width, facts.dit_layers) != (REFERENCE_DIT_WIDTH, REFERENCE_DIT_LAYERS):
         notes.append(
             f"this checkpoint's DiT ({facts.dit_layers} layers, width {facts.dit_width}) is not PixArt-XL-2 (28, 1152): "
             "the estimate is for PixArt-XL-2 at the same buckets"
         )
-    if config.generation.guidance_scale <= 1.0:
+    if not facts.uses_negative:
         notes.append("guidance_scale <= 1 (no CFG): measured with CFG; kept as an upper bound (no CFG-free run was measured)")
     if denoise.dtype != ref["dtype"]:
         notes.append(f"stages.denoise.dtype is {denoise.dtype}; the measurement is {ref['dtype']}")

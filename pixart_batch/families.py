@@ -27,11 +27,6 @@ class ModelFamily:
     max_sequence_length: int
     """The T5 token limit the family was trained with (120 for α, 300 for Σ)."""
 
-    def pipeline_type(self) -> type:
-        import diffusers
-
-        return getattr(diffusers, self.pipeline_class)
-
 
 FAMILIES = {
     "PixArtAlphaPipeline": ModelFamily("alpha", "PixArtAlphaPipeline", 120),

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import TINY_MODEL, ModelConfig
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 from .families import ALLOWED_CLASSES, COMPONENTS, FAMILIES, ModelFamily, declared_classes, family_of, scheduler_class_for
 
 if TYPE_CHECKING:
@@ -116,12 +116,16 @@ def _read_model_index(root: Path) -> dict:
     return data
 
 
-def _present(root: Path, classes: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
-    """The declared components whose folder exists, each checked: safetensors weights, a tokenizer file."""
+def _present(root: Path, classes: dict[str, tuple[str, str]], weights: bool = True) -> dict[str, tuple[str, str]]:
+    """The declared components whose folder exists, each checked (unless ``weights`` is False: configs
+    only): safetensors weights, a tokenizer file."""
     found = {}
     for component, declared in classes.items():
         folder = root / component
         if not folder.is_dir():
+            continue
+        if not weights:
+            found[component] = declared
             continue
         files = [p.name for p in folder.iterdir() if p.is_file()]
         if component in ("text_encoder", "transformer", "vae") and not any(name.endswith(".safetensors") for name in files):
@@ -134,19 +138,20 @@ def _present(root: Path, classes: dict[str, tuple[str, str]]) -> dict[str, tuple
     return found
 
 
-def _check_local(root: Path, base: Checkpoint | None = None) -> tuple[ModelFamily, tuple[Component, ...]]:
-    """Check a checkpoint directory is a supported PixArt pipeline that loads from safetensors only;
-    components it lacks come from ``base`` (``model.components_from``) when one is given."""
+def _check_local(root: Path, base: Checkpoint | None = None, weights: bool = True) -> tuple[ModelFamily, tuple[Component, ...]]:
+    """Check a checkpoint directory is a supported PixArt pipeline that loads from safetensors only
+    (``weights`` False: its configs only); components it lacks come from ``base``
+    (``model.components_from``) when one is given."""
     index = _read_model_index(root)
     where = str(root / "model_index.json")
     family = family_of(index, where)
-    own = _present(root, declared_classes(index, where))
+    own = _present(root, declared_classes(index, where), weights)
     supplied: dict[str, tuple[str, str]] = {}
     if base is not None:
         base_where = str(base.local_dir / "model_index.json")
         base_index = _read_model_index(base.local_dir)
         family_of(base_index, base_where)
-        supplied = _present(base.local_dir, declared_classes(base_index, base_where))
+        supplied = _present(base.local_dir, declared_classes(base_index, base_where), weights)
     components = []
     for name in COMPONENTS:
         if name in own:
@@ -159,19 +164,22 @@ def _check_local(root: Path, base: Checkpoint | None = None) -> tuple[ModelFamil
     return family, tuple(components)
 
 
-def resolve_model(config: ModelConfig) -> ResolvedModel:
-    """Find the checkpoint (building the tiny one on first use) and check it is safe to load."""
+def resolve_model(config: ModelConfig, weights: bool = True) -> ResolvedModel:
+    """Find the checkpoint (building the tiny one on first use) and check it is safe to load.
+
+    ``weights`` False is the light path (``pixart-batch plan``): a hub checkpoint's JSON configs and
+    tokenizer only are fetched (never its weights) and no weight file is checked."""
     base = None
     if config.components_from:
-        found = _locate(config.components_from, None)
+        found = _locate(config.components_from, None, weights)
         base = Checkpoint(found.name, found.local_dir, found.revision)
     if config.path == TINY_MODEL:
         from .tiny import cached_tiny_checkpoint
 
         primary = Checkpoint(str(path := cached_tiny_checkpoint(config.tiny_seed)), path)
     else:
-        primary = _locate(config.path, config.revision)
-    family, components = _check_local(primary.local_dir, base)
+        primary = _locate(config.path, config.revision, weights)
+    family, components = _check_local(primary.local_dir, base, weights)
     # A component from this checkpoint loads by the name the user gave (hub id or directory).
     components = tuple(
         Component(c.name, c.library, c.cls, primary.name) if c.source == str(primary.local_dir) else c for c in components
@@ -180,25 +188,34 @@ def resolve_model(config: ModelConfig) -> ResolvedModel:
     return ResolvedModel(primary.name, primary.local_dir, primary.revision, family, components, used_base)
 
 
-def _locate(path: str, revision: str | None) -> Checkpoint:
-    """A local checkpoint directory, or a hub id fetched (safetensors and configs only) into the cache."""
+def _locate(path: str, revision: str | None, weights: bool = True) -> Checkpoint:
+    """A local checkpoint directory, or a hub id fetched (safetensors and configs only; ``weights``
+    False: configs and tokenizer only) into the cache."""
     local = Path(os.path.expanduser(path))
     if local.exists() or path.startswith((".", "/", "~")) or path.count("/") != 1:
         if not local.is_dir():
             raise CheckpointError(f"{path}: checkpoint not found (no such directory)")
         return Checkpoint(str(local.resolve()), local.resolve())
-    return _resolve_hub(path, revision)
+    return _resolve_hub(path, revision, weights)
 
 
-def _resolve_hub(path: str, revision: str | None) -> Checkpoint:
-    """Fetch the safetensors files and configs of a hub checkpoint into the local cache (no pickles)."""
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
+"""What is fetched of a hub checkpoint to run it: safetensors weights, configs, tokenizer files (no pickles)."""
+HUB_CONFIG_PATTERNS = ["*.json", "tokenizer/*"]
+"""What is fetched of a hub checkpoint to plan a run (``weights`` False): its configs and tokenizer."""
+
+
+def _resolve_hub(path: str, revision: str | None, weights: bool = True) -> Checkpoint:
+    """Fetch a hub checkpoint's files (:data:`HUB_PATTERNS`, or :data:`HUB_CONFIG_PATTERNS`) into the
+    local cache; offline, what the cache holds."""
     from huggingface_hub import snapshot_download
 
+    patterns = HUB_PATTERNS if weights else HUB_CONFIG_PATTERNS
     try:
-        local = Path(snapshot_download(path, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+        local = Path(snapshot_download(path, revision=revision, allow_patterns=patterns))
     except Exception as exc:  # the hub raises many types; all mean "cannot get it"
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: checkpoint not found locally or on the hub ({message})") from None
+        what = "checkpoint" if weights else "checkpoint configs"
+        raise CheckpointError(f"{path}: {what} not found locally or on the hub ({first_line(exc, limit=None)})") from None
     return Checkpoint(path, local, revision)
 
 

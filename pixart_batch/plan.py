@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import schema as S
 from .buckets import ModelGeometry, bucket_for
 from .config import GenerationConfig
 from .prompts import PromptRecord
@@ -68,13 +69,13 @@ def prompt_chunk(records: list[PromptRecord], default_negative: str) -> pa.Table
 
     return pa.table(
         {
-            "prompt_id": [r.prompt_id for r in records],
-            "prompt": [r.prompt for r in records],
-            "negative_prompt": [r.negative_prompt if r.negative_prompt is not None else default_negative for r in records],
-            "requested_width": pa.array([r.width or 0 for r in records], pa.int32()),
-            "requested_height": pa.array([r.height or 0 for r in records], pa.int32()),
-            "aspect_ratio": pa.array([r.aspect_ratio or 0.0 for r in records], pa.float64()),
-            "source": [r.source for r in records],
+            S.PROMPT_ID: [r.prompt_id for r in records],
+            S.PROMPT: [r.prompt for r in records],
+            S.NEGATIVE_PROMPT: [r.negative_prompt if r.negative_prompt is not None else default_negative for r in records],
+            S.REQUESTED_WIDTH: pa.array([r.width or 0 for r in records], pa.int32()),
+            S.REQUESTED_HEIGHT: pa.array([r.height or 0 for r in records], pa.int32()),
+            S.ASPECT_RATIO: pa.array([r.aspect_ratio or 0.0 for r in records], pa.float64()),
+            S.SOURCE: [r.source for r in records],
         }
     )
 
@@ -84,13 +85,13 @@ def add_sizes(batch: dict, generation: GenerationConfig, geometry: ModelGeometry
     import numpy as np
 
     sizes = []
-    for width, height, ratio in zip(batch["requested_width"], batch["requested_height"], batch["aspect_ratio"], strict=True):
+    for width, height, ratio in zip(batch[S.REQUESTED_WIDTH], batch[S.REQUESTED_HEIGHT], batch[S.ASPECT_RATIO], strict=True):
         record = PromptRecord("", "", None, int(width) or None, int(height) or None, float(ratio) or None, "")
         sizes.append(plan_size(record, generation, geometry, table))
-    batch["width"] = np.array([s.width for s in sizes], dtype=np.int32)
-    batch["height"] = np.array([s.height for s in sizes], dtype=np.int32)
-    batch["bucket_width"] = np.array([s.bucket_width for s in sizes], dtype=np.int32)
-    batch["bucket_height"] = np.array([s.bucket_height for s in sizes], dtype=np.int32)
+    batch[S.WIDTH] = np.array([s.width for s in sizes], dtype=np.int32)
+    batch[S.HEIGHT] = np.array([s.height for s in sizes], dtype=np.int32)
+    batch[S.BUCKET_WIDTH] = np.array([s.bucket_width for s in sizes], dtype=np.int32)
+    batch[S.BUCKET_HEIGHT] = np.array([s.bucket_height for s in sizes], dtype=np.int32)
     return batch
 
 
@@ -98,17 +99,17 @@ def expand_images(batch: dict, images_per_prompt: int, run_seed: int) -> dict:
     """One row per image: each prompt row repeated ``images_per_prompt`` times with its key and seed."""
     import numpy as np
 
-    count = len(batch["prompt_id"])
+    count = len(batch[S.PROMPT_ID])
     repeat = np.repeat(np.arange(count), images_per_prompt)
     out = {
         name: column[repeat]
         for name, column in batch.items()
-        if name not in ("requested_width", "requested_height", "aspect_ratio")
+        if name not in (S.REQUESTED_WIDTH, S.REQUESTED_HEIGHT, S.ASPECT_RATIO)
     }
     indices = np.tile(np.arange(images_per_prompt, dtype=np.int32), count)
-    ids = out["prompt_id"].tolist()
-    out["image_index"] = indices
-    out["key"] = np.array([image_key(p, int(i)) for p, i in zip(ids, indices, strict=True)], dtype=object)
-    out["seed"] = np.array([image_seed(run_seed, p, int(i)) for p, i in zip(ids, indices, strict=True)], dtype=np.int64)
-    out["error"] = np.array([""] * len(ids), dtype=object)
+    ids = out[S.PROMPT_ID].tolist()
+    out[S.IMAGE_INDEX] = indices
+    out[S.KEY] = np.array([image_key(p, int(i)) for p, i in zip(ids, indices, strict=True)], dtype=object)
+    out[S.SEED] = np.array([image_seed(run_seed, p, int(i)) for p, i in zip(ids, indices, strict=True)], dtype=np.int64)
+    out[S.ERROR] = np.array([""] * len(ids), dtype=object)
     return out

@@ -19,6 +19,12 @@ NEGATIVE_CAPTION = "negative_caption"
 WIDTH = "width"
 HEIGHT = "height"
 
+# Staged prompt chunks (the requested size; 0 = not given) and where a prompt came from.
+REQUESTED_WIDTH = "requested_width"
+REQUESTED_HEIGHT = "requested_height"
+ASPECT_RATIO = "aspect_ratio"
+SOURCE = "source"
+
 # Embedding store.
 CAPTION_KEY = "caption_key"
 NEGATIVE_KEY = "negative_key"

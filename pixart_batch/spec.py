@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import schema as S
 from .buckets import ModelGeometry, aspect_ratio_table, read_model_geometry
-from .config import RunConfig
-from .families import ModelFamily, scheduler_class_for
+from .config import STEP_CACHE_PARAMETERS, DenoiseStageConfig, RunConfig, get_dotted
+from .families import FAMILIES, ModelFamily, scheduler_class_for
 from .models import ModelSource, ResolvedModel, checkpoint_identity, encoder_identity, resolve_model
 
 if TYPE_CHECKING:
@@ -121,9 +121,7 @@ def leaf_fields(cls: type = RunConfig, prefix: str = "") -> list[str]:
 
 def default_of(name: str) -> Any:
     """The default value of a dotted config field (``stages.denoise.step_cache`` → ``"none"``)."""
-    value: Any = RunConfig()
-    for part in name.split("."):
-        value = getattr(value, part)
+    value = get_dotted(RunConfig(), name)
     return value.value if isinstance(value, Enum) else value
 
 
@@ -148,10 +146,18 @@ def check_classified(cls: type = RunConfig) -> None:
 
 
 def config_value(config: RunConfig, name: str) -> Any:
-    node: Any = config
-    for part in name.split("."):
-        node = getattr(node, part)
-    return node
+    return get_dotted(config, name)
+
+
+ROW_FIELDS: dict[str, str] = {
+    S.STEPS: "generation.num_inference_steps",
+    S.GUIDANCE: "generation.guidance_scale",
+    S.TIMESTEPS: "generation.timesteps",
+    S.DTYPE: "stages.denoise.dtype",
+    S.MAX_SEQ_LEN: "model.max_sequence_length",
+    S.IMAGE_FORMAT: "output.image_format",
+}
+"""Row columns that record a config field as it takes effect (:meth:`RunSpec.resolved`)."""
 
 
 # --------------------------------------------------------------------------- per-stage specs
@@ -187,15 +193,15 @@ class DenoiseSpec:
     embedding_dtype: str
     text_dim: int
     vae_scale_factor: int
-    max_sequence_length: int = 120
+    max_sequence_length: int = FAMILIES["PixArtAlphaPipeline"].max_sequence_length
     """The text length every call is padded to when ``compile`` is on (fixed shapes)."""
-    batch_size: int = 8
+    batch_size: int = default_of("stages.denoise.batch_size")
     """The batch every call is padded to when ``compile`` is on (fixed shapes)."""
-    compile: bool = False
-    step_cache: str = "none"
-    step_cache_threshold: float = 0.05
-    step_cache_interval: int = 2
-    fp8: bool = False
+    compile: bool = DenoiseStageConfig.compile
+    step_cache: str = DenoiseStageConfig.step_cache
+    step_cache_threshold: float = DenoiseStageConfig.step_cache_threshold
+    step_cache_interval: int = DenoiseStageConfig.step_cache_interval
+    fp8: bool = DenoiseStageConfig.fp8
 
     @property
     def cfg(self) -> bool:
@@ -228,9 +234,10 @@ class RunSpec:
     """The scheduler class that runs (the checkpoint's, or the ``generation.scheduler`` option's)."""
 
     @classmethod
-    def build(cls, config: RunConfig) -> RunSpec:
-        """Resolve the checkpoint (one-line errors for a missing or unsafe one) and derive the spec."""
-        model = resolve_model(config.model)
+    def build(cls, config: RunConfig, weights: bool = True) -> RunSpec:
+        """Resolve the checkpoint (one-line errors for a missing or unsafe one) and derive the spec.
+        ``weights`` False: from the checkpoint's configs only (``pixart-batch plan``; nothing loads)."""
+        model = resolve_model(config.model, weights)
         return cls(
             config=config,
             model=model,
@@ -274,11 +281,11 @@ class RunSpec:
         """A field's value as it takes effect (defaults resolved against the checkpoint)."""
         if name == "model.max_sequence_length":
             return self.max_sequence_length
-        step_cache = self.config.stages.denoise.step_cache
-        if name == "stages.denoise.step_cache_threshold" and step_cache != "first-block":
-            return None  # unused: changing it changes no image, so it must not trip the settings guard
-        if name == "stages.denoise.step_cache_interval" and step_cache not in ("pab", "taylorseer"):
-            return None
+        prefix = "stages.denoise.step_cache_"
+        if name.startswith(prefix):
+            used = STEP_CACHE_PARAMETERS[self.config.stages.denoise.step_cache]
+            if name.removeprefix("stages.denoise.") not in used:
+                return None  # unused: changing it changes no image, so it must not trip the settings guard
         value = config_value(self.config, name)
         return list(value) if isinstance(value, tuple) else value
 
@@ -310,17 +317,10 @@ class RunSpec:
     def row_constants(self) -> dict[str, Any]:
         """Row columns that are the same for every image of the run (the ``scheduler`` column comes
         from the DiT actor that ran it)."""
-        generation = self.config.generation
-        return {
-            S.STEPS: generation.num_inference_steps,
-            S.GUIDANCE: generation.guidance_scale,
-            S.TIMESTEPS: list(generation.timesteps or []),
-            S.MODEL: self.model.name,
-            S.DTYPE: self.config.stages.denoise.dtype,
-            S.MAX_SEQ_LEN: self.max_sequence_length,
-            S.IMAGE_FORMAT: self.config.output.image_format,
-            S.FAST_MODE: self.config.stages.denoise.fast_mode,
-        }
+        row = {column: self.resolved(name) for column, name in ROW_FIELDS.items()}
+        row[S.TIMESTEPS] = list(row[S.TIMESTEPS] or [])
+        row.update({S.MODEL: self.model.name, S.FAST_MODE: self.config.stages.denoise.fast_mode})
+        return {column: row[column] for column in S.OUTPUT_COLUMNS if column in row}
 
     # -- stage specs
     def clean_spec(self) -> CleanSpec:

@@ -118,3 +118,11 @@ def test_bad_prompt_file_is_a_one_line_error(tiny_model, tmp_path, monkeypatch, 
 
 def test_plan_is_listed_in_the_readme():
     assert "pixart-batch plan" in (ROOT / "README.md").read_text()
+
+
+def test_one_source_per_fact():
+    from pixart_batch import config, measured
+
+    assert tuple(measured.BYTES_PER_PIXEL) == config.IMAGE_FORMATS  # every image format has a size constant
+    assert config.DTYPES == tuple(measured.DTYPE_BYTES)
+    assert estimate.MEASURED is measured.MEASURED and estimate.gpu_kinds() == measured.gpu_kinds()
