@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check of pixart_batch at the real PixArt-XL-2 sizes (random weights): parity with plain
-# diffusers, throughput, component timings. See benchmarks/gpu_check.py. Run from anywhere:
+# diffusers, throughput, component timings. See benchmarks/gpu_check/ (run by benchmarks/gpu_check.py). Run from anywhere:
 #
 #   bash benchmarks/gpu_check.sh            # writes $OUT (default ./gpu_check_out): gpu_check.{json,md,log},
 #                                           # throughput-xl-{512,1024}/ (benchmarks/throughput.py)
