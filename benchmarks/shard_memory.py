@@ -40,10 +40,11 @@ def peak_mb() -> float:
 
 
 def sink_class(base: str | None) -> Any:
-    if base is None:
-        from pixart_batch.sinks import ImageSink
+    if base is None:  # today's Ray sink: a thin adapter over the Ray-free ImageWriter
+        from pixart_batch.executors.ray import ImageSink
+        from pixart_batch.output.writers import ImageWriter
 
-        return ImageSink
+        return lambda *args: ImageSink(ImageWriter(*args))
     source = subprocess.run(["git", "show", f"{base}:pixart_batch/sinks.py"], capture_output=True, text=True, check=True).stdout
     spec = importlib.util.spec_from_loader("pixart_batch._sinks_before", loader=None)
     assert spec is not None
@@ -110,8 +111,8 @@ def measure(args: argparse.Namespace) -> None:
             {
                 "peak_above_start_mb": round(peak_mb() - before, 1),
                 "arrow_pool_peak_mb": round(pa.default_memory_pool().max_memory() / 2**20, 1),
-                "files": result["files"],
-                "rows": result["rows"],
+                "files": result["files"] if isinstance(result, dict) else result.shards,
+                "rows": result["rows"] if isinstance(result, dict) else result.rows,
                 "s": round(seconds, 1),
             }
         )
