@@ -98,6 +98,7 @@ def measure(args: argparse.Namespace) -> None:
         S.DTYPE: "float16",
         S.MAX_SEQ_LEN: 120,
         S.IMAGE_FORMAT: "png",
+        S.FAST_MODE: "exact",
     }
     sink = sink_class(args.base)
     with tempfile.TemporaryDirectory() as out:
