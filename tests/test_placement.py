@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 
 from pixart_batch.config import ConfigError
 from pixart_batch.pipeline import check_gpus, model_pools
@@ -18,6 +18,7 @@ from pixart_batch.pipeline import check_gpus, model_pools
 PROBE = Path(__file__).with_name("placement_probe.py")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cards", [1, 2, 8])
 def test_every_actor_gets_a_whole_card(cards):
     done = subprocess.run([sys.executable, str(PROBE), str(cards)], capture_output=True, text=True, timeout=600)
