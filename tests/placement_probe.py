@@ -14,7 +14,7 @@ import numpy as np
 import ray
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import tiny_config  # noqa: E402
+from helpers import tiny_config  # noqa: E402
 
 from pixart_batch.executors.ray import model_pools  # noqa: E402
 

@@ -27,6 +27,7 @@ def test_phases_are_counted_against_cluster_gpus(monkeypatch):
     check_gpus(load_config("configs/tiny.yaml"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor, needle", [("ray", "GPUs at once"), ("local", "ask for a GPU")])
 def test_gpu_recipe_on_a_cpu_cluster_is_refused_before_any_work(ray_session, tiny_model, tmp_path, capsys, executor, needle):
     from pixart_batch.cli import main

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import copy_prompts, tiny_config
+from helpers import copy_prompts, tiny_config
 
 from pixart_batch.prompts import read_prompts
 from pixart_batch.run import run_generate

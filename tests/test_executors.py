@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import copy_prompts, tiny_config
+from helpers import copy_prompts, tiny_config
 from PIL import Image
 
 from pixart_batch.config import ConfigError
@@ -35,11 +35,25 @@ def both(tmp_path_factory, ray_session, tiny_model):
     prompts = copy_prompts("mixed.txt", root)
     config = {"generation.images_per_prompt": 2, "output.rows_per_shard": 5}
     reports = {}
-    for executor in ("ray", "local"):
-        reports[executor] = run_generate(tiny_config(**config, **{"ray.executor": executor}), str(prompts), str(root / executor))
+    reports["ray"] = run_generate(tiny_config(**config, **{"ray.executor": "ray"}), str(prompts), str(root / "ray"))
+    # The local executor runs its stages in this process: record, as each DiT batch starts, how many
+    # shards are already committed (visible under data/).
+    import pixart_batch.stages.common as common
+
+    committed_at_denoise: list[int] = []
+
+    def record(point: str) -> None:
+        if point == "denoise":
+            committed_at_denoise.append(len(list((root / "local" / "data").rglob("train-*.parquet"))))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(common, "stall", record)
+        reports["local"] = run_generate(tiny_config(**config, **{"ray.executor": "local"}), str(prompts), str(root / "local"))
+    reports["local"]["committed_at_denoise"] = committed_at_denoise
     return root, reports
 
 
+@pytest.mark.slow
 def test_ray_and_local_make_the_same_rows(both):
     root, reports = both
     assert reports["ray"]["executor"] == "ray" and reports["local"]["executor"] == "local"
@@ -55,14 +69,22 @@ def test_ray_and_local_make_the_same_rows(both):
         assert reports["ray"][name] == reports["local"][name], name
 
 
+@pytest.mark.slow
 def test_local_shards_are_committed_as_they_fill(both):
     root, reports = both
     shards = sorted((root / "local" / "data").rglob("train-*.parquet"))
     sizes = [pq.ParquetFile(path).metadata.num_rows for path in shards]
     assert sum(sizes) == reports["local"]["images_generated"]
     assert all(size <= 5 for size in sizes) and sum(size < 5 for size in sizes) <= 1  # only the last one is short
+    # Committed while the run was still generating: before the last DiT batch, every shard its
+    # earlier batches filled was already under data/ (a run that commits at the end shows none).
+    seen = reports["local"]["committed_at_denoise"]
+    batch = 8  # the tiny recipe's stages.denoise.batch_size
+    assert len(seen) >= 3 and seen == sorted(seen), seen
+    assert all(count == (n * batch) // 5 for n, count in enumerate(seen)), seen
 
 
+@pytest.mark.slow
 def test_nothing_to_do_loads_no_model(both, monkeypatch):
     root, reports = both
     import pixart_batch.executors.local as local

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import recipe_file, tiny_config
+from helpers import recipe_file, tiny_config
 from runner import kill_tree, run_cli, start_cli, wait_for
 
 from pixart_batch.run import run_generate

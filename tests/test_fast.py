@@ -263,7 +263,7 @@ def test_sub_batches_cover_every_row_once_in_length_order():
 @pytest.mark.slow
 def test_a_run_with_a_step_cache_records_it_in_every_row(tmp_path, ray_session, tiny_model):
     import pyarrow.parquet as pq
-    from conftest import tiny_config
+    from helpers import tiny_config
 
     from pixart_batch.run import run_generate
 

@@ -358,7 +358,7 @@ def test_resize_back_is_exactly_diffusers_binning(tiny_model):
 def test_int8_text_encoder_deviation_is_reported_and_small(tiny_model, capsys):
     """stages.encode.quantization int8 (torchao weight-only) against bf16, both measured from float32."""
     pytest.importorskip("torchao")
-    from test_stages import encode_spec
+    from helpers import encode_spec
 
     from pixart_batch.stages.encode import TextEncoder
 

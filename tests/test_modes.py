@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 
 from pixart_batch.audit import status
 from pixart_batch.run import run_generate

@@ -10,7 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 
 from pixart_batch.config import ConfigError
 from pixart_batch.executors.ray import check_gpus, model_pools
@@ -18,6 +18,7 @@ from pixart_batch.executors.ray import check_gpus, model_pools
 PROBE = Path(__file__).with_name("placement_probe.py")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cards", [1, 2, 8])
 def test_every_actor_gets_a_whole_card(cards):
     done = subprocess.run([sys.executable, str(PROBE), str(cards)], capture_output=True, text=True, timeout=600)
@@ -69,48 +70,69 @@ def test_check_gpus_counts_a_colocated_pool_once(monkeypatch):
         )
 
 
-def test_colocated_actor_overlaps_vae_and_dit_but_never_shares_a_model():
+def test_colocated_actor_overlaps_vae_and_dit_but_never_shares_a_model(monkeypatch):
     """Two batches at once (Ray's max_concurrency 2): the VAE of one runs while the DiT of the other
     does, and neither model is ever used by two threads at once."""
     import threading
-    import time
+    from types import SimpleNamespace
+    from typing import cast
 
     import numpy as np
 
+    from pixart_batch.spec import DecodeSpec, DenoiseSpec
+    from pixart_batch.stages import generate
     from pixart_batch.stages.generate import DenoiseDecode
 
-    events: list[tuple[str, str, float]] = []
     busy = {"dit": 0, "vae": 0}
     guard = threading.Lock()
+    second_dit_started, first_vae_waited = threading.Event(), threading.Event()
+    calls = {"dit": 0, "vae": 0}
 
     def model(name: str, column: str):
         def run(batch):
             with guard:
                 busy[name] += 1
                 assert busy[name] == 1, f"{name} used by two threads at once"
-                events.append((name, "start", time.monotonic()))
-            time.sleep(0.2)
+                calls[name] += 1
+                first = calls[name] == 1
+            if name == "dit" and not first:
+                second_dit_started.set()
+            if name == "vae" and first:
+                # The first batch's VAE blocks until the second batch's DiT has started: they overlap,
+                # or this times out (a DiT waiting on the VAE's lock never starts).
+                first_vae_waited.set()
+                assert second_dit_started.wait(timeout=30), "the second DiT call never started while the first VAE ran"
             with guard:
                 busy[name] -= 1
-                events.append((name, "end", time.monotonic()))
             return {**batch, column: batch["key"]}
 
         return run
 
-    actor = object.__new__(DenoiseDecode)
-    actor.denoiser, actor.decoder = model("dit", "latents"), model("vae", "pixels")
-    actor.decode_batch_size, actor._vae_stream = 2, None
-    actor._dit_lock, actor._vae_lock = threading.Lock(), threading.Lock()
+    # Built by its own __init__, with stand-in models for the DiT and the VAE (on the CPU: no stream).
+    monkeypatch.setattr(generate, "Denoiser", lambda spec: model("dit", "latents"))
+    monkeypatch.setattr(generate, "Decoder", lambda spec: model("vae", "pixels"))
+    cpu = SimpleNamespace(device="cpu")
+    actor = DenoiseDecode(cast(DenoiseSpec, cpu), cast(DecodeSpec, cpu), decode_batch_size=2)
     batches = [{"key": np.array([f"b{n}-{i}" for i in range(3)], dtype=object)} for n in range(2)]
     results: list = [None, None]
-    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, actor(batches[n]))) for n in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors: list[BaseException] = []
+
+    def call(n: int) -> None:
+        try:
+            results[n] = actor(batches[n])
+        except BaseException as exc:  # noqa: B036 - re-raised in the test's thread below
+            errors.append(exc)
+
+    first = threading.Thread(target=call, args=(0,))
+    first.start()
+    assert first_vae_waited.wait(timeout=30), "the first batch never reached its VAE"
+    second = threading.Thread(target=call, args=(1,))
+    second.start()
+    for thread in (first, second):
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+    if errors:
+        raise errors[0]
     for n in range(2):
         assert results[n]["pixels"].tolist() == batches[n]["key"].tolist()  # decoded in chunks of 2, in order
-    vae_spans = [t for name, kind, t in events if name == "vae"]
-    dit_spans = [t for name, kind, t in events if name == "dit"]
-    # The second DiT call started before the first VAE call ended: they overlapped.
-    assert dit_spans[2] < vae_spans[1]
+    assert second_dit_started.is_set()  # the second DiT call started before the first VAE call ended

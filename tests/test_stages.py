@@ -5,13 +5,14 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import encode_spec
 
 from pixart_batch import schema as S
 from pixart_batch.buckets import aspect_ratio_table, read_model_geometry
 from pixart_batch.config import GenerationConfig
 from pixart_batch.plan import image_key, image_seed, plan_size
 from pixart_batch.prompts import PromptRecord
-from pixart_batch.spec import CleanSpec, EncodeSpec
+from pixart_batch.spec import CleanSpec
 from pixart_batch.store import EmbeddingStore, StoreIdentity, caption_key
 
 IDENTITY = StoreIdentity(encoder="x", d_model=32, settings={"model.max_sequence_length": 120, "model.clean_caption": True})
@@ -55,13 +56,6 @@ def test_missing_cleaning_dependency_is_refused(monkeypatch):
     with pytest.raises(UserError, match="ftfy"):
         clean.CaptionCleaner(CleanSpec(True, "PixArtAlphaPipeline"))
     clean.CaptionCleaner(CleanSpec(False, "PixArtAlphaPipeline"))  # cleaning off needs neither
-
-
-def encode_spec(tiny_model, max_len=120, dtype="float32", quantization="none") -> EncodeSpec:
-    from pixart_batch.config import ModelConfig
-    from pixart_batch.models import resolve_model
-
-    return EncodeSpec(resolve_model(ModelConfig(path=str(tiny_model))).source, dtype, "cpu", max_len, quantization)
 
 
 def _encode(tiny_model, captions, max_len=120):

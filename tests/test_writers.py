@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import dataset_images, tiny_config
+from helpers import dataset_images, tiny_config
 
 from pixart_batch.audit import verify
 from pixart_batch.config import with_overrides
