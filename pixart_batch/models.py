@@ -267,7 +267,7 @@ class Pretrained(Protocol):
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any: ...
 
 
-def _component_type(source: ModelSource, component: str) -> type[Pretrained]:
+def component_type(source: ModelSource, component: str) -> type[Pretrained]:
     """The class ``model_index.json`` declares for ``component`` (already checked against the allow-list)."""
     import importlib
 
@@ -286,7 +286,7 @@ def load_component(source: ModelSource, component: str, dtype: str = "float32", 
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # a "Loading weights" bar per model, per process
-    cls = _component_type(source, component)
+    cls = component_type(source, component)
     where = source.component(component).source
     if component in ("tokenizer", "scheduler"):
         return cls.from_pretrained(where, subfolder=component)

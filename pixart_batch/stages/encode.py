@@ -23,7 +23,7 @@ def load_text_encoder(spec: EncodeSpec):
     ``int8``: torchao weight-only int8 (CPU and GPU), applied after loading on the device.
     ``bnb-int8`` / ``bnb-nf4``: bitsandbytes through transformers' ``quantization_config`` (CUDA only).
     """
-    from ..models import _component_type, load_component, torch_dtype
+    from ..models import component_type, load_component, torch_dtype
 
     if spec.quantization == "none":
         return load_component(spec.model, "text_encoder", spec.dtype, spec.device)
@@ -46,7 +46,7 @@ def load_text_encoder(spec: EncodeSpec):
         )
     if spec.device != "cuda":
         raise UserError(f"stages.encode.quantization {spec.quantization}: bitsandbytes needs a GPU (set stages.encode.num_gpus)")
-    cls = _component_type(spec.model, "text_encoder")
+    cls = component_type(spec.model, "text_encoder")
     return cls.from_pretrained(
         spec.model.component("text_encoder").source,
         subfolder="text_encoder",
