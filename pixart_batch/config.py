@@ -17,11 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .executors.registry import AUTO
+from .executors.registry import EXECUTORS as EXECUTOR_CLASSES
 from .measured import DTYPE_BYTES, gpu_kinds
+from .output.formats import FORMATS
 
 DTYPES = tuple(DTYPE_BYTES)
 IMAGE_FORMATS = ("png", "jpeg", "webp")
-OUTPUT_FORMATS = ("parquet", "webdataset")
+OUTPUT_FORMATS = tuple(FORMATS)
+"""``output.format``: the registered output formats (:data:`pixart_batch.output.formats.FORMATS`)."""
 TINY_MODEL = "tiny"
 
 
@@ -340,7 +344,8 @@ class RayConfig:
             raise ConfigError(f"ray.num_cpus: must be >= 1, got {self.num_cpus}")
 
 
-EXECUTORS = ("auto", "ray", "local")
+EXECUTORS = (AUTO, *EXECUTOR_CLASSES)
+"""``ray.executor``: ``auto`` or a registered executor (:data:`pixart_batch.executors.EXECUTORS`)."""
 
 
 @dataclass(frozen=True)

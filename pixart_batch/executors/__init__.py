@@ -1,4 +1,4 @@
-"""The executors: a new one is one module here and one line in :data:`EXECUTORS`."""
+"""The executors: a new one is one module here and one line in :data:`.registry.EXECUTORS`."""
 
 from __future__ import annotations
 
@@ -6,19 +6,12 @@ import importlib
 import os
 from typing import TYPE_CHECKING
 
-from .base import Executor
+from .registry import AUTO, EXECUTORS
 
 if TYPE_CHECKING:
     from ..config import RunConfig
     from ..spec import RunSpec
-
-EXECUTORS = {
-    "ray": "pixart_batch.executors.ray:RayExecutor",
-    "local": "pixart_batch.executors.local:LocalExecutor",
-}
-"""``ray.executor`` → where its class is (imported only when chosen: the Ray one imports Ray)."""
-
-AUTO = "auto"
+    from .base import Executor
 
 
 def choose_executor(config: RunConfig, planned_images: int) -> str:
@@ -39,4 +32,4 @@ def make_executor(name: str, config: RunConfig, spec: RunSpec) -> Executor:
     return executor
 
 
-__all__ = ["AUTO", "EXECUTORS", "Executor", "choose_executor", "make_executor"]
+__all__ = ["AUTO", "EXECUTORS", "choose_executor", "make_executor"]
