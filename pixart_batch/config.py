@@ -288,7 +288,7 @@ class OutputConfig:
     by everything that changes an embedding."""
     format: str = "parquet"
     """Shard format under ``OUTPUT/data/``: ``parquet`` (default) or ``webdataset`` (tar shards;
-    :mod:`pixart_batch.writers`). Fixed for an output: a run in another format is refused."""
+    :mod:`pixart_batch.output.formats`). Fixed for an output: a run in another format is refused."""
 
     def __post_init__(self) -> None:
         if self.image_format not in IMAGE_FORMATS:
