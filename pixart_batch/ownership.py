@@ -39,7 +39,8 @@ LOCK_FILE = ".pixart-batch.lock"
 HEARTBEAT_S = 15.0
 STALE_AFTER_S = float(os.environ.get("PIXART_BATCH_LOCK_STALE_S", "90"))
 SETTLE_S = float(os.environ.get("PIXART_BATCH_LOCK_SETTLE_S", "2"))
-LEGACY_FILES = ("settings.json",)
+LEGACY_SETTINGS_FILE = "settings.json"
+"""What marks an output written before the marker existed (``output.layout.SETTINGS_FILE``)."""
 
 
 def _entries(location: Location) -> list[str]:
@@ -100,7 +101,7 @@ def _is_marker_temporary(name: str) -> bool:
 
 def _is_legacy_output(location: Location) -> bool:
     """An output written before the marker existed: a settings.json that pixart-batch wrote."""
-    path = location.join("settings.json")
+    path = location.join(LEGACY_SETTINGS_FILE)
     if not is_file(location, path):
         return False
     try:

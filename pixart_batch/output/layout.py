@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import schema as S
 from ..errors import OutputError, first_line
-from ..ownership import MARKER_FILE
+from ..ownership import LEGACY_SETTINGS_FILE, MARKER_FILE
 from ..storage import (
     Location,
     is_file,
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 FAILURES_DIR = "failures"
-SETTINGS_FILE = "settings.json"
+SETTINGS_FILE = LEGACY_SETTINGS_FILE  # the marker of outputs made before .pixart-batch existed, too
 PLAN_DIR = "plan"
 PLAN_POINTER_FILE = "plan.json"
 DRY_RUN_POINTER_FILE = "dry_run.json"
