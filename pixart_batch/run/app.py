@@ -111,9 +111,11 @@ def execute(plan: RunPlan, log: Callable[[str], None] = say) -> dict[str, Any]:
     lock = OutputLock(output.location, plan.run_id)
     hold(plan, output, lock, log)
     try:
-        return _phases(plan, output, make_executor(plan.executor, plan.config, plan.spec), log)
+        try:
+            return _phases(plan, output, make_executor(plan.executor, plan.config, plan.spec), log)
+        finally:
+            output.remove_work(plan.run_id)
     finally:
-        output.remove_work(plan.run_id)
         lock.release()
 
 
