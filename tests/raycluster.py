@@ -124,7 +124,18 @@ class NodePorts:
     @classmethod
     def pick(cls, ports: Ports) -> NodePorts:
         singles = [ports.one() for _ in range(6)]
-        return cls(*singles, *ports.block(WORKER_PORTS_PER_NODE))
+        node_manager, object_manager, agent_listen, agent_grpc, metrics_export, runtime_env_agent = singles
+        min_worker, max_worker = ports.block(WORKER_PORTS_PER_NODE)
+        return cls(
+            node_manager=node_manager,
+            object_manager=object_manager,
+            dashboard_agent_listen=agent_listen,
+            dashboard_agent_grpc=agent_grpc,
+            metrics_export=metrics_export,
+            runtime_env_agent=runtime_env_agent,
+            min_worker=min_worker,
+            max_worker=max_worker,
+        )
 
     def flags(self) -> list[str]:
         return [
@@ -266,12 +277,13 @@ class Cluster:
             if -1 in bound or time.monotonic() > deadline:
                 raise AssertionError(f"dashboard agents bound {sorted(bound)}, expected {sorted(wanted)}\n{self.log_tail()}")
             time.sleep(0.5)
+        timeout = max(deadline - time.monotonic(), 1)
         spec = {
             "address": self.address,
             "gcs": self.gcs_address,
             "nodes": len(self.nodes),
             "agent_ports": sorted(wanted),
-            "timeout": max(deadline - time.monotonic(), 1),
+            "timeout": timeout,
         }
         probe = subprocess.run(
             [sys.executable, "-c", _PROBE, json.dumps(spec)],
@@ -279,7 +291,7 @@ class Cluster:
             text=True,
             env=self.env,
             cwd=self.root,
-            timeout=spec["timeout"] + 120,
+            timeout=timeout + 120,
         )
         if probe.returncode != 0:
             raise AssertionError(f"cluster not ready:\n{probe.stdout[-2000:]}\n{probe.stderr[-3000:]}\n{self.log_tail()}")

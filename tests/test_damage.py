@@ -251,6 +251,7 @@ def test_object_store_lease_is_exclusive_until_stale(monkeypatch):
     with pytest.raises(OutputError, match=r"holds this output \(host .*, pid \d+, .*run run1"):
         ownership.OutputLock(location, "run2").acquire()
     first._stop.set()  # the holder dies: no more heartbeats
+    assert first._thread is not None
     first._thread.join()
     monkeypatch.setattr(ownership, "STALE_AFTER_S", 0.3)
     time.sleep(0.5)

@@ -91,7 +91,7 @@ def test_sigma_checkpoint_end_to_end_with_sigkill_and_resume(tmp_path):
     model = cached_tiny_checkpoint(0, family="sigma")
     prompts = tmp_path / "p.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
-    overrides = {"model.path": str(model), "output.store": str(tmp_path / "shared-store")}
+    overrides: dict[str, object] = {"model.path": str(model), "output.store": str(tmp_path / "shared-store")}
     overrides |= {f"output.{name}": 2 for name in ("rows_per_shard", "row_group_size", "store_rows_per_part")}
     overrides |= {f"stages.{stage}.batch_size": 2 for stage in ("encode", "denoise", "decode", "write")}
     config = recipe_file(tmp_path / "sigma.yaml", overrides)

@@ -229,13 +229,19 @@ def test_t5_tokenises_once_and_sub_batches_change_no_embedding(tiny_model, monke
 
     captions = ["", "x", "a cute cat " * 60, *[f"prompt {i} " + "a red cat " * (i % 30) for i in range(20)]]
     encoder = TextEncoder(_spec(tiny_model).encode_spec())
-    calls = []
+    calls: list[int] = []
     tokenizer = encoder.tokenizer
-    monkeypatch.setattr(
-        encoder,
-        "tokenizer",
-        type("Counting", (), {"__call__": lambda s, *a, **k: calls.append(1) or tokenizer(*a, **k), "pad": tokenizer.pad})(),
-    )
+
+    class Counting:
+        """The tokenizer, counting its calls."""
+
+        pad = tokenizer.pad
+
+        def __call__(self, *a, **k):
+            calls.append(1)
+            return tokenizer(*a, **k)
+
+    monkeypatch.setattr(encoder, "tokenizer", Counting())
     monkeypatch.setattr(encode, "CALL_COST_TOKENS", 8)  # cut into several sub-batches
     hidden, counts, truncated = encoder.encode(captions)
     assert len(calls) == 1

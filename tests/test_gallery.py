@@ -67,7 +67,14 @@ class Page(HTMLParser):
             self.texts[self._in][-1] += data
 
     def keys(self) -> list[str]:
-        return [a["data-key"] for tag, a in self.tags if tag == "figure" and a.get("data-key")]
+        return [key for tag, a in self.tags if tag == "figure" and (key := a.get("data-key"))]
+
+
+def _value(attributes: dict[str, str | None], name: str) -> str:
+    """The value of attribute ``name`` (which must be there, with a value)."""
+    value = attributes[name]
+    assert value is not None, f"{name} has no value"
+    return value
 
 
 def _shard_rows(output: Path, columns: list[str]) -> list[dict]:
@@ -421,7 +428,7 @@ def test_browser_text_filter(made, chromium, tmp_path):
     for query in ("lighthouse", "LIGHTHOUSE%20cliff"):
         dom = _browser(chromium, tmp_path, "--dump-dom", page.as_uri() + "#q=" + query)
         assert _body(dom).get("data-visible") == "2"
-        visible = [a["data-key"] for tag, a in Page(dom).tags if tag == "figure" and "hidden" not in a]
+        visible = [_value(a, "data-key") for tag, a in Page(dom).tags if tag == "figure" and "hidden" not in a]
         assert sorted(visible) == sorted(r["key"] for r in lighthouse)
     dom = _browser(chromium, tmp_path, "--dump-dom", page.as_uri() + "#q=no-such-words-anywhere")
     assert _body(dom).get("data-visible") == "0"

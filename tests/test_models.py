@@ -163,7 +163,7 @@ def test_sigma_family_and_store_separation(tiny_model):
 PROMPTS = ["a red fox in the snow", "a cute cat sitting on a chair, oil painting"]
 
 
-def _stage_images(spec: RunSpec, prompts, seeds, sizes, negative="") -> tuple[np.ndarray, list[str]]:
+def _stage_images(spec: RunSpec, prompts, seeds, sizes, negative="") -> tuple[list[np.ndarray], list[str]]:
     """Clean → encode → denoise → decode with pixart_batch's stages; ``sizes`` are (bucket_h, bucket_w, h, w)."""
     from pixart_batch.stages.clean import CaptionCleaner
     from pixart_batch.stages.decode import Decoder
@@ -328,10 +328,10 @@ def test_resize_back_is_exactly_diffusers_binning(tiny_model):
     for h in range(8, 400, 3):  # the correction fires exactly where diffusers' output has the wrong size
         for w in range(8, 400, 7):
             bh, bw = PixArtImageProcessor.classify_height_width_bin(h, w, ratios=table)
-            images = torch.rand(1, 3, bh, bw)
-            theirs = PixArtImageProcessor.resize_and_crop_tensor(images, w, h)
+            pixels = torch.rand(1, 3, bh, bw)
+            theirs = PixArtImageProcessor.resize_and_crop_tensor(pixels, w, h)
             assert diffusers_resize_is_whole(bh, bw, h, w) == (tuple(theirs.shape[-2:]) == (h, w)), (h, w)
-            ours = resize_back(images, h, w)
+            ours = resize_back(pixels, h, w)
             assert tuple(ours.shape[-2:]) == (h, w)
             if diffusers_resize_is_whole(bh, bw, h, w):
                 assert torch.equal(ours, theirs)

@@ -584,7 +584,7 @@ def test_messages_stay_on_one_line_with_newlines_in_values(tmp_path):
 # --------------------------------------------------------------------------- ids: stability and injectivity
 
 # Computed with the code before NUL characters were refused (existing datasets resume by these ids).
-FIXED_IDS = {
+FIXED_IDS: dict[str, list[tuple[str | dict[str, object], str | None]]] = {
     "b.txt": [
         ("a cat\n", "p51e4674156077982"),
         ("a red cube on a table --hw 64:96\n", "p8744689ad0fcfc61"),
@@ -684,7 +684,8 @@ def test_distinct_records_get_distinct_derived_ids(tmp_path):
     def text() -> str:
         return "".join(rng.choice(pieces) for _ in range(rng.randint(1, 5)))
 
-    rows, lines = [], []
+    rows: list[dict] = []
+    lines: list[str] = []
     while len(rows) < 400:
         prompt = text()
         try:
@@ -912,7 +913,7 @@ def test_parquet_changed_between_scan_and_staging_is_refused(tmp_path):
     path = tmp_path / "p.parquet"
     pq.write_table(pa.table({"prompt": [f"p {i}" for i in range(5000)]}), path, row_group_size=1000)
     scan = scan_prompts(path)
-    assert scan.fingerprint.bytes_read > 0
+    assert scan.fingerprint is not None and scan.fingerprint.bytes_read > 0
     assert len(list(iter_prompts(path, scan))) == 5000
     pq.write_table(pa.table({"prompt": [f"q {i}" for i in range(5000)]}), path, row_group_size=1000)
     expect_error(path, "", CHANGED, reader=lambda p: iter_prompts(p, scan))
@@ -936,7 +937,9 @@ def test_object_store_uri_fingerprint(tmp_path, monkeypatch):
     for name in ("p.txt", "p.parquet"):
         uri = f"s3://bucket/{name}"
         scan = scan_prompts(uri)
-        assert scan.fingerprint.mtime_ns is not None and scan.fingerprint.file_size > 0
+        fingerprint = scan.fingerprint
+        assert fingerprint is not None and fingerprint.mtime_ns is not None
+        assert fingerprint.file_size is not None and fingerprint.file_size > 0
         assert [r.prompt for r in iter_prompts(uri, scan)] == ["a cat", "a dog"]
     scan = scan_prompts("s3://bucket/p.txt")
     write(tmp_path, "p.txt", "a cat\na cow\n")  # same size: the modification time tells
@@ -944,6 +947,7 @@ def test_object_store_uri_fingerprint(tmp_path, monkeypatch):
     scan = scan_prompts("s3://bucket/p.txt")
     import os
 
+    assert scan.fingerprint is not None and scan.fingerprint.mtime_ns is not None
     os.utime(tmp_path / "p.txt", ns=(scan.fingerprint.mtime_ns + 10**9,) * 2)  # rewritten, same bytes
     message = expect_error("s3://bucket/p.txt", "", CHANGED, reader=lambda p: iter_prompts(p, scan))
     assert "its modification time differs from when it was checked" in message

@@ -29,7 +29,7 @@ PROMPTS = [
     "a bowl of fruit, oil painting",
     "a lighthouse in the rain",
 ]
-SMALL_COMMITS = {
+SMALL_COMMITS: dict[str, dict[str, object]] = {
     "output": {"store_rows_per_part": 2, "rows_per_shard": 2, "row_group_size": 2},
     "stages": {
         "encode": {"batch_size": 2},

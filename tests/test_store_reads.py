@@ -144,10 +144,10 @@ def test_sorted_replay_reads_at_most_twice_what_it_uses(tmp_path):
     attach = AttachEmbeddings(store.root, identity, store.index())
     read = used = 0
     for start in range(0, len(plan), 8):
-        chunk = plan[start : start + 8]
+        window = plan[start : start + 8]
         batch = {
-            S.CAPTION_KEY: np.array([key for _, key, _ in chunk], dtype=object),
-            S.NEGATIVE_KEY: np.array([caption_key("")] * len(chunk), dtype=object),
+            S.CAPTION_KEY: np.array([key for _, key, _ in window], dtype=object),
+            S.NEGATIVE_KEY: np.array([caption_key("")] * len(window), dtype=object),
         }
         out = attach(batch)
         read += int(out["_store_bytes_read"].sum())

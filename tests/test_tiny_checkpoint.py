@@ -1,7 +1,16 @@
 import hashlib
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
+
+
+class _BuildOptions(TypedDict, total=False):
+    """The string options of ``build_tiny_checkpoint``."""
+
+    family: str
+    scheduler: str
+    size: str
 
 
 def _digest(directory: Path) -> dict[str, str]:
@@ -116,7 +125,8 @@ def test_bad_build_options_are_refused(tmp_path):
     from pixart_batch.errors import UserError
     from pixart_batch.tiny import build_tiny_checkpoint
 
-    for options in ({"family": "gamma"}, {"scheduler": "heun"}, {"size": "huge"}):
+    bad: list[_BuildOptions] = [{"family": "gamma"}, {"scheduler": "heun"}, {"size": "huge"}]
+    for options in bad:
         with pytest.raises(UserError, match="must be one of"):
             build_tiny_checkpoint(tmp_path / "x", **options)
     assert not (tmp_path / "x").exists()
