@@ -17,6 +17,9 @@ from .source import Tally, decoded_lines, no_prompts, open_binary
 
 _PARQUET_BATCH_ROWS = 8192
 
+Reader = Callable[[str | os.PathLike[str], str, IdMaker, Tally], Iterator[Entry]]
+"""``reader(path, name, ids, tally)``: the records of one file, in order, each with whether its id was explicit."""
+
 
 def _iter_txt(path: str | os.PathLike[str], name: str, ids: IdMaker, tally: Tally) -> Iterator[Entry]:
     """Read a ``.txt`` file: one prompt per non-blank line, optional size flags."""
@@ -122,7 +125,7 @@ def _iter_parquet(path: str | os.PathLike[str], name: str, ids: IdMaker, tally: 
         fail(name, "no prompts (file has no rows)")
 
 
-READERS: dict[str, Callable[[str | os.PathLike[str], str, IdMaker, Tally], Iterator[Entry]]] = {
+READERS: dict[str, Reader] = {
     ".txt": _iter_txt,
     ".jsonl": _iter_jsonl,
     ".ndjson": _iter_jsonl,
