@@ -1,0 +1,94 @@
+"""Validation of the fields of a ``.jsonl`` object or table row into a record."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .flags import parse_prompt_line, parse_ratio
+from .ids import IdMaker, explicit_id
+from .records import MAX_SIDE, Entry, PromptRecord, digits_value, fail, no_nul, quote, too_large
+
+TABLE_COLUMNS = ("prompt", "id", "negative_prompt", "width", "height", "aspect_ratio")
+"""The columns (and ``.jsonl`` keys) a row may carry; others are ignored."""
+_INT_TEXT_RE = re.compile(r"\s*([0-9]+)(?:\.0*)?\s*")
+
+
+def _positive_int(value: Any, key: str, source: str) -> int:
+    """Convert a width/height value (int, integral float or digit text) to an int in 1..2**31-1."""
+    number: int | None = None
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and (match := _INT_TEXT_RE.fullmatch(value)):
+        number = digits_value(match[1])
+    if number is None or number <= 0:
+        shown = str(value) if isinstance(value, (str, int, float)) else f"a {type(value).__name__}"
+        fail(source, f"'{key}' must be a positive integer (got {quote(shown)})")
+    if number > MAX_SIDE:
+        too_large(f"'{key}'", str(value), source)
+    return number
+
+
+def record_from_fields(fields: dict[str, Any], source: str, ids: IdMaker) -> Entry:
+    """Build a record from a jsonl object or table row (``None`` values = not given).
+
+    Returns the record and whether its id was explicit.
+    """
+    raw_prompt = fields.get("prompt")
+    if raw_prompt is None:
+        fail(source, "'prompt' is missing or null")
+    if not isinstance(raw_prompt, str):
+        fail(source, f"'prompt' must be a string, not {type(raw_prompt).__name__}")
+    no_nul(raw_prompt, "'prompt'", source)
+    prompt, width, height, ratio = parse_prompt_line(raw_prompt, source)
+    key = raw_prompt.strip()
+
+    raw_width, raw_height = fields.get("width"), fields.get("height")
+    if (raw_width is None) != (raw_height is None):
+        given, missing = ("width", "height") if raw_height is None else ("height", "width")
+        fail(source, f"'{given}' given without '{missing}'; give both or neither")
+    if raw_width is not None:
+        if width is not None or ratio is not None:
+            fail(source, "size given twice: as a flag in the prompt and as 'width'/'height'")
+        width = _positive_int(raw_width, "width", source)
+        height = _positive_int(raw_height, "height", source)
+        key += f" --hw {height}:{width}"
+
+    raw_ratio = fields.get("aspect_ratio")
+    if raw_ratio is not None:
+        if width is not None or ratio is not None:
+            fail(source, "size given twice: 'aspect_ratio' together with a size flag or 'width'/'height'")
+        if not isinstance(raw_ratio, str):
+            fail(source, f"'aspect_ratio' must be a string 'h:w', not {type(raw_ratio).__name__}")
+        ratio = parse_ratio(raw_ratio, "'aspect_ratio'", source)
+        key += f" --ar {raw_ratio.strip()}"
+
+    negative = fields.get("negative_prompt")
+    if negative is not None:
+        if not isinstance(negative, str):
+            fail(source, f"'negative_prompt' must be a string, not {type(negative).__name__}")
+        no_nul(negative, "'negative_prompt'", source)
+        negative = negative.strip()
+        key += "\0" + negative
+
+    try:
+        key_bytes = key.encode("utf-8")
+    except UnicodeEncodeError:
+        fail(source, "text contains an unpaired surrogate escape (e.g. \\ud800); not valid Unicode")
+    raw_id = fields.get("id")
+    explicit = raw_id is not None
+    prompt_id = explicit_id(raw_id, source) if explicit else ids.derive(key_bytes)
+    return PromptRecord(prompt_id, prompt, negative, width, height, ratio, source), explicit
+
+
+def columns_or_fail(columns: list[str], source: str) -> None:
+    """Check a table header: a ``prompt`` column, no repeated known column."""
+    for column in TABLE_COLUMNS:
+        if columns.count(column) > 1:
+            fail(source, f"column {column!r} appears more than once")
+    if "prompt" not in columns:
+        fail(source, f"no 'prompt' column (columns: {', '.join(columns) or 'none'})")

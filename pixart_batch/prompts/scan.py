@@ -1,0 +1,137 @@
+"""Streaming passes over a prompt file: the validating scan (bounded memory), then the records."""
+
+from __future__ import annotations
+
+import os
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NoReturn
+
+from .ids import DERIVED_ID_RE, IdMaker, duplicate_id, id_digest
+from .readers import read_entries
+from .records import Entry, PromptRecord
+from .source import PromptFingerprint, Tally
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+@dataclass(frozen=True)
+class PromptScan:
+    """What a first, validating pass over a prompt file learned (see :func:`scan_prompts`)."""
+
+    path: str
+    count: int
+    """Prompts in the file."""
+    repeated: frozenset[int]
+    """Content digests of lines/rows without an explicit id that occur more than once."""
+    fingerprint: PromptFingerprint | None = None
+    """The bytes the scan read; :func:`iter_prompts` refuses a file that no longer has them
+    (``None``: not checked)."""
+    largest_side: tuple[int, str] | None = None
+    """The largest requested width or height (``--hw`` / width / height) and where it is, so sizes
+    beyond the model's limit are refused before anything starts (``None``: no size requested)."""
+
+
+def scan_prompts(path: str | os.PathLike[str]) -> PromptScan:
+    """Validate every prompt of ``path`` and check that ids are unique, in bounded memory.
+
+    Streams the file once, keeping 8 bytes per prompt (content digests and explicit-id
+    digests in compact arrays) instead of the prompts themselves; a duplicate is then
+    located by a second, targeted pass so the error can name both lines. The scan's
+    ``fingerprint`` says which bytes were validated.
+
+    Raises:
+        PromptFileError: for anything that makes the file unusable (including a path that
+            is not a regular file), or an id that occurs twice (an explicit id repeated,
+            or a derived id equal to an explicit one).
+    """
+    import numpy as np
+
+    name = os.fsdecode(path)
+    tally = Tally(name)
+    ids = IdMaker()
+    explicit = array("Q")
+    lookalikes: list[str] = []  # explicit ids shaped like derived ones (could collide)
+    count = 0
+    largest: tuple[int, str] | None = None
+    for record, is_explicit in read_entries(path, ids, tally):
+        count += 1
+        side = max(record.width or 0, record.height or 0)
+        if side and (largest is None or side > largest[0]):
+            largest = (side, record.source)
+        if is_explicit:
+            explicit.append(id_digest(record.prompt_id))
+            if DERIVED_ID_RE.fullmatch(record.prompt_id):
+                lookalikes.append(record.prompt_id)
+    digests = np.frombuffer(ids.digests, dtype=np.uint64) if len(ids.digests) else np.zeros(0, np.uint64)
+    values, counts = np.unique(digests, return_counts=True)
+    repeated = frozenset(int(v) for v in values[counts > 1])
+    clash = bool(lookalikes) and _derived_clash(lookalikes, values, counts)
+    explicit_counts = np.unique(np.frombuffer(explicit, dtype=np.uint64), return_counts=True)[1] if len(explicit) else None
+    if clash or (explicit_counts is not None and (explicit_counts > 1).any()):
+        _raise_duplicate(path, repeated, tally.fingerprint())
+    return PromptScan(name, count, repeated, tally.fingerprint(), largest)
+
+
+def _derived_clash(lookalikes: list[str], values: np.ndarray, counts: np.ndarray) -> bool:
+    """Whether an explicit id equals an id derived for some other line."""
+    import numpy as np
+
+    for prompt_id in lookalikes:
+        match = DERIVED_ID_RE.fullmatch(prompt_id)
+        assert match is not None  # lookalikes are the explicit ids that match DERIVED_ID_RE
+        digest, occurrence = int(match[1], 16), int(match[2] or 0)
+        position = np.searchsorted(values, np.uint64(digest))
+        if position < len(values) and int(values[position]) == digest and occurrence < int(counts[position]):
+            return True
+    return False
+
+
+def _raise_duplicate(path: str | os.PathLike[str], repeated: frozenset[int], fingerprint: PromptFingerprint) -> NoReturn:
+    """Find the first id that repeats (second pass, exact) and raise the error naming both lines."""
+    name = os.fsdecode(path)
+    tally = Tally(name, fingerprint)
+    first: dict[str, tuple[PromptRecord, bool]] = {}
+    for record, explicit in read_entries(path, IdMaker(repeated), tally):
+        earlier = first.setdefault(record.prompt_id, (record, explicit))
+        if earlier[0] is not record:
+            duplicate_id(name, record, explicit, *earlier)
+    tally.verify()  # not found again: the file changed since the first pass
+    raise AssertionError("a duplicate id was detected but not found again")  # pragma: no cover
+
+
+def iter_prompts(path: str | os.PathLike[str], scan: PromptScan | None = None) -> Iterator[PromptRecord]:
+    """Stream the prompts of ``path`` in file order, with their final ids.
+
+    Pass the :class:`PromptScan` of :func:`scan_prompts` (which validates the whole
+    file and checks ids); without one the file is scanned first. Memory stays bounded
+    either way: records are yielded one at a time.
+
+    The bytes read must be the ones the scan read (its ``fingerprint``): a file whose
+    size differs is refused before the first record, one that grows as soon as the read
+    passes the scanned length, and any other change when the pass ends, after the
+    records read so far were handed out (so a caller that stages them must discard
+    what it staged when this raises).
+
+    Raises:
+        PromptFileError: for anything that makes the file unusable, or
+            ``"<path>: the prompt file changed while the run was starting (...)"``.
+    """
+    if scan is None:
+        scan = scan_prompts(path)
+    tally = Tally(os.fsdecode(path), scan.fingerprint)
+    return _checked_records(read_entries(path, IdMaker(scan.repeated), tally), tally)
+
+
+def _checked_records(entries: Iterator[Entry], tally: Tally) -> Iterator[PromptRecord]:
+    """The records of ``entries``, then the check that the pass read the scanned bytes."""
+    for record, _ in entries:
+        yield record
+    tally.verify()
+
+
+def read_prompts(path: str | os.PathLike[str]) -> list[PromptRecord]:
+    """Every prompt of ``path`` as a list (:func:`scan_prompts` + :func:`iter_prompts`)."""
+    return list(iter_prompts(path, scan_prompts(path)))
