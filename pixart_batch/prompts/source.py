@@ -146,7 +146,7 @@ def open_binary(path: str | os.PathLike[str], tally: Tally, seekable: bool = Fal
     blocks); ``s3://``, ``gs://`` and other URIs go through ``pyarrow.fs`` (credentials from the usual
     environment), streamed. Every byte read goes through ``tally``.
     """
-    from pixart_batch.storage import NotRegularFileError, is_uri, locate_file, open_regular
+    from pixart_batch.inputs import NotRegularFileError, is_uri, locate_file, open_regular
 
     name = os.fsdecode(path)
     remote = is_uri(name)
