@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import schema as S
+from .batches import concat
 from .storage import Location, list_files, locate, read_bytes, write_bytes_atomic
 
 if TYPE_CHECKING:
@@ -424,7 +425,7 @@ class StoreWriter:
         if not present:
             return StoreWriteResult()
         store = EmbeddingStore(self.root, self.identity)
-        batch = {name: np.concatenate([b[name] for b in present]) for name in present[0]}
+        batch = concat(present)
         total = len(batch[S.CAPTION_KEY])
         for start in range(0, total, self.rows_per_part):
             part = {name: batch[name][start : start + self.rows_per_part].tolist() for name in S.STORE_COLUMNS}

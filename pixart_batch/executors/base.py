@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import schema as S
+from ..batches import Batch
 from ..errors import SystemicFailure
 
 if TYPE_CHECKING:
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
     from ..output.writers import ImageWriter, ImageWriteResult, PlanWriter
     from ..spec import CleanSpec, RunSpec
     from ..store import EmbeddingStore, StoreWriter
-
-Batch = dict[str, np.ndarray]
 
 
 # --------------------------------------------------------------------------- what the phases pass on

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import schema as S
+from ..batches import Batch, chunks, concat, rows, take
 from ..errors import UserError
 from ..progress import Progress
 from ..stages import stage_class
 from .base import (
-    Batch,
     Cleaned,
     Executor,
     FailureCounter,
@@ -44,19 +44,6 @@ if TYPE_CHECKING:
     from ..output.formats import OutputFormat
     from ..output.writers import ImageWriter, ImageWriteResult, PlanWriter
     from ..store import EmbeddingStore, StoreWriter
-
-
-def take(batch: Batch, rows: np.ndarray | slice) -> Batch:
-    return {name: column[rows] for name, column in batch.items()}
-
-
-def rows(batch: Batch) -> int:
-    return len(next(iter(batch.values()))) if batch else 0
-
-
-def chunks(batch: Batch, size: int) -> Iterator[Batch]:
-    for start in range(0, rows(batch), size):
-        yield take(batch, slice(start, start + size))
 
 
 def release_gpu_memory(num_gpus: float) -> None:
@@ -169,7 +156,7 @@ class LocalExecutor(Executor):
             for batch in batches():
                 pending.append(batch)
                 while sum(rows(b) for b in pending) >= per_shard:
-                    whole = {name: np.concatenate([b[name] for b in pending]) for name in pending[0]}
+                    whole = concat(pending)
                     yield [take(whole, slice(0, per_shard))]
                     rest = take(whole, slice(per_shard, None))
                     pending = [rest] if rows(rest) else []

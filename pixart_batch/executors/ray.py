@@ -29,11 +29,11 @@ import ray
 from ray.data import Datasink
 
 from .. import schema as S
+from ..batches import Batch
 from ..errors import UserError
 from ..progress import Poller, Progress, say
 from ..stages import stage_class
 from .base import (
-    Batch,
     Cleaned,
     Executor,
     FailureCounter,

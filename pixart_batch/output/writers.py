@@ -14,9 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .. import schema as S
+from ..batches import Batch, concat, rows
 from .layout import OutputDataset
 
 if TYPE_CHECKING:
@@ -24,21 +23,11 @@ if TYPE_CHECKING:
 
     from .formats import ShardWriter
 
-Batch = dict[str, np.ndarray]
-
 
 def log(message: str) -> None:
     """Per-shard and per-failure lines: INFO on the package's logger (shown with ``--verbose``);
     the console's progress line carries the counts."""
     logging.getLogger("pixart_batch").info(message)
-
-
-def rows(batch: Batch) -> int:
-    return len(next(iter(batch.values()))) if batch else 0
-
-
-def concat(batches: list[Batch]) -> Batch:
-    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
 
 
 class _Summable:

@@ -20,13 +20,10 @@ from typing import Any
 import numpy as np
 
 from .. import schema as S
+from ..batches import take
 from ..spec import DecodeSpec, DenoiseSpec
 from .decode import Decoder
 from .denoise import Denoiser
-
-
-def _take(batch: dict[str, np.ndarray], rows: slice) -> dict[str, np.ndarray]:
-    return {name: column[rows] for name, column in batch.items()}
 
 
 class DenoiseDecode:
@@ -56,7 +53,7 @@ class DenoiseDecode:
             with stream:
                 size = len(batch[S.KEY])
                 parts = [
-                    self.decoder(_take(batch, slice(i, i + self.decode_batch_size)))
+                    self.decoder(take(batch, slice(i, i + self.decode_batch_size)))
                     for i in range(0, size, self.decode_batch_size)
                 ]
             if self._vae_stream is not None:
