@@ -28,7 +28,7 @@ def test_every_actor_gets_a_whole_card(cards):
     for result in results:
         assert len(result["served"]) == cards * 8  # every batch was served: no actor waited forever
         gpus_of: dict[int, set[str]] = defaultdict(set)
-        for pid, gpus in result["served"]:
+        for pid, gpus in result["served"] + result["started"]:
             gpus_of[pid].add(gpus)
         for pid, gpus in gpus_of.items():
             assert len(gpus) == 1 and len(next(iter(gpus)).split(",")) == 1, (pid, gpus)  # one whole card, always the same
@@ -36,6 +36,7 @@ def test_every_actor_gets_a_whole_card(cards):
         assert len(cards_used) == len(set(cards_used)), result  # no card shared by two actors
         if result["layout"] == "fixed":
             assert len(gpus_of) == cards, result  # all of them started
+            assert {pid for pid, _ in result["served"]} <= {pid for pid, _ in result["started"]}
 
 
 def test_colocated_pool_takes_the_denoise_resources_and_two_batches_per_gpu_actor():
