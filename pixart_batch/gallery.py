@@ -41,9 +41,9 @@ from . import schema as S
 from .errors import OutputError, UserError
 from .output import open_output
 from .output.formats import OutputFormat
+from .output.layout import GALLERY_DIR
 from .storage import Location, is_symlink, list_files, remove_temporaries, write_bytes_atomic
 
-GALLERY_DIR = "gallery"
 THUMBS_DIR = "thumbs"
 DEFAULT_PER_BUCKET = 48
 DEFAULT_MAX_IMAGES = 2000

@@ -93,6 +93,11 @@ def _check_ours(location: Location) -> bool:
     )
 
 
+def is_output(location: Location) -> bool:
+    """Whether ``location`` is a pixart-batch output (its marker, or a settings.json an older version wrote)."""
+    return is_file(location, location.join(MARKER_FILE)) or _is_legacy_output(location)
+
+
 def _is_marker_temporary(name: str) -> bool:
     import re
 

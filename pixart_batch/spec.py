@@ -238,13 +238,14 @@ class RunSpec:
         """Resolve the checkpoint (one-line errors for a missing or unsafe one) and derive the spec.
         ``weights`` False: from the checkpoint's configs only (``pixart-batch plan``; nothing loads)."""
         model = resolve_model(config.model, weights)
+        geometry = read_model_geometry(
+            model.local_dir, {name: model.checkpoint_of(name).local_dir / name for name in ("transformer", "vae", "text_encoder")}
+        )
+        aspect_ratio_table(geometry.sample_size)  # a sample size without bins is refused here, before anything is written
         return cls(
             config=config,
             model=model,
-            geometry=read_model_geometry(
-                model.local_dir,
-                {name: model.checkpoint_of(name).local_dir / name for name in ("transformer", "vae", "text_encoder")},
-            ),
+            geometry=geometry,
             max_sequence_length=config.model.max_sequence_length or model.family.max_sequence_length,
             scheduler_class=scheduler_class_for(config.generation.scheduler, model.shipped_scheduler),
         )

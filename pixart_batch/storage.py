@@ -270,20 +270,42 @@ class ParquetStreamWriter:
             self.abort()
 
 
+NESTED_ROOT_FILES = (".pixart-batch", "store.json")
+"""Files that make their folder someone else's: another output's marker (``ownership.MARKER_FILE``), an
+output's store pointer or an embedding store's identity. A folder below the one listed that holds one is
+another output or store nested there: :func:`list_files` never lists its files, so nothing this tool does
+to what it lists (quarantine, reading shards or parts) reaches them."""
+
+
 def list_files(loc: Location, path: str, suffix: str = "", recursive: bool = True) -> list[str]:
-    """Committed files under ``path`` (sorted), skipping temporaries and hidden names; locally, no
-    symbolic link is followed."""
-    found = []
+    """Committed files under ``path`` (sorted), skipping temporaries, hidden names and the files of
+    outputs or stores nested below ``path`` (:data:`NESTED_ROOT_FILES`); locally, no symbolic link is
+    followed."""
+    found, nested = [], []
     for file_path, _ in _walk_files(loc, path):
+        relative = posixpath.relpath(file_path, path)
+        if "/" in relative and posixpath.basename(relative) in NESTED_ROOT_FILES:
+            nested.append(posixpath.dirname(file_path) + "/")
         if not file_path.endswith(suffix):
             continue
-        relative = posixpath.relpath(file_path, path)
         if not recursive and "/" in relative:
             continue
         if any(part.startswith((".", "_")) for part in relative.split("/")):
             continue
         found.append(file_path)
-    return sorted(found)
+    return sorted(file for file in found if not file.startswith(tuple(nested)))
+
+
+def nested_roots(loc: Location, path: str) -> list[str]:
+    """Folders below ``path`` that hold another output or store (:data:`NESTED_ROOT_FILES`), outermost only."""
+    roots = sorted(
+        {
+            posixpath.dirname(file_path)
+            for file_path, _ in _walk_files(loc, path)
+            if "/" in posixpath.relpath(file_path, path) and posixpath.basename(file_path) in NESTED_ROOT_FILES
+        }
+    )
+    return [root for root in roots if not any(root.startswith(other + "/") for other in roots)]
 
 
 def remove_temporaries(loc: Location, path: str, older_than_s: float = 0.0) -> int:

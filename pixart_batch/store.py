@@ -42,6 +42,8 @@ MAX_ROW_GROUP_ROWS = 64
 CACHE_BYTES = 256 * 1024 * 1024
 """Decoded row groups each process keeps (least recently used out first): neighbouring lookups of a
 plan sorted by caption key, and the shared negative prompt, are read from storage once."""
+IDENTITY_FILE = "store.json"
+"""``ROOT/<store_key>/store.json``: the store's identity (what makes its folder a store)."""
 LOOKUP_COLUMNS = (S.CAPTION_KEY, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)
 
 
@@ -78,7 +80,7 @@ class EmbeddingStore:
 
     def open(self) -> EmbeddingStore:
         """Create the store (or check an existing one has the same identity)."""
-        meta = self.location.join("store.json")
+        meta = self.location.join(IDENTITY_FILE)
         wanted = json.dumps(self.identity.as_dict(), sort_keys=True, indent=2)
         try:
             found = read_bytes(self.location, meta).decode()

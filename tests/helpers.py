@@ -73,3 +73,14 @@ def encode_spec(tiny_model, max_len=120, dtype="float32", quantization="none") -
     from pixart_batch.models import resolve_model
 
     return EncodeSpec(resolve_model(ModelConfig(path=str(tiny_model))).source, dtype, "cpu", max_len, quantization)
+
+
+def hold_a_shard(output: Path) -> Path:
+    """A committed (if tiny) Parquet shard in ``output``: the settings guard then protects it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = output / "data" / "run0" / "0000" / "train-run0-00000-0000.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"key": ["k"]}), path)
+    return path

@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from helpers import hold_a_shard
 
 from pixart_batch import schema as S
 from pixart_batch.config import ConfigError, DenoiseStageConfig, GenerationConfig, ModelConfig, RunConfig, StagesConfig
@@ -156,6 +157,8 @@ def test_fast_modes_enter_the_settings_guard_and_every_row(tiny_model, tmp_path)
     assert cached.row_constants()[S.FAST_MODE] == "pab(interval=2)"
     output = OutputDataset(str(tmp_path / "out"))
     output.write_json(SETTINGS_FILE, exact.settings())
+    assert "holds no images yet" in (check_settings(output, cached.settings()) or "")  # nothing to protect yet
+    hold_a_shard(tmp_path / "out")
     with pytest.raises(OutputError, match="setting 'stages.denoise.step_cache' is \"pab\"") as info:
         check_settings(output, cached.settings())
     assert "\n" not in str(info.value)
@@ -295,6 +298,7 @@ def test_an_output_made_before_a_setting_existed_resumes_at_its_default(tmp_path
     now = {"generation.seed": 0, "stages.denoise.step_cache": "none", "stages.denoise.fp8": False}
     old = {"generation.seed": 0}
     (tmp_path / "settings.json").write_text(json.dumps(old))
+    hold_a_shard(tmp_path)
     output = OutputDataset(str(tmp_path))
     check_settings(output, now)
     with pytest.raises(OutputError, match="setting 'stages.denoise.step_cache' is \"pab\""):

@@ -43,15 +43,35 @@ def shard_settings(output: OutputDataset) -> dict[str, Any] | None:
     return found
 
 
-def check_settings(output: OutputDataset, settings: dict[str, Any]) -> None:
-    """Refuse a run whose settings would change images already in ``output`` (one line naming the setting)."""
-    from ..spec import GROWABLE_SETTINGS, default_of, leaf_fields
+def check_settings(output: OutputDataset, settings: dict[str, Any]) -> str | None:
+    """Refuse a run whose settings would change images already in ``output`` (one line naming the setting).
 
+    The guard protects images: while the output holds no shard, a run with other settings takes it over;
+    returns the line that says so (None when nothing changes hands)."""
     recorded = output.read_settings()
     if recorded is None:
         recorded = shard_settings(output)
     if recorded is None:
-        return
+        return None
+    change = changed_setting(recorded, settings)
+    if change is None:
+        return None
+    name, before, now = change
+    if not output.format_on_disk().shard_files():
+        return (
+            f"{output.uri} holds no images yet: this run's settings replace its earlier ones "
+            f"(setting '{name}' was {json.dumps(before)}, now {json.dumps(now)})"
+        )
+    raise OutputError(
+        f"{output.uri}: setting '{name}' is {json.dumps(now)} but this output was generated with {json.dumps(before)}; "
+        "re-run with the same setting, or write to a new output"
+    )
+
+
+def changed_setting(recorded: dict[str, Any], settings: dict[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first setting (by name) that would change the images ``recorded`` made: ``(name, before, now)``."""
+    from ..spec import GROWABLE_SETTINGS, default_of, leaf_fields
+
     for name in sorted(set(recorded) | set(settings)):
         before, now = recorded.get(name, SETTING_DEFAULTS.get(name)), settings.get(name)
         if before == now:
@@ -60,7 +80,5 @@ def check_settings(output: OutputDataset, settings: dict[str, Any]) -> None:
             continue
         if name not in recorded and name in leaf_fields() and now == default_of(name):
             continue  # a setting added after this output was made, at its default: the images it made
-        raise OutputError(
-            f"{output.uri}: setting '{name}' is {json.dumps(now)} but this output was generated with {json.dumps(before)}; "
-            "re-run with the same setting, or write to a new output"
-        )
+        return name, before, now
+    return None

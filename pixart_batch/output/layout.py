@@ -12,6 +12,8 @@ Layout::
     OUTPUT/failures/failures-<run>-*.parquet     images that kept failing: key and error message
     OUTPUT/run_config.json                       the resolved config of the latest run
     OUTPUT/run_report.json                       counts per stage and bucket, times, images/s
+    OUTPUT/dry_run_report.json                   the report of the latest dry run (the real run's stays)
+    OUTPUT/gallery/                              ``pixart-batch gallery``'s pages
     OUTPUT/embeddings/                           the embedding store (unless configured elsewhere)
 
 Every file is committed atomically (:mod:`pixart_batch.storage`), so a crash never leaves a
@@ -53,7 +55,12 @@ DRY_RUN_POINTER_FILE = "dry_run.json"
 QUARANTINE_DIR = "quarantine"
 WORK_DIR = ".work"
 STORE_POINTER_FILE = "store.json"
+STORE_DIR = "embeddings"
+"""The embedding store's root when none is configured (``OUTPUT/embeddings``)."""
+GALLERY_DIR = "gallery"
 REPORT_FILE = "run_report.json"
+DRY_RUN_REPORT_FILE = "dry_run_report.json"
+"""A dry run's report: beside the real run's, which it leaves alone."""
 CONFIG_FILE = "run_config.json"
 CARD_FILE = "README.md"
 FORMAT_SETTING = "output.format"

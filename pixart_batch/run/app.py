@@ -29,13 +29,15 @@ from ..fast import check_fast_modes
 from ..output import OutputDataset
 from ..output.card import write_card
 from ..output.guard import check_settings
-from ..output.layout import CONFIG_FILE, REPORT_FILE, SETTINGS_FILE, STORE_POINTER_FILE
+from ..output.layout import CONFIG_FILE, DRY_RUN_REPORT_FILE, REPORT_FILE, SETTINGS_FILE, STORE_DIR, STORE_POINTER_FILE
+from ..output.relations import check_relations
 from ..output.staging import stage_prompts
 from ..output.writers import ImageWriter, PlanWriter
 from ..ownership import OutputLock, check_ours, write_marker
 from ..progress import say
 from ..prompts import scan_prompts
 from ..spec import RunSpec
+from ..storage import nested_roots
 from ..store import EmbeddingStore, StoreIdentity, StoreWriter
 from .checks import check_quantization, check_sizes
 from .report import RunReport, summary
@@ -77,6 +79,8 @@ def plan_run(config: RunConfig, prompts: str, output: str, encode_only: bool = F
     spec = RunSpec.build(config)
     check_sizes(spec, scan)
     target = OutputDataset(output, config.output.format)
+    store_root = config.output.store or target.location.child(STORE_DIR).uri
+    check_relations(target.uri, store_root, scan.path, checkpoint_folders(spec))
     check_ours(target.location)
     target.validate_metadata()
     check_settings(target, spec.settings())
@@ -88,13 +92,19 @@ def plan_run(config: RunConfig, prompts: str, output: str, encode_only: bool = F
         scan=scan,
         identity=spec.store_identity(),
         output_uri=target.uri,
-        store_root=config.output.store or target.location.uri.rstrip("/") + "/embeddings",
+        store_root=store_root,
         executor=executor,
         run_id=time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + uuid.uuid4().hex[:6],
         started=started,
         encode_only=encode_only,
         dry_run=dry_run,
     )
+
+
+def checkpoint_folders(spec: RunSpec) -> list[str]:
+    """The local folders the run reads its model from (the checkpoint's, and any ``model.components_from``)."""
+    model = spec.model
+    return sorted({str(model.local_dir)} | ({str(model.base.local_dir)} if model.base is not None else set()))
 
 
 def run_generate(
@@ -134,7 +144,9 @@ def hold(plan: RunPlan, output: OutputDataset, lock: OutputLock, log: Callable[[
             write_marker(output.location)
         except OSError as exc:
             raise OutputError(f"{output.uri}: output is not writable ({exc.strerror or exc})") from None
-        check_settings(output, plan.spec.settings())
+        took_over = check_settings(output, plan.spec.settings())
+        if took_over:
+            log(took_over)
         output.check_writable()
     except BaseException:
         lock.release()
@@ -194,8 +206,11 @@ def _phases(plan: RunPlan, output: OutputDataset, executor: Executor, log: Calla
 
     # -- the report
     final = report.close(time.time() - plan.started)
-    output.write_json(REPORT_FILE, final)
-    output.write_json(CONFIG_FILE, json.loads(config_json(config)))
+    if plan.dry_run:  # beside the real run's report and config, which stay as they were
+        output.write_json(DRY_RUN_REPORT_FILE, final)
+    else:
+        output.write_json(REPORT_FILE, final)
+        output.write_json(CONFIG_FILE, json.loads(config_json(config)))
     log(summary(final, output.uri))
     return final
 
@@ -242,3 +257,8 @@ def set_aside_damaged(
         target = output.quarantine(item, run_id, location)
         report.quarantined.append({"file": item.path, "reason": item.reason, "moved_to": target})
         log(f"damaged file set aside: {item.path} ({item.reason}) -> {target}")
+    # Another output or store nested where this one keeps its files: never read, moved or counted as ours.
+    for location, path in ((output.location, output.data_path()), (store.location, store.location.join("parts"))):
+        for root in nested_roots(location, path):
+            report.left_alone.append(root)
+            log(f"left alone: {root} holds another pixart-batch output or store; move it out of {path}")

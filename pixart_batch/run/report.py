@@ -22,6 +22,8 @@ class RunReport:
     captions_empty: int = 0
     temporaries_removed: int = 0
     quarantined: list[dict[str, str]] = field(default_factory=list)
+    left_alone: list[str] = field(default_factory=list)
+    """Folders inside the output's shards or store parts that hold another output or store: not touched."""
     dry_run: bool = False
     executor: str = ""
     buckets: dict[str, int] = field(default_factory=dict)
