@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CheckpointError, UserError
+from .errors import CheckpointError, UserError, first_line
 
 
 @dataclass(frozen=True)
@@ -59,17 +59,47 @@ def read_model_geometry(model_dir: str | Path, folders: dict[str, Path] | None =
     """
     root = Path(model_dir)
     where = {name: (folders or {}).get(name, root / name) for name in ("transformer", "vae", "text_encoder")}
-    try:
-        transformer = json.loads((where["transformer"] / "config.json").read_text())
-        vae = json.loads((where["vae"] / "config.json").read_text())
-        text_encoder = json.loads((where["text_encoder"] / "config.json").read_text())
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{root}: not a PixArt checkpoint (missing {exc.filename})") from None
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{root}: unreadable checkpoint config ({exc})") from None
-    return ModelGeometry(
-        sample_size=int(transformer["sample_size"]),
-        vae_scale_factor=2 ** (len(vae.get("block_out_channels", [0, 0, 0, 0])) - 1),
-        latent_channels=int(transformer.get("in_channels", 4)),
-        text_dim=int(text_encoder["d_model"]),
+    configs = {name: _read_config(root, folder / "config.json") for name, folder in where.items()}
+    transformer, vae, text_encoder = configs["transformer"], configs["vae"], configs["text_encoder"]
+    blocks = vae.get("block_out_channels", [0, 0, 0, 0])
+    if not isinstance(blocks, list) or not blocks:
+        raise CheckpointError(f"{where['vae'] / 'config.json'}: 'block_out_channels' is {json.dumps(blocks)}, expected a list")
+    geometry = ModelGeometry(
+        sample_size=_positive(transformer, "sample_size", where["transformer"]),
+        vae_scale_factor=2 ** (len(blocks) - 1),
+        latent_channels=_positive(transformer, "in_channels", where["transformer"], default=4),
+        text_dim=_positive(text_encoder, "d_model", where["text_encoder"]),
     )
+    # Components that must agree (model.components_from can pair any two checkpoints).
+    pairs = [
+        ("transformer", "caption_channels", geometry.text_dim, "text_encoder", "d_model"),
+        ("transformer", "in_channels", _positive(vae, "latent_channels", where["vae"], default=4), "vae", "latent_channels"),
+    ]
+    for name, key, other, other_name, other_key in pairs:
+        value = configs[name].get(key, other)
+        if value != other:
+            raise CheckpointError(
+                f"{where[name] / 'config.json'}: '{key}' is {json.dumps(value)} but the {other_name}'s '{other_key}' is "
+                f"{other} ({where[other_name] / 'config.json'}); these components do not fit together"
+            )
+    return geometry
+
+
+def _read_config(root: Path, path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{root}: not a PixArt checkpoint (missing {path})") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint config ({first_line(exc)})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, found a JSON {type(data).__name__}")
+    return data
+
+
+def _positive(config: dict, key: str, folder: Path, default: int | None = None) -> int:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        found = "missing" if value is None else f"{json.dumps(value)}"
+        raise CheckpointError(f"{folder / 'config.json'}: '{key}' is {found}, expected a positive integer")
+    return value

@@ -242,6 +242,10 @@ class RunSpec:
             model.local_dir, {name: model.checkpoint_of(name).local_dir / name for name in ("transformer", "vae", "text_encoder")}
         )
         aspect_ratio_table(geometry.sample_size)  # a sample size without bins is refused here, before anything is written
+        if weights:
+            from .weights import check_weights
+
+            check_weights(model)  # weights that would fail to load in an actor, minutes later
         return cls(
             config=config,
             model=model,
