@@ -78,19 +78,28 @@ class EmbeddingStore:
     def uri(self) -> str:
         return self.location.uri
 
-    def open(self) -> EmbeddingStore:
-        """Create the store (or check an existing one has the same identity)."""
+    def check(self) -> bool:
+        """Whether the store exists; refuses one whose identity does not match its key. Writes nothing."""
         meta = self.location.join(IDENTITY_FILE)
-        wanted = json.dumps(self.identity.as_dict(), sort_keys=True, indent=2)
         try:
             found = read_bytes(self.location, meta).decode()
         except (FileNotFoundError, OSError):
-            write_bytes_atomic(self.location, meta, wanted.encode())
-            return self
-        if json.loads(found) != json.loads(wanted):
+            return False
+        try:
+            same = json.loads(found) == self.identity.as_dict()
+        except ValueError:
+            same = False
+        if not same:
             from .errors import OutputError
 
             raise OutputError(f"{meta}: embedding store identity does not match its key; the store is damaged")
+        return True
+
+    def open(self) -> EmbeddingStore:
+        """Create the store (or check an existing one has the same identity)."""
+        if not self.check():
+            wanted = json.dumps(self.identity.as_dict(), sort_keys=True, indent=2)
+            write_bytes_atomic(self.location, self.location.join(IDENTITY_FILE), wanted.encode())
         return self
 
     def remove_temporaries(self) -> int:

@@ -277,3 +277,21 @@ def test_a_dry_run_writes_its_own_report(made, tmp_path, capsys):
     assert code == 0, err
     assert (copy / "run_report.json").read_bytes() == report and (copy / "run_config.json").read_bytes() == config
     assert json.loads((copy / "dry_run_report.json").read_text())["dry_run"] is True
+
+
+@pytest.mark.slow
+def test_a_run_refused_for_its_gpus_leaves_nothing(tmp_path, capsys, tiny_model, ray_session):
+    from helpers import recipe_file
+
+    from pixart_batch.cli import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\n")
+    recipe = recipe_file(tmp_path / "gpu.yaml", {"stages.denoise.num_gpus": 1})
+    capsys.readouterr()
+    code = main(
+        ["generate", "--config", str(recipe), "--prompts", str(prompts), "--output", str(tmp_path / "out"), "--executor", "ray"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "need 1 GPUs at once" in err
+    assert not output.exists()

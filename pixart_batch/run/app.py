@@ -4,8 +4,8 @@ as a value.
 
 Order: :func:`plan_run` validates the prompt file (a streaming pass), the checkpoint and its classes
 (→ ``RunSpec``), sizes and steps, that the output is ours, its metadata and the settings guard, and
-what the executor can do here → :func:`execute` takes the output's lock, marks it, re-checks the
-guard, checks it is writable → starts the executor (Ray), checks resources → cleans temporaries,
+what the executor can do here → :func:`execute` starts the executor (Ray) and checks its resources →
+takes the output's lock, marks it, re-checks the guard, checks it is writable → cleans temporaries,
 writes ``settings.json`` and the store pointer, sets damaged files aside, stages the prompt chunks →
 clean → encode (distinct captions minus the store) → plan (images minus committed keys, sorted by
 bucket) → generate → the card → the report → releases the lock.
@@ -84,6 +84,7 @@ def plan_run(config: RunConfig, prompts: str, output: str, encode_only: bool = F
     check_ours(target.location)
     target.validate_metadata()
     check_settings(target, spec.settings())
+    EmbeddingStore(store_root, spec.store_identity()).check()
     executor = choose_executor(config, scan.count * config.generation.images_per_prompt)
     make_executor(executor, config, spec).check()
     return RunPlan(
@@ -118,11 +119,15 @@ def run_generate(
 def execute(plan: RunPlan, log: Callable[[str], None] = say) -> dict[str, Any]:
     """Carry out ``plan`` under the output's lock; returns the run report (also in ``run_report.json``)."""
     output = plan.output()
+    executor = make_executor(plan.executor, plan.config, plan.spec)
+    # Ray started and its resources checked before the output is touched: a refusal leaves nothing behind.
+    executor.start()
+    executor.check_resources()
     lock = OutputLock(output.location, plan.run_id)
     hold(plan, output, lock, log)
     try:
         try:
-            return _phases(plan, output, make_executor(plan.executor, plan.config, plan.spec), log)
+            return _phases(plan, output, executor, log)
         finally:
             output.remove_work(plan.run_id)
     finally:
@@ -156,8 +161,6 @@ def hold(plan: RunPlan, output: OutputDataset, lock: OutputLock, log: Callable[[
 def _phases(plan: RunPlan, output: OutputDataset, executor: Executor, log: Callable[[str], None]) -> dict[str, Any]:
     config = plan.config
     report = RunReport(prompts=plan.scan.count, dry_run=plan.dry_run, executor=executor.name, output=output.uri)
-    executor.start()
-    executor.check_resources()
 
     # -- prepare the output
     report.temporaries_removed = output.prepare()
