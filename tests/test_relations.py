@@ -294,4 +294,4 @@ def test_a_run_refused_for_its_gpus_leaves_nothing(tmp_path, capsys, tiny_model,
     )
     err = capsys.readouterr().err
     assert code == 2 and "need 1 GPUs at once" in err
-    assert not output.exists()
+    assert not (tmp_path / "out").exists()
