@@ -281,45 +281,55 @@ def list_files(loc: Location, path: str, suffix: str = "", recursive: bool = Tru
     """Committed files under ``path`` (sorted), skipping temporaries, hidden names and the files of
     outputs or stores nested below ``path`` (:data:`NESTED_ROOT_FILES`); locally, no symbolic link is
     followed."""
-    found, nested = [], []
-    for file_path, _ in _walk_files(loc, path):
-        relative = posixpath.relpath(file_path, path)
-        if "/" in relative and posixpath.basename(relative) in NESTED_ROOT_FILES:
-            nested.append(posixpath.dirname(file_path) + "/")
+    found = []
+    for file_path, _ in _own_files(loc, path):
         if not file_path.endswith(suffix):
             continue
+        relative = posixpath.relpath(file_path, path)
         if not recursive and "/" in relative:
             continue
         if any(part.startswith((".", "_")) for part in relative.split("/")):
             continue
         found.append(file_path)
-    return sorted(file for file in found if not file.startswith(tuple(nested)))
+    return sorted(found)
 
 
 def nested_roots(loc: Location, path: str) -> list[str]:
     """Folders below ``path`` that hold another output or store (:data:`NESTED_ROOT_FILES`), outermost only."""
+    return _nested_roots(path, [file_path for file_path, _ in _walk_files(loc, path)])
+
+
+def _nested_roots(path: str, files: list[str]) -> list[str]:
     roots = sorted(
         {
             posixpath.dirname(file_path)
-            for file_path, _ in _walk_files(loc, path)
+            for file_path in files
             if "/" in posixpath.relpath(file_path, path) and posixpath.basename(file_path) in NESTED_ROOT_FILES
         }
     )
     return [root for root in roots if not any(root.startswith(other + "/") for other in roots)]
 
 
+def _own_files(loc: Location, path: str) -> list[tuple[str, float | None]]:
+    """:func:`_walk_files` without the files of outputs and stores nested below ``path``."""
+    files = list(_walk_files(loc, path))
+    nested = tuple(root + "/" for root in _nested_roots(path, [file_path for file_path, _ in files]))
+    return [(file_path, mtime) for file_path, mtime in files if not file_path.startswith(nested)] if nested else files
+
+
 def remove_temporaries(loc: Location, path: str, older_than_s: float = 0.0) -> int:
     """Delete leftover temporaries of crashed writers under ``path``; returns how many.
 
     Only files named exactly as :func:`write_bytes_atomic` names them (``.tmp-<12 hex>-<name>``)
-    are removed, and on a local disk no symbolic link is followed or removed: whatever a link
-    points to is not this tool's. ``older_than_s`` spares recent ones (a store shared by several
-    outputs may have a live writer of another run).
+    are removed, never inside an output or store nested below ``path``, and on a local disk no
+    symbolic link is followed or removed: whatever a link points to is not this tool's.
+    ``older_than_s`` spares recent ones (a store shared by several outputs may have a live writer of
+    another run).
     """
     import time
 
     removed = 0
-    for file_path, mtime in _walk_files(loc, path):
+    for file_path, mtime in _own_files(loc, path):
         if not TMP_NAME.match(posixpath.basename(file_path)):
             continue
         if older_than_s and mtime is not None and time.time() - mtime < older_than_s:

@@ -258,6 +258,7 @@ def test_an_output_nested_in_the_shards_is_left_alone_and_reported(made, tmp_pat
     nested = host / "data" / "nested"
     shutil.copytree(out, nested)  # made by an older version, which let it be put there
     (nested / "data" / "junk.parquet").write_bytes(b"not parquet")  # damaged, but not the host's to move
+    (nested / "data" / ".tmp-0123456789ab-live.parquet").write_bytes(b"")  # its own live writer's temporary
     before = snapshot(nested)
     report = run_generate(tiny_config(), str(prompts), str(host))
     assert report["left_alone"] == [str(nested)] and report["quarantined"] == []
