@@ -6,11 +6,11 @@ pipelines choose it (128 → 1024 bins, 64 → 512, 32 → 256, 256 → 2048).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError, UserError
+from .parsing import DuplicateKeyError, loads_json
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,17 @@ def bucket_for(height: float, width: float, table: dict[str, list[float]]) -> tu
     return PixArtImageProcessor.classify_height_width_bin(height, width, ratios=table)
 
 
+def _read_config(path: Path) -> dict:
+    """A component's ``config.json`` (a key given twice is refused, naming the file and line)."""
+    try:
+        data = loads_json(path.read_text())
+    except DuplicateKeyError as exc:
+        raise CheckpointError(exc.describe(str(path))) from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_model_geometry(model_dir: str | Path, folders: dict[str, Path] | None = None) -> ModelGeometry:
     """Read ``sample_size``, the VAE scale and T5's width from a checkpoint's component configs.
 
@@ -60,9 +71,7 @@ def read_model_geometry(model_dir: str | Path, folders: dict[str, Path] | None =
     root = Path(model_dir)
     where = {name: (folders or {}).get(name, root / name) for name in ("transformer", "vae", "text_encoder")}
     try:
-        transformer = json.loads((where["transformer"] / "config.json").read_text())
-        vae = json.loads((where["vae"] / "config.json").read_text())
-        text_encoder = json.loads((where["text_encoder"] / "config.json").read_text())
+        transformer, vae, text_encoder = (_read_config(where[name] / "config.json") for name in where)
     except FileNotFoundError as exc:
         raise CheckpointError(f"{root}: not a PixArt checkpoint (missing {exc.filename})") from None
     except (OSError, ValueError) as exc:
