@@ -296,7 +296,8 @@ class RayConfig:
     num_cpus: int | None = None
     """Logical CPUs of a Ray instance started here (more than the cores is fine: stages use fractions)."""
     no_progress_timeout_s: float = 600.0
-    """Fail (instead of hanging) when the pipeline makes no progress for this long."""
+    """Fail (instead of hanging) when the pipeline makes no progress for this many seconds (> 0; there
+    is no "off": set a large value for very slow first batches)."""
     executor: str = "auto"
     """``ray``: the Ray Data pipeline; ``local``: the same stages one after another in this process
     (no Ray: seconds instead of a minute of fixed cost, all cores for each model); ``auto``: local
