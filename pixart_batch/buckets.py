@@ -6,11 +6,11 @@ pipelines choose it (128 → 1024 bins, 64 → 512, 32 → 256, 256 → 2048).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError, UserError, first_line
+from .parsing import DuplicateKeyError, loads_json
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,11 @@ def read_model_geometry(model_dir: str | Path, folders: dict[str, Path] | None =
 
 
 def _read_config(root: Path, path: Path) -> dict:
+    """A component's ``config.json`` (a key given twice is refused, naming the file and line)."""
     try:
-        data = json.loads(path.read_text())
+        data = loads_json(path.read_text())
+    except DuplicateKeyError as exc:
+        raise CheckpointError(exc.describe(str(path))) from None
     except FileNotFoundError:
         raise CheckpointError(f"{root}: not a PixArt checkpoint (missing {path})") from None
     except (OSError, ValueError) as exc:

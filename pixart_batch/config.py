@@ -1,7 +1,8 @@
 """Typed run configuration: one frozen dataclass per component, loaded from YAML.
 
 Unknown keys are rejected with their dotted name (a typo must never silently become
-a default). CLI flags override fields after loading (:func:`with_overrides`).
+a default), a key given twice with its line, a number outside its range (:mod:`.config_ranges`)
+with its dotted name and the range. CLI flags override fields after loading (:func:`with_overrides`).
 The resolved config is written next to the outputs (``OUTPUT/run_config.json``).
 """
 
@@ -10,17 +11,18 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config_ranges import check_ranges
 from .errors import ConfigError
 from .executors.registry import AUTO
 from .executors.registry import EXECUTORS as EXECUTOR_CLASSES
 from .measured import DTYPE_BYTES, gpu_kinds
 from .output.formats import FORMATS
+from .parsing import DuplicateKeyError, load_yaml
 
 DTYPES = tuple(DTYPE_BYTES)
 IMAGE_FORMATS = ("png", "jpeg", "webp")
@@ -51,8 +53,6 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.path:
             raise ConfigError("model.path: must not be empty")
-        if self.max_sequence_length is not None and self.max_sequence_length < 1:
-            raise ConfigError(f"model.max_sequence_length: must be >= 1, got {self.max_sequence_length}")
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,6 @@ class GenerationConfig:
             raise ConfigError(
                 f"generation.scheduler: must be {CHECKPOINT_SCHEDULER} or one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}"
             )
-        if not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:
-            raise ConfigError(f"generation.guidance_scale: must be a finite number >= 0, got {self.guidance_scale}")
         if self.timesteps is not None:
             steps = self.timesteps
             if not steps or any(not 0 <= t < 1000 for t in steps) or any(a <= b for a, b in itertools.pairwise(steps)):
@@ -96,18 +94,8 @@ class GenerationConfig:
                     f"generation.timesteps: {len(steps)} timesteps but num_inference_steps is "
                     f"{self.num_inference_steps}; make them agree"
                 )
-        if not 1 <= self.images_per_prompt < 100_000:  # image keys carry a 5-digit index
-            raise ConfigError(f"generation.images_per_prompt: must be in 1..99999, got {self.images_per_prompt}")
-        if self.num_inference_steps < 1:
-            raise ConfigError(f"generation.num_inference_steps: must be >= 1, got {self.num_inference_steps}")
-        if not 0 <= self.seed < 2**63:
-            raise ConfigError(f"generation.seed: must be in [0, 2**63), got {self.seed}")
         if (self.width is None) != (self.height is None):
             raise ConfigError("generation.width/height: give both or neither")
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if value is not None and value < 8:
-                raise ConfigError(f"generation.{name}: must be >= 8 pixels, got {value}")
 
 
 @dataclass(frozen=True)
@@ -126,14 +114,10 @@ class StageConfig:
     """Weights dtype of this stage's model (``float32``, ``float16``, ``bfloat16``)."""
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size: must be >= 1, got {self.batch_size}")
-        if self.num_gpus < 0 or self.num_cpus < 0:
-            raise ConfigError("num_gpus/num_cpus: must be >= 0")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype: must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        sizes = self.pool_size()
-        if sizes[0] < 1 or sizes[0] > sizes[1]:
+        sizes = self.pool_size()  # each size >= 1: checked with the other ranges (config_ranges)
+        if sizes[0] > sizes[1]:
             raise ConfigError(f"concurrency: must be a size >= 1 or [min, max] with 1 <= min <= max, got {self.concurrency}")
 
     def pool_size(self) -> tuple[int, int]:
@@ -228,10 +212,6 @@ class DenoiseStageConfig(StageConfig):
         super().__post_init__()
         if self.step_cache not in STEP_CACHES:
             raise ConfigError(f"step_cache: must be one of {', '.join(STEP_CACHES)}, got {self.step_cache!r}")
-        if not math.isfinite(self.step_cache_threshold) or self.step_cache_threshold <= 0:
-            raise ConfigError(f"step_cache_threshold: must be a finite number > 0, got {self.step_cache_threshold}")
-        if self.step_cache_interval < 1:
-            raise ConfigError(f"step_cache_interval: must be >= 1, got {self.step_cache_interval}")
 
     @property
     def fast_mode(self) -> str:
@@ -293,12 +273,8 @@ class OutputConfig:
     def __post_init__(self) -> None:
         if self.image_format not in IMAGE_FORMATS:
             raise ConfigError(f"output.image_format: must be one of {', '.join(IMAGE_FORMATS)}, got {self.image_format!r}")
-        if not 1 <= self.image_quality <= 100:
-            raise ConfigError(f"output.image_quality: must be in 1..100, got {self.image_quality}")
         if self.format not in OUTPUT_FORMATS:
             raise ConfigError(f"output.format: must be one of {', '.join(OUTPUT_FORMATS)}, got {self.format!r}")
-        if min(self.rows_per_shard, self.row_group_size, self.store_rows_per_part) < 1:
-            raise ConfigError("output.rows_per_shard/row_group_size/store_rows_per_part: must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -312,12 +288,6 @@ class FailuresConfig:
     rate_after: int = 50
     """... once at least this many images have finished (succeeded or failed)."""
 
-    def __post_init__(self) -> None:
-        if self.max_consecutive < 1 or self.rate_after < 1:
-            raise ConfigError("failures.max_consecutive/rate_after: must be >= 1")
-        if not 0.0 < self.max_rate <= 1.0:
-            raise ConfigError(f"failures.max_rate: must be in (0, 1], got {self.max_rate}")
-
 
 @dataclass(frozen=True)
 class RayConfig:
@@ -326,7 +296,8 @@ class RayConfig:
     num_cpus: int | None = None
     """Logical CPUs of a Ray instance started here (more than the cores is fine: stages use fractions)."""
     no_progress_timeout_s: float = 600.0
-    """Fail (instead of hanging) when the pipeline makes no progress for this long."""
+    """Fail (instead of hanging) when the pipeline makes no progress for this many seconds (> 0; there
+    is no "off": set a large value for very slow first batches)."""
     executor: str = "auto"
     """``ray``: the Ray Data pipeline; ``local``: the same stages one after another in this process
     (no Ray: seconds instead of a minute of fixed cost, all cores for each model); ``auto``: local
@@ -338,10 +309,6 @@ class RayConfig:
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
             raise ConfigError(f"ray.executor: must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
-        if self.local_max_images < 0:
-            raise ConfigError(f"ray.local_max_images: must be >= 0, got {self.local_max_images}")
-        if self.num_cpus is not None and self.num_cpus < 1:
-            raise ConfigError(f"ray.num_cpus: must be >= 1, got {self.num_cpus}")
 
 
 EXECUTORS = (AUTO, *EXECUTOR_CLASSES)
@@ -354,10 +321,6 @@ class ConsoleConfig:
     """When stderr is not a terminal (a log file, ``ray job logs``): print the progress line this often."""
     verbose: bool = False
     """Show Ray's own INFO lines, Ray Data's progress bars and worker output (``--verbose``)."""
-
-    def __post_init__(self) -> None:
-        if not self.progress_interval_s > 0:
-            raise ConfigError(f"console.progress_interval_s: must be > 0, got {self.progress_interval_s}")
 
 
 @dataclass(frozen=True)
@@ -372,8 +335,6 @@ class EstimateConfig:
     def __post_init__(self) -> None:
         if self.gpu not in gpu_kinds():
             raise ConfigError(f"estimate.gpu: unknown GPU kind {self.gpu!r} (known: {', '.join(gpu_kinds())})")
-        if self.usd_per_gpu_hour is not None and not (math.isfinite(self.usd_per_gpu_hour) and self.usd_per_gpu_hour > 0):
-            raise ConfigError(f"estimate.usd_per_gpu_hour: must be a finite number > 0, got {self.usd_per_gpu_hour}")
 
 
 @dataclass(frozen=True)
@@ -386,6 +347,9 @@ class RunConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     estimate: EstimateConfig = field(default_factory=EstimateConfig)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)  # every number of every section (pixart_batch.config_ranges.RANGES)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -449,7 +413,9 @@ def load_config(path: str | os.PathLike | None) -> RunConfig:
 
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+            data = load_yaml(handle)
+    except DuplicateKeyError as exc:
+        raise ConfigError(exc.describe(str(path))) from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -33,11 +33,40 @@ class SystemicFailure(Exception):
     most common error; committed images stay and a re-run resumes."""
 
 
+def a_or_an(word: str) -> str:
+    """``word`` with its indefinite article, for a type or kind named in a message: ``an int``,
+    ``a float``, ``an object``, ``a list``."""
+    return f"{'an' if word[:1].lower() in 'aeiou' and word[:1] else 'a'} {word}"
+
+
+ELLIPSIS = "…"
+
+
+def shorten(text: str, limit: int | None) -> str:
+    """``text`` cut to at most ``limit`` characters (None: whole), ending in ``…`` when cut.
+
+    The cut lands between words: the word it would split is left out whole, so a URL, a host name
+    or a path is never shown half (``…host 'bucket.s3.amazo…`` would name another host). Only a
+    first word longer than ``limit`` is cut inside."""
+    if limit is None or len(text) <= limit:
+        return text
+    if limit <= len(ELLIPSIS):
+        return text[:limit]
+    kept = text[: limit - len(ELLIPSIS) + 1]  # one character more: is the last kept word whole?
+    if not kept[-1].isspace():
+        kept = kept[:-1]
+        space = max(kept.rfind(" "), kept.rfind("\t"))
+        if space > 0:
+            kept = kept[:space]
+    return kept.rstrip(" \t,;:") + ELLIPSIS
+
+
 def first_line(exc: BaseException, limit: int | None = 300, with_type: bool = False) -> str:
-    """The first line of an exception's text (cut to ``limit`` characters; None: whole) for a one-line
-    message; ``with_type`` puts the exception's class name first. The class name alone when there is no text."""
+    """The first line of an exception's text for a one-line message, cut to ``limit`` characters
+    between words (:func:`shorten`; None: whole); ``with_type`` puts the exception's class name first.
+    The class name alone when there is no text."""
     lines = str(exc).strip().splitlines()
     text = lines[0] if lines else ""
     if with_type:
-        return f"{type(exc).__name__}: {text}"[:limit]
-    return text[:limit] if text else type(exc).__name__
+        return shorten(f"{type(exc).__name__}: {text}", limit)
+    return shorten(text, limit) if text else type(exc).__name__

@@ -68,6 +68,9 @@ COMPONENTS = tuple(ALLOWED_CLASSES)
 def family_of(model_index: dict, where: str) -> ModelFamily:
     """The family a ``model_index.json`` declares, or a one-line refusal."""
     name = model_index.get("_class_name")
+    if not isinstance(name, str):
+        found = "missing" if "_class_name" not in model_index else f"{_short(name)}"
+        raise CheckpointError(f"{where}: '_class_name' is {found}, expected a pipeline class name (a string)")
     if name not in FAMILIES:
         known = ", ".join(FAMILIES)
         raise CheckpointError(f"{where}: pipeline class {name!r} is not supported (known: {known})")
@@ -89,13 +92,17 @@ def declared_classes(model_index: dict, where: str) -> dict[str, tuple[str, str]
             if isinstance(value, list) and value and value[0] is None:
                 continue  # an optional component that is not there (e.g. PixArt's unused ones)
             raise CheckpointError(
-                f"{where}: unknown component {component!r} ({value!r}); only {', '.join(COMPONENTS)} are loaded"
+                f"{where}: unknown component {component!r} ({_short(value)}); only {', '.join(COMPONENTS)} are loaded"
             )
         if not (isinstance(value, list) and len(value) == 2):
-            raise CheckpointError(f"{where}: component {component!r} is declared as {value!r}, expected [library, class]")
+            raise CheckpointError(f"{where}: component {component!r} is declared as {_short(value)}, expected [library, class]")
         library, cls = value
         if library is None and cls is None:
             continue
+        if not (isinstance(library, str) and isinstance(cls, str)):
+            raise CheckpointError(
+                f"{where}: component {component!r} is declared as {_short(value)}, expected [library, class] (two strings)"
+            )
         if (library, cls) not in ALLOWED_CLASSES[component]:
             allowed = ", ".join(f"{lib}.{name}" for lib, name in sorted(ALLOWED_CLASSES[component]))
             raise CheckpointError(
@@ -103,6 +110,12 @@ def declared_classes(model_index: dict, where: str) -> dict[str, tuple[str, str]
             )
         classes[component] = (str(library), str(cls))
     return classes
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """``repr(value)`` on one line, cut to about ``limit`` characters, for a message."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def scheduler_class_for(option: str, shipped: str) -> str:

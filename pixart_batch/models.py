@@ -7,7 +7,6 @@ checkpoint is a one-line error, not a crash inside an actor.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .config import TINY_MODEL, ModelConfig
 from .errors import CheckpointError, first_line
 from .families import ALLOWED_CLASSES, COMPONENTS, FAMILIES, ModelFamily, declared_classes, family_of, scheduler_class_for
+from .parsing import DuplicateKeyError, loads_json
 
 if TYPE_CHECKING:
     import torch
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+COMPONENTS_FROM = "model.components_from"
+"""The config key errors about the checkpoint supplying missing components start with."""
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,11 @@ class ResolvedModel:
 def _read_model_index(root: Path) -> dict:
     path = root / "model_index.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{root}: not a diffusers checkpoint (no model_index.json)") from None
+    except DuplicateKeyError as exc:
+        raise CheckpointError(exc.describe(str(path))) from None
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable ({exc})") from None
     if not isinstance(data, dict):
@@ -149,9 +153,12 @@ def _check_local(root: Path, base: Checkpoint | None = None, weights: bool = Tru
     supplied: dict[str, tuple[str, str]] = {}
     if base is not None:
         base_where = str(base.local_dir / "model_index.json")
-        base_index = _read_model_index(base.local_dir)
-        family_of(base_index, base_where)
-        supplied = _present(base.local_dir, declared_classes(base_index, base_where), weights)
+        try:
+            base_index = _read_model_index(base.local_dir)
+            family_of(base_index, base_where)
+            supplied = _present(base.local_dir, declared_classes(base_index, base_where), weights)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{COMPONENTS_FROM}: {exc}") from None
     components = []
     for name in COMPONENTS:
         if name in own:
@@ -171,7 +178,10 @@ def resolve_model(config: ModelConfig, weights: bool = True) -> ResolvedModel:
     tokenizer only are fetched (never its weights) and no weight file is checked."""
     base = None
     if config.components_from:
-        found = _locate(config.components_from, None, weights)
+        try:
+            found = _locate(config.components_from, None, weights)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{COMPONENTS_FROM}: {exc}") from None
         base = Checkpoint(found.name, found.local_dir, found.revision)
     if config.path == TINY_MODEL:
         from .tiny import cached_tiny_checkpoint

@@ -258,11 +258,15 @@ class RunSpec:
     def max_steps(self) -> int:
         """The most inference steps the scheduler that runs accepts (its training timesteps; LCM: its
         ``original_inference_steps``)."""
-        import json
+        from .errors import CheckpointError
+        from .parsing import DuplicateKeyError, loads_json
 
         checkpoint = self.model.checkpoint_of("scheduler")
+        path = checkpoint.local_dir / "scheduler" / "scheduler_config.json"
         try:
-            config = json.loads((checkpoint.local_dir / "scheduler" / "scheduler_config.json").read_text())
+            config = loads_json(path.read_text())
+        except DuplicateKeyError as exc:
+            raise CheckpointError(exc.describe(str(path))) from None
         except (OSError, ValueError):
             config = {}
         if self.scheduler_class == "LCMScheduler":

@@ -212,12 +212,8 @@ def build_tiny_checkpoint(
 
     The result loads with ``diffusers.PixArtAlphaPipeline`` / ``PixArtSigmaPipeline.from_pretrained``.
     The directory appears whole or not at all: it is built beside its final name and renamed.
+    Every option and the path are checked before anything is imported or written.
     """
-    import diffusers
-    import torch
-    from diffusers import AutoencoderKL, PixArtTransformer2DModel
-    from transformers import T5Config, T5EncoderModel, T5Tokenizer
-
     from .errors import UserError
     from .families import FAMILY_NAMES, SCHEDULERS
 
@@ -229,11 +225,21 @@ def build_tiny_checkpoint(
         raise UserError(f"--size: must be one of {', '.join(SIZES)}, got {size!r}")
     dims = SIZES[size]
     target = Path(directory)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise UserError(f"{target}: exists and is not an empty directory; choose a new directory for the checkpoint")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _check_new_directory(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{target}: cannot create the checkpoint directory ({exc.strerror or exc})") from None
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    import diffusers
+    import torch
+    from diffusers import AutoencoderKL, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as exc:
+        raise UserError(f"{target}: cannot create the checkpoint directory ({exc.strerror or exc})") from None
     try:
         tokenizer = T5Tokenizer.from_pretrained(write_spiece_tokenizer(staging / "tokenizer-source"))
         generator = torch.Generator().manual_seed(seed)
@@ -300,6 +306,25 @@ def build_tiny_checkpoint(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _check_new_directory(target: Path) -> None:
+    """Refuse, in one line, a checkpoint directory that cannot be made: it is a file or a non-empty
+    directory, or one of its parents is not a directory."""
+    from .errors import UserError
+
+    fix = "choose a new directory for the checkpoint"
+    if target.is_dir():
+        if any(target.iterdir()):
+            raise UserError(f"{target}: exists and is not an empty directory; {fix}")
+        return
+    if target.exists() or target.is_symlink():
+        raise UserError(f"{target}: exists and is not a directory; {fix}")
+    for parent in target.parents:  # the nearest one that exists must be a directory
+        if parent.is_dir():
+            return
+        if parent.exists() or parent.is_symlink():
+            raise UserError(f"{target}: cannot be created, {parent} is not a directory; {fix}")
 
 
 def _make_deterministic(directory: Path) -> None:

@@ -65,6 +65,8 @@ def generate(prompts: Path, output: Path, *extra: str) -> list[str]:
         ("dupes.jsonl", b'{"id": "x", "prompt": "a"}\n{"id": "x", "prompt": "b"}\n', [":2:", "duplicate id 'x'"]),
         ("zero.jsonl", b'{"prompt": "a", "width": 0, "height": 64}\n', [":1:", "width"]),
         ("negative.csv", b"prompt,width,height\na cat,64,-8\n", ["height"]),
+        ("twice.jsonl", b'{"prompt": "a"}\n{"prompt": "a cat", "prompt": "a dog"}\n', [":2: duplicate key 'prompt'"]),
+        ("twice.csv", b"prompt,tag,tag\na cat,x,y\n", ["column 'tag' appears more than once"]),
     ],
 )
 def test_bad_prompt_files(tmp_path, capsys, existing_output, name, content, needles):
@@ -84,6 +86,23 @@ def test_unknown_config_key(tmp_path, capsys, existing_output):
     config.write_text("generation:\n  steps: 3\n")
     args = ["generate", "--config", str(config), "--prompts", str(prompts), "--output", str(existing_output)]
     refused(capsys, args, existing_output, "c.yaml", "'generation.steps'")
+
+
+@pytest.mark.parametrize(
+    "text, needles",
+    [
+        ("model: {path: tiny, path: other}\n", ["c.yaml:1: duplicate key 'path'"]),
+        ("model:\n  path: tiny\n  path: other\n", ["c.yaml:3: duplicate key 'path' (first on line 2)"]),
+        ("ray:\n  no_progress_timeout_s: -1\n", ["c.yaml: ray.no_progress_timeout_s: -1 is out of range (must be a finite"]),
+    ],
+)
+def test_duplicate_keys_and_out_of_range_numbers_in_a_config(tmp_path, capsys, existing_output, text, needles):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(GOOD)
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    args = ["generate", "--config", str(config), "--prompts", str(prompts), "--output", str(existing_output)]
+    refused(capsys, args, existing_output, *needles)
 
 
 def test_missing_checkpoint(tmp_path, capsys, existing_output):
@@ -157,6 +176,20 @@ def test_unsupported_checkpoint_classes_are_refused(tmp_path, capsys, existing_o
     )
 
 
+def test_pipeline_class_that_is_not_a_string_is_refused(tmp_path, capsys, existing_output, tiny_model):
+    import json
+
+    checkpoint = tmp_path / "ck"
+    shutil.copytree(tiny_model, checkpoint)
+    index = json.loads((checkpoint / "model_index.json").read_text())
+    index["_class_name"] = ["PixArtAlphaPipeline"]
+    (checkpoint / "model_index.json").write_text(json.dumps(index))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(GOOD)
+    args = generate(prompts, existing_output, "--model", str(checkpoint))
+    refused(capsys, args, existing_output, "model_index.json: '_class_name' is ['PixArtAlphaPipeline'], expected")
+
+
 def test_quantization_without_its_package_is_refused(tmp_path, capsys, existing_output, monkeypatch):
     import importlib.util
 
@@ -168,3 +201,24 @@ def test_quantization_without_its_package_is_refused(tmp_path, capsys, existing_
     prompts.write_text(GOOD)
     args = ["generate", "--config", str(config), "--prompts", str(prompts), "--output", str(existing_output)]
     refused(capsys, args, existing_output, "quantization int8 needs torchao")
+
+
+def test_long_error_texts_are_cut_between_words():
+    from pixart_batch.errors import a_or_an, first_line, shorten
+
+    host = "my-bucket.s3.eu-west-1.amazonaws.com"
+    text = f"AWS Error NETWORK_CONNECTION during HeadObject operation: curlCode: 6, Could not resolve host: {host}"
+    error = OSError(text + "\nmore")
+    whole = first_line(error, limit=None)
+    assert whole.endswith(host) and "more" not in whole
+    for limit in range(10, len(whole)):
+        cut = first_line(error, limit=limit)
+        assert len(cut) <= limit and cut.endswith("…"), (limit, cut)
+        assert whole.startswith(cut[:-1]) and (host not in whole[: len(cut)] or host in cut)
+        assert whole[len(cut) - 1] == " " or whole[len(cut) - 1] in ",:", (limit, cut)  # a word boundary
+    assert first_line(error, limit=len(whole)) == whole
+    assert first_line(error, limit=80, with_type=True).startswith("OSError: AWS Error")
+    assert shorten("x" * 50, 10) == "x" * 9 + "…"  # one word longer than the limit: cut inside it
+    assert first_line(ValueError()) == "ValueError"
+    words = ("int", "float", "object", "list", "str")
+    assert [a_or_an(w) for w in words] == ["an int", "a float", "an object", "a list", "a str"]

@@ -44,3 +44,20 @@ def test_version_is_the_installed_distributions():
 
     result = subprocess.run([sys.executable, "-m", "pixart_batch", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == f"pixart-batch {version('pixart_batch')}"
+
+
+def test_make_tiny_checkpoint_where_a_parent_or_the_directory_is_a_file(tmp_path, capsys):
+    from pixart_batch.cli import main
+
+    somefile = tmp_path / "somefile"
+    somefile.write_text("mine")
+    for target, needle in [
+        (somefile / "x", f"{somefile / 'x'}: cannot be created, {somefile} is not a directory"),
+        (somefile / "x" / "y", f"{somefile / 'x' / 'y'}: cannot be created, {somefile} is not a directory"),
+        (somefile, f"{somefile}: exists and is not a directory"),
+    ]:
+        capsys.readouterr()
+        assert main(["make-tiny-checkpoint", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"pixart-batch: error: {needle}; choose a new directory") and err.count("\n") == 1, err
+    assert somefile.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["somefile"]

@@ -85,7 +85,7 @@ def test_the_model_reproduces_the_measurement_and_scales():
     ("args", "message"),
     [
         (["--gpu", "h100"], "estimate.gpu: unknown GPU kind 'h100' (known: h200)"),
-        (["--usd-per-gpu-hour", "-1"], "estimate.usd_per_gpu_hour: must be a finite number > 0, got -1.0"),
+        (["--usd-per-gpu-hour", "-1"], "estimate.usd_per_gpu_hour: -1 is out of range (must be a finite number > 0)"),
     ],
 )
 def test_bad_estimate_settings_are_one_line_errors(tiny_model, tmp_path, monkeypatch, capsys, args, message):

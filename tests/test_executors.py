@@ -117,7 +117,7 @@ def test_auto_picks_local_only_for_small_runs_without_a_cluster(monkeypatch):
     "overrides, needle",
     [
         ({"ray.executor": "spark"}, "ray.executor: must be one of auto, ray, local"),
-        ({"ray.local_max_images": -1}, "ray.local_max_images: must be >= 0"),
+        ({"ray.local_max_images": -1}, r"ray.local_max_images: -1 is out of range \(must be >= 0\)"),
     ],
 )
 def test_bad_executor_settings(overrides, needle):

@@ -207,8 +207,8 @@ def test_fp8_without_a_capable_gpu_is_refused_in_one_line(monkeypatch):
     "text, message",
     [
         ("step_cache: teacache", "stages.denoise.step_cache: must be one of none, first-block, pab, taylorseer"),
-        ("step_cache_threshold: 0", "stages.denoise.step_cache_threshold: must be a finite number > 0"),
-        ("step_cache_interval: 0", "stages.denoise.step_cache_interval: must be >= 1"),
+        ("step_cache_threshold: 0", "stages.denoise.step_cache_threshold: 0 is out of range (must be a finite number > 0)"),
+        ("step_cache_interval: 0", "stages.denoise.step_cache_interval: 0 is out of range (must be >= 1)"),
         ("compile: 1", "stages.denoise.compile': expected bool"),
         ("fp8: yes please", "stages.denoise.fp8': expected bool"),
     ],

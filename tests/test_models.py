@@ -91,6 +91,15 @@ def _copy(tiny_model, tmp_path, edit) -> str:
         (lambda i: i.update(safety_checker=["pipeline", "Checker"]), "unknown component 'safety_checker'"),
         (lambda i: i.pop("vae"), "has no vae .set model.components_from"),
         (lambda i: i.update(vae="AutoencoderKL"), r"expected \[library, class\]"),
+        (lambda i: i.update(_class_name=["PixArtAlphaPipeline"]), r"'_class_name' is \['PixArtAlphaPipeline'\], expected"),
+        (lambda i: i.update(_class_name={"a": 1}), r"'_class_name' is \{'a': 1\}, expected a pipeline class name \(a string\)$"),
+        (lambda i: i.update(_class_name=3), r"'_class_name' is 3, expected"),
+        (lambda i: i.update(_class_name=None), r"'_class_name' is None, expected"),
+        (lambda i: i.pop("_class_name"), r"'_class_name' is missing, expected"),
+        (lambda i: i.update(vae=[["diffusers"], "AutoencoderKL"]), r"as \[\['diffusers'\], 'AutoencoderKL'\], expected \[lib"),
+        (lambda i: i.update(scheduler=["diffusers", {"x": 1}]), r"expected \[library, class\] \(two strings\)$"),
+        (lambda i: i.update(tokenizer=[None, "T5Tokenizer"]), r"'tokenizer' is declared as \[None, 'T5Tokenizer'\]"),
+        (lambda i: i.update(vae=[1] * 500), r"declared as \[1, 1, [1, ]+\.\.\., expected \[library, class\]$"),
     ],
 )
 def test_unknown_or_remote_classes_are_refused_in_one_line(tiny_model, tmp_path, edit, message):
@@ -98,6 +107,35 @@ def test_unknown_or_remote_classes_are_refused_in_one_line(tiny_model, tmp_path,
     with pytest.raises(CheckpointError, match=message) as info:
         _spec(path)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "file, text, where",
+    [
+        ("model_index.json", '{"_class_name": "PixArtAlphaPipeline",\n "_class_name": "PixArtSigmaPipeline"}', ":2:"),
+        ("transformer/config.json", '{"sample_size": 32,\n "in_channels": 4,\n "sample_size": 64}', ":3:"),
+    ],
+)
+def test_duplicate_keys_in_checkpoint_configs_are_refused(tiny_model, tmp_path, file, text, where):
+    path = _copy(tiny_model, tmp_path, lambda i: None)
+    target = tmp_path / "ck" / file
+    if file != "model_index.json":  # the rest of the real config stays, with one key given twice
+        real = json.loads(target.read_text())
+        text = text[:-1] + ",\n" + json.dumps({k: v for k, v in real.items() if k not in ("sample_size", "in_channels")})[1:]
+    target.write_text(text)
+    with pytest.raises(CheckpointError, match=rf"^{target}{where} duplicate key '\w+' \(first on line 1\)$"):
+        _spec(path)
+
+
+def test_components_from_errors_name_the_config_key(tiny_model, tmp_path):
+    missing = tmp_path / "no-such-base"
+    with pytest.raises(CheckpointError, match=rf"^model.components_from: {missing}: checkpoint not found"):
+        RunSpec.build(RunConfig(model=ModelConfig(path=str(tiny_model), components_from=str(missing))))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model_index.json").write_text('{"_class_name": ["x"]}')
+    with pytest.raises(CheckpointError, match=r"^model.components_from: .*broken/model_index.json: '_class_name' is"):
+        RunSpec.build(RunConfig(model=ModelConfig(path=str(tiny_model), components_from=str(broken))))
 
 
 def test_legacy_transformer_class_loads_through_diffusers_remapping(tiny_model, tmp_path):

@@ -345,6 +345,9 @@ JSONL_ERRORS = [
     ({"prompt": "a", "id": True}, r"'id' must be a string or an integer, not bool"),
     ('{"prompt": "bad \\ud800 surrogate"}', r"text contains an unpaired surrogate escape"),
     ('{"prompt": "a", "id": "n", "negative_prompt": "\\udfff"}', r"text contains an unpaired surrogate escape"),
+    ('{"prompt": "a cat", "prompt": "a dog"}', r"duplicate key 'prompt'$"),
+    ('{"prompt": "a", "meta": {"x": [1, {"y": 1, "y": 2}]}}', r"duplicate key 'y'$"),
+    ('{"prompt": "a", "w\\u0069dth": 64, "width": 64}', r"duplicate key 'width'$"),
 ]
 
 
@@ -454,6 +457,8 @@ def test_csv_missing_prompt_column(tmp_path):
 def test_csv_repeated_column(tmp_path):
     path = write(tmp_path, "p.csv", "prompt,prompt\na,b\n")
     expect_error(path, "", r"column 'prompt' appears more than once$")
+    path = write(tmp_path, "q.csv", "prompt,note, note\na,b,c\n")  # an ignored column is no exception
+    expect_error(path, "", r"column 'note' appears more than once$")
 
 
 def test_csv_empty_and_header_only(tmp_path):
@@ -532,6 +537,12 @@ def test_parquet_errors(tmp_path):
     expect_error(parquet("i.parquet", {"prompt": ["a"], "id": ["a/b"]}), ":row 1", r"id 'a/b' is not allowed")
     bogus = write(tmp_path, "j.parquet", b"this is not parquet at all\n")
     expect_error(bogus, "", r"not a readable Parquet file \(")
+    twice = pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["prompt", "prompt"])
+    pq.write_table(twice, tmp_path / "k.parquet")
+    expect_error(tmp_path / "k.parquet", "", r"column 'prompt' appears more than once$")
+    extra = pa.Table.from_arrays([pa.array(["a"]), pa.array([1]), pa.array([2])], names=["prompt", "x", "x"])
+    pq.write_table(extra, tmp_path / "l.parquet")
+    expect_error(tmp_path / "l.parquet", "", r"column 'x' appears more than once$")
 
 
 # --------------------------------------------------------------------------- paths and messages

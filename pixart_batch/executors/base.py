@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import schema as S
 from ..batches import Batch
-from ..errors import SystemicFailure
+from ..errors import SystemicFailure, shorten
 
 if TYPE_CHECKING:
     from ..buckets import ModelGeometry
@@ -182,7 +182,7 @@ class FailureCounter:
 
 def error_kind(error: str) -> str:
     """An error message without what varies per image (keys, numbers), to find the most common cause."""
-    return re.sub(r"\bp[0-9a-f]{16}(-\d+)?(-\d{5})?\b", "<key>", error)[:300]
+    return shorten(re.sub(r"\bp[0-9a-f]{16}(-\d+)?(-\d{5})?\b", "<key>", error), 300)
 
 
 def monitored(stage_cls: type, record: Callable[[int, list[str]], str | None], report_success: bool) -> type:

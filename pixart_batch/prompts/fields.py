@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pixart_batch.errors import a_or_an
+
 from .flags import parse_prompt_line, parse_ratio
 from .ids import IdMaker, explicit_id
 from .records import MAX_SIDE, Entry, PromptRecord, digits_value, fail, no_nul, quote, too_large
@@ -26,7 +28,7 @@ def _positive_int(value: Any, key: str, source: str) -> int:
     elif isinstance(value, str) and (match := _INT_TEXT_RE.fullmatch(value)):
         number = digits_value(match[1])
     if number is None or number <= 0:
-        shown = str(value) if isinstance(value, (str, int, float)) else f"a {type(value).__name__}"
+        shown = str(value) if isinstance(value, (str, int, float)) else a_or_an(type(value).__name__)
         fail(source, f"'{key}' must be a positive integer (got {quote(shown)})")
     if number > MAX_SIDE:
         too_large(f"'{key}'", str(value), source)
@@ -86,9 +88,12 @@ def record_from_fields(fields: dict[str, Any], source: str, ids: IdMaker) -> Ent
 
 
 def columns_or_fail(columns: list[str], source: str) -> None:
-    """Check a table header: a ``prompt`` column, no repeated known column."""
-    for column in TABLE_COLUMNS:
-        if columns.count(column) > 1:
+    """Check a table header (CSV) or schema (Parquet): a ``prompt`` column, no column named twice
+    (not even one that is ignored: which of the two was meant is not ours to guess)."""
+    seen: set[str] = set()
+    for column in columns:
+        if column in seen:
             fail(source, f"column {column!r} appears more than once")
+        seen.add(column)
     if "prompt" not in columns:
         fail(source, f"no 'prompt' column (columns: {', '.join(columns) or 'none'})")

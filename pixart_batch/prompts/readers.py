@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Iterator
 
 from pixart_batch.errors import first_line
+from pixart_batch.parsing import DuplicateKeyError, loads_json
 
 from .fields import TABLE_COLUMNS, columns_or_fail, record_from_fields
 from .flags import parse_prompt_line
@@ -50,7 +51,9 @@ def _iter_jsonl(path: str | os.PathLike[str], name: str, ids: IdMaker, tally: Ta
                 continue
             source = f"{name}:{number}"
             try:
-                obj = json.loads(line.rstrip())  # rstrip: columns count from the line start
+                obj = loads_json(line.rstrip())  # rstrip: columns count from the line start
+            except DuplicateKeyError as exc:
+                fail(source, exc.message)
             except json.JSONDecodeError as exc:
                 fail(source, f"not valid JSON ({exc.msg} at column {exc.colno})")
             except RecursionError:
