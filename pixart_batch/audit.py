@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import schema as S
-from .errors import OutputError
+from .errors import OutputError, first_line
 from .output import OutputDataset, open_output, store_location
-from .output.formats import check_parquet
+from .output.formats import OutputFormat, check_parquet
 from .output.layout import DRY_RUN_POINTER_FILE, PLAN_POINTER_FILE
 from .storage import Location
 
@@ -34,14 +35,56 @@ def _store_keys(output: OutputDataset, wanted: set[str]) -> set[str]:
     return set() if store is None else held_keys(store, wanted)
 
 
+def one_line(text: str) -> str:
+    """``text`` as one line: its first non-empty line (Arrow's and tarfile's messages run over several)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
+
+
+def _count(keys: list[str] | None) -> int | None:
+    return None if keys is None else len(keys)
+
+
+def _shard_keys(shards: OutputFormat, path: str) -> list[str] | None:
+    """The keys a committed shard's key file lists (None when it cannot be read)."""
+    import pyarrow.parquet as pq
+
+    try:
+        with shards.location.fs.open_input_file(shards.key_file(path)) as handle:
+            return [str(key) for key in pq.read_table(handle, columns=[S.KEY]).column(0).to_pylist()]
+    except Exception:  # unreadable: its images cannot be attributed to a bucket
+        return None
+
+
+def _damaged_shards(output: OutputDataset, bucket_of: dict[str, str]) -> list[dict[str, Any]]:
+    """The committed shards the output's format rejects (what ``verify`` names and the next run sets
+    aside), each with its reason, its planned images (None when its keys cannot be read) and their buckets."""
+    shards = output.format
+    found = []
+    for damaged in shards.find_damaged():
+        keys = _shard_keys(shards, damaged.path)
+        buckets = Counter(bucket_of[key] for key in keys or () if key in bucket_of)
+        found.append(
+            {
+                "path": damaged.path,
+                "reason": one_line(damaged.reason),
+                "keys": None if keys is None else sorted(key for key in keys if key in bucket_of),
+                "buckets": dict(sorted(buckets.items())),
+            }
+        )
+    return found
+
+
 def status(uri: str) -> dict[str, Any]:
-    """Per bucket: planned / embedded / done / failed images (and totals)."""
+    """Per bucket: planned / embedded / done / failed images (and totals), and the damaged shards
+    (their images are not done: the next run sets the shard aside and makes them again)."""
     output = open_output(uri)
     pointer = DRY_RUN_POINTER_FILE if output.plan_pointer(DRY_RUN_POINTER_FILE) is not None else PLAN_POINTER_FILE
     if not output.plan_files(pointer):
         raise OutputError(f"{output.uri}: no plan yet (the first run stopped before planning); re-run generate")
     plan = output.read_plan(name=pointer).to_pylist()
-    done = output.committed_keys()
+    bucket_of = {row[S.KEY]: S.bucket_name(row[S.BUCKET_WIDTH], row[S.BUCKET_HEIGHT]) for row in plan}
+    damaged = _damaged_shards(output, bucket_of)
+    done = output.committed_keys() - {key for shard in damaged for key in shard["keys"] or ()}
     failed = output.committed_failures()
     embedded = _store_keys(output, {row[key] for row in plan for key in (S.CAPTION_KEY, S.NEGATIVE_KEY)})
     buckets: dict[str, Counter] = defaultdict(Counter)
@@ -61,6 +104,10 @@ def status(uri: str) -> dict[str, Any]:
         "buckets": {name: {f: buckets[name][f] for f in fields} for name in sorted(buckets)},
         "total": {f: total[f] for f in fields},
         "not_in_plan": len(done - {row[S.KEY] for row in plan}),
+        "damaged": [
+            {"path": shard["path"], "reason": shard["reason"], "images": _count(shard["keys"]), "buckets": shard["buckets"]}
+            for shard in damaged
+        ],
     }
 
 
@@ -69,22 +116,64 @@ def format_status(report: dict[str, Any]) -> str:
         f"{report['output']}" + (" (plan of the latest dry run)" if report.get("plan") == "dry run" else ""),
         f"{'bucket (w x h)':>16} {'planned':>9} {'embedded':>9} {'done':>9} {'failed':>9}",
     ]
+    damaged = report.get("damaged") or []
     for name, counts in [*report["buckets"].items(), ("total", report["total"])]:
-        lines.append(f"{name:>16} {counts['planned']:>9} {counts['embedded']:>9} {counts['done']:>9} {counts['failed']:>9}")
+        line = f"{name:>16} {counts['planned']:>9} {counts['embedded']:>9} {counts['done']:>9} {counts['failed']:>9}"
+        shards = [shard for shard in damaged if name in shard["buckets"]]
+        if shards:
+            images = sum(shard["buckets"][name] for shard in shards)
+            line += f"  damaged: {_shards_text(len(shards))} ({images} images)"
+        lines.append(line)
     if report["not_in_plan"]:
         lines.append(f"{report['not_in_plan']} images in the dataset are not in the latest plan")
+    if damaged:
+        unknown = sum(shard["images"] is None for shard in damaged)
+        first = damaged[0]
+        one = len(damaged) == 1
+        lines.append(
+            f"damaged: {_shards_text(len(damaged))} ({'' if one else 'e.g. '}{first['path']}: {first['reason']})"
+            + (
+                f"; {'its keys are' if one else f'{unknown} have keys that are'} unreadable, so not in a bucket above"
+                if unknown
+                else ""
+            )
+            + f" — run `pixart-batch verify {report['output']}`; the next run sets {'it' if one else 'them'} aside "
+            + f"and redoes {'its' if one else 'their'} images"
+        )
     return "\n".join(lines)
+
+
+def _shards_text(count: int) -> str:
+    return f"{count} shard" if count == 1 else f"{count} shards"
 
 
 @dataclass
 class Verification:
-    files: int = 0
+    shards: int = 0
+    """The output's shards (a WebDataset tar and its key index are one shard)."""
+    store_parts: int = 0
+    failure_tables: int = 0
     images: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def problem(self, text: str) -> None:
+        """Record a finding as one line (what it quotes is cut to its first line; any other line
+        break left is folded into a space)."""
+        self.problems.append(re.sub(r"\s*[\r\n]+\s*", " ", text.strip()))
+
+    def summary(self) -> str:
+        """The last line ``verify`` prints: verdict, images, shards and the other files read."""
+        others = [f"{self.store_parts} embedding-store part{'s' * (self.store_parts != 1)}"]
+        if self.failure_tables:
+            others.append(f"{self.failure_tables} failures table{'s' * (self.failure_tables != 1)}")
+        return (
+            f"{'OK' if self.ok else 'FAILED'}: {self.images} images in {_shards_text(self.shards)} "
+            f"({', '.join(others)}), {len(self.problems)} problem{'s' * (len(self.problems) != 1)}"
+        )
 
 
 def _verify_row(result: Verification, seen: dict[str, str], path: str, row: dict[str, Any]) -> None:
@@ -93,21 +182,21 @@ def _verify_row(result: Verification, seen: dict[str, str], path: str, row: dict
 
     key = row[S.KEY]
     if key in seen:
-        result.problems.append(f"{path}: duplicate key {key} (also in {seen[key]})")
+        result.problem(f"{path}: duplicate key {key} (also in {seen[key]})")
     seen[key] = path
     data = (row[S.IMAGE] or {}).get("bytes") or b""
     if hashlib.sha256(data).hexdigest() != row[S.SHA256]:
-        result.problems.append(f"{path}: {key}: sha256 of the image bytes does not match")
+        result.problem(f"{path}: {key}: sha256 of the image bytes does not match")
         return
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             if image.size != (row[S.WIDTH], row[S.HEIGHT]):
-                result.problems.append(
+                result.problem(
                     f"{path}: {key}: image is {image.size[0]}x{image.size[1]}, row says {row[S.WIDTH]}x{row[S.HEIGHT]}"
                 )
     except Exception as exc:
-        result.problems.append(f"{path}: {key}: image does not decode ({exc})")
+        result.problem(f"{path}: {key}: image does not decode ({first_line(exc, limit=None, with_type=True)})")
 
 
 def verify(uri: str) -> Verification:
@@ -119,47 +208,49 @@ def verify(uri: str) -> Verification:
     seen: dict[str, str] = {}
     shards = output.format  # Parquet or WebDataset (pixart_batch.output.formats): checked and read through it
     for path in shards.shard_files():
-        result.files += 1
+        result.shards += 1
         reason = shards.check(path)  # footer and keys; a tar's members against its key index
         if reason:
-            result.problems.append(f"{path}: damaged shard ({reason})")
+            result.problem(f"{path}: damaged shard ({one_line(reason)})")
             continue
         try:
             for row in shards.read_rows(path):
                 result.images += 1
                 _verify_row(result, seen, path, row)
         except Exception as exc:  # any unreadable file is a finding, not a crash
-            result.problems.append(f"{path}: unreadable shard ({exc})")
+            result.problem(f"{path}: unreadable shard ({first_line(exc, limit=None, with_type=True)})")
     store, parts = _store_parts(output)
     for path in parts:
-        result.files += 1
+        result.store_parts += 1
         try:
             assert store is not None  # parts come with their store
             with store.fs.open_input_file(path) as handle:
                 pq.read_table(handle)
         except Exception as exc:
-            result.problems.append(f"{path}: unreadable embedding-store part ({exc})")
+            result.problem(f"{path}: unreadable embedding-store part ({first_line(exc, limit=None, with_type=True)})")
     for path in output.failure_files():
-        result.files += 1
+        result.failure_tables += 1
         reason = check_parquet(output.location, path, S.KEY)
         if reason:
-            result.problems.append(f"{path}: unreadable failures table ({reason})")
+            result.problem(f"{path}: unreadable failures table ({reason})")
     if not output.plan_files():
-        result.problems.append(f"{output.uri}: no plan (no run got as far as planning); re-run generate")
+        result.problem(f"{output.uri}: no plan (no run got as far as planning); re-run generate")
         return result
     try:
         planned = set(output.read_plan([S.KEY]).column(S.KEY).to_pylist())
     except Exception as exc:
-        result.problems.append(f"{output.location.join(PLAN_POINTER_FILE)}: unreadable plan ({exc})")
+        result.problem(
+            f"{output.location.join(PLAN_POINTER_FILE)}: unreadable plan ({first_line(exc, limit=None, with_type=True)})"
+        )
         return result
     failed = output.committed_failures()
     missing = sorted(planned - set(seen) - set(failed))
     extra = sorted(set(seen) - planned)
     if missing:
-        result.problems.append(f"{len(missing)} planned images are missing (e.g. {missing[0]}); re-run generate to finish")
+        result.problem(f"{len(missing)} planned images are missing (e.g. {missing[0]}); re-run generate to finish")
     if failed:
         key = sorted(failed)[0]
-        result.problems.append(f"{len(failed)} planned images failed (e.g. {key}: {failed[key]}); see failures/")
+        result.problem(f"{len(failed)} planned images failed (e.g. {key}: {one_line(failed[key])}); see failures/")
     if extra:
-        result.problems.append(f"{len(extra)} images are not in the latest plan (e.g. {extra[0]})")
+        result.problem(f"{len(extra)} images are not in the latest plan (e.g. {extra[0]})")
     return result

@@ -159,9 +159,7 @@ def run_command(args: argparse.Namespace) -> int:
         result = verify(args.output)
         for problem in result.problems:
             print(f"problem: {problem}")
-        print(
-            f"{'OK' if result.ok else 'FAILED'}: {result.images} images in {result.files} files, {len(result.problems)} problems"
-        )
+        print(result.summary())
         return 0 if result.ok else 1
 
     if args.command == "gallery":
@@ -250,7 +248,11 @@ def _cause_from_text(exc: BaseException) -> BaseException:
 def configure_logging(verbose: bool) -> None:
     """The package's logger on the console: warnings (a failing batch, with the traceback of its
     original exception, once per group); with ``--verbose`` also INFO lines (each committed shard,
-    each failed image)."""
+    each failed image) and the third-party import warnings the package otherwise keeps quiet
+    (:data:`pixart_batch.IMPORT_NOISE_LOGGERS`)."""
+    from . import quiet_import_noise
+
+    quiet_import_noise(not verbose)
     logger = logging.getLogger("pixart_batch")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[pixart-batch] %(levelname)s: %(message)s"))

@@ -3,8 +3,9 @@
 Streams the prompt file twice (:func:`~pixart_batch.prompts.scan_prompts` validates it, then
 :func:`~pixart_batch.prompts.iter_prompts` sizes each prompt the way the run plans it,
 :func:`~pixart_batch.plan.plan_size`), so memory stays flat for millions of prompts: it keeps
-the per-bucket counts, a reservoir of up to :data:`TOKEN_SAMPLE` prompts for counting tokens, and
-the 8 bytes per prompt of the scan's duplicate-id check.
+the per-bucket counts, 8 bytes per caption for counting distinct captions
+(:class:`DistinctCaptions`), a sample of up to :data:`TOKEN_SAMPLE` distinct captions for counting
+tokens, and the 8 bytes per prompt of the scan's duplicate-id check.
 
 **Seconds per image** come from :data:`MEASURED`, numbers this project measured (nothing derived
 from a datasheet or another card). An image in bucket ``H × W`` with ``steps`` steps costs::
@@ -26,19 +27,24 @@ branch; no such run was measured, so the CFG figure is kept, an upper bound), ot
 the measurement's, multi-GPU overheads, and cards that were not measured (an unknown
 ``estimate.gpu`` is refused).
 
-**Sizes.** The embedding store keeps each distinct caption's valid tokens: ``tokens × d_model ×
-dtype bytes`` (T5's ``d_model`` from the checkpoint, the encode stage's dtype); tokens are counted
-with the checkpoint's own tokenizer on the cleaned text of a uniform sample of up to 2,000 prompts.
-Identical captions are stored once, so the store size is an upper bound. Image sizes use
+**Sizes.** The embedding store keeps each distinct caption's valid tokens once: ``distinct
+captions × mean tokens × d_model × dtype bytes`` (T5's ``d_model`` from the checkpoint, the encode
+stage's dtype). Distinct captions are the prompts' and the negative prompts' texts, counted by
+64-bit digest; with ``model.clean_caption: false`` the exact captions (lowercased and stripped),
+with cleaning on the raw texts (cleaning only merges texts: an upper bound). Tokens are counted with
+the checkpoint's own tokenizer on the cleaned text of a uniform sample of up to 2,000 distinct
+captions (the padding to a batch's longest caption is not stored). Image sizes use
 :data:`BYTES_PER_PIXEL`, documented constants for photographic content (not measured here: random
 weights make noise images, which compress unlike real ones).
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import json
 import math
-import random
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +154,9 @@ class Estimate:
     dit_gpu_seconds: float = 0.0
     t5_gpu_seconds: float = 0.0
     mean_tokens: float = 0.0
+    distinct_captions: int = 0
+    """Distinct captions the store would hold (prompts and negative prompts; an upper bound when
+    captions are cleaned, as cleaning can only merge texts)."""
     token_sample: int = 0
     tokens_counted_by: str = ""
     store_bytes: float = 0.0
@@ -177,6 +186,7 @@ class Estimate:
             "usd_per_gpu_hour": self.usd_per_gpu_hour,
             "usd_total": None if usd is None else round(usd, 4),
             "usd_per_1000_images": None if usd is None or not self.images else round(usd / self.images * 1000, 4),
+            "distinct_captions": self.distinct_captions,
             "mean_tokens": round(self.mean_tokens, 1),
             "token_sample": self.token_sample,
             "tokens_counted_by": self.tokens_counted_by,
@@ -213,8 +223,8 @@ def format_estimate(estimate: Estimate) -> str:
             f"${data['usd_per_1000_images']:,.2f} per 1,000 images"
         )
     lines.append(
-        f"embedding store: at most {_size_text(data['store_bytes'])} "
-        f"(mean {data['mean_tokens']} tokens over {data['token_sample']} sampled prompts, {data['tokens_counted_by']})"
+        f"embedding store: at most {_size_text(data['store_bytes'])} ({data['distinct_captions']:,} distinct captions, "
+        f"mean {data['mean_tokens']} tokens over {data['token_sample']:,} sampled, {data['tokens_counted_by']})"
     )
     lines.append(f"images ({data['image_format']}): about {_size_text(data['output_bytes'])}")
     lines.extend(f"note: {note}" for note in data["notes"])
@@ -239,6 +249,46 @@ def _count_tokens(captions: list[str], facts: CheckpointFacts) -> tuple[float, s
         lengths = [min(math.ceil(len(c) / 4) + 1, facts.max_sequence_length) for c in captions]
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         return sum(lengths) / len(lengths), f"approximated as characters/4 + 1 (tokenizer not loaded: {reason})"
+
+
+class DistinctCaptions:
+    """The distinct captions of a stream in bounded memory: 8 bytes per caption added (its 64-bit
+    BLAKE2b digest in a compact array, counted once at the end) and a uniform sample of up to
+    ``sample_size`` distinct captions — those with the smallest digests (a bottom-k sample), so a
+    caption repeated a thousand times is no likelier to be drawn than one given once."""
+
+    def __init__(self, sample_size: int = TOKEN_SAMPLE) -> None:
+        self.sample_size = sample_size
+        self._digests = array("Q")
+        self._heap: list[tuple[int, str]] = []  # (-digest, caption): the largest kept digest on top
+        self._kept: set[int] = set()
+
+    def add(self, caption: str) -> None:
+        digest = _digest_of(caption)
+        self._digests.append(digest)
+        if digest in self._kept:
+            return
+        if len(self._heap) < self.sample_size:
+            heapq.heappush(self._heap, (-digest, caption))
+        elif digest < -self._heap[0][0]:
+            dropped, _ = heapq.heapreplace(self._heap, (-digest, caption))
+            self._kept.discard(-dropped)
+        else:
+            return
+        self._kept.add(digest)
+
+    def count(self) -> int:
+        import numpy as np
+
+        return int(np.unique(np.frombuffer(self._digests, dtype=np.uint64)).size) if len(self._digests) else 0
+
+    def sample(self) -> list[str]:
+        """The sampled captions, smallest digest first (deterministic for a given file)."""
+        return [caption for _, caption in sorted(self._heap, reverse=True)]
+
+
+def _digest_of(caption: str) -> int:
+    return int.from_bytes(hashlib.blake2b(caption.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 def estimate_run(config: RunConfig, prompts: str, facts: CheckpointFacts | None = None) -> Estimate:
@@ -268,21 +318,23 @@ def estimate_run(config: RunConfig, prompts: str, facts: CheckpointFacts | None 
         steps=generation.num_inference_steps,
         image_format=config.output.image_format,
     )
-    sample: list[str] = []
-    draw = random.Random(0)
+    from .stages.clean import CaptionCleaner
+
+    cleaner = CaptionCleaner(CleanSpec(config.model.clean_caption, facts.pipeline_class))
+    distinct = DistinctCaptions()
+    texts = _StoredTexts(distinct, cleaner if not config.model.clean_caption else None)
+    default_negative = generation.negative_prompt
     per_prompt = generation.images_per_prompt
     buckets: Counter = Counter()
     pixels = 0
-    for n, record in enumerate(iter_prompts(prompts, scan)):
+    for record in iter_prompts(prompts, scan):
         bucket_width, bucket_height, width, height = size_of(record.width, record.height, record.aspect_ratio)
         buckets[(bucket_width, bucket_height)] += per_prompt
         pixels += width * height * per_prompt
-        if n < TOKEN_SAMPLE:  # reservoir sampling: a uniform sample of the whole file
-            sample.append(record.prompt)
-        else:
-            slot = draw.randrange(n + 1)
-            if slot < TOKEN_SAMPLE:
-                sample[slot] = record.prompt
+        texts.add(record.prompt)
+        if facts.uses_negative:
+            texts.add_negative(record.negative_prompt if record.negative_prompt is not None else default_negative)
+    texts.flush()
     result.prompts = scan.count
     result.images = scan.count * per_prompt
     result.buckets = Counter({S.bucket_name(w, h): count for (w, h), count in buckets.items()})
@@ -292,18 +344,50 @@ def estimate_run(config: RunConfig, prompts: str, facts: CheckpointFacts | None 
     )
     result.t5_gpu_seconds = scan.count / ref["t5_prompts_per_s"] * facts.max_sequence_length / ref["t5_tokens"]
 
-    from .stages.clean import CaptionCleaner
-
-    captions = CaptionCleaner(CleanSpec(config.model.clean_caption, facts.pipeline_class)).clean(sample) if sample else []
+    sample = distinct.sample()
+    captions = (cleaner.clean(sample) if config.model.clean_caption else sample) if sample else []
     result.mean_tokens, result.tokens_counted_by = _count_tokens(captions, facts)
     result.token_sample = len(sample)
+    result.distinct_captions = distinct.count()
     dtype_bytes = DTYPE_BYTES[config.stages.encode.dtype]
-    result.store_bytes = result.prompts * result.mean_tokens * facts.text_dim * dtype_bytes
-    if facts.uses_negative:
-        result.store_bytes += facts.text_dim * dtype_bytes  # the negative prompt: one entry (a couple of tokens)
+    result.store_bytes = result.distinct_captions * result.mean_tokens * facts.text_dim * dtype_bytes
     result.output_bytes = pixels * BYTES_PER_PIXEL[config.output.image_format]
     result.notes = _notes(config, facts, ref)
     return result
+
+
+class _StoredTexts:
+    """Feeds :class:`DistinctCaptions` the texts the store is keyed by. With ``model.clean_caption:
+    false`` the caption is the prompt lowercased and stripped, cheap enough to compute for every
+    prompt (through ``cleaner``, in batches, exactly as the run does); with cleaning on, the raw
+    texts are counted (cleaning only merges texts, so the count is an upper bound)."""
+
+    BATCH = 1024
+
+    def __init__(self, distinct: DistinctCaptions, cleaner: Any) -> None:
+        self.distinct, self.cleaner = distinct, cleaner
+        self.pending: list[str] = []
+        self.last_negative: str | None = None
+
+    def add(self, text: str) -> None:
+        if self.cleaner is None:
+            self.distinct.add(text)
+            return
+        self.pending.append(text)
+        if len(self.pending) >= self.BATCH:
+            self.flush()
+
+    def add_negative(self, text: str) -> None:
+        """Negatives are mostly the run's one default: a text equal to the previous one is skipped."""
+        if text != self.last_negative:
+            self.last_negative = text
+            self.add(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            for caption in self.cleaner.clean(self.pending):
+                self.distinct.add(caption)
+            self.pending = []
 
 
 def _notes(config: RunConfig, facts: CheckpointFacts, ref: dict[str, Any]) -> list[str]:

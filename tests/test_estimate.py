@@ -126,3 +126,55 @@ def test_one_source_per_fact():
     assert tuple(measured.BYTES_PER_PIXEL) == config.IMAGE_FORMATS  # every image format has a size constant
     assert config.DTYPES == tuple(measured.DTYPE_BYTES)
     assert estimate.MEASURED is measured.MEASURED and estimate.gpu_kinds() == measured.gpu_kinds()
+
+
+def test_the_store_estimate_counts_distinct_captions(tiny_model, tmp_path, capsys):
+    """3,000 identical prompts store one caption (and the negative prompt once), as the run does."""
+    same, once = tmp_path / "same.txt", tmp_path / "once.txt"
+    same.write_text("a red fox in the snow\n" * 3000)
+    once.write_text("a red fox in the snow\n")
+    estimates = []
+    for path in (same, once):
+        code, out, err = run_plan(capsys, str(path), "--config", TINY, "--json")
+        assert code == 0, err
+        estimates.append(json.loads(out))
+    assert estimates[0]["prompts"] == 3000 and estimates[0]["distinct_captions"] == 2  # the caption and "" (CFG)
+    assert estimates[0]["store_bytes"] == estimates[1]["store_bytes"]
+    code, out, _ = run_plan(capsys, str(same), "--config", TINY)
+    assert "(2 distinct captions, mean" in out
+
+    distinct = tmp_path / "distinct.txt"
+    distinct.write_text("".join(f"a red fox number {n}\n" for n in range(3000)))
+    code, out, _ = run_plan(capsys, str(distinct), "--config", TINY, "--json")
+    data = json.loads(out)
+    assert data["distinct_captions"] == 3001 and data["token_sample"] == estimate.TOKEN_SAMPLE
+    per_caption = data["mean_tokens"] * estimates[0]["store_bytes"] / (2 * estimates[0]["mean_tokens"])
+    assert data["store_bytes"] == pytest.approx(3001 * per_caption, rel=0.01)
+
+
+def test_without_cleaning_the_captions_are_counted_exactly(tiny_model, tmp_path, capsys):
+    """``model.clean_caption: false``: the caption is the prompt lowercased and stripped, so "A Cat" and
+    "a cat" are one entry; per-line negative prompts count too."""
+    config = tmp_path / "c.yaml"
+    config.write_text(Path(TINY).read_text().replace("clean_caption: true", "clean_caption: false"))
+    prompts = tmp_path / "p.jsonl"
+    lines = [{"prompt": "A Cat"}, {"prompt": "a cat"}, {"prompt": "a dog", "negative_prompt": "blurry"}, {"prompt": "blurry"}]
+    prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    code, out, err = run_plan(capsys, str(prompts), "--config", str(config), "--json")
+    assert code == 0, err
+    assert json.loads(out)["distinct_captions"] == 4  # "a cat", "a dog", "blurry", ""
+    code, out, _ = run_plan(capsys, str(prompts), "--config", TINY, "--json")
+    assert json.loads(out)["distinct_captions"] == 5  # cleaning on: raw texts, an upper bound
+
+
+def test_distinct_captions_in_bounded_memory():
+    counter = estimate.DistinctCaptions(sample_size=10)
+    for n in range(1000):
+        counter.add(f"caption {n % 100}")
+    assert counter.count() == 100
+    sample = counter.sample()
+    assert len(sample) == 10 == len(set(sample)) and len(counter._kept) == 10  # one entry per distinct caption
+    again = estimate.DistinctCaptions(sample_size=10)
+    for n in reversed(range(100)):
+        again.add(f"caption {n}")
+    assert again.sample() == sample  # the same sample whatever the order and the repeats

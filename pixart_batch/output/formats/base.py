@@ -130,6 +130,10 @@ class OutputFormat(ABC):
                 continue
         return keys
 
+    def key_file(self, shard: str) -> str:
+        """The key file of the committed shard ``shard`` (the shard itself unless the format keeps an index)."""
+        return shard
+
     @abstractmethod
     def check(self, path: str) -> str | None:
         """Why the committed shard ``path`` cannot be used (None when it can); cheap: no image decoded."""

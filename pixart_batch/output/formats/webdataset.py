@@ -68,6 +68,9 @@ class WebDatasetFormat(OutputFormat):
     def companions(self, path: str) -> list[str]:
         return [self.index_of(path)]
 
+    def key_file(self, shard: str) -> str:
+        return self.index_of(shard)
+
     def _index_keys(self, tar: str) -> list[str]:
         import pyarrow.parquet as pq
 
