@@ -6,6 +6,7 @@ pipelines choose it (128 → 1024 bins, 64 → 512, 32 → 256, 256 → 2048).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 

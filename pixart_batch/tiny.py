@@ -294,6 +294,9 @@ def build_tiny_checkpoint(
         pipeline_cls = getattr(diffusers, FAMILY_NAMES[family].pipeline_class)
         pipe = pipeline_cls(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=sched)
         out = staging / "checkpoint"
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # its "Writing model shards" bar is not this tool's output
         pipe.save_pretrained(out, safe_serialization=True)
         # The tokenizer exactly as the hub ships it (spiece.model + tokenizer_config.json), not
         # whatever this transformers version writes on save.

@@ -383,3 +383,12 @@ def test_a_run_starting_beside_one_that_is_writing_its_marker_does_not_take_the_
     (output / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match="not written by pixart-batch"):
         check_ours(locate(str(output)))
+
+
+def test_a_metadata_key_of_the_wrong_type_is_named_with_its_type(tmp_path):
+    from pixart_batch.errors import OutputError
+    from pixart_batch.output import OutputDataset
+
+    (tmp_path / "plan.json").write_text('{"run": "abc", "images": "3"}')
+    with pytest.raises(OutputError, match=r"plan.json: damaged plan pointer \('images' missing or not an int\)"):
+        OutputDataset(str(tmp_path)).plan_pointer()

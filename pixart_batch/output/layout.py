@@ -27,7 +27,7 @@ import posixpath
 from typing import TYPE_CHECKING, Any
 
 from .. import schema as S
-from ..errors import OutputError, first_line
+from ..errors import OutputError, a_or_an, first_line
 from ..ownership import LEGACY_SETTINGS_FILE, MARKER_FILE
 from ..storage import (
     Location,
@@ -126,7 +126,7 @@ class OutputDataset:
             raise OutputError(f"{path}: damaged {what} (a JSON {type(data).__name__}, expected an object); {fix}")
         for key, kind in required.items():
             if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool) and kind is not bool:
-                raise OutputError(f"{path}: damaged {what} ('{key}' missing or not a {kind.__name__}); {fix}")
+                raise OutputError(f"{path}: damaged {what} ('{key}' missing or not {a_or_an(kind.__name__)}); {fix}")
         return data
 
     def read_settings(self) -> dict[str, Any] | None:
