@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import OutputError
-from .storage import Location, is_file, read_bytes, write_bytes_atomic
+from .storage import Location, is_file, read_bytes, read_json_object, write_bytes_atomic
 
 MARKER_FILE = ".pixart-batch"
 LOCK_FILE = ".pixart-batch.lock"
@@ -106,14 +106,8 @@ def _is_marker_temporary(name: str) -> bool:
 
 def _is_legacy_output(location: Location) -> bool:
     """An output written before the marker existed: a settings.json that pixart-batch wrote."""
-    path = location.join(LEGACY_SETTINGS_FILE)
-    if not is_file(location, path):
-        return False
-    try:
-        data = json.loads(read_bytes(location, path))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "checkpoint" in data and ("seed" in data or "generation.seed" in data)
+    data = read_json_object(location, location.join(LEGACY_SETTINGS_FILE))
+    return data is not None and "checkpoint" in data and ("seed" in data or "generation.seed" in data)
 
 
 def write_marker(location: Location) -> None:

@@ -91,6 +91,20 @@ def read_bytes(loc: Location, path: str) -> bytes:
         return stream.read()
 
 
+def read_json_object(loc: Location, path: str) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing, unreadable or not an object (a probe:
+    callers that must refuse garbage read and validate the file themselves)."""
+    import json
+
+    if not is_file(loc, path):
+        return None
+    try:
+        data = json.loads(read_bytes(loc, path))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_bytes_atomic(loc: Location, path: str, data: bytes, before_commit: Callable[[], None] | None = None) -> None:
     """Write ``data`` to ``path`` so that readers see the old file, or the new one whole.
 

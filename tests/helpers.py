@@ -4,6 +4,7 @@ prompt files, reading a dataset's images back. Imported as ``from helpers import
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -84,3 +85,34 @@ def hold_a_shard(output: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"key": ["k"]}), path)
     return path
+
+
+@contextlib.contextmanager
+def s3_server(*buckets: str):
+    """A local S3-compatible server (moto, on 127.0.0.1) with ``buckets``: yields ``(boto3 client, env)``,
+    ``env`` the variables that point boto3 and pyarrow at it (the caller sets them where it needs them)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        }
+        client = boto3.client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        for bucket in buckets:
+            client.create_bucket(Bucket=bucket)
+        yield client, env
+    finally:
+        server.stop()

@@ -337,24 +337,11 @@ def test_empty_output_says_so(tmp_path, capsys):
 
 
 def test_s3_output(tmp_path, monkeypatch):
-    from moto.server import ThreadedMotoServer
+    from helpers import s3_server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        env = {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        }
+    with s3_server("pixart") as (client, env):
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        import boto3
-
-        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
-        client.create_bucket(Bucket="pixart")
         local = _synthetic(tmp_path, 1)
         for path in sorted(p for p in local.rglob("*") if p.is_file()):
             client.put_object(Bucket="pixart", Key=f"out/{path.relative_to(local)}", Body=path.read_bytes())
@@ -369,8 +356,6 @@ def test_s3_output(tmp_path, monkeypatch):
         ]
         assert len([n for n in names if n.startswith("thumbs/")]) == 13
         assert main(["gallery", "s3://pixart/nothing"]) == 2
-    finally:
-        server.stop()
 
 
 # --- a real browser -----------------------------------------------------------------------------

@@ -112,27 +112,14 @@ def test_symbolic_links_and_dotdot_are_resolved(tmp_path):
 
 @pytest.fixture()
 def s3(monkeypatch):
-    from moto.server import ThreadedMotoServer
+    from helpers import s3_server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1")
-    client.create_bucket(Bucket="pixart")
-    client.put_object(Bucket="pixart", Key=f"host/{MARKER_FILE}", Body=MARKER.encode())
-    client.put_object(Bucket="pixart", Key="stores/0123456789abcdef/store.json", Body=IDENTITY.encode())
-    yield client
-    server.stop()
+    with s3_server("pixart") as (client, env):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        client.put_object(Bucket="pixart", Key=f"host/{MARKER_FILE}", Body=MARKER.encode())
+        client.put_object(Bucket="pixart", Key="stores/0123456789abcdef/store.json", Body=IDENTITY.encode())
+        yield client
 
 
 def test_object_store_uris(s3, tmp_path):

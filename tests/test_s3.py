@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import s3_server
 from runner import kill_tree, run_cli, start_cli, wait_for
 
 pytestmark = pytest.mark.slow
@@ -26,30 +27,9 @@ PROMPTS = "\n".join(
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-    }
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket="pixart")
-    client.put_object(Bucket="pixart", Key="inputs/prompts.txt", Body=PROMPTS.encode())
-    yield client, env
-    server.stop()
+    with s3_server("pixart") as (client, env):
+        client.put_object(Bucket="pixart", Key="inputs/prompts.txt", Body=PROMPTS.encode())
+        yield client, env
 
 
 def _keys(client, prefix: str) -> list[str]:

@@ -144,22 +144,11 @@ def test_full_disk_is_one_error_and_no_partial_shard(tmp_path, monkeypatch):
 
 
 def test_stream_writer_on_an_object_store(monkeypatch):
-    from moto.server import ThreadedMotoServer
+    from helpers import s3_server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        }.items():
+    with s3_server("bucket") as (_, env):
+        for name, value in env.items():
             monkeypatch.setenv(name, value)
-        import boto3
-
-        boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1").create_bucket(Bucket="bucket")
         loc = locate("s3://bucket/out")
         table = pa.table({"a": list(range(10))})
         with ParquetStreamWriter(loc, loc.join("x.parquet"), table.schema) as writer:
@@ -175,5 +164,3 @@ def test_stream_writer_on_an_object_store(monkeypatch):
         from pyarrow import fs
 
         assert loc.fs.get_file_info(loc.join("y.parquet")).type == fs.FileType.NotFound
-    finally:
-        server.stop()

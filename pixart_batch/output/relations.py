@@ -15,7 +15,6 @@ Each refusal is one line naming both paths and the rule.
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import OutputError
 from ..ownership import LOCK_FILE, MARKER_FILE, is_output
-from ..storage import Location, is_file, locate, read_bytes
+from ..storage import Location, locate, read_json_object
 from ..store import IDENTITY_FILE
 from .card import SAMPLE_GRID_FILE
 from .formats import DATA_DIR
@@ -167,11 +166,5 @@ def _not_inside_others(place: Place, what: str, reserved: tuple[str, ...]) -> No
 
 def _is_store(location: Location) -> bool:
     """A store's keyed folder: its ``store.json`` is the store's identity (an output's is a pointer)."""
-    path = location.join(IDENTITY_FILE)
-    if not is_file(location, path):
-        return False
-    try:
-        data = json.loads(read_bytes(location, path))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "encoder" in data and "d_model" in data
+    data = read_json_object(location, location.join(IDENTITY_FILE))
+    return data is not None and "encoder" in data and "d_model" in data
