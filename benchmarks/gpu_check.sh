@@ -6,9 +6,9 @@
 #                                           # throughput-xl-{512,1024}/ (benchmarks/throughput.py)
 #   bash benchmarks/gpu_check.sh --small    # extra arguments go to gpu_check.py
 #
-# The GPU machine has no network: packages it lacks (diffusers, ftfy, beautifulsoup4, soupsieve,
-# wcwidth, torchao for the lowvram section) travel as wheels in .whl/ (git-ignored) and are installed
-# to /tmp/site; should one of them not install, the others still are (one by one).
+# The GPU machine has no network: packages it lacks travel as .bundle/site.tar.xz (benchmarks/device_bundle.sh:
+# Ray, diffusers, datasets and the rest, carry [".bundle"]), unpacked to /tmp/site; or, without the bundle, as
+# wheels in .whl/ (git-ignored) installed to /tmp/site; should one of them not install, the others still are.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_check_out}"
@@ -16,7 +16,10 @@ mkdir -p "$OUT"
 export OUT PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TRANSFORMERS_OFFLINE=1
 export GPU_CHECK_COMMAND="bash benchmarks/gpu_check.sh${*:+ $*}"
 
-if compgen -G ".whl/*.whl" > /dev/null; then
+if [ -f .bundle/site.tar.xz ]; then  # benchmarks/device_bundle.sh: every missing package, Ray included
+  mkdir -p /tmp/site && tar -xJf .bundle/site.tar.xz -C /tmp/site && echo "gpu_check.sh: installed .bundle/site.tar.xz to /tmp/site"
+  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+elif compgen -G ".whl/*.whl" > /dev/null; then
   install=(python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site)
   if ! "${install[@]}" .whl/*.whl; then
     echo "gpu_check.sh: installing the wheels together failed; installing them one by one"
