@@ -194,7 +194,9 @@ def _check_destination(source: OutputDataset, to: str) -> Location:
             )
     location = locate(to)
     if check_ours(location):
-        raise OutputError(f"{location.uri}: is a pixart-batch output already; export writes a new dataset: choose a new or empty directory")
+        raise OutputError(
+            f"{location.uri}: is a pixart-batch output already; export writes a new dataset: choose a new or empty directory"
+        )
     return location
 
 

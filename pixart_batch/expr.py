@@ -60,6 +60,7 @@ _SYMBOLS = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "=="
 _SYMBOLS[ast.NotIn] = "not in"
 _FLIPPED = {ast.Lt: ast.Gt, ast.LtE: ast.GtE, ast.Gt: ast.Lt, ast.GtE: ast.LtE, ast.Eq: ast.Eq, ast.NotEq: ast.NotEq}
 _BOOLEANS = {"true": True, "false": False, "True": True, "False": False}
+_NEVER = (ast.Call, ast.Attribute, ast.Subscript, ast.BinOp, ast.Lambda, ast.IfExp, ast.NamedExpr, ast.Starred)
 _HELP = "use comparisons of a column with a literal, 'in [...]', 'and', 'or', 'not' and parentheses"
 
 
@@ -79,7 +80,7 @@ def parse_where(text: str, columns: dict[str, Column]) -> Where:
         position = exc.offset or 0
         near = text[position - 1 : position + 9] if position else ""
         raise ExpressionError(
-            f"--where: syntax error at position {position}" + (f" (near {near!r})" if near else "") + f"; {_HELP}"
+            f"--where: syntax error at position {position}: {exc.msg}" + (f" (near {near!r})" if near else "") + f"; {_HELP}"
         ) from None
     except (RecursionError, MemoryError, ValueError):
         raise ExpressionError("--where: expression nested too deeply") from None
@@ -95,11 +96,11 @@ class _Compiler:
     def __init__(self, text: str, columns: dict[str, Column], used: set[str]) -> None:
         self.text, self.columns, self.used = text, columns, used
 
-    def refuse(self, node: ast.AST, what: str) -> ExpressionError:
+    def refuse(self, node: ast.AST, what: str, hint: str = "") -> ExpressionError:
         position = getattr(node, "col_offset", 0) + 1
         source = ast.get_source_segment(self.text, node) or ""
         shown = source if len(source) <= 40 else source[:39] + "…"
-        return ExpressionError(f"--where: {what} at position {position} ({shown!r})")
+        return ExpressionError(f"--where: {what} at position {position} ({shown!r})" + (f"; {hint}" if hint else ""))
 
     def node(self, node: ast.AST) -> Predicate:
         if isinstance(node, ast.BoolOp):
@@ -118,7 +119,7 @@ class _Compiler:
                 raise self.refuse(node, f"column '{column.name}' is a {column.kind}, not a bool: compare it with a value")
             name = column.name
             return lambda row: row.get(name) is True
-        raise self.refuse(node, f"unsupported {_describe(node)}; {_HELP}")
+        raise self.refuse(node, f"unsupported {_describe(node)}", _HELP)
 
     def column(self, node: ast.Name) -> Column:
         column = self.columns.get(node.id)
@@ -138,13 +139,17 @@ class _Compiler:
             and isinstance(node.operand, ast.Constant)
             and type(node.operand.value) in (int, float)
         ):
-            return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
+            number: float = node.operand.value  # type: ignore[assignment]  # an int or a float: checked above
+            return -number if isinstance(node.op, ast.USub) else number
         raise self.refuse(node, f"expected a literal (a number, 'text', true or false), found {_describe(node)}")
 
     def compare(self, node: ast.Compare) -> Predicate:
         if len(node.ops) != 1:
             raise self.refuse(node, "chained comparison; join comparisons with 'and'")
         op, left, right = type(node.ops[0]), node.left, node.comparators[0]
+        for side in (left, right):
+            if isinstance(side, _NEVER):
+                raise self.refuse(side, f"unsupported {_describe(side)}", _HELP)
         left_is_column = isinstance(left, ast.Name) and left.id not in _BOOLEANS
         right_is_column = isinstance(right, ast.Name) and right.id not in _BOOLEANS
         if left_is_column and right_is_column:
