@@ -155,7 +155,11 @@ def _features(output: OutputDataset, first_shard: str, labels: tuple[str, ...] |
     try:
         if output.format.name == "parquet":
             with output.location.fs.open_input_file(first_shard) as handle:
-                return Features.from_arrow_schema(pq.ParquetFile(handle).schema_arrow)
+                own = Features.from_arrow_schema(pq.ParquetFile(handle).schema_arrow)
+            run = S.features()  # columns added since older shards were written: read as missing there
+            added = {name: run[name] for name in S.ADDED_COLUMNS if name not in own}
+            image = {S.IMAGE: own[S.IMAGE]} if S.IMAGE in own else {}
+            return Features({**{k: v for k, v in own.items() if k != S.IMAGE}, **added, **image})
         first = next(output.format.read_rows(first_shard), {})
     except Exception as exc:
         raise OutputError(f"{first_shard}: unreadable shard ({first_line(exc, with_type=True)}); nothing was written") from None
@@ -208,7 +212,7 @@ def _pick(source: _Source, condition: Where, per_label: int | None, result: Expo
     picked: dict[int, dict[int, set[str]]] = {}
     for index, path in enumerate(source.shards):
         try:
-            for group, rows in source.format.row_groups(path, columns):
+            for group, rows in source.format.row_groups(path, _present(source, path, columns)):
                 for row in rows:
                     result.rows_read += 1
                     if not condition.matches(row):
@@ -226,6 +230,18 @@ def _pick(source: _Source, condition: Where, per_label: int | None, result: Expo
     if S.LABEL in source.columns:
         result.per_label = {source.label_of(label): count for label, count in kept.items()}
     return picked
+
+
+def _present(source: _Source, path: str, columns: list[str]) -> list[str]:
+    """The ``columns`` a Parquet shard holds (a shard written before a column existed lacks it: its rows
+    read it as missing); every column for other formats (a sample's JSON has what it has)."""
+    if source.format.name != "parquet":
+        return columns
+    import pyarrow.parquet as pq
+
+    with source.output.location.fs.open_input_file(path) as handle:
+        names = set(pq.ParquetFile(handle).schema_arrow.names)
+    return [name for name in columns if name in names]
 
 
 # -- pass 2: copy the rows
@@ -253,7 +269,8 @@ def _write(
             path = source.shards[index]
             writer = target.format.open_shard(target.format.shard_name(run_id, index, 0), settings, ROW_GROUP_SIZE, schema)
             try:
-                for batch in _batches(source.format.rows_of_groups(path, groups, list(source.features))):
+                columns = _present(source, path, list(source.features))
+                for batch in _batches(source.format.rows_of_groups(path, groups, columns)):
                     writer.write(_table(batch, schema))
                     plan += [{c: row.get(c) for c in (S.KEY, S.PROMPT_ID, S.IMAGE_INDEX, *_BUCKET)} for row in batch]
                 writer.commit()

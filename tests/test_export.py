@@ -288,3 +288,45 @@ def test_a_damaged_source_shard_is_named_and_nothing_is_written(made, capsys, tm
     code, out, err = cli(capsys, str(damaged), "--where", "seed >= 0", "--to", str(tmp_path / "out"))
     assert code == 2 and f"{shard}: damaged shard" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists() and snapshot(damaged) == before
+
+
+@pytest.mark.slow
+def test_a_failure_while_copying_removes_what_the_export_wrote(made, capsys, tmp_path, monkeypatch):
+    from pixart_batch.output.formats import ParquetFormat
+
+    _, _, labelled = made
+    before = snapshot(labelled)
+    original = ParquetFormat.rows_of_groups
+
+    def breaks(self, path, groups, columns):
+        rows = original(self, path, groups, columns)
+        yield next(rows)
+        raise OSError("connection reset while reading")
+
+    monkeypatch.setattr(ParquetFormat, "rows_of_groups", breaks)
+    code, out, err = cli(capsys, str(labelled), "--where", "seed >= 0", "--to", str(tmp_path / "new"))
+    assert code == 2 and "unreadable shard (OSError: connection reset while reading)" in err, err
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    code, out, err = cli(capsys, str(labelled), "--where", "seed >= 0", "--to", str(tmp_path / "empty"))
+    assert code == 2 and [p.name for p in (tmp_path / "empty").iterdir()] in ([], [".pixart-batch.lock"])
+    assert snapshot(labelled) == before
+    monkeypatch.undo()
+    code, out, err = cli(capsys, str(labelled), "--where", "seed >= 0", "--to", str(tmp_path / "empty"))
+    assert code == 0, err  # what a failed export leaves is no obstacle to the next
+
+
+@pytest.mark.slow
+def test_a_shard_without_a_later_column_reads_it_as_missing(made, capsys, tmp_path):
+    import pyarrow.parquet as pq
+
+    _, _, labelled = made
+    older = tmp_path / "older"
+    shutil.copytree(labelled, older)
+    shard = sorted((older / "data").rglob("*.parquet"))[0]
+    table = pq.read_table(shard)
+    pq.write_table(table.drop_columns([S.FAST_MODE]), shard)  # as shards written before fast_mode existed
+    code, out, err = cli(capsys, str(older), "--where", "fast_mode == 'exact' or seed >= 0", "--to", str(tmp_path / "x"))
+    assert code == 0, err
+    dataset = load(tmp_path / "x")
+    assert dataset.num_rows == table.num_rows and set(dataset[S.FAST_MODE]) == {None}
