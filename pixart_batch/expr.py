@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ExpressionError
+from .errors import ExpressionError, first_line
 
 MAX_LENGTH = 10_000
 """Longer expressions are refused (Python's parser nests deeply on them)."""
@@ -82,8 +82,10 @@ def parse_where(text: str, columns: dict[str, Column]) -> Where:
         raise ExpressionError(
             f"--where: syntax error at position {position}: {exc.msg}" + (f" (near {near!r})" if near else "") + f"; {_HELP}"
         ) from None
-    except (RecursionError, MemoryError, ValueError):
+    except (RecursionError, MemoryError):
         raise ExpressionError("--where: expression nested too deeply") from None
+    except ValueError as exc:  # a NUL character
+        raise ExpressionError(f"--where: not an expression ({first_line(exc)})") from None
     used: set[str] = set()
     try:
         matches = _Compiler(text, columns, used).node(tree.body)

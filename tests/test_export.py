@@ -150,6 +150,7 @@ def test_expressions_evaluate_without_eval():
         ("seed", "column 'seed' is a number, not a bool"),
         ("seed == None", "expected a literal"),
         ("", "empty expression"),
+        ("seed > 1\x00", "--where: "),
         ("seed > 1\nor seed < 0", "one line"),
         ("(" * 300 + "seed > 1" + ")" * 300, "syntax error at position"),
         ("not " * 2400 + "truncated", "--where: "),
