@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     gallery.add_argument("--thumb-size", type=int, default=256, help="longest side of a thumbnail in pixels (256)")
     gallery.add_argument("--format", choices=("webp", "jpeg"), default="webp", help="thumbnail format (webp)")
 
+    export = commands.add_parser("export", help="the rows that satisfy --where, as a new self-contained dataset")
+    export.add_argument("output", help="the source output (only read)")
+    export.add_argument("--where", required=True, help="e.g. \"clip_score >= 28 and label in ['cat', 'dog']\"")
+    export.add_argument("--to", required=True, help="the new dataset's directory (new or empty)")
+    export.add_argument("--format", choices=OUTPUT_FORMATS, help="shard format of the export (default: the source's)")
+    export.add_argument("--per-label", type=int, help="at most N rows per label (the first N in shard order)")
+
     tiny = commands.add_parser("make-tiny-checkpoint", help="write a random tiny PixArt checkpoint (diffusers layout)")
     tiny.add_argument("directory")
     tiny.add_argument("--seed", type=int, default=0)
@@ -161,6 +168,12 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"problem: {problem}")
         print(result.summary())
         return 0 if result.ok else 1
+
+    if args.command == "export":
+        from .export import export
+
+        print(export(args.output, args.where, args.to, args.format, args.per_label).summary())
+        return 0
 
     if args.command == "gallery":
         from .gallery import build_gallery

@@ -28,6 +28,11 @@ class OutputError(UserError):
     """An output directory that cannot be written or contradicts the run's settings."""
 
 
+class ExpressionError(UserError):
+    """A ``--where`` expression that does not parse or does not fit the output's columns (names the
+    column or the position)."""
+
+
 class SystemicFailure(Exception):
     """So many images failed that the run itself is broken: the run stops (exit status 1) with the
     most common error; committed images stay and a re-run resumes."""

@@ -29,13 +29,18 @@ def bucket_counts(output: OutputDataset) -> dict[str, int]:
     return dict(Counter(S.bucket_name(w, h) for key, w, h in zip(*columns, strict=True) if key in done))
 
 
-def write_card(output: OutputDataset, settings: dict[str, Any], counts: dict[str, Any]) -> None:
+def write_card(
+    output: OutputDataset, settings: dict[str, Any], counts: dict[str, Any], features: list[dict[str, Any]] | None = None
+) -> None:
     """``README.md``: a Hub dataset card whose ``configs`` point at the shards, so ``load_dataset(OUTPUT)``
     and a Hub upload of the folder read them; with the generation settings, the images per bucket and
-    ``sample_grid.jpg``. What it says about the shards comes from their format (``describe``)."""
+    ``sample_grid.jpg``. What it says about the shards comes from their format (``describe``); ``features``
+    replaces the format's ``dataset_info.features`` entries (where it declares any)."""
     from huggingface_hub import DatasetCard, DatasetCardData
 
     described = output.format.describe()
+    if features is not None and described["features"]:  # rows with other columns than a run's (export)
+        described["features"] = features
     buckets = bucket_counts(output)
     images = sum(buckets.values())
     grid = write_sample_grid(output, sorted(buckets, key=lambda name: (-buckets[name], name)))

@@ -98,7 +98,11 @@ class OutputFormat(ABC):
         tasks' shards per folder (``datasets`` reads ``data/`` recursively)."""
 
     @abstractmethod
-    def open_shard(self, name: str, settings: dict[str, Any] | None, row_group_size: int) -> ShardWriter: ...
+    def open_shard(
+        self, name: str, settings: dict[str, Any] | None, row_group_size: int, schema: pa.Schema | None = None
+    ) -> ShardWriter:
+        """``schema``: the rows' Arrow schema when it is not :func:`~pixart_batch.schema.shard_schema`'s
+        (``export`` copies another output's rows with their own columns); formats without one ignore it."""
 
     # -- reading
     def owns(self, path: str) -> bool:

@@ -23,11 +23,13 @@ class ParquetFormat(OutputFormat):
         # The name alone is unique too, so shards can be copied flat.
         return f"{run_id}/{task // 1000:04d}/train-{run_id}-{task:05d}-{number:04d}.parquet"
 
-    def open_shard(self, name: str, settings: dict[str, Any] | None, row_group_size: int) -> ShardWriter:
+    def open_shard(
+        self, name: str, settings: dict[str, Any] | None, row_group_size: int, schema: pa.Schema | None = None
+    ) -> ShardWriter:
         writer = ParquetStreamWriter(
             self.location,
             self.data_path(name),
-            S.shard_schema(settings),
+            S.shard_schema(settings) if schema is None else S.with_settings(schema, settings),
             before_commit=lambda: stall("shard-commit"),
             compression="zstd",
         )

@@ -46,7 +46,9 @@ class WebDatasetFormat(OutputFormat):
     def index_of(self, tar: str) -> str:
         return tar[: -len(self.suffix)] + self.index_suffix
 
-    def open_shard(self, name: str, settings: dict[str, Any] | None, row_group_size: int) -> ShardWriter:
+    def open_shard(
+        self, name: str, settings: dict[str, Any] | None, row_group_size: int, schema: pa.Schema | None = None
+    ) -> ShardWriter:
         path = self.data_path(name)
         return _TarShard(self.location, path, self.index_of(path), settings)
 
