@@ -51,8 +51,8 @@ def test_a_slimmed_and_stripped_ray_still_runs_a_ray_data_join(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     for package in (ray, polars):
-        shutil.copytree(Path(package.__file__).parent, site / package.__name__, symlinks=True)
-    runtime = Path(polars.__file__).parent.parent
+        shutil.copytree(Path(str(package.__file__)).parent, site / package.__name__, symlinks=True)
+    runtime = Path(str(polars.__file__)).parent.parent
     for extra in runtime.glob("_polars_runtime*"):
         shutil.copytree(extra, site / extra.name, symlinks=True)
     assert bundle.slim(site) > 10 * 2**20  # the jars and RLlib at least
