@@ -155,6 +155,8 @@ def e2e_commands(config: str, model: Path, prompts: Path, output: Path, steps: i
         str(prompts),
         "--output",
         str(output),
+        "--executor",
+        "ray",
     ]
     if steps is not None:
         generate += ["--steps", str(steps)]
@@ -164,7 +166,7 @@ def e2e_commands(config: str, model: Path, prompts: Path, output: Path, steps: i
 def e2e_report(output: Path) -> dict:
     """The numbers of ``OUTPUT/run_report.json`` this check reports."""
     report = json.loads((output / "run_report.json").read_text())
-    keys = ("images_generated", "images_failed", "images_per_second", "embeddings_encoded", "stage_seconds")
+    keys = ("images_generated", "images_skipped", "images_failed", "images_per_second", "embeddings_encoded", "stage_seconds")
     return {key: report.get(key) for key in keys}
 
 

@@ -104,7 +104,9 @@ def tiny_tokenizer(workdir: Path) -> tuple[Path, dict]:
     ``model_index.json`` entries for ``tokenizer`` and ``text_encoder``."""
     from pixart_batch.tiny import build_tiny_checkpoint
 
-    tiny = build_tiny_checkpoint(workdir / "tiny-checkpoint")
+    tiny = workdir / "tiny-checkpoint"
+    if not (tiny / "model_index.json").is_file():  # built once per workdir: every section that needs T5 shares it
+        build_tiny_checkpoint(tiny)
     index = json.loads((tiny / "model_index.json").read_text())
     return tiny / "tokenizer", {key: index[key] for key in ("tokenizer", "text_encoder")}
 

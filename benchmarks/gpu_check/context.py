@@ -29,8 +29,8 @@ class Context:
         self.t5_dtype = torch.bfloat16 if half else torch.float32
         self.dit_step_dtype = torch.bfloat16 if half else torch.float32
         self.vae_dtype = torch.float16 if half else torch.float32
-        self.out = Path(args.out)
-        self.workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="gpu_check-", dir="/tmp"))
+        self.out = Path(args.out).resolve()
+        self.workdir = Path(args.workdir).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="gpu_check-", dir="/tmp"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.command = os.environ.get("GPU_CHECK_COMMAND") or "python3 benchmarks/gpu_check.py " + " ".join(sys.argv[1:])
         self.results: dict = {"meta": {}, "sections": {}}
