@@ -222,7 +222,7 @@ class OutputDataset:
         write_parquet_atomic(
             self.location,
             self.location.join(PLAN_DIR, run_id, name),
-            table.cast(S.plan_schema()),
+            table.cast(S.plan_schema(S.LABEL in table.column_names)),
             row_group_size=100_000,
             compression="zstd",
         )
