@@ -148,7 +148,7 @@ def test_some_records_unlabelled_is_refused_naming_the_line(tmp_path):
 )
 def test_bad_labels_are_refused(tmp_path, label, message):
     path = tmp_path / "p.jsonl"
-    path.write_text('{"prompt": "a cat", "label": %s}\n' % label)
+    path.write_text('{"prompt": "a cat", "label": ' + label + "}\n")
     with pytest.raises(PromptFileError, match=message):
         scan_prompts(path)
 
@@ -255,9 +255,7 @@ def test_rerun_with_a_new_class_appends_its_name(tmp_path, tiny_model):
     old = [p for p in (output / "data").rglob("*.parquet") if pq.read_table(p).num_rows]
     for path in old:
         table = pq.read_table(path, columns=["prompt", S.LABEL]).to_pylist()
-        assert all(
-            names[row[S.LABEL]] == "tabby cat" for row in table if row["prompt"].endswith(("tabby cat", "tabby"))
-        )
+        assert all(names[row[S.LABEL]] == "tabby cat" for row in table if row["prompt"].endswith(("tabby cat", "tabby")))
     # a run lacking a class keeps the list; an unlabelled run over a labelled output is refused
     third, _ = _run(tmp_path, "local", "parquet")
     assert third["images_generated"] == 0
