@@ -140,7 +140,7 @@ def failure_schema() -> pa.Schema:
 
 
 def plan_schema(labelled: bool = False) -> pa.Schema:
-    """The plan's rows (with a ``label`` column for a labelled run)."""
+    """The plan's rows (with ``label`` and ``template`` columns for a labelled run)."""
     import pyarrow as pa
 
     return pa.schema(
@@ -153,7 +153,7 @@ def plan_schema(labelled: bool = False) -> pa.Schema:
             (BUCKET_HEIGHT, pa.int32()),
             (BUCKET_WIDTH, pa.int32()),
         ]
-        + ([(LABEL, pa.int64())] if labelled else [])
+        + ([(LABEL, pa.int64()), (TEMPLATE, pa.int32())] if labelled else [])
     )
 
 

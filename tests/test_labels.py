@@ -223,6 +223,13 @@ def test_labels_reach_every_row(tmp_path, tiny_model, executor_env, fmt):
     assert status(str(output))["labels"] == {name: {"planned": 2, "done": 2, "failed": 0} for name in names}
     card = (output / "README.md").read_text()
     assert "## Images per label" in card and "| 2 | tabby cat | 2 |" in card
+    plan = pa.concat_tables([pq.read_table(p) for p in sorted((output / "plan").rglob("*.parquet"))])
+    assert sorted(set(plan.column(S.TEMPLATE).to_pylist())) == [0, 1] and plan.column(S.LABEL).type == pa.int64()
+    if executor_env == "local" and fmt == "parquet":
+        from pixart_batch.gallery import build_gallery
+
+        build_gallery(str(output))
+        assert "<h2>Labels</h2>" in (output / "gallery" / "index.html").read_text()
     dataset = load_dataset(str(output), split="train", cache_dir=str(tmp_path / "hf-cache"))
     if fmt == "parquet":
         assert dataset.features[S.LABEL] == ClassLabel(names=names)
@@ -264,3 +271,25 @@ def test_rerun_with_a_new_class_appends_its_name(tmp_path, tiny_model):
     plain.write_text("a photo of a goldfish\n")
     with pytest.raises(OutputError, match="setting 'output.label_names' is null"):
         plan_run(tiny_config(**{"ray.executor": "local"}), str(plain), str(output))
+
+
+@pytest.mark.parametrize("names", ['"cat"', "[1, 2]", '["cat", "cat"]'])
+def test_damaged_label_names_in_settings_are_one_line(tmp_path, names):
+    from pixart_batch.output import OutputDataset
+
+    (tmp_path / "settings.json").write_text(f'{{"{S.LABEL_NAMES_SETTING}": {names}}}')
+    with pytest.raises(OutputError, match="damaged settings .'output.label_names' is not a list of distinct names"):
+        OutputDataset(str(tmp_path)).validate_metadata()
+
+
+def test_plan_shows_images_per_class(tiny_model, capsys):
+    from pixart_batch.cli import main
+
+    config = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
+    capsys.readouterr()
+    assert main(["plan", str(EXAMPLE), "--config", config, "--images-per-prompt", "2", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["images_per_label"]) == 10 and set(data["images_per_label"].values()) == {40}
+    assert main(["plan", str(EXAMPLE), "--config", config]) == 0
+    out = capsys.readouterr().out
+    assert "label " in out and "golf ball" in out and "10.0%" in out

@@ -130,8 +130,16 @@ class OutputDataset:
         return data
 
     def read_settings(self) -> dict[str, Any] | None:
-        """The settings recorded by an earlier run, or None for a new output."""
-        return self.read_object(SETTINGS_FILE, {}, "settings")
+        """The settings recorded by an earlier run, or None for a new output (a labelled output's
+        class names must be a list of distinct strings)."""
+        settings = self.read_object(SETTINGS_FILE, {}, "settings")
+        names = (settings or {}).get(S.LABEL_NAMES_SETTING)
+        if names is not None and (
+            not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names)
+        ):
+            path = self.location.join(SETTINGS_FILE)
+            raise OutputError(f"{path}: damaged settings ('{S.LABEL_NAMES_SETTING}' is not a list of distinct names); {RESTORE}")
+        return settings
 
     def write_json(self, name: str, data: Any) -> None:
         write_bytes_atomic(self.location, self.location.join(name), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
