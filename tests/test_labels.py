@@ -263,7 +263,9 @@ def test_rerun_with_a_new_class_appends_its_name(tmp_path, tiny_model):
     for path in old:
         table = pq.read_table(path, columns=["prompt", S.LABEL]).to_pylist()
         assert all(names[row[S.LABEL]] == "tabby cat" for row in table if row["prompt"].endswith(("tabby cat", "tabby")))
-    # a run lacking a class keeps the list; an unlabelled run over a labelled output is refused
+    # a run lacking a class keeps the list (also when the guard falls back on the shards' settings,
+    # which grew between the runs); an unlabelled run over a labelled output is refused
+    (output / "settings.json").unlink()
     third, _ = _run(tmp_path, "local", "parquet")
     assert third["images_generated"] == 0
     assert json.loads((output / "settings.json").read_text())[S.LABEL_NAMES_SETTING] == names
@@ -293,3 +295,17 @@ def test_plan_shows_images_per_class(tiny_model, capsys):
     assert main(["plan", str(EXAMPLE), "--config", config]) == 0
     out = capsys.readouterr().out
     assert "label " in out and "golf ball" in out and "10.0%" in out
+
+
+@pytest.mark.slow
+def test_labelled_run_over_unlabelled_images_is_refused(tmp_path, tiny_model):
+    from pixart_batch.run import plan_run, run_generate
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("a photo of a goldfish\n")
+    config = tiny_config(**{"ray.executor": "local"})
+    run_generate(config, str(plain), str(tmp_path / "out"))
+    before = sorted(p.name for p in (tmp_path / "out").rglob("*"))
+    with pytest.raises(OutputError, match=r"setting 'output.label_names' is \[.*\] but this output was generated with null"):
+        plan_run(config, str(_yaml(tmp_path, THREE)), str(tmp_path / "out"))
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == before
