@@ -98,7 +98,9 @@ def status(uri: str) -> dict[str, Any]:
     for counts in buckets.values():
         total.update(counts)
     fields = ("planned", "embedded", "done", "failed")
+    labelled = _label_counts(output, plan, done, failed)
     return {
+        **labelled,
         "output": output.uri,
         "plan": "dry run" if pointer == DRY_RUN_POINTER_FILE else "latest run",
         "buckets": {name: {f: buckets[name][f] for f in fields} for name in sorted(buckets)},
@@ -109,6 +111,21 @@ def status(uri: str) -> dict[str, Any]:
             for shard in damaged
         ],
     }
+
+
+def _label_counts(output: OutputDataset, plan: list[dict[str, Any]], done: set[str], failed: Any) -> dict[str, Any]:
+    """A labelled output's ``labels``: per class name (in id order), planned / done / failed images."""
+    names = S.label_names(output.read_settings())
+    if names is None or not plan or S.LABEL not in plan[0]:
+        return {}
+    labels = {name: Counter({"planned": 0, "done": 0, "failed": 0}) for name in names}
+    for row in plan:
+        number = row[S.LABEL]
+        counts = labels.setdefault(names[number] if 0 <= number < len(names) else f"#{number}", Counter())
+        counts["planned"] += 1
+        counts["done"] += row[S.KEY] in done
+        counts["failed"] += row[S.KEY] in failed
+    return {"labels": {name: dict(counts) for name, counts in labels.items()}}
 
 
 def format_status(report: dict[str, Any]) -> str:
@@ -124,6 +141,10 @@ def format_status(report: dict[str, Any]) -> str:
             images = sum(shard["buckets"][name] for shard in shards)
             line += f"  damaged: {_shards_text(len(shards))} ({images} images)"
         lines.append(line)
+    if report.get("labels"):
+        lines.append(f"{'label':>16} {'planned':>9} {'done':>9} {'failed':>9}")
+        for name, counts in report["labels"].items():
+            lines.append(f"{name:>16} {counts['planned']:>9} {counts['done']:>9} {counts['failed']:>9}")
     if report["not_in_plan"]:
         lines.append(f"{report['not_in_plan']} images in the dataset are not in the latest plan")
     if damaged:

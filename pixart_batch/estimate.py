@@ -146,6 +146,8 @@ class Estimate:
     images: int = 0
     buckets: Counter = field(default_factory=Counter)
     """``"WIDTHxHEIGHT"`` of the bucket the DiT generates at → images."""
+    labels: Counter = field(default_factory=Counter)
+    """A labelled prompt file's class name → images (empty: unlabelled)."""
     output_pixels: int = 0
     """Pixels of the saved images (the requested sizes; ``--hw`` images are resized back)."""
     gpu: str = ""
@@ -194,6 +196,7 @@ class Estimate:
             "image_format": self.image_format,
             "output_bytes": int(self.output_bytes),
             "notes": self.notes,
+            **({"images_per_label": dict(sorted(self.labels.items()))} if self.labels else {}),
         }
 
 
@@ -209,6 +212,10 @@ def format_estimate(estimate: Estimate) -> str:
     lines = [f"{data['prompts']:,} prompts → {data['images']:,} images", "", "bucket (WIDTHxHEIGHT)   images      share"]
     for bucket, count in data["buckets_width_x_height"].items():
         lines.append(f"{bucket:<22}{count:>8,}   {count / max(data['images'], 1):>7.1%}")
+    if data.get("images_per_label"):
+        lines += ["", "label                   images      share"]
+        for label, count in data["images_per_label"].items():
+            lines.append(f"{label:<22}{count:>8,}   {count / max(data['images'], 1):>7.1%}")
     lines.append("")
     ref = MEASURED[estimate.gpu]
     lines.append(
@@ -330,6 +337,8 @@ def estimate_run(config: RunConfig, prompts: str, facts: CheckpointFacts | None 
     for record in iter_prompts(prompts, scan):
         bucket_width, bucket_height, width, height = size_of(record.width, record.height, record.aspect_ratio)
         buckets[(bucket_width, bucket_height)] += per_prompt
+        if record.label is not None:
+            result.labels[record.label] += per_prompt
         pixels += width * height * per_prompt
         texts.add(record.prompt)
         if facts.uses_negative:

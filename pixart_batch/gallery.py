@@ -40,6 +40,7 @@ from typing import Any
 from . import schema as S
 from .errors import OutputError, UserError
 from .output import open_output
+from .output.card import label_counts
 from .output.formats import OutputFormat
 from .output.layout import GALLERY_DIR
 from .storage import Location, is_symlink, list_files, remove_temporaries, write_bytes_atomic
@@ -247,7 +248,9 @@ def build_gallery(
     for bucket in ordered:
         write_bytes_atomic(location, posixpath.join(root, bucket.page), bucket_page(output.uri, bucket).encode())
         written.add(bucket.page)
-    index = index_page(output.uri, ordered, settings, skipped, undecodable)
+    names = S.label_names(settings)
+    labels = label_counts(output, names) if names is not None and output.plan_files() else None
+    index = index_page(output.uri, ordered, settings, skipped, undecodable, labels)
     write_bytes_atomic(location, posixpath.join(root, "index.html"), index.encode())
     written.add("index.html")
     _remove_stale(location, root, written)
@@ -379,7 +382,14 @@ def bucket_page(uri: str, bucket: Bucket) -> str:
     return _page(f"bucket {bucket.name} (width x height)", subtitle, body, len(bucket.cards))
 
 
-def index_page(uri: str, buckets: list[Bucket], settings: dict[str, Any] | None, skipped: list[str], undecodable: int) -> str:
+def index_page(
+    uri: str,
+    buckets: list[Bucket],
+    settings: dict[str, Any] | None,
+    skipped: list[str],
+    undecodable: int,
+    labels: dict[str, int] | None = None,
+) -> str:
     total = sum(bucket.images for bucket in buckets)
     shown = sum(len(bucket.cards) for bucket in buckets)
     parts: list[str] = []
@@ -394,6 +404,9 @@ def index_page(uri: str, buckets: list[Bucket], settings: dict[str, Any] | None,
             "<h2>Buckets</h2>\n<table><tr><th>bucket (width x height)</th><th>images</th><th>shown</th></tr>\n"
             f"{rows}\n<tr><th>total</th><th>{total}</th><th>{shown}</th></tr></table>"
         )
+        if labels:
+            rows = "\n".join(f"<tr><td>{_e(name)}</td><td>{count}</td></tr>" for name, count in labels.items())
+            parts.append(f"<h2>Labels</h2>\n<table><tr><th>label</th><th>images</th></tr>\n{rows}</table>")
         strip: list[str] = []
         for bucket in buckets:
             strip += [_card(card, compact=True, link=bucket.page) for card in bucket.cards[:STRIP_PER_BUCKET]]

@@ -62,11 +62,18 @@ def plan_size(record: PromptRecord, generation: GenerationConfig, geometry: Mode
 # --------------------------------------------------------------------------- batch forms (run in Ray workers)
 
 
-def prompt_chunk(records: list[PromptRecord], default_negative: str) -> pa.Table:
+def prompt_chunk(records: list[PromptRecord], default_negative: str, label_ids: dict[str, int] | None = None) -> pa.Table:
     """An Arrow table of staged prompts (the negative prompt default already applied; 0 in a
-    size column means "not given")."""
+    size column means "not given"); with ``label_ids`` (a labelled run) each record's class id and
+    template index (-1: none)."""
     import pyarrow as pa
 
+    labelled = {}
+    if label_ids is not None:
+        labelled = {
+            S.LABEL: pa.array([label_ids[r.label] for r in records if r.label is not None], pa.int64()),
+            S.TEMPLATE: pa.array([-1 if r.template is None else r.template for r in records], pa.int32()),
+        }
     return pa.table(
         {
             S.PROMPT_ID: [r.prompt_id for r in records],
@@ -76,6 +83,7 @@ def prompt_chunk(records: list[PromptRecord], default_negative: str) -> pa.Table
             S.REQUESTED_HEIGHT: pa.array([r.height or 0 for r in records], pa.int32()),
             S.ASPECT_RATIO: pa.array([r.aspect_ratio or 0.0 for r in records], pa.float64()),
             S.SOURCE: [r.source for r in records],
+            **labelled,
         }
     )
 

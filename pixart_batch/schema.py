@@ -51,6 +51,13 @@ IMAGE_FORMAT = "image_format"
 FAST_MODE = "fast_mode"
 """``exact``, or the DiT's opt-in approximations (``stages.denoise.step_cache`` / ``fp8``)."""
 LABEL = "label"
+"""The class id of a labelled prompt (int64; a ``datasets`` ``ClassLabel`` over the output's label names)."""
+LABEL_NAMES_SETTING = "output.label_names"
+"""The settings key (``settings.json``, every shard) of a labelled output's class names, in id order."""
+LABEL_NAME = "label_name"
+"""WebDataset ``KEY.json`` only: the class name beside its id."""
+TEMPLATE = "template"
+"""Staged prompts of a class × template file: the template's index in the file (-1: none)."""
 CLIP_SCORE = "clip_score"
 AESTHETIC_SCORE = "aesthetic_score"
 
@@ -134,7 +141,8 @@ def failure_schema() -> pa.Schema:
     )
 
 
-def plan_schema() -> pa.Schema:
+def plan_schema(labelled: bool = False) -> pa.Schema:
+    """The plan's rows (with ``label`` and ``template`` columns for a labelled run)."""
     import pyarrow as pa
 
     return pa.schema(
@@ -147,6 +155,7 @@ def plan_schema() -> pa.Schema:
             (BUCKET_HEIGHT, pa.int32()),
             (BUCKET_WIDTH, pa.int32()),
         ]
+        + ([(LABEL, pa.int64()), (TEMPLATE, pa.int32())] if labelled else [])
     )
 
 
@@ -167,9 +176,21 @@ def store_schema() -> pa.Schema:
     )
 
 
-def features() -> Features:
-    """The datasets ``Features`` of an image row (``image`` last)."""
-    from datasets import Features, Image, Sequence, Value
+def label_names(settings: dict[str, Any] | None) -> list[str] | None:
+    """The class names a run's settings record (None: an unlabelled output)."""
+    names = (settings or {}).get(LABEL_NAMES_SETTING)
+    return list(names) if names is not None else None
+
+
+def output_columns(labelled: bool) -> tuple[str, ...]:
+    """The row's columns: :data:`OUTPUT_COLUMNS`, with ``label`` before ``image`` for a labelled output."""
+    return (*OUTPUT_COLUMNS[:-1], LABEL, IMAGE) if labelled else OUTPUT_COLUMNS
+
+
+def features(names: list[str] | None = None) -> Features:
+    """The datasets ``Features`` of an image row (``image`` last; ``label`` a ``ClassLabel`` over
+    ``names`` when given)."""
+    from datasets import ClassLabel, Features, Image, Sequence, Value
 
     types = {
         KEY: Value("string"),
@@ -199,6 +220,8 @@ def features() -> Features:
         IMAGE: Image(),
     }
     assert tuple(types) == OUTPUT_COLUMNS
+    if names is not None:
+        types = {**{k: v for k, v in types.items() if k != IMAGE}, LABEL: ClassLabel(names=names), IMAGE: Image()}
     return Features(types)
 
 
@@ -211,8 +234,9 @@ def with_settings(schema: pa.Schema, settings: dict[str, Any] | None) -> pa.Sche
 
 
 def shard_schema(settings: dict[str, Any] | None = None) -> pa.Schema:
-    """The Arrow schema of a shard: the datasets features, and the run's settings in the metadata."""
-    return with_settings(features().arrow_schema, settings)
+    """The Arrow schema of a shard: the datasets features (``label`` when the settings name classes),
+    and the run's settings in the metadata."""
+    return with_settings(features(label_names(settings)).arrow_schema, settings)
 
 
 def key_index_schema(settings: dict[str, Any] | None = None) -> pa.Schema:

@@ -101,8 +101,9 @@ ROLES: dict[str, Role] = {
     "estimate.usd_per_gpu_hour": Role.OPERATIONAL,
 }
 
-GROWABLE_SETTINGS = {"generation.images_per_prompt"}
-"""Settings that may grow between runs without changing existing images (more images per prompt)."""
+GROWABLE_SETTINGS = {"generation.images_per_prompt", "output.label_names"}
+"""Settings that may grow between runs without changing existing images (more images per prompt; class
+names appended to a labelled output's, the earlier ones keeping their ids)."""
 
 
 def leaf_fields(cls: type = RunConfig, prefix: str = "") -> list[str]:

@@ -554,7 +554,7 @@ def test_unsupported_extension_fails_at_once(tmp_path):
         with pytest.raises(PromptFileError) as info:
             reader(path)  # no iteration needed
         assert str(info.value) == (
-            f"{path}: unsupported prompt file type '.json'; use one of .txt, .jsonl, .ndjson, .csv, .parquet"
+            f"{path}: unsupported prompt file type '.json'; use one of .txt, .jsonl, .ndjson, .csv, .parquet, .yaml, .yml"
         )
     expect_error(write(tmp_path, "prompts", "a"), "", r"unsupported prompt file type '\(no extension\)'")
 

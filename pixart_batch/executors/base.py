@@ -59,6 +59,8 @@ class Planned:
     planned: int
     todo: int
     buckets: Counter = field(default_factory=Counter)
+    labels: Counter = field(default_factory=Counter)
+    """A labelled run's planned images per class id."""
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ class LocalExecutor(Executor):
 
         generation = self.config.generation
         images = expand_images(dict(cleaned.prompts), generation.images_per_prompt, generation.seed)
-        written = writer.write([{name: images[name] for name in S.plan_schema().names}], 0)
+        written = writer.write([{name: images[name] for name in S.plan_schema(S.LABEL in images).names}], 0)
         committed = shards.committed_keys()
         keep = np.array([key not in committed for key in images[S.KEY].tolist()], dtype=bool)
         remaining = take(images, keep)
@@ -126,7 +126,7 @@ class LocalExecutor(Executor):
         columns = (S.KEY, S.CAPTION_KEY, S.BUCKET_WIDTH, S.BUCKET_HEIGHT)
         remaining = take(remaining, np.lexsort(tuple(remaining[name] for name in columns)))
         todo = rows(remaining)
-        return Planned(remaining if todo and not dry_run else None, written.rows, todo, written.buckets)
+        return Planned(remaining if todo and not dry_run else None, written.rows, todo, written.buckets, written.labels)
 
     def generate(self, planned: Planned, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits) -> ImageWriteResult:
         from ..output.writers import ImageWriteResult

@@ -364,7 +364,8 @@ class RayExecutor(Executor):
             num_cpus=self.config.stages.clean.num_cpus,
         ).materialize()
         sink = PlanSink(writer)
-        images.select_columns(list(S.plan_schema().names)).write_datasink(sink)
+        labelled = S.LABEL in images.schema().names
+        images.select_columns(list(S.plan_schema(labelled).names)).write_datasink(sink)
         written: PlanWriteResult = sink.total(PlanWriteResult())
         key_files = shards.key_files()  # Parquet with a key column, whatever the format
         remaining = images
@@ -377,7 +378,7 @@ class RayExecutor(Executor):
             # in the store (sorted by caption key), so lookups read about what they use.
             remaining = remaining.sort([S.BUCKET_HEIGHT, S.BUCKET_WIDTH, S.CAPTION_KEY, S.KEY]).materialize()
         todo = remaining.count()
-        return Planned(remaining if todo and not dry_run else None, written.rows, todo, written.buckets)
+        return Planned(remaining if todo and not dry_run else None, written.rows, todo, written.buckets, written.labels)
 
     def generate(self, planned: Planned, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits) -> ImageWriteResult:
         from ..output.writers import ImageWriteResult

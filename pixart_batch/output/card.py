@@ -29,6 +29,31 @@ def bucket_counts(output: OutputDataset) -> dict[str, int]:
     return dict(Counter(S.bucket_name(w, h) for key, w, h in zip(*columns, strict=True) if key in done))
 
 
+def label_counts(output: OutputDataset, names: list[str]) -> dict[str, int]:
+    """A labelled output's committed images per class name of the latest plan (every class listed)."""
+    done = output.committed_keys()
+    plan = output.read_plan([S.KEY, S.LABEL]).to_pydict()
+    counts = Counter(names[number] for key, number in zip(plan[S.KEY], plan[S.LABEL], strict=True) if key in done)
+    return {name: counts.get(name, 0) for name in names}
+
+
+def label_feature(names: list[str]) -> dict[str, Any]:
+    """The card's ``dataset_info.features`` entry of ``label``: a ``ClassLabel`` over ``names``."""
+    return {"name": S.LABEL, "dtype": {"class_label": {"names": {str(number): name for number, name in enumerate(names)}}}}
+
+
+def _labels_section(output: OutputDataset, names: list[str] | None) -> str:
+    if names is None:
+        return ""
+    counts = label_counts(output, names)
+    rows = "\n".join(f"| {number} | {name} | {counts[name]} |" for number, name in enumerate(names))
+    return (
+        f"## Images per label\n\n`label` is a `ClassLabel` over {len(names)} names (ids in the order below; "
+        "a re-run with new classes appends them).\n\n| id | label | images |\n|---|---|---|\n"
+        f"{rows}\n\n"
+    )
+
+
 def write_card(
     output: OutputDataset, settings: dict[str, Any], counts: dict[str, Any], features: list[dict[str, Any]] | None = None
 ) -> None:
@@ -44,7 +69,12 @@ def write_card(
     buckets = bucket_counts(output)
     images = sum(buckets.values())
     grid = write_sample_grid(output, sorted(buckets, key=lambda name: (-buckets[name], name)))
-    extra: dict[str, Any] = {"dataset_info": {"features": described["features"]}} if described["features"] else {}
+    names = S.label_names(settings)
+    features = list(described["features"])
+    if features and names is not None and all(entry.get("name") != S.LABEL for entry in features):
+        # the label's ClassLabel before the image (the shards' order)
+        features.insert(len(features) - 1, label_feature(names))
+    extra: dict[str, Any] = {"dataset_info": {"features": features}} if features else {}
     data = DatasetCardData(
         pretty_name="Synthetic images generated with pixart_batch",
         task_categories=["text-to-image"],
@@ -66,7 +96,10 @@ def write_card(
         "`width` × `height` is the final image after diffusers' resize-and-crop.\n\n"
         f"```python\nfrom datasets import load_dataset\n{loader}\n```\n\n"
         "## Images per bucket\n\n| bucket (width x height) | images |\n|---|---|\n"
-        f"{rows}\n\n" + (f"## Samples\n\n![a few images per bucket]({grid})\n\n" if grid else "") + "## Generation settings\n\n"
+        f"{rows}\n\n"
+        + _labels_section(output, names)
+        + (f"## Samples\n\n![a few images per bucket]({grid})\n\n" if grid else "")
+        + "## Generation settings\n\n"
         f"```json\n{json.dumps(settings, indent=2, sort_keys=True)}\n```\n"
     )
     card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")

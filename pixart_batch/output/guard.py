@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from .. import schema as S
-from ..errors import OutputError
+from ..errors import OutputError, shorten
 from .layout import FORMAT_SETTING, SETTINGS_FILE, OutputDataset
 
 SETTING_DEFAULTS = {FORMAT_SETTING: "parquet"}
@@ -38,7 +38,11 @@ def shard_settings(output: OutputDataset) -> dict[str, Any] | None:
             )
         settings = json.loads(metadata[S.SHARD_SETTINGS_KEY])
         if found is not None and settings != found:
-            raise OutputError(f"{path}: records other settings than the output's other shards; this output mixes settings")
+            if changed_setting(found, settings) is None:  # grown since (more images, more classes)
+                found = settings
+            elif changed_setting(settings, found) is not None:
+                raise OutputError(f"{path}: records other settings than the output's other shards; this output mixes settings")
+            continue
         found = settings
     return found
 
@@ -60,12 +64,17 @@ def check_settings(output: OutputDataset, settings: dict[str, Any]) -> str | Non
     if not output.format_on_disk().shard_files():
         return (
             f"{output.uri} holds no images yet: this run's settings replace its earlier ones "
-            f"(setting '{name}' was {json.dumps(before)}, now {json.dumps(now)})"
+            f"(setting '{name}' was {_shown(before)}, now {_shown(now)})"
         )
     raise OutputError(
-        f"{output.uri}: setting '{name}' is {json.dumps(now)} but this output was generated with {json.dumps(before)}; "
+        f"{output.uri}: setting '{name}' is {_shown(now)} but this output was generated with {_shown(before)}; "
         "re-run with the same setting, or write to a new output"
     )
+
+
+def _shown(value: Any) -> str:
+    """A setting's value for a message (a long list of class names cut short)."""
+    return shorten(json.dumps(value), 200)
 
 
 def changed_setting(recorded: dict[str, Any], settings: dict[str, Any]) -> tuple[str, Any, Any] | None:
@@ -78,7 +87,22 @@ def changed_setting(recorded: dict[str, Any], settings: dict[str, Any]) -> tuple
             continue
         if name in GROWABLE_SETTINGS and isinstance(before, int) and isinstance(now, int) and now > before:
             continue
+        if name in GROWABLE_SETTINGS and isinstance(before, list) and isinstance(now, list) and now[: len(before)] == before:
+            continue  # names appended (a labelled output's classes): the earlier ones keep their ids
         if name not in recorded and name in leaf_fields() and now == default_of(name):
             continue  # a setting added after this output was made, at its default: the images it made
         return name, before, now
     return None
+
+
+def label_names(output: OutputDataset, labels: tuple[str, ...]) -> list[str] | None:
+    """A labelled run's class names: the output's recorded ones in their order, then this run's new
+    labels (sorted among themselves), so no earlier class is renumbered; ``None`` for an unlabelled run."""
+    if not labels:
+        return None
+    recorded = output.read_settings()
+    if recorded is None:
+        recorded = shard_settings(output)
+    before = S.label_names(recorded) or []
+    known = set(before)
+    return before + sorted(label for label in labels if label not in known)

@@ -130,8 +130,16 @@ class OutputDataset:
         return data
 
     def read_settings(self) -> dict[str, Any] | None:
-        """The settings recorded by an earlier run, or None for a new output."""
-        return self.read_object(SETTINGS_FILE, {}, "settings")
+        """The settings recorded by an earlier run, or None for a new output (a labelled output's
+        class names must be a list of distinct strings)."""
+        settings = self.read_object(SETTINGS_FILE, {}, "settings")
+        names = (settings or {}).get(S.LABEL_NAMES_SETTING)
+        if names is not None and (
+            not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names)
+        ):
+            path = self.location.join(SETTINGS_FILE)
+            raise OutputError(f"{path}: damaged settings ('{S.LABEL_NAMES_SETTING}' is not a list of distinct names); {RESTORE}")
+        return settings
 
     def write_json(self, name: str, data: Any) -> None:
         write_bytes_atomic(self.location, self.location.join(name), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
@@ -222,7 +230,7 @@ class OutputDataset:
         write_parquet_atomic(
             self.location,
             self.location.join(PLAN_DIR, run_id, name),
-            table.cast(S.plan_schema()),
+            table.cast(S.plan_schema(S.LABEL in table.column_names)),
             row_group_size=100_000,
             compression="zstd",
         )

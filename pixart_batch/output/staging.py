@@ -14,18 +14,21 @@ if TYPE_CHECKING:
 PROMPT_CHUNK_ROWS = 50_000
 
 
-def stage_prompts(output: OutputDataset, run_id: str, scan: PromptScan, default_negative: str) -> list[str]:
-    """Write the chunks of the scanned prompt file; returns their paths. On failure the run's work
-    folder is removed (nothing half-staged stays)."""
+def stage_prompts(
+    output: OutputDataset, run_id: str, scan: PromptScan, default_negative: str, label_names: list[str] | None = None
+) -> list[str]:
+    """Write the chunks of the scanned prompt file (with class ids by ``label_names`` for a labelled
+    run); returns their paths. On failure the run's work folder is removed (nothing half-staged stays)."""
     from ..plan import prompt_chunk
     from ..prompts import iter_prompts
 
     paths: list[str] = []
     chunk: list[PromptRecord] = []
+    label_ids = None if label_names is None else {name: number for number, name in enumerate(label_names)}
 
     def flush() -> None:
         path = output.work_path(run_id, "prompts", f"part-{len(paths):05d}.parquet")
-        write_parquet_atomic(output.location, path, prompt_chunk(chunk, default_negative), compression="zstd")
+        write_parquet_atomic(output.location, path, prompt_chunk(chunk, default_negative, label_ids), compression="zstd")
         paths.append(path)
         chunk.clear()
 

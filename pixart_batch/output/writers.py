@@ -59,6 +59,8 @@ class ImageWriteResult(_Summable):
     """Seconds per stage (``encode``, ``denoise``, ``decode``, ``write``) these rows kept it busy."""
     buckets: Counter[str] = field(default_factory=Counter)
     """Committed rows per bucket name."""
+    labels: Counter[int] = field(default_factory=Counter)
+    """A labelled run's committed rows per class id."""
     store_bytes_read: int = 0
     store_bytes_used: int = 0
 
@@ -67,6 +69,8 @@ class ImageWriteResult(_Summable):
 class PlanWriteResult(_Summable):
     rows: int = 0
     buckets: Counter = field(default_factory=Counter)
+    labels: Counter = field(default_factory=Counter)
+    """A labelled run's planned rows per class id."""
 
 
 def to_table(batch: Batch, constants: dict[str, Any], settings: dict[str, Any] | None = None) -> pa.Table:
@@ -76,7 +80,7 @@ def to_table(batch: Batch, constants: dict[str, Any], settings: dict[str, Any] |
 
     size = len(batch[S.KEY])
     columns: dict[str, Any] = {}
-    for name in S.OUTPUT_COLUMNS:
+    for name in S.output_columns(S.label_names(settings) is not None):
         if name == S.IMAGE:
             columns[name] = [
                 {"bytes": blob, "path": f"{key}.{constants[S.IMAGE_FORMAT]}"}
@@ -143,6 +147,8 @@ class ImageWriter:
                     result.buckets.update(
                         S.bucket_name(w, h) for h, w in zip(piece[S.BUCKET_HEIGHT], piece[S.BUCKET_WIDTH], strict=True)
                     )
+                    if S.LABEL in piece:
+                        result.labels.update(int(number) for number in piece[S.LABEL].tolist())
                     start += take
                     if shard.rows == self.rows_per_shard:
                         shard.commit(result)
@@ -206,9 +212,11 @@ class PlanWriter:
         if not present:
             return PlanWriteResult()
         batch = concat(present)
-        table = pa.table({name: batch[name] for name in S.plan_schema().names})
+        labelled = S.LABEL in batch
+        table = pa.table({name: batch[name] for name in S.plan_schema(labelled).names})
         OutputDataset(self.output_uri).write_plan_part(self.run_id, table, f"part-{task:05d}.parquet")
         buckets = Counter(
             S.bucket_name(w, h) for h, w in zip(batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist(), strict=True)
         )
-        return PlanWriteResult(rows=len(batch[S.KEY]), buckets=buckets)
+        labels = Counter(int(number) for number in batch[S.LABEL].tolist()) if labelled else Counter()
+        return PlanWriteResult(rows=len(batch[S.KEY]), buckets=buckets, labels=labels)

@@ -11,7 +11,7 @@ from .flags import parse_prompt_line, parse_ratio
 from .ids import IdMaker, explicit_id
 from .records import MAX_SIDE, Entry, PromptRecord, digits_value, fail, no_nul, quote, too_large
 
-TABLE_COLUMNS = ("prompt", "id", "negative_prompt", "width", "height", "aspect_ratio")
+TABLE_COLUMNS = ("prompt", "id", "negative_prompt", "width", "height", "aspect_ratio", "label")
 """The columns (and ``.jsonl`` keys) a row may carry; others are ignored."""
 _INT_TEXT_RE = re.compile(r"\s*([0-9]+)(?:\.0*)?\s*")
 
@@ -77,6 +77,7 @@ def record_from_fields(fields: dict[str, Any], source: str, ids: IdMaker) -> Ent
         negative = negative.strip()
         key += "\0" + negative
 
+    label = label_of(fields.get("label"), source)
     try:
         key_bytes = key.encode("utf-8")
     except UnicodeEncodeError:
@@ -84,7 +85,27 @@ def record_from_fields(fields: dict[str, Any], source: str, ids: IdMaker) -> Ent
     raw_id = fields.get("id")
     explicit = raw_id is not None
     prompt_id = explicit_id(raw_id, source) if explicit else ids.derive(key_bytes)
-    return PromptRecord(prompt_id, prompt, negative, width, height, ratio, source), explicit
+    return PromptRecord(prompt_id, prompt, negative, width, height, ratio, source, label), explicit
+
+
+MAX_LABEL_CHARS = 256
+
+
+def label_of(value: Any, source: str) -> str | None:
+    """A record's ``label``: a class name (non-empty text, surrounding whitespace stripped), or ``None``.
+
+    The label is not part of a derived id: labelling a prompt file does not change its ids (its images)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        fail(source, f"'label' must be a string (a class name), not {type(value).__name__}")
+    no_nul(value, "'label'", source)
+    label = value.strip()
+    if not label:
+        fail(source, "'label' is empty; give a class name or leave the field out")
+    if len(label) > MAX_LABEL_CHARS:
+        fail(source, f"'label' is longer than {MAX_LABEL_CHARS} characters ({quote(label)})")
+    return label
 
 
 def columns_or_fail(columns: list[str], source: str) -> None:

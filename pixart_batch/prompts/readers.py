@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pixart_batch.errors import first_line
 from pixart_batch.parsing import DuplicateKeyError, loads_json
 
+from .classes import iter_classes
 from .fields import TABLE_COLUMNS, columns_or_fail, record_from_fields
 from .flags import parse_prompt_line
 from .ids import IdMaker
@@ -134,6 +135,8 @@ READERS: dict[str, Reader] = {
     ".ndjson": _iter_jsonl,
     ".csv": _iter_csv,
     ".parquet": _iter_parquet,
+    ".yaml": iter_classes,
+    ".yml": iter_classes,
 }
 """The prompt formats: one reader per file suffix (matched case-insensitively). A new format is one
 reader here and one entry."""

@@ -30,6 +30,10 @@ class PromptRecord:
     """Requested height/width ratio (``--ar``/``--aspect_ratio``/``aspect_ratio``)."""
     source: str
     """``FILE:LINE`` (``FILE:row N`` for parquet), for messages."""
+    label: str | None = None
+    """The record's class name (``label``; a class × template file's class), ``None``: unlabelled."""
+    template: int | None = None
+    """A class × template file's record: the index of its template in the file."""
 
 
 Entry = tuple[PromptRecord, bool]

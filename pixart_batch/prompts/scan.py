@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from .ids import DERIVED_ID_RE, IdMaker, duplicate_id, id_digest
 from .readers import read_entries
-from .records import Entry, PromptRecord
+from .records import Entry, PromptRecord, fail
 from .source import PromptFingerprint, Tally
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ class PromptScan:
     largest_side: tuple[int, str] | None = None
     """The largest requested width or height (``--hw`` / width / height) and where it is, so sizes
     beyond the model's limit are refused before anything starts (``None``: no size requested)."""
+    labels: tuple[str, ...] = ()
+    """The distinct labels of the records, sorted (empty: an unlabelled file)."""
 
 
 def scan_prompts(path: str | os.PathLike[str]) -> PromptScan:
@@ -56,8 +58,10 @@ def scan_prompts(path: str | os.PathLike[str]) -> PromptScan:
     lookalikes: list[str] = []  # explicit ids shaped like derived ones (could collide)
     count = 0
     largest: tuple[int, str] | None = None
+    labels = _Labels(name)
     for record, is_explicit in read_entries(path, ids, tally):
         count += 1
+        labels.add(record)
         side = max(record.width or 0, record.height or 0)
         if side and (largest is None or side > largest[0]):
             largest = (side, record.source)
@@ -72,7 +76,38 @@ def scan_prompts(path: str | os.PathLike[str]) -> PromptScan:
     explicit_counts = np.unique(np.frombuffer(explicit, dtype=np.uint64), return_counts=True)[1] if len(explicit) else None
     if clash or (explicit_counts is not None and (explicit_counts > 1).any()):
         _raise_duplicate(path, repeated, tally.fingerprint())
-    return PromptScan(name, count, repeated, tally.fingerprint(), largest)
+    return PromptScan(name, count, repeated, tally.fingerprint(), largest, tuple(sorted(labels.names)))
+
+
+MAX_LABELS = 100_000
+"""Distinct labels a prompt file may have (the scan holds them; the settings and the card list them)."""
+
+
+class _Labels:
+    """The distinct labels of a scan; refuses a file that labels some records and not others."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.names: set[str] = set()
+        self.first_labelled: str | None = None
+        self.first_unlabelled: str | None = None
+
+    def add(self, record: PromptRecord) -> None:
+        if record.label is None:
+            if self.first_unlabelled is None:
+                self.first_unlabelled = record.source
+        else:
+            if self.first_labelled is None:
+                self.first_labelled = record.source
+            if record.label not in self.names:
+                if len(self.names) >= MAX_LABELS:
+                    fail(record.source, f"more than {MAX_LABELS:,} distinct labels; an output has at most that many classes")
+                self.names.add(record.label)
+        if self.first_labelled is not None and self.first_unlabelled is not None:
+            fail(
+                self.first_unlabelled,
+                f"no 'label', but other records have one (first at {self.first_labelled}); label every record or none",
+            )
 
 
 def _derived_clash(lookalikes: list[str], values: np.ndarray, counts: np.ndarray) -> bool:

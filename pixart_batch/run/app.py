@@ -28,7 +28,7 @@ from ..executors.base import Executor, FailureLimits
 from ..fast import check_fast_modes
 from ..output import OutputDataset
 from ..output.card import write_card
-from ..output.guard import check_settings
+from ..output.guard import check_settings, label_names
 from ..output.layout import CONFIG_FILE, DRY_RUN_REPORT_FILE, REPORT_FILE, SETTINGS_FILE, STORE_DIR, STORE_POINTER_FILE
 from ..output.relations import check_relations
 from ..output.staging import stage_prompts
@@ -61,9 +61,19 @@ class RunPlan:
     started: float
     encode_only: bool = False
     dry_run: bool = False
+    label_names: tuple[str, ...] | None = None
+    """A labelled run's class names, in id order (the output's earlier ones first)."""
 
     def output(self) -> OutputDataset:
         return OutputDataset(self.output_uri, self.config.output.format)
+
+    def settings(self) -> dict[str, Any]:
+        """What determines the images (:meth:`RunSpec.settings`), and a labelled run's class names."""
+        return with_labels(self.spec.settings(), self.label_names)
+
+
+def with_labels(settings: dict[str, Any], names: tuple[str, ...] | list[str] | None) -> dict[str, Any]:
+    return settings if names is None else {**settings, S.LABEL_NAMES_SETTING: list(names)}
 
 
 def plan_run(config: RunConfig, prompts: str, output: str, encode_only: bool = False, dry_run: bool = False) -> RunPlan:
@@ -83,7 +93,8 @@ def plan_run(config: RunConfig, prompts: str, output: str, encode_only: bool = F
     check_relations(target.uri, store_root, scan.path, checkpoint_folders(spec))
     check_ours(target.location)
     target.validate_metadata()
-    check_settings(target, spec.settings())
+    names = label_names(target, scan.labels)
+    check_settings(target, with_labels(spec.settings(), names))
     EmbeddingStore(store_root, spec.store_identity()).check()
     executor = choose_executor(config, scan.count * config.generation.images_per_prompt)
     make_executor(executor, config, spec).check()
@@ -99,6 +110,7 @@ def plan_run(config: RunConfig, prompts: str, output: str, encode_only: bool = F
         started=started,
         encode_only=encode_only,
         dry_run=dry_run,
+        label_names=None if names is None else tuple(names),
     )
 
 
@@ -149,7 +161,7 @@ def hold(plan: RunPlan, output: OutputDataset, lock: OutputLock, log: Callable[[
             write_marker(output.location)
         except OSError as exc:
             raise OutputError(f"{output.uri}: output is not writable ({exc.strerror or exc})") from None
-        took_over = check_settings(output, plan.spec.settings())
+        took_over = check_settings(output, plan.settings())
         if took_over:
             log(took_over)
         output.check_writable()
@@ -164,13 +176,14 @@ def _phases(plan: RunPlan, output: OutputDataset, executor: Executor, log: Calla
 
     # -- prepare the output
     report.temporaries_removed = output.prepare()
-    output.write_json(SETTINGS_FILE, plan.spec.settings())
+    output.write_json(SETTINGS_FILE, plan.settings())
     store = EmbeddingStore(plan.store_root, plan.identity).open()
     report.temporaries_removed += store.remove_temporaries()
     report.store = store.uri
     output.write_json(STORE_POINTER_FILE, {"uri": store_pointer(output, store)})
     set_aside_damaged(plan.run_id, output, store, report, log)
-    chunks = stage_prompts(output, plan.run_id, plan.scan, config.generation.negative_prompt)
+    names = None if plan.label_names is None else list(plan.label_names)
+    chunks = stage_prompts(output, plan.run_id, plan.scan, config.generation.negative_prompt, names)
 
     # -- clean
     start = time.perf_counter()
@@ -195,6 +208,8 @@ def _phases(plan: RunPlan, output: OutputDataset, executor: Executor, log: Calla
         output.commit_plan(plan.run_id, planned.planned, dry_run=plan.dry_run)
         report.images_planned, report.images_skipped = planned.planned, planned.planned - planned.todo
         report.buckets = dict(sorted(planned.buckets.items()))
+        if plan.label_names is not None:
+            report.labels = {plan.label_names[number]: count for number, count in sorted(planned.labels.items())}
         report.stage_seconds["plan"] = time.perf_counter() - start
         log(
             f"{'dry run: ' if plan.dry_run else ''}planned {planned.planned} images in {len(planned.buckets)} buckets; "
@@ -205,7 +220,7 @@ def _phases(plan: RunPlan, output: OutputDataset, executor: Executor, log: Calla
                 start = time.perf_counter()
                 made = executor.generate(planned, store, image_writer(plan, output), _limits(config))
                 report.add_generated(made, time.perf_counter() - start)
-            write_card(output, plan.spec.settings(), {"images_total": report.images_planned, "prompts": report.prompts})
+            write_card(output, plan.settings(), {"images_total": report.images_planned, "prompts": report.prompts})
 
     # -- the report
     final = report.close(time.time() - plan.started)
@@ -229,7 +244,7 @@ def image_writer(plan: RunPlan, output: OutputDataset) -> ImageWriter:
         output.uri,
         plan.run_id,
         plan.spec.row_constants(),
-        plan.spec.settings(),
+        plan.settings(),
         settings.rows_per_shard,
         settings.row_group_size,
         settings.format,

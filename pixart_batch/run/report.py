@@ -27,6 +27,8 @@ class RunReport:
     dry_run: bool = False
     executor: str = ""
     buckets: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+    """A labelled run's planned images per class name (empty for an unlabelled run)."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_busy_seconds: dict[str, float] = field(default_factory=dict)
     store_bytes_read: int = 0

@@ -1,7 +1,9 @@
 """``output.format: webdataset``: ``data/<run>/<task//1000>/<task:05d><n:04d>.tar`` (img2dataset's
 numbering, one folder per run so names never collide), members ``KEY.png|jpg|webp`` (the image),
 ``KEY.json`` (every other column of the row) and ``KEY.txt`` (the ``caption`` column: the text the
-model was conditioned on). Keys are ``<prompt_id>-<nnnnn>`` and prompt ids are ``[A-Za-z0-9_-]``,
+model was conditioned on); a labelled output's samples also carry ``KEY.cls`` (the class id as
+decimal text, WebDataset's convention) and ``label`` / ``label_name`` in ``KEY.json``.
+Keys are ``<prompt_id>-<nnnnn>`` and prompt ids are ``[A-Za-z0-9_-]``,
 so a key never holds the ``.`` at which WebDataset splits member names.
 
 **Atomicity.** The key index ``<name>.keys.parquet`` is committed first, the tar second (each
@@ -103,9 +105,14 @@ class WebDatasetFormat(OutputFormat):
             found.setdefault(key, set()).add(extension)
         if sorted(found) != sorted(keys):
             return f"{len(found)} samples in the tar, {len(keys)} keys in its index"
-        incomplete = [key for key, extensions in found.items() if not {"json", "txt"} <= extensions or len(extensions) != 3]
+        incomplete = [
+            key for key, extensions in found.items() if not {"json", "txt"} <= extensions or len(extensions - {"cls"}) != 3
+        ]
         if incomplete:
             return f"sample {incomplete[0]} lacks its image, .json or .txt"
+        labelled = {"cls" in extensions for extensions in found.values()}
+        if len(labelled) > 1:
+            return "some samples have a .cls member and others do not"
         return None
 
     def read_rows(self, path: str) -> Iterator[dict[str, Any]]:
@@ -117,6 +124,9 @@ class WebDatasetFormat(OutputFormat):
             caption = members.pop("txt").decode()
             if caption != row.get(S.CAPTION):
                 raise ValueError(f"{key}.txt differs from the caption in {key}.json")
+            label = members.pop("cls", None)
+            if label is not None and int(label.decode()) != row.get(S.LABEL):
+                raise ValueError(f"{key}.cls differs from the label in {key}.json")
             ((extension, blob),) = members.items()
             row[S.IMAGE] = {"bytes": blob, "path": f"{key}.{extension}"}
             return row
@@ -142,7 +152,8 @@ class WebDatasetFormat(OutputFormat):
             "data_files": f"{DATA_GLOB}{self.suffix}",
             "features": [],
             "layout": "WebDataset tar shards (`data/<run>/<task//1000>/*.tar`): per image `KEY.<image format>`, `KEY.json` "
-            "(every other column of the row) and `KEY.txt` (the caption); `*.keys.parquet` beside each tar lists its keys.",
+            "(every other column of the row) and `KEY.txt` (the caption), and with labels `KEY.cls` (the class id; "
+            "`label` and `label_name` in `KEY.json`); `*.keys.parquet` beside each tar lists its keys.",
         }
 
 
@@ -153,6 +164,7 @@ class _TarShard(ShardWriter):
     def __init__(self, loc: Location, path: str, index: str, settings: dict[str, Any] | None) -> None:
         self.loc, self.path, self.index, self.settings = loc, path, index, settings
         self.keys: list[str] = []
+        self.names = S.label_names(settings)
         self.closed = False
         self.tmp = spill_path(loc, path)
         self.file = open(self.tmp, "wb")  # noqa: SIM115  # closed by commit/abort
@@ -172,8 +184,12 @@ class _TarShard(ShardWriter):
                     raise ValueError(f"key {key!r} cannot name a WebDataset sample")
                 extension = IMAGE_EXTENSIONS[row[S.IMAGE_FORMAT]]
                 self._add(f"{key}.{extension}", image["bytes"])
+                if self.names is not None:
+                    row[S.LABEL_NAME] = self.names[row[S.LABEL]]
                 self._add(f"{key}.json", json.dumps({S.KEY: key, **row}, sort_keys=True).encode())
                 self._add(f"{key}.txt", (row[S.CAPTION] or "").encode())
+                if self.names is not None:
+                    self._add(f"{key}.cls", str(row[S.LABEL]).encode())
                 self.keys.append(key)
         except BaseException:
             self.abort()
