@@ -265,6 +265,7 @@ def _write(
         makedirs(location, target.data_path())
         schema = source.features.arrow_schema
         plan: list[dict[str, Any]] = []
+        labelled = (S.LABEL,) if S.LABEL in source.features else ()  # the plan counts images per label (card, status)
         for index, groups in sorted(picked.items()):
             path = source.shards[index]
             writer = target.format.open_shard(target.format.shard_name(run_id, index, 0), settings, ROW_GROUP_SIZE, schema)
@@ -272,7 +273,7 @@ def _write(
                 columns = _present(source, path, list(source.features))
                 for batch in _batches(source.format.rows_of_groups(path, groups, columns)):
                     writer.write(_table(batch, schema))
-                    plan += [{c: row.get(c) for c in (S.KEY, S.PROMPT_ID, S.IMAGE_INDEX, *_BUCKET)} for row in batch]
+                    plan += [{c: row.get(c) for c in (S.KEY, S.PROMPT_ID, S.IMAGE_INDEX, *_BUCKET, *labelled)} for row in batch]
                 writer.commit()
             except UserError:
                 writer.abort()
@@ -326,8 +327,11 @@ def _write_plan(source: OutputDataset, target: OutputDataset, run_id: str, plan:
     import pyarrow.parquet as pq
 
     wanted = {row[S.KEY]: row for row in plan}
+    labelled = any(S.LABEL in row for row in plan)
     for row in plan:
         row[S.CAPTION_KEY] = row[S.NEGATIVE_KEY] = ""
+        if labelled:
+            row.setdefault(S.TEMPLATE, -1)
     try:
         for path in source.plan_files():
             with source.location.fs.open_input_file(path) as handle:
@@ -337,7 +341,7 @@ def _write_plan(source: OutputDataset, target: OutputDataset, run_id: str, plan:
                             wanted[found[S.KEY]].update(found)
     except Exception:
         pass  # an unreadable plan in the source: the export's plan lists its rows all the same
-    target.write_plan_part(run_id, pa.Table.from_pylist(plan, schema=S.plan_schema()), "part-00000.parquet")
+    target.write_plan_part(run_id, pa.Table.from_pylist(plan, schema=S.plan_schema(labelled)), "part-00000.parquet")
     target.commit_plan(run_id, len(plan))
 
 

@@ -309,3 +309,24 @@ def test_labelled_run_over_unlabelled_images_is_refused(tmp_path, tiny_model):
     with pytest.raises(OutputError, match=r"setting 'output.label_names' is \[.*\] but this output was generated with null"):
         plan_run(config, str(_yaml(tmp_path, THREE)), str(tmp_path / "out"))
     assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_a_generated_class_set_exports_balanced_with_its_class_names(tmp_path, tiny_model, capsys):
+    """Expand → generate → export: the export keeps the ClassLabel names and counts per label in its card."""
+    from datasets import ClassLabel, load_dataset
+
+    from pixart_batch.cli import main
+
+    _, output = _run(tmp_path, "local", "parquet")
+    before = {str(p): p.read_bytes() for p in output.rglob("*") if p.is_file()}
+    target = tmp_path / "export"
+    code = main(["export", str(output), "--where", "label in ['goldfish', 'tabby cat']", "--to", str(target), "--per-label", "1"])
+    assert code == 0, capsys.readouterr()
+    assert {str(p): p.read_bytes() for p in output.rglob("*") if p.is_file()} == before
+    dataset = load_dataset(str(target), split="train", cache_dir=str(tmp_path / "hf-cache")).remove_columns("image")
+    names = ["axolotl", "goldfish", "tabby cat"]
+    assert dataset.features[S.LABEL] == ClassLabel(names=names)  # ids as in the source
+    assert sorted(names[row[S.LABEL]] for row in dataset) == ["goldfish", "tabby cat"]
+    assert "| 1 | goldfish | 1 |" in (target / "README.md").read_text()
+    assert main(["verify", str(target)]) == 0
