@@ -84,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     gallery.add_argument("--thumb-size", type=int, default=256, help="longest side of a thumbnail in pixels (256)")
     gallery.add_argument("--format", choices=("webp", "jpeg"), default="webp", help="thumbnail format (webp)")
 
+    score = commands.add_parser("score", help="add clip_score (and aesthetic_score) to an existing output's shards")
+    score.add_argument("output")
+    score.add_argument("--config", help="YAML recipe whose stages.score section gives the model, head, batch size, dtype")
+    score.add_argument("--model", help="CLIP model: hub id, local directory or 'tiny' (stages.score.model)")
+    score.add_argument("--revision", help="hub revision of the CLIP model (stages.score.revision)")
+    score.add_argument("--aesthetic-head", help="safetensors linear head over the image embedding (stages.score.aesthetic_head)")
+    score.add_argument("--batch-size", type=int, help="images per CLIP call (stages.score.batch_size)")
+
     tiny = commands.add_parser("make-tiny-checkpoint", help="write a random tiny PixArt checkpoint (diffusers layout)")
     tiny.add_argument("directory")
     tiny.add_argument("--seed", type=int, default=0)
@@ -161,6 +169,17 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"problem: {problem}")
         print(result.summary())
         return 0 if result.ok else 1
+
+    if args.command == "score":
+        from .config import load_config, with_overrides
+        from .rescore import score_output
+
+        keys = {"model": "model", "revision": "revision", "aesthetic_head": "aesthetic_head", "batch_size": "batch_size"}
+        config = load_config(args.config)
+        stage = with_overrides(config, {f"stages.score.{k}": getattr(args, dest) for dest, k in keys.items()}).stages.score
+        configure_logging(config.console.verbose)
+        score_output(args.output, stage.model, stage.revision, stage.aesthetic_head, stage.batch_size, stage.dtype, stage.device)
+        return 0
 
     if args.command == "gallery":
         from .gallery import build_gallery

@@ -50,6 +50,12 @@ IMAGE = "image"
 IMAGE_FORMAT = "image_format"
 FAST_MODE = "fast_mode"
 """``exact``, or the DiT's opt-in approximations (``stages.denoise.step_cache`` / ``fp8``)."""
+CLIP_SCORE = "clip_score"
+"""float32: 100 × cosine similarity of the CLIP image and text embeddings (``stages.score``; absent when off)."""
+AESTHETIC_SCORE = "aesthetic_score"
+"""float32: a linear head over the CLIP image embedding (``stages.score.aesthetic_head``; absent without one)."""
+SCORE_SETTING = "score"
+"""The settings key of the scoring model's identity (``pixart_batch.score_model``); absent when not scored."""
 
 EMPTY_CAPTION = "_empty"
 """1 where a prompt's caption cleaned to empty text (clean phase only, never written)."""
@@ -71,7 +77,13 @@ IMAGE_BYTES = "image_bytes"
 STORE_BYTES_READ = "_store_bytes_read"
 STORE_BYTES_USED = "_store_bytes_used"
 """Counters the store lookup adds to each batch (summed into each write task's result)."""
-BUSY_COLUMNS = {"encode": "_busy_encode_s", "denoise": "_busy_denoise_s", "decode": "_busy_decode_s", "write": "_busy_write_s"}
+BUSY_COLUMNS = {
+    "encode": "_busy_encode_s",
+    "denoise": "_busy_denoise_s",
+    "decode": "_busy_decode_s",
+    "score": "_busy_score_s",
+    "write": "_busy_write_s",
+}
 """Per stage: the transient column of seconds each row's batch kept that stage busy."""
 
 # Columns of a dataset row, in order (``image`` last, as users expect it in viewers).
@@ -164,8 +176,21 @@ def store_schema() -> pa.Schema:
     )
 
 
-def features() -> Features:
-    """The datasets ``Features`` of an image row (``image`` last)."""
+def score_columns(settings: dict[str, Any] | None) -> tuple[str, ...]:
+    """The score columns of an output's rows, from its settings (none when it is not scored)."""
+    score = (settings or {}).get(SCORE_SETTING)
+    if not score:
+        return ()
+    return (CLIP_SCORE, AESTHETIC_SCORE) if score.get("aesthetic_head") else (CLIP_SCORE,)
+
+
+def row_columns(settings: dict[str, Any] | None) -> tuple[str, ...]:
+    """:data:`OUTPUT_COLUMNS` with the optional score columns (before ``sha256`` and ``image``)."""
+    return (*OUTPUT_COLUMNS[:-2], *score_columns(settings), *OUTPUT_COLUMNS[-2:])
+
+
+def features(extra: tuple[str, ...] = ()) -> Features:
+    """The datasets ``Features`` of an image row (``image`` last); ``extra``: the optional score columns."""
     from datasets import Features, Image, Sequence, Value
 
     types = {
@@ -196,7 +221,9 @@ def features() -> Features:
         IMAGE: Image(),
     }
     assert tuple(types) == OUTPUT_COLUMNS
-    return Features(types)
+    scores = {name: Value("float32") for name in extra if name in (CLIP_SCORE, AESTHETIC_SCORE)}
+    names = (*OUTPUT_COLUMNS[:-2], *scores, *OUTPUT_COLUMNS[-2:])
+    return Features({name: scores.get(name) or types[name] for name in names})
 
 
 def with_settings(schema: pa.Schema, settings: dict[str, Any] | None) -> pa.Schema:
@@ -209,7 +236,7 @@ def with_settings(schema: pa.Schema, settings: dict[str, Any] | None) -> pa.Sche
 
 def shard_schema(settings: dict[str, Any] | None = None) -> pa.Schema:
     """The Arrow schema of a shard: the datasets features, and the run's settings in the metadata."""
-    return with_settings(features().arrow_schema, settings)
+    return with_settings(features(score_columns(settings)).arrow_schema, settings)
 
 
 def key_index_schema(settings: dict[str, Any] | None = None) -> pa.Schema:

@@ -39,6 +39,8 @@ def write_card(output: OutputDataset, settings: dict[str, Any], counts: dict[str
     buckets = bucket_counts(output)
     images = sum(buckets.values())
     grid = write_sample_grid(output, sorted(buckets, key=lambda name: (-buckets[name], name)))
+    if described["features"] and S.score_columns(settings):
+        described["features"] = with_score_features(described["features"], S.score_columns(settings))
     extra: dict[str, Any] = {"dataset_info": {"features": described["features"]}} if described["features"] else {}
     data = DatasetCardData(
         pretty_name="Synthetic images generated with pixart_batch",
@@ -59,6 +61,7 @@ def write_card(output: OutputDataset, settings: dict[str, Any], counts: dict[str
         '`seed` (a `torch.Generator("cpu").manual_seed(seed)`), `num_inference_steps`, `guidance_scale`, '
         "and the bucket size (`bucket_height` × `bucket_width`, `use_resolution_binning=False`); "
         "`width` × `height` is the final image after diffusers' resize-and-crop.\n\n"
+        f"{score_text(settings)}"
         f"```python\nfrom datasets import load_dataset\n{loader}\n```\n\n"
         "## Images per bucket\n\n| bucket (width x height) | images |\n|---|---|\n"
         f"{rows}\n\n" + (f"## Samples\n\n![a few images per bucket]({grid})\n\n" if grid else "") + "## Generation settings\n\n"
@@ -66,6 +69,25 @@ def write_card(output: OutputDataset, settings: dict[str, Any], counts: dict[str
     )
     card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
     write_bytes_atomic(output.location, output.location.join(CARD_FILE), str(card).encode())
+
+
+def with_score_features(features: list[dict[str, Any]], columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The card's features with the score columns (float32) before ``sha256``."""
+    at = next((i for i, entry in enumerate(features) if entry.get("name") == S.SHA256), len(features))
+    return features[:at] + [{"name": name, "dtype": "float32"} for name in columns] + features[at:]
+
+
+def score_text(settings: dict[str, Any]) -> str:
+    """The card's paragraph on quality scores (empty when the output is not scored)."""
+    score = settings.get(S.SCORE_SETTING)
+    if not score:
+        return ""
+    head = " and `aesthetic_score` (a linear head over the CLIP image embedding)" if score.get("aesthetic_head") else ""
+    return (
+        f"Every row has `clip_score` (100 × cosine similarity of the CLIP image and text embeddings of the image "
+        f"and its `caption`, model `{score.get('model')}`){head}: filter with e.g. "
+        '`ds.filter(lambda row: row["clip_score"] >= 28)`.\n\n'
+    )
 
 
 def write_sample_grid(

@@ -76,7 +76,7 @@ def to_table(batch: Batch, constants: dict[str, Any], settings: dict[str, Any] |
 
     size = len(batch[S.KEY])
     columns: dict[str, Any] = {}
-    for name in S.OUTPUT_COLUMNS:
+    for name in S.row_columns(settings):
         if name == S.IMAGE:
             columns[name] = [
                 {"bytes": blob, "path": f"{key}.{constants[S.IMAGE_FORMAT]}"}
