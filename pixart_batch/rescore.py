@@ -71,7 +71,8 @@ def score_output(
     before = recorded.get(SCORE_SETTING)
     if before is not None and before != identity:
         raise OutputError(
-            f"{output.uri}: already scored with {json.dumps(before, sort_keys=True)}, not {json.dumps(identity, sort_keys=True)}; "
+            f"{output.uri}: already scored with {json.dumps(before, sort_keys=True)}, "
+            f"not {json.dumps(identity, sort_keys=True)}; "
             "score with the same model and head, or export to a new output first"
         )
     lock = OutputLock(output.location, time.strftime("score-%Y%m%dT%H%M%S", time.gmtime()) + uuid.uuid4().hex[:6])

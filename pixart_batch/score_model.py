@@ -116,9 +116,7 @@ def check_head(head: Path, dim: int) -> None:
         )
 
 
-def resolve_score_model(
-    path: str, revision: str | None = None, head: str | None = None, dtype: str = "float32"
-) -> ScoreModel:
+def resolve_score_model(path: str, revision: str | None = None, head: str | None = None, dtype: str = "float32") -> ScoreModel:
     """Find and check the score model (and head); one-line errors for a missing or unsafe one."""
     name, folder = _locate(path, revision)
     dim = _check_folder(folder, path if name == TINY_CLIP else str(folder) if name == "local model" else path)

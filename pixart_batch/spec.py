@@ -397,7 +397,13 @@ class RunSpec:
         stage, output = self.config.stages.score, self.config.output
         head = str(self.score.head) if self.score.head is not None else None
         return ScoreSpec(
-            str(self.score.local_dir), head, stage.dtype, stage.device, stage.batch_size, output.image_format, output.image_quality
+            str(self.score.local_dir),
+            head,
+            stage.dtype,
+            stage.device,
+            stage.batch_size,
+            output.image_format,
+            output.image_quality,
         )
 
     def generate_kwargs(self) -> dict[str, Any]:

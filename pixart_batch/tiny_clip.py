@@ -79,7 +79,7 @@ def build_tiny_clip(directory: str | os.PathLike, seed: int = 0) -> Path:
     try:
         vocab_file, merges_file, size = write_clip_tokenizer_files(scratch)
         tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=16)
-        bos, eos = tokenizer.convert_tokens_to_ids(["<|startoftext|>", "<|endoftext|>"])
+        bos, eos = size - 2, size - 1  # the two special tokens close the vocabulary
         config = CLIPConfig(
             text_config={
                 "vocab_size": size,
@@ -109,9 +109,7 @@ def build_tiny_clip(directory: str | os.PathLike, seed: int = 0) -> Path:
             model = CLIPModel(config).eval()
         finally:
             hf_logging.set_verbosity(verbosity)
-        images = CLIPImageProcessor(
-            size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
-        )
+        images = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
         model.save_pretrained(target, safe_serialization=True)
         CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(target)
     finally:

@@ -53,7 +53,7 @@ class Scorer:
             self.processor = CLIPProcessor.from_pretrained(spec.model_dir)
         finally:
             hf_logging.set_verbosity(verbosity)
-        self.model.to(spec.device).eval()
+        self.model.to(spec.device).eval()  # type: ignore[arg-type]  # transformers types .to by its decorator
         self.head = load_head(spec.head) if spec.head else None
 
     def stored_image(self, pixels: bytes, height: int, width: int) -> PILImage.Image:
