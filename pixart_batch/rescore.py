@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -92,11 +93,11 @@ def score_output(
                 from .stages.score import Scorer
 
                 head = str(scoring.head) if scoring.head is not None else None
-                scorer = Scorer(ScoreSpec(str(scoring.local_dir), head, dtype, device, batch_size))
+                scorer = Scorer(ScoreSpec(scoring.source, head, dtype, device, batch_size, revision=scoring.revision))
             result.rows += rewrite_shard(output, path, scorer, settings)
             result.shards_scored += 1
             result.scored.append(path)
-            log(f"scored {path}")
+            logging.getLogger("pixart_batch").info(f"scored {path}")
         write_card(output, settings, _counts(output))
         log(
             f"scored {result.rows} images in {result.shards_scored} shards "

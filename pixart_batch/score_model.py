@@ -38,6 +38,11 @@ class ScoreModel:
     head_files: str | None = None
     dtype: str = "float32"
 
+    @property
+    def source(self) -> str:
+        """What the actors load: a hub id (each node's own cache, as for the checkpoint) or the local directory."""
+        return self.name if self.name not in (TINY_CLIP, "local model") else str(self.local_dir)
+
     def identity(self) -> dict[str, Any]:
         """What determines the scores: recorded in the settings (JSON)."""
         return {

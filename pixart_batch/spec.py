@@ -231,7 +231,7 @@ class DecodeSpec:
 @dataclass(frozen=True)
 class ScoreSpec:
     model_dir: str
-    """The CLIP model's local directory (loaded with ``CLIPModel`` / ``CLIPProcessor.from_pretrained``)."""
+    """The CLIP model: its hub id or local directory (loaded with ``CLIPModel`` / ``CLIPProcessor.from_pretrained``)."""
     head: str | None
     dtype: str
     device: str
@@ -239,6 +239,7 @@ class ScoreSpec:
     image_format: str = "png"
     """The stored format: a lossy one is encoded and decoded before scoring, so scores match the stored image."""
     image_quality: int = 95
+    revision: str | None = None
 
 
 # --------------------------------------------------------------------------- the run spec

@@ -49,8 +49,11 @@ class Scorer:
         hf_logging.set_verbosity_error()  # the image processor's backend notice, the weight-loading bar
         hf_logging.disable_progress_bar()
         try:
-            self.model = CLIPModel.from_pretrained(spec.model_dir, use_safetensors=True, dtype=torch_dtype(spec.dtype))
-            self.processor = CLIPProcessor.from_pretrained(spec.model_dir)
+            revision: Any = {"revision": spec.revision} if spec.revision else {}
+            self.model = CLIPModel.from_pretrained(
+                spec.model_dir, use_safetensors=True, dtype=torch_dtype(spec.dtype), **revision
+            )
+            self.processor = CLIPProcessor.from_pretrained(spec.model_dir, **revision)
         finally:
             hf_logging.set_verbosity(verbosity)
         self.model.to(spec.device).eval()  # type: ignore[arg-type]  # transformers types .to by its decorator
