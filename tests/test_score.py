@@ -136,6 +136,11 @@ def test_an_unscored_output_has_no_score_columns_and_the_guard_keeps_scored_outp
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "setting 'score'" in err
     assert before == {p: p.read_bytes() for p in (scored / "data").rglob("*.parquet")}
+    # And an unscored output is not scored by a generate run (the guard names the score command).
+    with pytest.raises(Exception, match="pixart-batch score") as refused:
+        run_generate(_config(), str(prompts), str(output))
+    assert "setting 'score'" in str(refused.value) and "\n" not in str(refused.value)
+    assert all("clip_score" not in row for row in _rows(output).values())
 
 
 def test_score_command_gives_the_same_values_without_touching_images(tmp_path, prompts, scored, head, capsys):
