@@ -5,6 +5,8 @@ caption), scored by the same :class:`~pixart_batch.stages.score.Scorer` a genera
 stored image, decoded from its bytes), and written as a new version of the shard under the same name
 with the score column(s) added, committed atomically (a killed run leaves each shard old or new;
 re-running skips the scored ones). No other column changes: the image bytes are copied as they are.
+Parquet shards keep their row groups; a WebDataset tar is rewritten with each ``KEY.json`` carrying
+the scores (its image and ``KEY.txt`` members unchanged) and its key index recommitted.
 The scoring model's identity goes into ``settings.json`` first (under ``score``: the settings guard
 then refuses a generate run without the same scoring) and into each new shard's metadata; the card
 is rewritten at the end. The output's lock is held throughout.
@@ -57,13 +59,7 @@ def score_output(
 ) -> ScoreResult:
     """Score every shard of ``uri`` that has no scores yet; returns what was done."""
     output = open_output(uri)
-    fmt = output.format_on_disk()
-    if fmt.name != "parquet":
-        raise OutputError(
-            f"{output.uri}: scoring an existing {fmt.name} output is not supported yet (Parquet outputs only); "
-            "generate it with stages.score.enabled instead"
-        )
-    output = OutputDataset(output.uri, fmt.name)
+    output = OutputDataset(output.uri, output.format_on_disk().name)
     recorded = output.read_settings()
     if recorded is None:
         raise OutputError(f"{output.location.join(SETTINGS_FILE)}: missing; score an output made by pixart-batch generate")
@@ -85,7 +81,9 @@ def score_output(
         result = ScoreResult()
         scorer: Scorer | None = None
         wanted = S.score_columns(settings)
-        for path in output.shard_files():
+        parquet = output.format.name == "parquet"
+        for path in output.format.key_files() if not parquet else output.shard_files():
+            path = path if parquet else path[: -len(".keys.parquet")] + output.format.suffix
             if set(wanted) <= set(_column_names(output, path)):
                 result.shards_skipped += 1
                 continue
@@ -94,7 +92,7 @@ def score_output(
 
                 head = str(scoring.head) if scoring.head is not None else None
                 scorer = Scorer(ScoreSpec(scoring.source, head, dtype, device, batch_size, revision=scoring.revision))
-            result.rows += rewrite_shard(output, path, scorer, settings)
+            result.rows += (rewrite_shard if parquet else rewrite_tar)(output, path, scorer, settings)
             result.shards_scored += 1
             result.scored.append(path)
             logging.getLogger("pixart_batch").info(f"scored {path}")
@@ -109,9 +107,12 @@ def score_output(
 
 
 def _column_names(output: OutputDataset, path: str) -> list[str]:
+    """The columns of a shard (a tar's: its first sample's)."""
     import pyarrow.parquet as pq
 
     try:
+        if output.format.name != "parquet":
+            return list(next(iter(output.format.read_rows(path)), {}))
         with output.location.fs.open_input_file(path) as handle:
             return list(pq.ParquetFile(handle).schema_arrow.names)
     except Exception as exc:
@@ -133,6 +134,40 @@ def rewrite_shard(output: OutputDataset, path: str, scorer: Scorer, settings: di
                 rows += table.num_rows
             writer.commit()
     return rows
+
+
+def rewrite_tar(output: OutputDataset, path: str, scorer: Scorer, settings: dict[str, Any], chunk: int = 64) -> int:
+    """A WebDataset tar again, under the same name, each ``KEY.json`` with the score columns; the image
+    and ``KEY.txt`` members as they were. Through the format's own shard writer: the key index (same
+    keys, the new settings) is committed first, then the tar (a kill between leaves the old tar, which
+    the next run scores). Returns its rows."""
+    import pyarrow as pa
+
+    schema = S.shard_schema(settings)
+    name = path[len(output.data_path()) :].lstrip("/")
+    writer = output.format.open_shard(name, settings, chunk)
+    rows, pending = 0, []
+    try:
+        for row in output.format.read_rows(path):
+            pending.append(row)
+            if len(pending) == chunk:
+                writer.write(scored_table(pa.Table.from_pylist(pending, schema=_without_scores(schema)), scorer, schema))
+                rows, pending = rows + len(pending), []
+        if pending:
+            writer.write(scored_table(pa.Table.from_pylist(pending, schema=_without_scores(schema)), scorer, schema))
+            rows += len(pending)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return rows
+
+
+def _without_scores(schema: pa.Schema) -> pa.Schema:
+    for name in (S.CLIP_SCORE, S.AESTHETIC_SCORE):
+        if name in schema.names:
+            schema = schema.remove(schema.get_field_index(name))
+    return schema
 
 
 def scored_table(table: pa.Table, scorer: Scorer, schema: pa.Schema) -> pa.Table:

@@ -234,13 +234,37 @@ def test_bad_score_inputs_get_one_line(tmp_path, prompts, clip_dir, capsys):
     assert not fresh.exists()
 
 
-def test_score_command_refuses_webdataset_in_one_line(tmp_path, prompts, capsys):
+def _tar_samples(output: Path) -> dict[str, dict]:
+    import tarfile
+
+    samples: dict[str, dict] = {}
+    for tar in sorted((output / "data").rglob("*.tar")):
+        with tarfile.open(tar) as handle:
+            for member in handle:
+                key, _, extension = member.name.partition(".")
+                data = handle.extractfile(member)
+                samples.setdefault(key, {})[extension] = data.read() if data is not None else b""
+    return samples
+
+
+def test_score_command_on_a_webdataset_output(tmp_path, prompts, scored, head):
     output = tmp_path / "out"
     run_generate(_config(score=False, **{"output.format": "webdataset"}), str(prompts), str(output))
-    capsys.readouterr()
-    assert main(["score", str(output), "--model", "tiny"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "not supported yet" in err
+    before = _tar_samples(output)
+    assert main(["score", str(output), "--model", "tiny", "--aesthetic-head", str(head)]) == 0
+    after, reference = _tar_samples(output), _rows(scored)
+    assert after.keys() == before.keys() == reference.keys()
+    for key, members in after.items():
+        assert members["png"] == before[key]["png"] and members["txt"] == before[key]["txt"]
+        row, old = json.loads(members["json"]), json.loads(before[key]["json"])
+        assert {k: v for k, v in row.items() if "score" not in k} == old
+        assert abs(row["clip_score"] - reference[key]["clip_score"]) < 1e-3
+        assert abs(row["aesthetic_score"] - reference[key]["aesthetic_score"]) < 1e-3
+    assert main(["verify", str(output)]) == 0
+    from pixart_batch.rescore import score_output
+
+    result_again = score_output(str(output), "tiny", aesthetic_head=str(head))
+    assert result_again.shards_scored == 0 and result_again.shards_skipped >= 1
 
 
 @pytest.mark.slow
