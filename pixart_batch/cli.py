@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--to", required=True, help="the new dataset's directory (new or empty)")
     export.add_argument("--format", choices=OUTPUT_FORMATS, help="shard format of the export (default: the source's)")
     export.add_argument("--per-label", type=int, help="at most N rows per label (the first N in shard order)")
+    score = commands.add_parser("score", help="add clip_score (and aesthetic_score) to an existing output's shards")
+    score.add_argument("output")
+    score.add_argument("--config", help="YAML recipe whose stages.score section gives the model, head, batch size, dtype")
+    score.add_argument("--model", help="CLIP model: hub id, local directory or 'tiny' (stages.score.model)")
+    score.add_argument("--revision", help="hub revision of the CLIP model (stages.score.revision)")
+    score.add_argument("--aesthetic-head", help="safetensors linear head over the image embedding (stages.score.aesthetic_head)")
+    score.add_argument("--batch-size", type=int, help="images per CLIP call (stages.score.batch_size)")
 
     tiny = commands.add_parser("make-tiny-checkpoint", help="write a random tiny PixArt checkpoint (diffusers layout)")
     tiny.add_argument("directory")
@@ -173,6 +180,15 @@ def run_command(args: argparse.Namespace) -> int:
         from .export import export
 
         print(export(args.output, args.where, args.to, args.format, args.per_label).summary())
+    if args.command == "score":
+        from .config import load_config, with_overrides
+        from .rescore import score_output
+
+        keys = {"model": "model", "revision": "revision", "aesthetic_head": "aesthetic_head", "batch_size": "batch_size"}
+        config = load_config(args.config)
+        stage = with_overrides(config, {f"stages.score.{k}": getattr(args, dest) for dest, k in keys.items()}).stages.score
+        configure_logging(config.console.verbose)
+        score_output(args.output, stage.model, stage.revision, stage.aesthetic_head, stage.batch_size, stage.dtype, stage.device)
         return 0
 
     if args.command == "gallery":

@@ -174,6 +174,19 @@ class DecodeStageConfig(StageConfig):
             )
 
 
+@dataclass(frozen=True)
+class ScoreStageConfig(StageConfig):
+    """Quality scores (off by default): CLIP image–text similarity of each decoded image against its
+    caption (``clip_score`` = 100 × cosine), and an optional linear aesthetic head (``aesthetic_score``)."""
+
+    enabled: bool = False
+    model: str = "openai/clip-vit-large-patch14"
+    """A ``transformers`` CLIPModel: hub id, local directory (safetensors only) or ``tiny`` (random, built locally)."""
+    revision: str | None = None
+    aesthetic_head: str | None = None
+    """A safetensors file: ``weight`` [1, D] (and optionally ``bias`` [1]) over the CLIP image embedding."""
+
+
 STEP_CACHE_PARAMETERS: dict[str, tuple[str, ...]] = {
     "none": (),
     "first-block": ("step_cache_threshold",),
@@ -249,6 +262,8 @@ class StagesConfig:
     """VAE actors: latents to pixels, resized back to the requested size."""
     write: StageConfig = _stage(batch_size=64, num_cpus=0.25)
     """CPU tasks: image encoding (PNG/JPEG/WebP) and sha256; dtype unused."""
+    score: ScoreStageConfig = _stage(ScoreStageConfig, batch_size=32)
+    """CLIP actors (``enabled`` false: no stage): after decoding, on the pixels that are stored."""
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,11 @@ LABEL_NAME = "label_name"
 TEMPLATE = "template"
 """Staged prompts of a class × template file: the template's index in the file (-1: none)."""
 CLIP_SCORE = "clip_score"
+"""float32: 100 × cosine similarity of the CLIP image and text embeddings (``stages.score``; absent when off)."""
 AESTHETIC_SCORE = "aesthetic_score"
+"""float32: a linear head over the CLIP image embedding (``stages.score.aesthetic_head``; absent without one)."""
+SCORE_SETTING = "score"
+"""The settings key of the scoring model's identity (``pixart_batch.score_model``); absent when not scored."""
 
 EMPTY_CAPTION = "_empty"
 """1 where a prompt's caption cleaned to empty text (clean phase only, never written)."""
@@ -81,7 +85,13 @@ IMAGE_BYTES = "image_bytes"
 STORE_BYTES_READ = "_store_bytes_read"
 STORE_BYTES_USED = "_store_bytes_used"
 """Counters the store lookup adds to each batch (summed into each write task's result)."""
-BUSY_COLUMNS = {"encode": "_busy_encode_s", "denoise": "_busy_denoise_s", "decode": "_busy_decode_s", "write": "_busy_write_s"}
+BUSY_COLUMNS = {
+    "encode": "_busy_encode_s",
+    "denoise": "_busy_denoise_s",
+    "decode": "_busy_decode_s",
+    "score": "_busy_score_s",
+    "write": "_busy_write_s",
+}
 """Per stage: the transient column of seconds each row's batch kept that stage busy."""
 
 # Columns of a dataset row, in order (``image`` last, as users expect it in viewers).
@@ -187,9 +197,24 @@ def output_columns(labelled: bool) -> tuple[str, ...]:
     return (*OUTPUT_COLUMNS[:-1], LABEL, IMAGE) if labelled else OUTPUT_COLUMNS
 
 
-def features(names: list[str] | None = None) -> Features:
-    """The datasets ``Features`` of an image row (``image`` last; ``label`` a ``ClassLabel`` over
-    ``names`` when given)."""
+def score_columns(settings: dict[str, Any] | None) -> tuple[str, ...]:
+    """The score columns of an output's rows, from its settings (none when it is not scored)."""
+    score = (settings or {}).get(SCORE_SETTING)
+    if not score:
+        return ()
+    return (CLIP_SCORE, AESTHETIC_SCORE) if score.get("aesthetic_head") else (CLIP_SCORE,)
+
+
+def row_columns(settings: dict[str, Any] | None) -> tuple[str, ...]:
+    """The columns of an output's rows: :data:`OUTPUT_COLUMNS` with the optional score columns (before
+    ``sha256``) and ``label`` (before ``image``) its settings call for."""
+    base = (*OUTPUT_COLUMNS[:-2], *score_columns(settings), *OUTPUT_COLUMNS[-2:])
+    return (*base[:-1], LABEL, IMAGE) if label_names(settings) is not None else base
+
+
+def features(names: list[str] | None = None, extra: tuple[str, ...] = ()) -> Features:
+    """The datasets ``Features`` of an image row (``image`` last): ``label`` a ``ClassLabel`` over ``names``
+    when given, ``extra`` the optional score columns."""
     from datasets import ClassLabel, Features, Image, Sequence, Value
 
     types = {
@@ -220,9 +245,10 @@ def features(names: list[str] | None = None) -> Features:
         IMAGE: Image(),
     }
     assert tuple(types) == OUTPUT_COLUMNS
-    if names is not None:
-        types = {**{k: v for k, v in types.items() if k != IMAGE}, LABEL: ClassLabel(names=names), IMAGE: Image()}
-    return Features(types)
+    scores = {name: Value("float32") for name in extra if name in (CLIP_SCORE, AESTHETIC_SCORE)}
+    order = (*OUTPUT_COLUMNS[:-2], *scores, *OUTPUT_COLUMNS[-2:-1], *((LABEL,) if names is not None else ()), IMAGE)
+    label = {LABEL: ClassLabel(names=names)} if names is not None else {}
+    return Features({name: scores.get(name) or label.get(name) or types[name] for name in order})
 
 
 def with_settings(schema: pa.Schema, settings: dict[str, Any] | None) -> pa.Schema:
@@ -234,9 +260,9 @@ def with_settings(schema: pa.Schema, settings: dict[str, Any] | None) -> pa.Sche
 
 
 def shard_schema(settings: dict[str, Any] | None = None) -> pa.Schema:
-    """The Arrow schema of a shard: the datasets features (``label`` when the settings name classes),
-    and the run's settings in the metadata."""
-    return with_settings(features(label_names(settings)).arrow_schema, settings)
+    """The Arrow schema of a shard: the datasets features (the score columns and ``label`` its settings
+    call for), and the run's settings in the metadata."""
+    return with_settings(features(label_names(settings), score_columns(settings)).arrow_schema, settings)
 
 
 def key_index_schema(settings: dict[str, Any] | None = None) -> pa.Schema:

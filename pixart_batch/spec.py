@@ -31,6 +31,7 @@ from .buckets import ModelGeometry, aspect_ratio_table, read_model_geometry
 from .config import STEP_CACHE_PARAMETERS, DenoiseStageConfig, RunConfig, get_dotted
 from .families import FAMILIES, ModelFamily, scheduler_class_for
 from .models import ModelSource, ResolvedModel, checkpoint_identity, encoder_identity, resolve_model
+from .score_model import SCORE_SETTING, ScoreModel, resolve_score_model
 
 if TYPE_CHECKING:
     from .store import StoreIdentity
@@ -78,6 +79,13 @@ ROLES: dict[str, Role] = {
     "stages.decode.vae_tiling": Role.IMAGE,
     "stages.decode.vae_slicing": Role.OPERATIONAL,  # one image at a time: the same pixels
     "stages.decode.colocate": Role.OPERATIONAL,  # where the VAE runs, not what it computes
+    # The score stage changes no image; what determines the scores is recorded as settings()["score"]
+    # (the scoring model's identity: score_model.ScoreModel.identity), as the checkpoint's files are.
+    "stages.score.enabled": Role.CHECKPOINT,
+    "stages.score.model": Role.CHECKPOINT,
+    "stages.score.revision": Role.CHECKPOINT,
+    "stages.score.aesthetic_head": Role.CHECKPOINT,
+    "stages.score.dtype": Role.CHECKPOINT,
     "output.image_format": Role.IMAGE,
     "output.image_quality": Role.IMAGE,
     "output.rows_per_shard": Role.OPERATIONAL,
@@ -221,6 +229,20 @@ class DecodeSpec:
     vae_slicing: bool
 
 
+@dataclass(frozen=True)
+class ScoreSpec:
+    model_dir: str
+    """The CLIP model: its hub id or local directory (loaded with ``CLIPModel`` / ``CLIPProcessor.from_pretrained``)."""
+    head: str | None
+    dtype: str
+    device: str
+    batch_size: int
+    image_format: str = "png"
+    """The stored format: a lossy one is encoded and decoded before scoring, so scores match the stored image."""
+    image_quality: int = 95
+    revision: str | None = None
+
+
 # --------------------------------------------------------------------------- the run spec
 
 
@@ -233,6 +255,8 @@ class RunSpec:
     """``model.max_sequence_length``, or the family's token limit when not set."""
     scheduler_class: str
     """The scheduler class that runs (the checkpoint's, or the ``generation.scheduler`` option's)."""
+    score: ScoreModel | None = None
+    """The quality-score model when ``stages.score.enabled`` (resolved and checked when the spec is built)."""
 
     @classmethod
     def build(cls, config: RunConfig, weights: bool = True) -> RunSpec:
@@ -253,6 +277,7 @@ class RunSpec:
             geometry=geometry,
             max_sequence_length=config.model.max_sequence_length or model.family.max_sequence_length,
             scheduler_class=scheduler_class_for(config.generation.scheduler, model.shipped_scheduler),
+            score=score_model_of(config),
         )
 
     @property
@@ -322,6 +347,7 @@ class RunSpec:
             "family": self.family.name,
             "scheduler_class": self.scheduler_class,
             **self._values(Role.EMBEDDING, Role.IMAGE),
+            **({SCORE_SETTING: self.score.identity()} if self.score is not None else {}),
         }
 
     def row_constants(self) -> dict[str, Any]:
@@ -363,8 +389,24 @@ class RunSpec:
             fp8=stage.fp8,
         )
 
-    def stage_spec(self, name: str) -> DenoiseSpec | DecodeSpec:
+    def stage_spec(self, name: str) -> DenoiseSpec | DecodeSpec | ScoreSpec:
+        if name == "score":
+            return self.score_spec()
         return self.denoise_spec() if name == "denoise" else self.decode_spec()
+
+    def score_spec(self) -> ScoreSpec:
+        assert self.score is not None, "stages.score is not enabled"
+        stage, output = self.config.stages.score, self.config.output
+        head = str(self.score.head) if self.score.head is not None else None
+        return ScoreSpec(
+            str(self.score.local_dir),
+            head,
+            stage.dtype,
+            stage.device,
+            stage.batch_size,
+            output.image_format,
+            output.image_quality,
+        )
 
     def generate_kwargs(self) -> dict[str, Any]:
         """Constructor arguments of the colocated DiT + VAE stage (``stages.decode.colocate``)."""
@@ -385,3 +427,11 @@ class RunSpec:
             vae_tiling=stage.vae_tiling,
             vae_slicing=stage.vae_slicing,
         )
+
+
+def score_model_of(config: RunConfig) -> ScoreModel | None:
+    """The checked score model of ``stages.score`` (None when scoring is off)."""
+    stage = config.stages.score
+    if not stage.enabled:
+        return None
+    return resolve_score_model(stage.model, stage.revision, stage.aesthetic_head, stage.dtype)

@@ -66,6 +66,7 @@ class LocalExecutor(Executor):
         """Stages asking for GPUs need one in this process (there is no cluster to find one on)."""
         stages = self.config.stages
         wants = [name for name in ("encode", "denoise", "decode") if getattr(stages, name).num_gpus > 0]
+        wants += ["score"] if stages.score.enabled and stages.score.num_gpus > 0 else []
         if not wants:
             return
         import torch
@@ -140,11 +141,15 @@ class LocalExecutor(Executor):
         # DiT then VAE in this process (decoding in chunks of stages.decode.batch_size).
         model = monitored(stage_class("generate"), counter.record, report_success=True)(**self.spec.generate_kwargs())
         encode = ImageEncoder(self.config.output.image_format, self.config.output.image_quality)
+        score = None  # quality scores on the decoded pixels, before they are encoded (stages.score)
+        if stages.score.enabled:
+            score = monitored(stage_class("score"), counter.record, report_success=False)(spec=self.spec.score_spec())
         progress = Progress(rows(remaining), self.config.console.progress_interval_s)
 
         def batches() -> Iterator[Batch]:
             for chunk in chunks(remaining, stages.denoise.batch_size):
-                out = encode(model(attach(chunk)))
+                out = model(attach(chunk))
+                out = encode(score(out) if score is not None else out)
                 failed = int(out[S.ERROR].astype(bool).sum())
                 progress.add(rows(out) - failed, failed)
                 yield out

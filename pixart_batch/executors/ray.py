@@ -167,11 +167,13 @@ def model_pools(config: RunConfig) -> list[tuple[str, bool, dict[str, Any]]]:
 
     With ``stages.decode.colocate`` one pool of DiT + VAE actors sized by ``stages.denoise``,
     two batches in flight per GPU actor (the VAE of one overlaps the DiT of the next); else a
-    DiT pool and a VAE pool."""
+    DiT pool and a VAE pool; with ``stages.score.enabled`` then a pool of CLIP actors of its own, on
+    the decoded pixels before the write tasks encode them."""
     stages = config.stages
+    score = [("score", False, map_kwargs(stages.score))] if stages.score.enabled else []
     if stages.decode.colocate:
-        return [("generate", True, map_kwargs(stages.denoise, threads=2 if stages.denoise.num_gpus > 0 else 1))]
-    return [("denoise", False, map_kwargs(stages.denoise)), ("decode", True, map_kwargs(stages.decode))]
+        return [("generate", True, map_kwargs(stages.denoise, threads=2 if stages.denoise.num_gpus > 0 else 1)), *score]
+    return [("denoise", False, map_kwargs(stages.denoise)), ("decode", True, map_kwargs(stages.decode)), *score]
 
 
 def check_gpus(config: RunConfig) -> None:
@@ -184,7 +186,9 @@ def check_gpus(config: RunConfig) -> None:
     stages = config.stages
     phases: dict[str, list[tuple[str, StageConfig]]] = {
         "encode": [("encode", stages.encode)],
-        "generate": [("denoise", stages.denoise)] + ([] if stages.decode.colocate else [("decode", stages.decode)]),
+        "generate": [("denoise", stages.denoise)]
+        + ([] if stages.decode.colocate else [("decode", stages.decode)])
+        + ([("score", stages.score)] if stages.score.enabled else []),
     }
     for phase, members in phases.items():
         parts = [(name, stage.pool_size()[0], stage.num_gpus) for name, stage in members if stage.num_gpus > 0]

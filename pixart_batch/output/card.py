@@ -71,6 +71,8 @@ def write_card(
     grid = write_sample_grid(output, sorted(buckets, key=lambda name: (-buckets[name], name)))
     names = S.label_names(settings)
     features = list(described["features"])
+    if features and S.score_columns(settings):
+        features = with_score_features(features, S.score_columns(settings))
     if features and names is not None and all(entry.get("name") != S.LABEL for entry in features):
         # the label's ClassLabel before the image (the shards' order)
         features.insert(len(features) - 1, label_feature(names))
@@ -94,6 +96,7 @@ def write_card(
         '`seed` (a `torch.Generator("cpu").manual_seed(seed)`), `num_inference_steps`, `guidance_scale`, '
         "and the bucket size (`bucket_height` × `bucket_width`, `use_resolution_binning=False`); "
         "`width` × `height` is the final image after diffusers' resize-and-crop.\n\n"
+        f"{score_text(settings)}"
         f"```python\nfrom datasets import load_dataset\n{loader}\n```\n\n"
         "## Images per bucket\n\n| bucket (width x height) | images |\n|---|---|\n"
         f"{rows}\n\n"
@@ -104,6 +107,26 @@ def write_card(
     )
     card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
     write_bytes_atomic(output.location, output.location.join(CARD_FILE), str(card).encode())
+
+
+def with_score_features(features: list[dict[str, Any]], columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The card's features with the score columns (float32) before ``sha256``."""
+    present = {entry.get("name") for entry in features}
+    at = next((i for i, entry in enumerate(features) if entry.get("name") == S.SHA256), len(features))
+    return features[:at] + [{"name": name, "dtype": "float32"} for name in columns if name not in present] + features[at:]
+
+
+def score_text(settings: dict[str, Any]) -> str:
+    """The card's paragraph on quality scores (empty when the output is not scored)."""
+    score = settings.get(S.SCORE_SETTING)
+    if not score:
+        return ""
+    head = " and `aesthetic_score` (a linear head over the CLIP image embedding)" if score.get("aesthetic_head") else ""
+    return (
+        f"Every row has `clip_score` (100 × cosine similarity of the CLIP image and text embeddings of the image "
+        f"and its `caption`, model `{score.get('model')}`){head}: filter with e.g. "
+        '`ds.filter(lambda row: row["clip_score"] >= 28)`.\n\n'
+    )
 
 
 def write_sample_grid(

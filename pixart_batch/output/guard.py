@@ -66,9 +66,12 @@ def check_settings(output: OutputDataset, settings: dict[str, Any]) -> str | Non
             f"{output.uri} holds no images yet: this run's settings replace its earlier ones "
             f"(setting '{name}' was {_shown(before)}, now {_shown(now)})"
         )
+    hint = (
+        f" (to score the images it holds: pixart-batch score {output.uri})" if name == S.SCORE_SETTING and before is None else ""
+    )
     raise OutputError(
         f"{output.uri}: setting '{name}' is {_shown(now)} but this output was generated with {_shown(before)}; "
-        "re-run with the same setting, or write to a new output"
+        f"re-run with the same setting, or write to a new output{hint}"
     )
 
 

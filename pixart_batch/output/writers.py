@@ -80,7 +80,7 @@ def to_table(batch: Batch, constants: dict[str, Any], settings: dict[str, Any] |
 
     size = len(batch[S.KEY])
     columns: dict[str, Any] = {}
-    for name in S.output_columns(S.label_names(settings) is not None):
+    for name in S.row_columns(settings):
         if name == S.IMAGE:
             columns[name] = [
                 {"bytes": blob, "path": f"{key}.{constants[S.IMAGE_FORMAT]}"}

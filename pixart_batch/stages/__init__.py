@@ -10,6 +10,7 @@ STAGES = {
     "denoise": ("pixart_batch.stages.denoise", "Denoiser"),
     "decode": ("pixart_batch.stages.decode", "Decoder"),
     "generate": ("pixart_batch.stages.generate", "DenoiseDecode"),
+    "score": ("pixart_batch.stages.score", "Scorer"),
 }
 """The model stages by name → (module, class); imported only when asked for (they import torch)."""
 
