@@ -23,7 +23,12 @@ __version__ = _version()
 # on this machine, torch's deprecation notes on its enums, and diffusers' note about torchao tensor
 # classes it looks for by their old names. Only real errors of these loggers are shown, unless
 # ``--verbose`` (:func:`pixart_batch.cli.configure_logging`) lets them speak again.
-IMPORT_NOISE_LOGGERS = ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer")
+IMPORT_NOISE_LOGGERS = (
+    "torchao",
+    "torch.utils._pytree",
+    "diffusers.quantizers.torchao.torchao_quantizer",
+    "transformers.utils.import_utils",  # "CLIPImageProcessor requires torchvision ... falling back" (same pixels)
+)
 """Third-party loggers that warn on import about nothing a run did (quiet unless ``--verbose``)."""
 
 

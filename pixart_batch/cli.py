@@ -180,6 +180,8 @@ def run_command(args: argparse.Namespace) -> int:
         from .export import export
 
         print(export(args.output, args.where, args.to, args.format, args.per_label).summary())
+        return 0
+
     if args.command == "score":
         from .config import load_config, with_overrides
         from .rescore import score_output
