@@ -317,7 +317,7 @@ def _count_tokens(captions: list[str], facts: CheckpointFacts) -> tuple[float, s
         return 0.0, "no prompts"
     try:
         if facts.tokenizer is None:
-            raise OSError("the checkpoint has no tokenizer/ folder")
+            raise OSError("planned offline" if "shipped" in facts.source else "the checkpoint has no tokenizer/ folder")
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(facts.tokenizer))
