@@ -24,6 +24,10 @@ class CheckpointError(UserError):
     """A model checkpoint that is missing or unsafe to load."""
 
 
+class HubUnavailableError(CheckpointError):
+    """A hub checkpoint that could not be fetched (offline, unreachable, or not on the hub)."""
+
+
 class OutputError(UserError):
     """An output directory that cannot be written or contradicts the run's settings."""
 

@@ -7,8 +7,9 @@ the per-bucket counts, 8 bytes per caption for counting distinct captions
 (:class:`DistinctCaptions`), a sample of up to :data:`TOKEN_SAMPLE` distinct captions for counting
 tokens, and the 8 bytes per prompt of the scan's duplicate-id check.
 
-**Seconds per image** come from :data:`MEASURED`, numbers this project measured (nothing derived
-from a datasheet or another card). An image in bucket ``H × W`` with ``steps`` steps costs::
+**Seconds per image** come from :data:`MEASURED`, numbers this project measured, or for a card not
+measured yet from :data:`~pixart_batch.measured.SCALED` (a measured card's times × a stated factor,
+labelled "scaled"); the plan prices every kind. An image in bucket ``H × W`` with ``steps`` steps costs::
 
     dit_s × (steps / ref_steps) × f(N) / f(N_ref)   +   vae_s × (H·W) / (H_ref·W_ref)
 
@@ -22,10 +23,8 @@ includes the scheduler and CFG batching overhead); ``vae_s`` scales with pixels 
 T5 is priced separately at the measured prompts/s, scaled linearly with ``max_sequence_length``
 over the measured 120 tokens (an upper bound: the run pads to a batch's longest caption).
 
-What this does not model: runs without CFG (``guidance_scale`` ≤ 1 skips the unconditional
-branch; no such run was measured, so the CFG figure is kept, an upper bound), other dtypes than
-the measurement's, multi-GPU overheads, and cards that were not measured (an unknown
-``estimate.gpu`` is refused).
+Not modelled: runs without CFG (``guidance_scale`` ≤ 1; none measured: the CFG figure is kept, an
+upper bound), other dtypes than the measurement's, multi-GPU overheads, cards with no figure.
 
 **Sizes.** The embedding store keeps each distinct caption's valid tokens once: ``distinct
 captions × mean tokens × d_model × dtype bytes`` (T5's ``d_model`` from the checkpoint, the encode
@@ -44,15 +43,17 @@ import hashlib
 import heapq
 import json
 import math
+import os
 from array import array
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import schema as S
-from .errors import CheckpointError, UserError
-from .measured import BYTES_PER_PIXEL, DTYPE_BYTES, MEASURED, REFERENCE_DIT_LAYERS, REFERENCE_DIT_WIDTH, gpu_kinds
+from .checkpoint_facts import COMPARED, shipped_facts
+from .errors import CheckpointError, HubUnavailableError, UserError, shorten
+from .measured import BYTES_PER_PIXEL, DTYPE_BYTES, MEASURED, REFERENCE_DIT_LAYERS, REFERENCE_DIT_WIDTH, figures, gpu_kinds
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -65,9 +66,9 @@ TOKEN_SAMPLE = 2000
 
 
 def _check_gpu(gpu: str) -> dict[str, Any]:
-    if gpu not in MEASURED:
+    if gpu not in gpu_kinds():
         raise UserError(f"estimate.gpu: unknown GPU kind {gpu!r} (known: {', '.join(gpu_kinds())})")
-    return MEASURED[gpu]
+    return figures(gpu)
 
 
 def _dit_flops(tokens: int, width: int = REFERENCE_DIT_WIDTH) -> float:
@@ -103,14 +104,50 @@ class CheckpointFacts:
     tokenizer: Path | None
     uses_negative: bool = True
     """Whether the run encodes negative prompts (CFG on: ``RunSpec.uses_negative``)."""
+    source: str = "the checkpoint's configs"
+    notes: tuple[str, ...] = ()  # what the plan says about where the facts came from
 
 
 def checkpoint_facts(config: RunConfig) -> CheckpointFacts:
     """The checkpoint's component configs (``model.components_from`` for the ones it lacks), read
-    through the run's own spec from the configs only (:meth:`RunSpec.build` with ``weights=False``)."""
+    through the run's own spec from the configs only (:meth:`RunSpec.build` with ``weights=False``).
+    A published hub checkpoint the hub cannot give (offline, no network) is planned from the facts
+    the project ships (:data:`~pixart_batch.checkpoint_facts.PUBLISHED`); when the hub answers, its
+    configs win and any disagreement with the shipped facts is noted."""
     from .spec import RunSpec
 
-    return facts_of(RunSpec.build(config, weights=False))
+    shipped = _shipped_facts(config)
+    try:
+        facts = facts_of(RunSpec.build(config, weights=False))
+    except HubUnavailableError as exc:
+        if shipped is None:
+            raise
+        reason = "HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0") else str(exc)
+        return replace(shipped, notes=(f"the hub was not reached ({shorten(reason, 160)}): planned from the shipped facts",))
+    if shipped is not None:
+        differ = [
+            f"{key} {getattr(shipped, key)} → {getattr(facts, key)}"
+            for key in COMPARED
+            if getattr(shipped, key) != getattr(facts, key)
+        ]
+        if differ:
+            note = f"{facts.name}: the hub's configs differ from the shipped facts ({', '.join(differ)}); the hub's are used"
+            facts = replace(facts, notes=(note,))
+    return facts
+
+
+def _shipped_facts(config: RunConfig) -> CheckpointFacts | None:
+    row = shipped_facts(config.model.path, config.model.components_from)
+    if row is None:
+        return None
+    return CheckpointFacts(
+        name=config.model.path,
+        **{key: row[key] for key in COMPARED},
+        max_sequence_length=config.model.max_sequence_length or row["max_sequence_length"],
+        tokenizer=None,
+        uses_negative=config.generation.guidance_scale > 1.0,
+        source="the shipped facts of the published checkpoint, pixart_batch/checkpoint_facts.py",
+    )
 
 
 def facts_of(spec: RunSpec) -> CheckpointFacts:
@@ -165,6 +202,21 @@ class Estimate:
     output_bytes: float = 0.0
     image_format: str = ""
     notes: list[str] = field(default_factory=list)
+    model: str = ""
+    facts_from: str = ""
+    per_gpu: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """GPU kind (:func:`gpu_kinds`) → (DiT + VAE, T5) GPU-seconds."""
+
+    def per_gpu_dict(self) -> dict[str, dict[str, Any]]:
+        price, rows = self.usd_per_gpu_hour, {}
+        for kind, (dit_s, t5_s) in sorted(self.per_gpu.items()):
+            hours, ref = (dit_s + t5_s) / 3600, figures(kind)
+            usd = None if price is None else hours * price
+            rows[kind] = {"card": ref["card"], "basis": ref["basis"], "gpu_hours": _sig(hours)}
+            rows[kind] |= {"gpu_hours_denoise_decode": _sig(dit_s / 3600), "gpu_hours_t5": _sig(t5_s / 3600)}
+            rows[kind]["usd_total"] = None if usd is None else _sig(usd)
+            rows[kind]["usd_per_1000_images"] = None if usd is None or not self.images else _sig(usd / self.images * 1000)
+        return rows
 
     @property
     def gpu_hours(self) -> float:
@@ -179,15 +231,18 @@ class Estimate:
             "prompts": self.prompts,
             "images": self.images,
             "buckets_width_x_height": dict(sorted(self.buckets.items(), key=lambda item: (-item[1], item[0]))),
+            "model": self.model,
+            "model_facts_from": self.facts_from,
             "gpu": self.gpu,
-            "gpu_measurement": MEASURED[self.gpu]["source"],
+            "gpu_basis": figures(self.gpu)["basis"],
+            "gpu_measurement": figures(self.gpu)["source"],
             "steps": self.steps,
-            "gpu_hours": round(self.gpu_hours, 6),
-            "gpu_hours_denoise_decode": round(self.dit_gpu_seconds / 3600, 6),
-            "gpu_hours_t5": round(self.t5_gpu_seconds / 3600, 6),
+            "gpu_hours": _sig(self.gpu_hours),
+            "gpu_hours_denoise_decode": _sig(self.dit_gpu_seconds / 3600),
+            "gpu_hours_t5": _sig(self.t5_gpu_seconds / 3600),
             "usd_per_gpu_hour": self.usd_per_gpu_hour,
-            "usd_total": None if usd is None else round(usd, 4),
-            "usd_per_1000_images": None if usd is None or not self.images else round(usd / self.images * 1000, 4),
+            "usd_total": None if usd is None else _sig(usd),
+            "usd_per_1000_images": None if usd is None or not self.images else _sig(usd / self.images * 1000),
             "distinct_captions": self.distinct_captions,
             "mean_tokens": round(self.mean_tokens, 1),
             "token_sample": self.token_sample,
@@ -196,6 +251,7 @@ class Estimate:
             "image_format": self.image_format,
             "output_bytes": int(self.output_bytes),
             "notes": self.notes,
+            "per_gpu": self.per_gpu_dict(),
             **({"images_per_label": dict(sorted(self.labels.items()))} if self.labels else {}),
         }
 
@@ -209,34 +265,50 @@ def _size_text(n: float) -> str:
 
 def format_estimate(estimate: Estimate) -> str:
     data = estimate.to_dict()
-    lines = [f"{data['prompts']:,} prompts → {data['images']:,} images", "", "bucket (WIDTHxHEIGHT)   images      share"]
+    lines = [f"model: {data['model']} (from {data['model_facts_from']})", *(f"note: {note}" for note in data["notes"])]
+    lines += ["", f"{data['prompts']:,} prompts → {data['images']:,} images", "", "bucket (WIDTHxHEIGHT)   images      share"]
     for bucket, count in data["buckets_width_x_height"].items():
         lines.append(f"{bucket:<22}{count:>8,}   {count / max(data['images'], 1):>7.1%}")
     if data.get("images_per_label"):
         lines += ["", "label                   images      share"]
         for label, count in data["images_per_label"].items():
             lines.append(f"{label:<22}{count:>8,}   {count / max(data['images'], 1):>7.1%}")
-    lines.append("")
-    ref = MEASURED[estimate.gpu]
-    lines.append(
-        f"GPU-hours on {ref['card']} ({estimate.gpu}): {estimate.gpu_hours:.4g} "
-        f"(DiT + VAE {estimate.dit_gpu_seconds / 3600:.4g}, T5 {estimate.t5_gpu_seconds / 3600:.4g}) at {data['steps']} steps"
+    price = data["usd_per_gpu_hour"]
+    cost = (
+        f"at ${fixed(price, 3, 2)}/GPU-hour"
+        if price is not None
+        else "no price given (estimate.usd_per_gpu_hour or --usd-per-gpu-hour)"
     )
-    if data["usd_total"] is None:
-        lines.append("cost: no price given (estimate.usd_per_gpu_hour or --usd-per-gpu-hour)")
-    else:
-        lines.append(
-            f"cost at ${data['usd_per_gpu_hour']:g}/GPU-hour: ${data['usd_total']:,.2f} total, "
-            f"${data['usd_per_1000_images']:,.2f} per 1,000 images"
+    lines += ["", f"GPU-hours (DiT + VAE, T5) and cost at {data['steps']} step{'s' * (data['steps'] != 1)} per GPU kind, {cost}"]
+    for kind, row in data["per_gpu"].items():
+        hours = [fixed(row[key]) for key in ("gpu_hours", "gpu_hours_denoise_decode", "gpu_hours_t5")]
+        usd = (
+            ""
+            if row["usd_total"] is None
+            else f"  ${fixed(row['usd_total'], 3, 2)} total, ${fixed(row['usd_per_1000_images'], 3, 2)} per 1,000 images"
         )
+        chosen = "  (estimate.gpu)" if kind == estimate.gpu else ""
+        lines.append(f"{kind:<6}{row['card']:<17}{row['basis']:<10}{hours[0]} GPU-hours ({hours[1]}, {hours[2]}){usd}{chosen}")
     lines.append(
         f"embedding store: at most {_size_text(data['store_bytes'])} ({data['distinct_captions']:,} distinct captions, "
         f"mean {data['mean_tokens']} tokens over {data['token_sample']:,} sampled, {data['tokens_counted_by']})"
     )
     lines.append(f"images ({data['image_format']}): about {_size_text(data['output_bytes'])}")
-    lines.extend(f"note: {note}" for note in data["notes"])
-    lines.append(f"measured: {data['gpu_measurement']}")
+    lines.extend(f"{kind} ({figures(kind)['basis']}): {figures(kind)['source']}" for kind in data["per_gpu"])
     return "\n".join(lines)
+
+
+def fixed(x: float, significant: int = 4, min_decimals: int = 0) -> str:
+    """``x`` in fixed notation with about ``significant`` significant digits (``0.0007693``, ``12.35``,
+    ``1,235``): the plan's one number style (never ``5.866e-05``)."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:.{min_decimals}f}"
+    decimals = min(max(min_decimals, significant - 1 - math.floor(math.log10(abs(x)))), 12)
+    return f"{x:,.{decimals}f}"
+
+
+def _sig(x: float, significant: int = 4) -> float:
+    return float(f"{x:.{significant}g}")  # the JSON's figures, shown whole by the text
 
 
 def _count_tokens(captions: list[str], facts: CheckpointFacts) -> tuple[float, str]:
@@ -245,7 +317,7 @@ def _count_tokens(captions: list[str], facts: CheckpointFacts) -> tuple[float, s
         return 0.0, "no prompts"
     try:
         if facts.tokenizer is None:
-            raise OSError("the checkpoint has no tokenizer/ folder")
+            raise OSError("planned offline" if "shipped" in facts.source else "the checkpoint has no tokenizer/ folder")
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(facts.tokenizer))
@@ -324,6 +396,8 @@ def estimate_run(config: RunConfig, prompts: str, facts: CheckpointFacts | None 
         usd_per_gpu_hour=config.estimate.usd_per_gpu_hour,
         steps=generation.num_inference_steps,
         image_format=config.output.image_format,
+        model=config.model.path,
+        facts_from=facts.source,
     )
     from .stages.clean import CaptionCleaner
 
@@ -348,10 +422,13 @@ def estimate_run(config: RunConfig, prompts: str, facts: CheckpointFacts | None 
     result.images = scan.count * per_prompt
     result.buckets = Counter({S.bucket_name(w, h): count for (w, h), count in buckets.items()})
     result.output_pixels = pixels
-    result.dit_gpu_seconds = sum(
-        count * seconds_per_image(result.gpu, h, w, generation.num_inference_steps) for (w, h), count in buckets.items()
-    )
-    result.t5_gpu_seconds = scan.count / ref["t5_prompts_per_s"] * facts.max_sequence_length / ref["t5_tokens"]
+    for kind in gpu_kinds():
+        kind_ref = figures(kind)
+        result.per_gpu[kind] = (
+            sum(count * seconds_per_image(kind, h, w, generation.num_inference_steps) for (w, h), count in buckets.items()),
+            scan.count / kind_ref["t5_prompts_per_s"] * facts.max_sequence_length / kind_ref["t5_tokens"],
+        )
+    result.dit_gpu_seconds, result.t5_gpu_seconds = result.per_gpu[result.gpu]
 
     sample = distinct.sample()
     captions = (cleaner.clean(sample) if config.model.clean_caption else sample) if sample else []
@@ -361,7 +438,7 @@ def estimate_run(config: RunConfig, prompts: str, facts: CheckpointFacts | None 
     dtype_bytes = DTYPE_BYTES[config.stages.encode.dtype]
     result.store_bytes = result.distinct_captions * result.mean_tokens * facts.text_dim * dtype_bytes
     result.output_bytes = pixels * BYTES_PER_PIXEL[config.output.image_format]
-    result.notes = _notes(config, facts, ref)
+    result.notes = [*facts.notes, *_notes(config, facts, ref)]
     return result
 
 
@@ -402,6 +479,9 @@ class _StoredTexts:
 def _notes(config: RunConfig, facts: CheckpointFacts, ref: dict[str, Any]) -> list[str]:
     notes = []
     denoise = config.stages.denoise
+    if config.model.path == "tiny":
+        recipe = "this GPU recipe's buckets and costs need its own model" if denoise.num_gpus else "not a published checkpoint"
+        notes.append(f"this plans the tiny test model (random weights, small buckets): {recipe} (model.path or --model HUB_ID)")
     if denoise.num_gpus == 0:
         notes.append(
             f"this recipe runs on CPU (stages.denoise.num_gpus 0): the estimate is for one {ref['card']} ({config.estimate.gpu}) "

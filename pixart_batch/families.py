@@ -13,6 +13,7 @@ one line before any work starts.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import CheckpointError
@@ -123,3 +124,54 @@ def scheduler_class_for(option: str, shipped: str) -> str:
     if option == CHECKPOINT_SCHEDULER:
         return shipped
     return SCHEDULERS[option]
+
+
+# --------------------------------------------------------------------------- the model cards' settings
+
+
+@dataclass(frozen=True)
+class CardSettings:
+    """A distilled checkpoint's model-card settings, and how far from them a run may go unwarned."""
+
+    kind: str
+    steps: int
+    guidance_scale: float
+    timesteps: tuple[int, ...] | None
+    max_steps: int
+    """More steps than this is far from the card."""
+    max_guidance: float
+    """A larger ``guidance_scale`` than this is far from the card."""
+    recipe: str
+    """The shipped recipe that runs the card's settings."""
+
+
+LCM_CARD = CardSettings("LCM", 4, 0.0, None, max_steps=8, max_guidance=2.0, recipe="configs/pixart-lcm-1024.yaml")
+"""PixArt-LCM's card: 4 steps, guidance 0 (LCMScheduler; a few more steps or a little guidance are fine)."""
+DMD_CARD = CardSettings("DMD", 1, 1.0, (400,), max_steps=2, max_guidance=1.5, recipe="configs/pixart-dmd-512.yaml")
+"""PixArt-α DMD's card: one step at timestep 400, guidance 1 (a one-step generator)."""
+CARDS = {"LCMScheduler": LCM_CARD}
+"""Shipped scheduler class → the card its checkpoints carry (an LCM checkpoint ships ``LCMScheduler``)."""
+
+
+def card_settings(shipped_scheduler: str, name: str) -> CardSettings | None:
+    """The card settings of a checkpoint shipping ``shipped_scheduler`` named ``name`` (hub id or folder):
+    LCM by its scheduler; DMD (which ships a plain DDPMScheduler) by ``DMD`` in its name."""
+    if re.search(r"(^|[^a-z])dmd([^a-z]|$)", name.rstrip("/").rsplit("/", 1)[-1].lower()):
+        return DMD_CARD
+    return CARDS.get(shipped_scheduler)
+
+
+def card_warning(card: CardSettings | None, steps: int, guidance_scale: float) -> str | None:
+    """One line when ``steps`` / ``guidance_scale`` are far from ``card`` (None when within range)."""
+    if card is None:
+        return None
+    far = [f"{steps} steps"] if steps > card.max_steps else []
+    far += [f"guidance {guidance_scale:g}"] if guidance_scale > card.max_guidance else []
+    if not far:
+        return None
+    timesteps = f", timesteps {list(card.timesteps)}" if card.timesteps else ""
+    return (
+        f"warning: this {card.kind} checkpoint runs with {' and '.join(far)}; its model card says {card.steps} "
+        f"step{'s' * (card.steps != 1)}{timesteps}, guidance {card.guidance_scale:g}: use {card.recipe} "
+        "(or --steps / --guidance-scale)"
+    )

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import TINY_MODEL, ModelConfig
-from .errors import CheckpointError, first_line
+from .errors import CheckpointError, HubUnavailableError, first_line
 from .families import ALLOWED_CLASSES, COMPONENTS, FAMILIES, ModelFamily, declared_classes, family_of, scheduler_class_for
 from .parsing import DuplicateKeyError, loads_json
 
@@ -181,7 +181,7 @@ def resolve_model(config: ModelConfig, weights: bool = True) -> ResolvedModel:
         try:
             found = _locate(config.components_from, None, weights)
         except CheckpointError as exc:
-            raise CheckpointError(f"{COMPONENTS_FROM}: {exc}") from None
+            raise type(exc)(f"{COMPONENTS_FROM}: {exc}") from None
         base = Checkpoint(found.name, found.local_dir, found.revision)
     if config.path == TINY_MODEL:
         from .tiny import cached_tiny_checkpoint
@@ -225,7 +225,7 @@ def _resolve_hub(path: str, revision: str | None, weights: bool = True) -> Check
         local = Path(snapshot_download(path, revision=revision, allow_patterns=patterns))
     except Exception as exc:  # the hub raises many types; all mean "cannot get it"
         what = "checkpoint" if weights else "checkpoint configs"
-        raise CheckpointError(f"{path}: {what} not found locally or on the hub ({first_line(exc, limit=None)})") from None
+        raise HubUnavailableError(f"{path}: {what} not found locally or on the hub ({first_line(exc, limit=None)})") from None
     return Checkpoint(path, local, revision)
 
 

@@ -77,14 +77,14 @@ def test_the_model_reproduces_the_measurement_and_scales():
     # 512²: a quarter of the tokens, less than a quarter of the DiT time (attention is quadratic)
     small = estimate.seconds_per_image("h200", 512, 512, 20)
     assert ref["vae_s_per_image"] / 4 < small < ref["s_per_image"] / 4
-    with pytest.raises(ConfigError, match=r"^estimate.gpu: unknown GPU kind 'a100' \(known: h200\)$"):
+    with pytest.raises(ConfigError, match=r"^estimate.gpu: unknown GPU kind 'a100' \(known: h100, h200\)$"):
         with_overrides(load_config(None), {"estimate.gpu": "a100"})
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--gpu", "h100"], "estimate.gpu: unknown GPU kind 'h100' (known: h200)"),
+        (["--gpu", "a100"], "estimate.gpu: unknown GPU kind 'a100' (known: h100, h200)"),
         (["--usd-per-gpu-hour", "-1"], "estimate.usd_per_gpu_hour: -1 is out of range (must be a finite number > 0)"),
     ],
 )
@@ -178,3 +178,138 @@ def test_distinct_captions_in_bounded_memory():
     for n in reversed(range(100)):
         again.add(f"caption {n}")
     assert again.sample() == sample  # the same sample whatever the order and the repeats
+
+
+# --------------------------------------------------------------------------- offline, per GPU kind, one number style
+
+RECIPES = sorted(p for p in (ROOT / "configs").glob("*.yaml") if "tiny" not in p.name)
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """No hub: HF_HUB_OFFLINE set, an empty hub cache, and any fetch recorded and refused."""
+    import huggingface_hub
+
+    calls = []
+
+    def refuse(repo_id, **kwargs):
+        calls.append(repo_id)
+        raise huggingface_hub.errors.OfflineModeIsEnabled("offline mode is enabled")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    return calls
+
+
+def square_prompts(tmp_path, n=100) -> str:
+    path = tmp_path / "square.txt"
+    path.write_text("".join(f"a photo of a red fox, number {i}\n" for i in range(n)))
+    return str(path)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_every_shipped_recipe_plans_offline(offline, tmp_path, capsys, recipe):
+    from pixart_batch.checkpoint_facts import PUBLISHED
+
+    config = load_config(str(recipe))
+    code, out, err = run_plan(capsys, PROMPTS, "--config", str(recipe), "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    side = 8 * PUBLISHED[config.model.path]["sample_size"]
+    assert any(bucket == f"{side}x{side}" for bucket in data["buckets_width_x_height"])  # the checkpoint's class
+    assert data["model_facts_from"].startswith("the shipped facts") and "HF_HUB_OFFLINE" in data["notes"][0]
+    assert not (tmp_path / "hf").exists() or not any((tmp_path / "hf").rglob("*.json"))  # nothing downloaded
+
+
+def test_offline_plan_in_a_fresh_process(tmp_path):
+    """The real hub client with HF_HUB_OFFLINE=1 and an empty cache: 1024-class buckets, nothing fetched."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)}
+    config = str(ROOT / "configs" / "pixart-alpha-1024.yaml")
+    done = subprocess.run(
+        [sys.executable, "-m", "pixart_batch", "plan", PROMPTS, "--config", config, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["buckets_width_x_height"]["1024x1024"] == 19 and "1216x832" in data["buckets_width_x_height"]
+    assert not any((tmp_path / "hf").rglob("*.json"))
+
+
+def test_the_cost_is_the_measured_seconds_times_the_price(offline, tmp_path, capsys):
+    """1024² at 20 steps with CFG on an H200: within 10 % of 0.8485 s/image × $3.5/h; the H100 row is scaled."""
+    config = str(ROOT / "configs" / "pixart-alpha-1024.yaml")
+    code, out, err = run_plan(capsys, square_prompts(tmp_path), "--config", config, "--usd-per-gpu-hour", "3.5", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["buckets_width_x_height"] == {"1024x1024": 100}
+    expected = estimate.MEASURED["h200"]["s_per_image"] * 3.5 / 3600 * 1000
+    assert data["usd_per_1000_images"] == pytest.approx(expected, rel=0.10)
+    per_gpu = data["per_gpu"]
+    assert set(per_gpu) == {"h100", "h200"} and per_gpu["h200"]["basis"] == "measured" and per_gpu["h100"]["basis"] == "scaled"
+    assert per_gpu["h200"]["usd_per_1000_images"] == data["usd_per_1000_images"]
+    assert per_gpu["h100"]["usd_per_1000_images"] > per_gpu["h200"]["usd_per_1000_images"]
+
+    code, out, err = run_plan(capsys, square_prompts(tmp_path), "--config", config, "--gpu", "h100", "--usd-per-gpu-hour", "3.5")
+    assert code == 0, err
+    assert "h100  NVIDIA H100 SXM  scaled" in out and "h200  NVIDIA H200      measured" in out
+    assert "(estimate.gpu)" in next(line for line in out.splitlines() if line.startswith("h100 "))
+    assert "h100 (scaled): not measured" in out and "h200 (measured): benchmarks/RESULTS.md" in out
+    assert "docs/design.md" not in out
+
+
+def test_one_number_style(offline, tmp_path, capsys):
+    assert [estimate.fixed(x) for x in (0.0007693, 5.866e-05, 12.3456, 1234.6, 0.0)] == [
+        "0.0007693",
+        "0.00005866",
+        "12.35",
+        "1,235",
+        "0",
+    ]
+    assert estimate.fixed(0.0181, 3, 2) == "0.0181" and estimate.fixed(6.3222, 3, 2) == "6.32"
+    code, out, err = run_plan(
+        capsys, PROMPTS, "--config", str(ROOT / "configs" / "pixart-dmd-512.yaml"), "--usd-per-gpu-hour", "3.5"
+    )
+    assert code == 0, err
+    import re
+
+    assert not re.search(r"\de[-+]\d", out), out  # no exponent anywhere
+    assert "at 1 step per GPU kind" in out
+
+
+def test_tiny_with_a_gpu_recipe_says_so(tiny_model, capsys):
+    config = str(ROOT / "configs" / "pixart-alpha-1024.yaml")
+    code, out, err = run_plan(capsys, PROMPTS, "--config", config, "--model", "tiny")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("model: tiny")
+    assert lines[1].startswith("note: this plans the tiny test model") and "this GPU recipe" in lines[1]
+
+
+def test_the_hubs_configs_win_and_a_disagreement_is_noted(monkeypatch):
+    from dataclasses import replace
+
+    from pixart_batch.spec import RunSpec
+
+    config = load_config(str(ROOT / "configs" / "pixart-alpha-1024.yaml"))
+    shipped = estimate._shipped_facts(config)
+    assert shipped is not None and shipped.sample_size == 128
+    monkeypatch.setattr(RunSpec, "build", classmethod(lambda cls, config, weights=True: None))
+    monkeypatch.setattr(estimate, "facts_of", lambda spec: replace(shipped, sample_size=64, source="hub"))
+    facts = estimate.checkpoint_facts(config)
+    assert facts.sample_size == 64 and len(facts.notes) == 1
+    assert "the hub's configs differ from the shipped facts (sample_size 128 → 64); the hub's are used" in facts.notes[0]
+    monkeypatch.setattr(estimate, "facts_of", lambda spec: shipped)
+    assert estimate.checkpoint_facts(config).notes == ()  # agreeing: nothing to say
+
+
+def test_a_local_or_unknown_checkpoint_is_not_guessed(offline, tmp_path, capsys):
+    code, _, err = run_plan(capsys, PROMPTS, "--model", "someone/unknown-model")
+    assert code == 2 and err.count("\n") == 1 and "not found locally or on the hub" in err

@@ -39,7 +39,7 @@ from ..prompts import scan_prompts
 from ..spec import RunSpec
 from ..storage import nested_roots
 from ..store import EmbeddingStore, StoreIdentity, StoreWriter
-from .checks import check_quantization, check_sizes
+from .checks import card_settings_warning, check_quantization, check_sizes
 from .report import RunReport, summary
 
 if TYPE_CHECKING:
@@ -131,6 +131,9 @@ def run_generate(
 def execute(plan: RunPlan, log: Callable[[str], None] = say) -> dict[str, Any]:
     """Carry out ``plan`` under the output's lock; returns the run report (also in ``run_report.json``)."""
     output = plan.output()
+    warning = None if plan.encode_only else card_settings_warning(plan.spec)
+    if warning:
+        log(warning)
     executor = make_executor(plan.executor, plan.config, plan.spec)
     # Ray started and its resources checked before the output is touched: a refusal leaves nothing behind.
     executor.start()

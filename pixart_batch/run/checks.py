@@ -1,4 +1,5 @@
-"""Checks of a run that need no writing: each refuses with one line before anything is written."""
+"""Checks of a run that need no writing: each refuses with one line before anything is written (and the
+model-card settings warning, one line at the start of a run)."""
 
 from __future__ import annotations
 
@@ -59,3 +60,12 @@ def check_sizes(spec: RunSpec, scan: PromptScan) -> None:
             f"generation.num_inference_steps: {generation.num_inference_steps} is more than {spec.scheduler_class} "
             f"accepts for this checkpoint ({steps_limit})"
         )
+
+
+def card_settings_warning(spec: RunSpec) -> str | None:
+    """One line when an LCM or DMD checkpoint runs with steps or guidance far from its model card."""
+    from ..families import card_settings, card_warning
+
+    generation = spec.config.generation
+    card = card_settings(spec.model.shipped_scheduler, spec.model.name)
+    return card_warning(card, generation.num_inference_steps, generation.guidance_scale)
