@@ -284,8 +284,8 @@ a{color:#0b57d0}
 table{border-collapse:collapse;background:#fff}
 td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:12px}
-.strip{grid-template-columns:repeat(auto-fill,minmax(140px,1fr))}
-.card{background:#fff;border:1px solid #ddd;border-radius:8px;padding:8px;margin:0;min-width:0}
+.strip{grid-template-columns:repeat(auto-fill,minmax(210px,1fr))}
+.card{background:#fff;border:1px solid #ddd;border-radius:8px;padding:8px;margin:0;min-width:0;overflow:hidden}
 .card[hidden]{display:none}
 .card img{display:block;max-width:100%;height:auto;margin:0 auto 6px;background:#e8e8e8}
 .noimg{padding:40px 0;text-align:center;color:#a00;background:#fbeaea}
@@ -449,9 +449,12 @@ def index_page(
 
 
 def readable(value: Any) -> str:
-    """A setting as text: strings as they are, ``null`` as —, lists joined, objects as ``name: value``."""
+    """A setting as text: strings as they are (an empty one as "(empty)"), ``null`` as —, lists joined,
+    objects as ``name: value``."""
     if value is None:
         return "—"
+    if value == "":
+        return "(empty)"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (list, tuple)):

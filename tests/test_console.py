@@ -165,3 +165,13 @@ def test_encode_summary_has_no_image_counters():
     line = summary(_report(encode_only=True, embeddings_encoded=23), "out/demo")
     assert line.startswith("encode done in 1.5 s: 23 captions encoded, 0 reused") and "image" not in line
     assert line.endswith("-> out/demo/embeddings/x")
+
+
+def test_final_counts_shown_once_when_polled_again():
+    clock, out = Clock(), Terminal()
+    progress = Progress(8, interval_s=30, stream=out, clock=clock)
+    for step in range(1, 5):  # the Ray executor's poller, then its last update after the write
+        clock.now = step
+        progress.update(8, 0)
+    progress.close()
+    assert out.getvalue().count("8/8 images (100%)") == 1

@@ -451,5 +451,6 @@ def test_settings_are_readable_values():
     assert readable(None) == "—" and readable("PixArt-alpha/x") == "PixArt-alpha/x"
     assert readable(["cat", "dog"]) == "cat, dog" and readable(True) == "yes" and readable(4.5) == "4.5"
     assert readable({"a": 1, "b": None}) == "a: 1; b: —"
+    assert readable("") == "(empty)"
     page = index_page("out", [], {"checkpoint": "tiny", "revision": None}, [], 0)
     assert "<td>tiny</td>" in page and "<td>—</td>" in page and "<td>null" not in page and "&quot;tiny&quot;" not in page
