@@ -1,7 +1,7 @@
 """Throughput: pixart_batch against the plain diffusers loop a user would write, back to back.
 
     python benchmarks/throughput.py --preset tiny-cpu|small-cpu|xl-512|xl-1024 [--prompts N] [--out DIR]
-                                    [--workdir DIR] [--no-append] [--small]
+                                    [--workdir DIR] [--append] [--small]
 
 Presets:
 
@@ -40,8 +40,8 @@ Without ray installed (the lent GPU machine: Ray's wheel is too big to carry the
 (b)-(d) are skipped with a line saying so; benchmarks/gpu_check.py's ``throughput`` section
 measures the stages themselves (Denoiser + Decoder) against diffusers there.
 
-The table is printed and, unless ``--no-append``, appended to benchmarks/RESULTS.md with the date,
-machine, commit and command.
+The table is printed and written to ``--out`` (throughput.md / .json); only with ``--append`` is it
+also appended to the tracked benchmarks/RESULTS.md, with the date, machine, commit and command.
 """
 
 from __future__ import annotations
@@ -476,7 +476,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     print("\n" + text, flush=True)
     (out / "throughput.md").write_text(text)
     (out / "throughput.json").write_text(json.dumps({"preset": preset, "results": results, "notes": notes}, indent=2) + "\n")
-    if not args.no_append:
+    if args.append:
         with open(ROOT / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as handle:
             handle.write("\n" + text)
         print("appended to benchmarks/RESULTS.md", flush=True)
@@ -490,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", help="number of generated prompts (loop mode: the prompt file)")
     parser.add_argument("--out", help="results folder: throughput.md / .json and the logs (default: the work folder)")
     parser.add_argument("--workdir", help="scratch folder: checkpoint, prompts, outputs (default: a new /tmp folder)")
-    parser.add_argument("--no-append", action="store_true", help="do not append the table to benchmarks/RESULTS.md")
+    parser.add_argument("--append", action="store_true", help="also append the table to the tracked benchmarks/RESULTS.md")
+    parser.add_argument("--no-append", action="store_true", help=argparse.SUPPRESS)  # the default now; still accepted
     parser.add_argument("--small", action="store_true", help="xl presets: gpu_check's --small sizes (CPU smoke test)")
     parser.add_argument("--skip-ray-row", action="store_true", help="do not add (b) forced through the Ray executor")
     parser.add_argument("--loop", action="store_true", help=argparse.SUPPRESS)  # (a), run by the benchmark itself

@@ -78,8 +78,12 @@ def status(uri: str) -> dict[str, Any]:
     """Per bucket: planned / embedded / done / failed images (and totals), and the damaged shards
     (their images are not done: the next run sets the shard aside and makes them again)."""
     output = open_output(uri)
-    pointer = DRY_RUN_POINTER_FILE if output.plan_pointer(DRY_RUN_POINTER_FILE) is not None else PLAN_POINTER_FILE
+    dry = bool(output.plan_files(DRY_RUN_POINTER_FILE))
+    pointer = PLAN_POINTER_FILE if output.plan_files(PLAN_POINTER_FILE) or not dry else DRY_RUN_POINTER_FILE
     if not output.plan_files(pointer):
+        captions = _store_captions(output)
+        if captions:
+            return _encode_only(output, captions)
         raise OutputError(f"{output.uri}: no plan yet (the first run stopped before planning); re-run generate")
     plan = output.read_plan(name=pointer).to_pylist()
     bucket_of = {row[S.KEY]: S.bucket_name(row[S.BUCKET_WIDTH], row[S.BUCKET_HEIGHT]) for row in plan}
@@ -110,7 +114,44 @@ def status(uri: str) -> dict[str, Any]:
             {"path": shard["path"], "reason": shard["reason"], "images": _count(shard["keys"]), "buckets": shard["buckets"]}
             for shard in damaged
         ],
+        **({"dry_run": _dry_run_plan(output, done)} if dry and pointer == PLAN_POINTER_FILE else {}),
     }
+
+
+def _store_captions(output: OutputDataset) -> int:
+    """Rows in the output's embedding store (0 when it has none)."""
+    import pyarrow.parquet as pq
+
+    store, parts = _store_parts(output)
+    total = 0
+    for path in parts:
+        try:
+            assert store is not None
+            with store.fs.open_input_file(path) as handle:
+                total += pq.ParquetFile(handle).metadata.num_rows
+        except Exception:  # verify names it
+            continue
+    return total
+
+
+def _encode_only(output: OutputDataset, captions: int) -> dict[str, Any]:
+    """The status of an output that ``pixart-batch encode`` made: an embedding store, no plan."""
+    zero = {f: 0 for f in ("planned", "embedded", "done", "failed")}
+    return {
+        "output": output.uri,
+        "plan": "none (encode only)",
+        "captions": captions,
+        "buckets": {},
+        "total": zero,
+        "not_in_plan": 0,
+        "damaged": [],
+    }
+
+
+def _dry_run_plan(output: OutputDataset, done: set[str]) -> dict[str, int]:
+    """The latest dry run's plan (``dry_run.json``), beside the real plan: its images and how many are made."""
+    keys = set(output.read_plan([S.KEY], name=DRY_RUN_POINTER_FILE).column(S.KEY).to_pylist())
+    return {"planned": len(keys), "done": len(keys & done)}
 
 
 def _label_counts(output: OutputDataset, plan: list[dict[str, Any]], done: set[str], failed: Any) -> dict[str, Any]:
@@ -129,6 +170,11 @@ def _label_counts(output: OutputDataset, plan: list[dict[str, Any]], done: set[s
 
 
 def format_status(report: dict[str, Any]) -> str:
+    if "captions" in report:
+        return (
+            f"{report['output']}: an encode-only output (pixart-batch encode): {report['captions']} captions in its "
+            "embedding store, no images planned; run generate with the same prompts to make them"
+        )
     lines = [
         f"{report['output']}" + (" (plan of the latest dry run)" if report.get("plan") == "dry run" else ""),
         f"{'bucket (w x h)':>16} {'planned':>9} {'embedded':>9} {'done':>9} {'failed':>9}",
@@ -145,6 +191,12 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(f"{'label':>16} {'planned':>9} {'done':>9} {'failed':>9}")
         for name, counts in report["labels"].items():
             lines.append(f"{name:>16} {counts['planned']:>9} {counts['done']:>9} {counts['failed']:>9}")
+    if report.get("dry_run"):
+        dry = report["dry_run"]
+        lines.append(
+            f"the latest dry run (dry_run.json) planned {dry['planned']} images, {dry['done']} of them done; "
+            "the table above is the real run's plan"
+        )
     if report["not_in_plan"]:
         lines.append(f"{report['not_in_plan']} images in the dataset are not in the latest plan")
     if damaged:

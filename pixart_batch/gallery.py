@@ -284,15 +284,19 @@ a{color:#0b57d0}
 table{border-collapse:collapse;background:#fff}
 td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:12px}
-.strip{grid-template-columns:repeat(auto-fill,minmax(140px,1fr))}
-.card{background:#fff;border:1px solid #ddd;border-radius:8px;padding:8px;margin:0;min-width:0}
+.strip{grid-template-columns:repeat(auto-fill,minmax(210px,1fr))}
+.card{background:#fff;border:1px solid #ddd;border-radius:8px;padding:8px;margin:0;min-width:0;overflow:hidden}
 .card[hidden]{display:none}
 .card img{display:block;max-width:100%;height:auto;margin:0 auto 6px;background:#e8e8e8}
 .noimg{padding:40px 0;text-align:center;color:#a00;background:#fbeaea}
 .card p{margin:2px 0;overflow-wrap:anywhere}
-.cap{font-weight:600;max-height:7em;overflow:auto}
-.prompt{color:#333;max-height:7em;overflow:auto}
+.text{max-height:10em;overflow:auto}
+.cap{font-weight:600}
+.prompt{color:#333}
+.cap::before,.prompt::before{font:600 11px ui-monospace,monospace;color:#777;margin-right:6px;text-transform:uppercase}
+.cap::before{content:"caption"}.prompt::before{content:"prompt"}
 .meta{color:#666;font-size:12px;font-family:ui-monospace,monospace}
+.num{white-space:nowrap;word-break:keep-all;overflow-wrap:normal}
 .warn{color:#a00}
 """
 
@@ -303,14 +307,18 @@ _JS = """
 (function () {
   var q = document.getElementById('q'), out = document.getElementById('shown');
   var cards = [].slice.call(document.querySelectorAll('.card'));
+  // The index counts over every image its buckets show (their texts in #texts), not only its strip.
+  var all = document.getElementById('texts');
+  var texts = all ? JSON.parse(all.textContent) : null;
   function apply() {
     var words = q.value.toLowerCase().split(/\\s+/).filter(Boolean), n = 0;
+    function matches(t) { return words.every(function (w) { return t.indexOf(w) >= 0; }); }
     cards.forEach(function (c) {
-      var t = c.getAttribute('data-text') || '';
-      var ok = words.every(function (w) { return t.indexOf(w) >= 0; });
+      var ok = matches(c.getAttribute('data-text') || '');
       c.hidden = !ok;
-      if (ok) n++;
+      if (ok && !texts) n++;
     });
+    if (texts) texts.forEach(function (t) { if (matches(t)) n++; });
     document.body.setAttribute('data-visible', String(n));
     if (out) out.textContent = String(n);
   }
@@ -339,34 +347,44 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + f"… ({len(text)} characters)"
 
 
-def _page(title: str, subtitle: str, body: str, cards: int) -> str:
+def _page(title: str, subtitle: str, body: str, cards: int, label: str = "shown") -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width,initial-scale=1">\n'
         f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
         f'<body data-cards="{cards}">\n<h1>{_e(title)}</h1>\n<p class="sub">{subtitle}</p>\n'
         '<div class="bar"><input id="q" type="search" placeholder="filter: words in prompt, caption, key, seed" '
-        f'aria-label="filter" autocomplete="off"> <span><span id="shown">{cards}</span> of {cards} shown</span></div>\n'
+        f'aria-label="filter" autocomplete="off"> <span><span id="shown">{cards}</span> of {cards} {label}</span></div>\n'
         f"{body}\n<script>{_JS}</script>\n</body>\n</html>\n"
     )
 
 
+def _size(card: Card) -> str:
+    return f"{card.width}x{card.height}" if card.width is not None else "?"
+
+
+def _text(card: Card) -> str:
+    """What the filter searches in a card (lower case)."""
+    return _clip(" ".join([card.caption, card.prompt, card.key, str(card.seed), _size(card)]).lower())
+
+
 def _card(card: Card, compact: bool = False, link: str | None = None) -> str:
-    size = f"{card.width}x{card.height}" if card.width is not None else "?"
-    text = " ".join([card.caption, card.prompt, card.key, str(card.seed), size]).lower()
+    size = _size(card)
     if card.thumb is not None:
         image = f'<img src="{_e(card.thumb)}" alt="{_e(_clip(card.caption))}" title="{_e(card.key)}">'
     else:
         image = '<div class="noimg">image does not decode</div>'
     if link is not None:
         image = f'<a href="{_e(link)}">{image}</a>'
-    parts = [f'<figure class="card" data-key="{_e(card.key)}" data-text="{_e(_clip(text))}">', image]
-    if not compact:
-        parts += [
-            f'<p class="cap">{_e(_clip(card.caption))}</p>',
-            f'<p class="prompt">{_e(_clip(card.prompt))}</p>',
-        ]
-    parts += [f'<p class="meta">{_e(card.key)} · seed {_e(card.seed)} · {_e(size)}</p>', "</figure>"]
+    parts = [f'<figure class="card" data-key="{_e(card.key)}" data-text="{_e(_text(card))}">', image]
+    if not compact:  # one scroll box for both texts, each labelled (by CSS); the caption only when it differs
+        caption = f'<p class="cap">{_e(_clip(card.caption))}</p>' if card.caption != card.prompt else ""
+        parts.append(f'<div class="text">{caption}<p class="prompt">{_e(_clip(card.prompt))}</p></div>')
+    parts += [
+        f'<p class="meta">{_e(card.key)} · <span class="num">seed {_e(card.seed)}</span> · '
+        f'<span class="num">{_e(size)}</span></p>',
+        "</figure>",
+    ]
     return "\n".join(parts)
 
 
@@ -420,10 +438,27 @@ def index_page(
         parts.append(f'<p class="warn">{undecodable} sampled images do not decode (pixart-batch verify names them)</p>')
     if settings:
         rows = "\n".join(
-            f"<tr><th>{_e(name)}</th><td>{_e(json.dumps(value, ensure_ascii=False))}</td></tr>"
-            for name, value in sorted(settings.items())
+            f"<tr><th>{_e(name)}</th><td>{_e(readable(value))}</td></tr>" for name, value in sorted(settings.items())
         )
         parts.append(f"<h2>Settings (settings.json)</h2>\n<table>\n{rows}\n</table>")
-    cards = sum(min(len(b.cards), STRIP_PER_BUCKET) for b in buckets)
+    # The filter counts over every image the bucket pages show; the strip shows the matching ones of its own.
+    texts = json.dumps([_text(card) for bucket in buckets for card in bucket.cards], ensure_ascii=False)
+    parts.append(f'<script type="application/json" id="texts">{texts.replace("<", chr(92) + "u003c")}</script>')
     subtitle = f"{_e(uri)} · {total} images in {len(buckets)} buckets · {shown} shown"
-    return _page("pixart-batch gallery", subtitle, "\n".join(parts), min(cards, STRIP_MAX))
+    return _page("pixart-batch gallery", subtitle, "\n".join(parts), shown, "images match (all buckets)")
+
+
+def readable(value: Any) -> str:
+    """A setting as text: strings as they are (an empty one as "(empty)"), ``null`` as —, lists joined,
+    objects as ``name: value``."""
+    if value is None:
+        return "—"
+    if value == "":
+        return "(empty)"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(readable(item) for item in value) if value else "—"
+    if isinstance(value, dict):
+        return "; ".join(f"{name}: {readable(item)}" for name, item in value.items()) if value else "—"
+    return str(value)

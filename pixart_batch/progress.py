@@ -59,8 +59,9 @@ class Progress:
             due = self.interval_s if not self.tty else 0.5
             if not force and self._shown_at is not None and now - self._shown_at < due:
                 return
-            if force and not self.tty and self._shown_counts == (done, failed):
-                return  # the final counts are already on their own line
+            finished = done + failed >= self.total
+            if (force or finished) and self._shown_counts == (done, failed):
+                return  # the final counts are shown once (a terminal's log, `script`, would show a rewrite twice)
             self._shown_at, self._shown_counts = now, (done, failed)
             if self.tty:
                 self.stream.write("\r\033[K" + self.line())

@@ -365,6 +365,9 @@ def cached_tiny_checkpoint(seed: int = 0, family: str = "alpha", scheduler: str 
     target = default_cache_dir() / f"tiny-pixart-{family}-seed{seed}{suffix}-v2"
     if (target / "model_index.json").is_file():
         return target
+    from .progress import say
+
+    say(f"building the tiny checkpoint (first run only) -> {target}")
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=_ensure(default_cache_dir())))
     try:
         built = build_tiny_checkpoint(scratch / "ckpt", seed=seed, family=family, scheduler=scheduler, size=size)

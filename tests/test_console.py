@@ -61,7 +61,7 @@ def test_progress_rewrites_one_line_in_a_terminal():
     progress.close()
     text = out.getvalue()
     assert text.count("\n") == 1 and text.endswith("\n")  # one line, ended once
-    assert text.count("\r\033[K") == 5 and "4/4 images (100%)" in text
+    assert text.count("\r\033[K") == 4 and text.count("4/4 images (100%)") == 1  # close() does not repeat it
 
 
 def _in_pty(args: list[str], timeout: float = 600) -> str:
@@ -92,10 +92,12 @@ RAY_LINE = re.compile(r"\b(INFO|WARNING)\b.*\.py:\d+ --|core_worker\.cc|Executio
 @pytest.mark.parametrize("executor", ["local", "ray"])
 def test_demo_in_a_terminal_speaks_only_in_its_own_lines(tmp_path, tiny_model, executor):
     text = _in_pty([*DEMO, "--output", str(tmp_path / "out"), "--executor", executor])
-    lines = [line for line in re.split(r"[\r\n]+", text.replace("\x1b[K", "")) if line.strip() and line.strip() != "\x1b[0m"]
+    assert "\x1b[0m" not in text  # no colour reset left by Ray's colorama at exit
+    assert not text.startswith(("\n", "\r\n"))  # no blank first line
+    lines = [line for line in re.split(r"[\r\n]+", text.replace("\x1b[K", "")) if line.strip()]
     foreign = [line for line in lines if not line.startswith("[pixart-batch]")]
     assert not foreign, foreign[:5]
-    assert any(re.search(r"generate: 22/22 images \(100%\)", line) for line in lines)
+    assert len([line for line in lines if re.search(r"generate: 22/22 images \(100%\)", line)]) == 1
     assert lines[-1].startswith("[pixart-batch] done in ") and f"({executor} executor)" in lines[-1]
     assert not [line for line in lines if RAY_LINE.search(line)]
 
@@ -126,3 +128,50 @@ def test_final_counts_are_not_printed_twice_when_not_a_terminal():
     progress.update(8, 0)  # one batch: the first update is also the last
     progress.close()
     assert out.getvalue().count("\n") == 1 and "8/8 images (100%)" in out.getvalue()
+
+
+def test_final_counts_are_not_rewritten_in_a_terminal():
+    clock, out = Clock(), Terminal()
+    progress = Progress(8, interval_s=30, stream=out, clock=clock)
+    clock.now = 1
+    progress.update(8, 0)
+    clock.now = 2
+    progress.close()  # a log of the terminal (script, CI) would show the 100% line twice
+    assert out.getvalue().count("8/8 images (100%)") == 1 and out.getvalue().endswith("\n")
+
+
+def _report(**figures):
+    from pixart_batch.run.report import RunReport
+
+    report = RunReport(prompts=22, executor="local", output="out/demo", store="out/demo/embeddings/x")
+    for name, value in figures.items():
+        setattr(report, name, value)
+    return report.close(1.5)
+
+
+def test_summary_explains_the_captions_and_a_run_with_nothing_to_generate():
+    from pixart_batch.run.report import summary
+
+    line = summary(_report(images_planned=22, images_skipped=22, embeddings_reused=23), "out/demo")
+    assert "nothing to generate" in line and "images/s while generating" not in line
+    assert "23 reused (the distinct captions of 22 prompts and the negative prompt)" in line
+    line = summary(_report(images_planned=22, images_generated=22, embeddings_encoded=23), "out/demo")
+    assert "22 images generated" in line and "images/s while generating" in line
+
+
+def test_encode_summary_has_no_image_counters():
+    from pixart_batch.run.report import summary
+
+    line = summary(_report(encode_only=True, embeddings_encoded=23), "out/demo")
+    assert line.startswith("encode done in 1.5 s: 23 captions encoded, 0 reused") and "image" not in line
+    assert line.endswith("-> out/demo/embeddings/x")
+
+
+def test_final_counts_shown_once_when_polled_again():
+    clock, out = Clock(), Terminal()
+    progress = Progress(8, interval_s=30, stream=out, clock=clock)
+    for step in range(1, 5):  # the Ray executor's poller, then its last update after the write
+        clock.now = step
+        progress.update(8, 0)
+    progress.close()
+    assert out.getvalue().count("8/8 images (100%)") == 1

@@ -168,7 +168,9 @@ def test_hostile_prompts_are_escaped(made):
     for name, page in pages.items():
         assert "<script>alert" not in page and "<img src=x" not in page, name
         parsed = Page(page)
-        assert [tag for tag, _ in parsed.tags].count("script") == 1, name  # the page's own filter only
+        scripts = [attributes.get("type") for tag, attributes in parsed.tags if tag == "script"]
+        # The page's own filter only (and the index's texts of every shown image, as JSON data).
+        assert scripts == (["application/json", None] if name == "index.html" else [None]), name
         for tag, attributes in parsed.tags:
             assert not any(attr.startswith("on") for attr in attributes), (name, tag, attributes)
             assert tag in {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "a", "div", "input", "span"} | {
@@ -402,7 +404,9 @@ def test_browser_loads_every_thumbnail(made, chromium, tmp_path):
         cards = len(Page(page.read_text(encoding="utf-8")).keys())
         assert body.get("data-images-broken") == "0", page.name
         assert body.get("data-images-loaded") == str(cards) and cards > 0, page.name
-        assert body.get("data-visible") == str(cards), page.name
+        # The index's filter counts every image its buckets show, not its sample strip.
+        shown = 14 if page.name == "index.html" else cards
+        assert body.get("data-visible") == str(shown), page.name
 
 
 def test_browser_text_filter(made, chromium, tmp_path):
@@ -418,3 +422,35 @@ def test_browser_text_filter(made, chromium, tmp_path):
     dom = _browser(chromium, tmp_path, "--dump-dom", page.as_uri() + "#q=no-such-words-anywhere")
     assert _body(dom).get("data-visible") == "0"
     assert all("hidden" in a for tag, a in Page(dom).tags if tag == "figure")
+
+
+def test_browser_index_filter_counts_every_shown_image(made, chromium, tmp_path):
+    index = made / "gallery" / "index.html"
+    dom = _browser(chromium, tmp_path, "--dump-dom", index.as_uri() + "#q=lighthouse")
+    assert _body(dom).get("data-visible") == "2"  # both lighthouse images, whether or not the strip shows them
+    assert "of 14 images match (all buckets)" in index.read_text(encoding="utf-8")
+
+
+def test_cards_label_caption_and_prompt_and_keep_numbers_whole():
+    from pixart_batch.gallery import Card, _card
+
+    same = _card(Card("k1", 0, prompt="a cat", caption="a cat", seed=1234567890123456789, width=256, height=256))
+    assert same.count('class="text"') == 1 and 'class="cap"' not in same  # the caption only when it differs
+    assert '<span class="num">seed 1234567890123456789</span>' in same
+    differs = _card(Card("k2", 0, prompt="A CAT!!", caption="a cat", seed=1, width=256, height=256))
+    assert '<div class="text"><p class="cap">a cat</p><p class="prompt">A CAT!!</p></div>' in differs
+    from pixart_batch.gallery import _CSS
+
+    assert 'content:"caption"' in _CSS and 'content:"prompt"' in _CSS and "white-space:nowrap" in _CSS
+    assert ".cap{font-weight:600}" in _CSS  # no scroll box of its own: one per card (.text)
+
+
+def test_settings_are_readable_values():
+    from pixart_batch.gallery import index_page, readable
+
+    assert readable(None) == "—" and readable("PixArt-alpha/x") == "PixArt-alpha/x"
+    assert readable(["cat", "dog"]) == "cat, dog" and readable(True) == "yes" and readable(4.5) == "4.5"
+    assert readable({"a": 1, "b": None}) == "a: 1; b: —"
+    assert readable("") == "(empty)"
+    page = index_page("out", [], {"checkpoint": "tiny", "revision": None}, [], 0)
+    assert "<td>tiny</td>" in page and "<td>—</td>" in page and "<td>null" not in page and "&quot;tiny&quot;" not in page

@@ -36,3 +36,25 @@ def test_dry_run_plans_without_running_models(tmp_path, ray_session, tiny_model)
     assert json.loads((output / "dry_run.json").read_text())["images"] == 9
     assert not (output / "plan.json").exists()  # a dry run never becomes the plan verify checks
     assert not (output / ".work").exists() or not list((output / ".work").rglob("*"))
+
+
+def test_status_of_an_encode_only_output_and_of_a_dry_run_after_a_finished_run(tmp_path, ray_session, tiny_model):
+    from pixart_batch.audit import format_status
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\na dog --ar 1:2\n")
+    output = tmp_path / "out"
+    config = tiny_config(**{"ray.executor": "local", "generation.num_inference_steps": 2})
+    run_generate(config, str(prompts), str(output), encode_only=True)
+    table = status(str(output))
+    assert table["captions"] == 3 and table["total"]["planned"] == 0
+    assert "an encode-only output (pixart-batch encode): 3 captions in its embedding store" in format_status(table)
+    run_generate(config, str(prompts), str(output))
+    more = tmp_path / "more.txt"
+    more.write_text("a cat\na dog --ar 1:2\na fox\na owl\n")
+    run_generate(config, str(more), str(output), dry_run=True)
+    assert (output / "dry_run_report.json").is_file()
+    table = status(str(output))
+    assert table["plan"] == "latest run" and table["total"]["planned"] == 2 and table["total"]["done"] == 2
+    assert table["dry_run"] == {"planned": 4, "done": 2}
+    assert "the latest dry run (dry_run.json) planned 4 images, 2 of them done" in format_status(table)

@@ -130,3 +130,15 @@ def test_bad_build_options_are_refused(tmp_path):
         with pytest.raises(UserError, match="must be one of"):
             build_tiny_checkpoint(tmp_path / "x", **options)
     assert not (tmp_path / "x").exists()
+
+
+def test_first_use_says_it_builds_the_tiny_checkpoint_once(tmp_path, monkeypatch, capsys):
+    from pixart_batch.tiny import cached_tiny_checkpoint
+
+    monkeypatch.setenv("PIXART_BATCH_CACHE", str(tmp_path / "cache"))
+    path = cached_tiny_checkpoint(seed=7)
+    first = capsys.readouterr().err
+    assert first.count("\n") == 1 and f"building the tiny checkpoint (first run only) -> {path}" in first
+    assert "Writing model shards" not in first
+    assert cached_tiny_checkpoint(seed=7) == path
+    assert capsys.readouterr().err == ""

@@ -76,6 +76,7 @@ def init_ray(config: RunConfig) -> None:
     # the core worker's C++ log lines such as the actor-constructor notice) goes to a file in Ray's
     # log directory; the run speaks through its phase lines and its progress line.
     diverted = None if verbose else divert_native_stderr()
+    no_colour_reset_at_exit()
     kwargs: dict[str, Any] = {"log_to_driver": verbose}
     if address:
         ray.init(address=address, **kwargs)
@@ -85,6 +86,20 @@ def init_ray(config: RunConfig) -> None:
         where = settle_native_stderr(diverted)
         say(f"Ray's log lines: {where} (--verbose shows them here)")
     install_signal_handlers()  # ray.init replaced SIGTERM's handler with its own sys.exit
+
+
+def no_colour_reset_at_exit() -> None:
+    """Ray's CLI logger calls ``colorama.init()`` when it is imported (during a run), which registers
+    an exit handler that writes ``ESC[0m`` on the terminal after the summary line: mark colorama's
+    handler as registered already (and drop it if it is)."""
+    import atexit
+
+    initialise = getattr(sys.modules.get("colorama"), "initialise", None)
+    if initialise is None:
+        return
+    if getattr(initialise, "atexit_done", False):
+        atexit.unregister(initialise.reset_all)
+    initialise.atexit_done = True
 
 
 def divert_native_stderr() -> str | None:

@@ -40,7 +40,7 @@ from ..spec import RunSpec
 from ..storage import nested_roots
 from ..store import EmbeddingStore, StoreIdentity, StoreWriter
 from .checks import card_settings_warning, check_quantization, check_sizes
-from .report import RunReport, summary
+from .report import CAPTIONS_NOTE, RunReport, summary
 
 if TYPE_CHECKING:
     from ..prompts import PromptScan
@@ -175,7 +175,13 @@ def hold(plan: RunPlan, output: OutputDataset, lock: OutputLock, log: Callable[[
 
 def _phases(plan: RunPlan, output: OutputDataset, executor: Executor, log: Callable[[str], None]) -> dict[str, Any]:
     config = plan.config
-    report = RunReport(prompts=plan.scan.count, dry_run=plan.dry_run, executor=executor.name, output=output.uri)
+    report = RunReport(
+        prompts=plan.scan.count,
+        dry_run=plan.dry_run,
+        encode_only=plan.encode_only and not plan.dry_run,
+        executor=executor.name,
+        output=output.uri,
+    )
 
     # -- prepare the output
     report.temporaries_removed = output.prepare()
@@ -200,7 +206,10 @@ def _phases(plan: RunPlan, output: OutputDataset, executor: Executor, log: Calla
         start = time.perf_counter()
         todo = executor.to_encode(cleaned, store)
         report.embeddings_encoded, report.embeddings_reused = todo.count, todo.reused
-        log(f"embedding store {store.uri}: {todo.count} captions to encode, {todo.reused} reused")
+        log(
+            f"embedding store {store.uri}: {todo.count} captions to encode, {todo.reused} reused "
+            f"({CAPTIONS_NOTE.format(prompts=plan.scan.count)})"
+        )
         executor.encode(todo, StoreWriter(plan.store_root, plan.identity, rows_per_part=config.output.store_rows_per_part))
         report.stage_seconds["encode"] = time.perf_counter() - start
 

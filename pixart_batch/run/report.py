@@ -25,6 +25,8 @@ class RunReport:
     left_alone: list[str] = field(default_factory=list)
     """Folders inside the output's shards or store parts that hold another output or store: not touched."""
     dry_run: bool = False
+    encode_only: bool = False
+    """``pixart-batch encode``: the embedding store only (no plan, no images)."""
     executor: str = ""
     buckets: dict[str, int] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
@@ -72,10 +74,21 @@ def summary(report: dict[str, Any], plan_uri: str) -> str:
             f"dry run done: {report['images_planned']} images planned in {len(report['buckets'])} buckets, "
             f"{report['images_skipped']} already made; nothing generated (plan in {plan_uri}/plan/)"
         )
+    captions = (
+        f"{report['embeddings_encoded']} captions encoded, {report['embeddings_reused']} reused "
+        f"({CAPTIONS_NOTE.format(prompts=report['prompts'])})"
+    )
+    if report.get("encode_only"):
+        return f"encode done in {report['wall_seconds']:.1f} s: {captions} -> {report['store']}"
     failed = f", {report['images_failed']} failed" if report["images_failed"] else ""
+    made = report["images_generated"] or report["images_failed"]
+    rate = f"{report['images_per_second']:.2f} images/s while generating, " if made else "nothing to generate, "
     return (
         f"done in {report['wall_seconds']:.1f} s: {report['images_generated']} images generated{failed}, "
-        f"{report['images_skipped']} skipped, {report['embeddings_encoded']} captions encoded, "
-        f"{report['embeddings_reused']} reused; {report['images_per_second']:.2f} images/s while generating, "
+        f"{report['images_skipped']} skipped, {captions}; {rate}"
         f"{report['images_per_second_overall']:.2f} images/s overall ({report['executor']} executor) -> {report['output']}"
     )
+
+
+CAPTIONS_NOTE = "the distinct captions of {prompts} prompts and the negative prompt"
+"""What the captions counted are (so 23 captions for 22 prompts is explained)."""
