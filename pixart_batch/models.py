@@ -237,21 +237,26 @@ def _hash_components(model: ResolvedModel, components: tuple[str, ...]) -> str:
         checkpoint = model.checkpoint_of(component)
         if checkpoint.is_hub:  # a hub id: its name and revision are part of what it is; a local dir is its files
             digest.update(f"{component}@{checkpoint.name}@{checkpoint.revision}".encode())
-        folder = checkpoint.local_dir / component
-        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
-            if not path.is_file():
-                continue
-            digest.update(f"{component}/{path.name}".encode())
-            size = path.stat().st_size
-            with open(path, "rb") as handle:
-                if size <= 64 * 2**20:
-                    digest.update(handle.read())
-                elif path.suffix == ".safetensors":
-                    header_len = int.from_bytes(handle.read(8), "little")
-                    digest.update(handle.read(header_len) + str(size).encode())
-                else:
-                    digest.update(str(size).encode())
+        digest_folder(digest, checkpoint.local_dir / component, component)
     return digest.hexdigest()[:32]
+
+
+def digest_folder(digest: Any, folder: Path, label: str) -> None:
+    """Feed the files directly in ``folder`` to ``digest`` (a ``hashlib`` hash), each by ``label/name``:
+    whole up to 64 MiB, larger ones by their safetensors header — names, dtypes, shapes, offsets — and size."""
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not path.is_file():
+            continue
+        digest.update(f"{label}/{path.name}".encode())
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            if size <= 64 * 2**20:
+                digest.update(handle.read())
+            elif path.suffix == ".safetensors":
+                header_len = int.from_bytes(handle.read(8), "little")
+                digest.update(handle.read(header_len) + str(size).encode())
+            else:
+                digest.update(str(size).encode())
 
 
 def encoder_identity(model: ResolvedModel) -> str:

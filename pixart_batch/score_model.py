@@ -55,11 +55,11 @@ class ScoreModel:
 
 
 def _hash_folder(folder: Path) -> str:
+    """The model's files, as the checkpoint's are hashed (:func:`pixart_batch.models.digest_folder`)."""
+    from .models import digest_folder
+
     digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and not path.name.startswith("."):
-            digest.update(str(path.relative_to(folder)).encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    digest_folder(digest, folder, "clip")
     return digest.hexdigest()[:32]
 
 
