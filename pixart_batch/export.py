@@ -29,16 +29,14 @@ from .output import OutputDataset, open_output
 from .output.card import write_card
 from .output.formats import FORMATS, OutputFormat
 from .output.guard import shard_settings
-from .output.relations import RESERVED_DIRS, Place
-from .ownership import OutputLock, check_ours, is_output, write_marker
+from .output.relations import Place, not_inside_others
+from .ownership import OutputLock, check_ours, write_marker
 from .storage import Location, locate, makedirs, remove_tree
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from datasets import Features
 
-LABEL_NAMES_SETTING = "output.label_names"
-"""Where an output records its label column's class names (``settings.json``)."""
 EXPORT_SETTING = "export"
 ROW_GROUP_SIZE = 100
 BATCH_ROWS = 32
@@ -129,8 +127,8 @@ def _open_source(uri: str) -> _Source:
             f"run `pixart-batch verify {output.uri}`, or re-run generate to set it aside and redo its images; nothing was written"
         )
     settings = output.read_settings() or shard_settings(output) or {}
-    names = settings.get(LABEL_NAMES_SETTING)
-    labels = tuple(str(n) for n in names) if isinstance(names, list) and names else None
+    names = S.label_names(settings)
+    labels = tuple(names) if names else None
     features = _features(output, shards[0], labels)
     label = features.get(S.LABEL)
     if labels is None and getattr(label, "names", None):
@@ -184,18 +182,7 @@ def _check_destination(source: OutputDataset, to: str) -> Location:
     place, inside = Place.of(to), Place.of(source.uri)
     if place.inside(inside):
         raise OutputError(f"{place.uri}: lies inside the source output {inside.uri}; export to a folder outside it")
-    for ancestor in place.ancestors():
-        try:
-            if not is_output(ancestor.location):
-                continue
-        except OSError:
-            continue
-        part = place.first_part_below(ancestor)
-        if part in RESERVED_DIRS:
-            raise OutputError(
-                f"{place.uri}: lies inside {ancestor.child(part).uri}, which the pixart-batch output {ancestor.uri} writes; "
-                "export to a folder outside it"
-            )
+    not_inside_others(place, "the export")
     location = locate(to)
     if check_ours(location):
         raise OutputError(

@@ -123,7 +123,7 @@ def check_relations(output: str, store: str, prompts: str | None, checkpoints: I
     own_store = into == out.child(STORE_DIR)  # the default: OUTPUT/embeddings
     if not own_store and out.inside(into):
         raise OutputError(f"{out.uri}: the output lies inside the embedding store {into.uri}; choose an output outside it")
-    _not_inside_others(out, "the output", RESERVED_DIRS)
+    not_inside_others(out, "the output", RESERVED_DIRS)
     if not own_store:
         part = into.first_part_below(out)
         if part in STORE_FORBIDDEN_DIRS:
@@ -131,7 +131,7 @@ def check_relations(output: str, store: str, prompts: str | None, checkpoints: I
                 f"{into.uri}: the embedding store lies inside {out.child(part).uri}, which the output {out.uri} writes; "
                 "choose a store outside it"
             )
-        _not_inside_others(into, "the embedding store", STORE_FORBIDDEN_DIRS)
+        not_inside_others(into, "the embedding store", STORE_FORBIDDEN_DIRS)
     written = [(out.child(name), f"the output {out.uri} writes") for name in RESERVED_DIRS + RESERVED_FILES]
     written.append((into, f"the embedding store of this run ({into.uri}) writes"))
     inputs = [("the prompt file", prompts)] if prompts else []
@@ -145,8 +145,9 @@ def check_relations(output: str, store: str, prompts: str | None, checkpoints: I
             raise OutputError(f"{out.uri}: the output is the checkpoint's folder; choose another output")
 
 
-def _not_inside_others(place: Place, what: str, reserved: tuple[str, ...]) -> None:
-    """Refuse ``place`` inside a store's keyed folder, or inside one of another output's ``reserved`` folders."""
+def not_inside_others(place: Place, what: str, reserved: tuple[str, ...] = RESERVED_DIRS) -> None:
+    """Refuse ``place`` inside a store's keyed folder, or inside one of another output's ``reserved`` folders
+    (``what``: how the message names ``place``, "the output")."""
     for ancestor in place.ancestors():
         location = ancestor.location
         try:
