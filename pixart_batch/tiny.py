@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
 # A small fixed vocabulary: letters and digits (so every word can be spelled), common
@@ -368,13 +370,23 @@ def cached_tiny_checkpoint(seed: int = 0, family: str = "alpha", scheduler: str 
     from .progress import say
 
     say(f"building the tiny checkpoint (first run only) -> {target}")
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=_ensure(default_cache_dir())))
+    return build_cached(
+        target, "model_index.json", lambda d: build_tiny_checkpoint(d, seed=seed, family=family, scheduler=scheduler, size=size)
+    )
+
+
+def build_cached(target: Path, marker: str, build: Callable[[Path], Path]) -> Path:
+    """``target`` in the cache, built by ``build(directory)`` unless ``target/marker`` exists. Concurrent
+    first uses are safe: each builds in a private staging directory and the first rename wins."""
+    if (target / marker).is_file():
+        return target
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=_ensure(target.parent)))
     try:
-        built = build_tiny_checkpoint(scratch / "ckpt", seed=seed, family=family, scheduler=scheduler, size=size)
+        built = build(scratch / "build")
         try:
             os.replace(built, target)
         except OSError:
-            if not (target / "model_index.json").is_file():
+            if not (target / marker).is_file():
                 raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

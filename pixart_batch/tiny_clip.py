@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import UserError
-from .tiny import default_cache_dir
+from .tiny import build_cached, default_cache_dir
 
 _MERGES = [
     ("t", "h"),
@@ -110,6 +110,7 @@ def build_tiny_clip(directory: str | os.PathLike, seed: int = 0) -> Path:
         finally:
             hf_logging.set_verbosity(verbosity)
         images = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+        hf_logging.disable_progress_bar()  # its "Writing model shards" bar is not this tool's output
         model.save_pretrained(target, safe_serialization=True)
         CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(target)
     finally:
@@ -119,19 +120,4 @@ def build_tiny_clip(directory: str | os.PathLike, seed: int = 0) -> Path:
 
 def cached_tiny_clip(seed: int = 0) -> Path:
     """The tiny CLIP for ``seed``, built on first use (in a private directory, the first rename wins)."""
-    target = default_cache_dir() / f"tiny-clip-seed{seed}-v1"
-    if (target / "config.json").is_file():
-        return target
-    root = default_cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=root))
-    try:
-        built = build_tiny_clip(scratch / "clip", seed=seed)
-        try:
-            os.replace(built, target)
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
+    return build_cached(default_cache_dir() / f"tiny-clip-seed{seed}-v1", "config.json", lambda d: build_tiny_clip(d, seed=seed))

@@ -142,3 +142,16 @@ def test_first_use_says_it_builds_the_tiny_checkpoint_once(tmp_path, monkeypatch
     assert "Writing model shards" not in first
     assert cached_tiny_checkpoint(seed=7) == path
     assert capsys.readouterr().err == ""
+
+
+def test_the_tiny_clip_is_built_without_third_party_progress_bars(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PIXART_BATCH_CACHE": str(tmp_path)}
+    code = "from pixart_batch.tiny_clip import cached_tiny_clip; print(cached_tiny_clip(0))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Writing model shards" not in done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny-clip-seed0-v1"]  # no staging folder left
