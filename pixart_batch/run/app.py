@@ -95,14 +95,15 @@ def plan_run(config: RunConfig, prompts: str, output: str, encode_only: bool = F
     target.validate_metadata()
     names = label_names(target, scan.labels)
     check_settings(target, with_labels(spec.settings(), names))
-    EmbeddingStore(store_root, spec.store_identity()).check()
+    identity = spec.store_identity()  # hashes the encoder's files: once
+    EmbeddingStore(store_root, identity).check()
     executor = choose_executor(config, scan.count * config.generation.images_per_prompt)
     make_executor(executor, config, spec).check()
     return RunPlan(
         config=config,
         spec=spec,
         scan=scan,
-        identity=spec.store_identity(),
+        identity=identity,
         output_uri=target.uri,
         store_root=store_root,
         executor=executor,
