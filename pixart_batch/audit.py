@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import schema as S
-from .errors import OutputError, first_line
+from .errors import OutputError, first_line, one_line
 from .output import OutputDataset, open_output, store_location
 from .output.formats import OutputFormat, check_parquet
 from .output.layout import DRY_RUN_POINTER_FILE, PLAN_POINTER_FILE
@@ -33,11 +33,6 @@ def _store_keys(output: OutputDataset, wanted: set[str]) -> set[str]:
 
     store = store_location(output)
     return set() if store is None else held_keys(store, wanted)
-
-
-def one_line(text: str) -> str:
-    """``text`` as one line: its first non-empty line (Arrow's and tarfile's messages run over several)."""
-    return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
 
 
 def _count(keys: list[str] | None) -> int | None:

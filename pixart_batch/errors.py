@@ -70,6 +70,11 @@ def shorten(text: str, limit: int | None) -> str:
     return kept.rstrip(" \t,;:") + ELLIPSIS
 
 
+def one_line(text: str) -> str:
+    """``text`` as one line: its first non-empty line (Arrow's and tarfile's messages run over several)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
+
+
 def first_line(exc: BaseException, limit: int | None = 300, with_type: bool = False) -> str:
     """The first line of an exception's text for a one-line message, cut to ``limit`` characters
     between words (:func:`shorten`; None: whole); ``with_type`` puts the exception's class name first.

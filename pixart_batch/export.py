@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import schema as S
-from .errors import OutputError, UserError, first_line
+from .errors import OutputError, UserError, first_line, one_line
 from .expr import Column, Where, columns_of, parse_where
 from .output import OutputDataset, open_output
 from .output.card import write_card
@@ -123,7 +123,7 @@ def _open_source(uri: str) -> _Source:
     if damaged:
         more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
         raise OutputError(
-            f"{damaged[0].path}: damaged shard ({_one_line(damaged[0].reason)}){more}; "
+            f"{damaged[0].path}: damaged shard ({one_line(damaged[0].reason)}){more}; "
             f"run `pixart-batch verify {output.uri}`, or re-run generate to set it aside and redo its images; nothing was written"
         )
     settings = output.read_settings() or shard_settings(output) or {}
@@ -138,10 +138,6 @@ def _open_source(uri: str) -> _Source:
         {S.LABEL: list(labels)} if labels and S.LABEL in features else None,
     )
     return _Source(output, shards, settings, features, labels, columns)
-
-
-def _one_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), text.strip())
 
 
 def _features(output: OutputDataset, first_shard: str, labels: tuple[str, ...] | None) -> Features:
