@@ -21,13 +21,14 @@ from .errors import ConfigError
 from .executors.registry import AUTO
 from .executors.registry import EXECUTORS as EXECUTOR_CLASSES
 from .measured import DTYPE_BYTES, gpu_kinds
-from .output.formats import FORMATS
+from .output.formats import DEFAULT_FORMAT, FORMATS
 from .parsing import DuplicateKeyError, load_yaml
 
 DTYPES = tuple(DTYPE_BYTES)
 IMAGE_FORMATS = ("png", "jpeg", "webp")
-OUTPUT_FORMATS = tuple(FORMATS)
-"""``output.format``: the registered output formats (:data:`pixart_batch.output.formats.FORMATS`)."""
+OUTPUT_FORMATS = FORMATS.keys()
+"""``output.format``: the registered output formats, a live view of
+:data:`pixart_batch.output.formats.FORMATS` (so a format added by ``register_format`` is accepted)."""
 TINY_MODEL = "tiny"
 
 
@@ -281,7 +282,7 @@ class OutputConfig:
     store: str | None = None
     """Embedding store root; default ``OUTPUT/embeddings``. Shared stores are safe: entries are keyed
     by everything that changes an embedding."""
-    format: str = "parquet"
+    format: str = DEFAULT_FORMAT
     """Shard format under ``OUTPUT/data/``: ``parquet`` (default) or ``webdataset`` (tar shards;
     :mod:`pixart_batch.output.formats`). Fixed for an output: a run in another format is refused."""
 

@@ -1,9 +1,21 @@
-"""The output formats (``output.format``): a new format is one module here and one line in :data:`FORMATS`."""
+"""The output formats (``output.format``): a new format is one module here and one line in :data:`FORMATS`
+(or, from outside the package, :func:`register_format`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ...storage import Location
-from .base import DATA_DIR, DATA_GLOB, Damaged, OutputFormat, ShardWriter, check_parquet, find_damaged
+from .base import (
+    DATA_DIR,
+    DATA_GLOB,
+    REWRITE_ROWS,
+    Damaged,
+    OutputFormat,
+    ShardWriter,
+    check_parquet,
+    find_damaged,
+)
 from .parquet import ParquetFormat
 from .webdataset import WebDatasetFormat
 
@@ -11,7 +23,8 @@ FORMATS: dict[str, type[OutputFormat]] = {
     "parquet": ParquetFormat,
     "webdataset": WebDatasetFormat,
 }
-"""``output.format`` → its :class:`OutputFormat`."""
+"""``output.format`` → its :class:`OutputFormat` (read live: ``output.format``'s check and the CLI's
+choices follow :func:`register_format`)."""
 
 DEFAULT_FORMAT = "parquet"
 """An output whose format nothing records and whose folder holds no shard (and outputs made before
@@ -29,11 +42,29 @@ def detect_format(location: Location) -> str:
     return next((name for name in FORMATS if make_format(name, location).detect()), DEFAULT_FORMAT)
 
 
+def register_format(name: str, cls: type[OutputFormat]) -> Callable[[], None]:
+    """Add the format ``cls`` as ``output.format: name`` (a plugin's, a test's); returns the function
+    that removes it again. Refuses a name taken or one that is not ``cls.name``."""
+    if name in FORMATS:
+        raise ValueError(f"output format {name!r} is registered already")
+    if getattr(cls, "name", None) != name:
+        named = getattr(cls, "name", None)
+        raise ValueError(f"output format {name!r}: its class {cls.__name__} is named {named!r}")
+    FORMATS[name] = cls
+
+    def unregister() -> None:
+        if FORMATS.get(name) is cls:
+            del FORMATS[name]
+
+    return unregister
+
+
 __all__ = [
     "DATA_DIR",
     "DATA_GLOB",
     "DEFAULT_FORMAT",
     "FORMATS",
+    "REWRITE_ROWS",
     "Damaged",
     "OutputFormat",
     "ParquetFormat",
@@ -43,4 +74,5 @@ __all__ = [
     "detect_format",
     "find_damaged",
     "make_format",
+    "register_format",
 ]

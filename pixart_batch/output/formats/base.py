@@ -9,7 +9,7 @@ committed keys, the settings guard's fallback and the Ray anti-join read the sam
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +19,12 @@ from ...storage import Location, list_files
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from datasets import Features
 
 DATA_DIR = "data"
 DATA_GLOB = f"{DATA_DIR}/**/*"
+REWRITE_ROWS = 64
+"""Rows :meth:`OutputFormat.rewrite` holds at a time for a format without row groups (images included)."""
 
 
 @dataclass
@@ -138,6 +141,10 @@ class OutputFormat(ABC):
         """The key file of the committed shard ``shard`` (the shard itself unless the format keeps an index)."""
         return shard
 
+    def shard_of(self, key_file: str) -> str:
+        """The shard whose key file is ``key_file`` (the inverse of :meth:`key_file`)."""
+        return key_file
+
     @abstractmethod
     def check(self, path: str) -> str | None:
         """Why the committed shard ``path`` cannot be used (None when it can); cheap: no image decoded."""
@@ -170,9 +177,87 @@ class OutputFormat(ABC):
             if row[S.KEY] in wanted:
                 yield {name: row.get(name) for name in columns}
 
+    # -- columns
+    def columns(self, path: str) -> list[str]:
+        """The column names the rows of the committed shard ``path`` carry (by default its first row's);
+        raises ``ValueError`` (the reason) when :meth:`check` rejects the shard."""
+        reason = self.check(path)
+        if reason is not None:
+            raise ValueError(reason)
+        return list(next(iter(self.read_rows(path)), {}))
+
+    def readable_columns(self, path: str, columns: list[str]) -> list[str]:
+        """The ``columns`` that can be read from the shard ``path`` (a row without one reads it as
+        missing); all of them by default: a row carries what it carries."""
+        return list(columns)
+
+    def features(self, path: str, labels: tuple[str, ...] | None) -> Features:
+        """The ``datasets`` features of the shard's rows. By default a run's columns
+        (:func:`~pixart_batch.schema.features`) plus what the first row carries beyond them: a ``ClassLabel``
+        over ``labels`` for an integer ``label``, float32 for a score, the JSON value's type otherwise."""
+        from datasets import ClassLabel, Features, Value
+
+        first = next(iter(self.read_rows(path)), {})
+        found = dict(S.features())
+        for name, value in first.items():
+            if name in found:
+                continue
+            if name == S.LABEL and labels and isinstance(value, int):
+                found[name] = ClassLabel(names=list(labels))
+            elif name in (S.CLIP_SCORE, S.AESTHETIC_SCORE):
+                found[name] = Value("float32")
+            elif isinstance(value, (bool, int, float, str)):
+                kinds = {bool: "bool", int: "int64", float: "float64", str: "string"}
+                found[name] = Value(kinds[type(value)])
+        return Features(found)
+
+    # -- rewriting
+    def rewrite(
+        self,
+        path: str,
+        settings: dict[str, Any],
+        transform: Callable[[pa.Table], pa.Table],
+        schema: pa.Schema,
+    ) -> int:
+        """The committed shard ``path`` again under the same name, its rows passed through ``transform``
+        (a table of the fields of ``schema`` that the rows carry, :data:`REWRITE_ROWS` rows at a time →
+        a table of ``schema``), through the format's own :meth:`open_shard` writer with ``settings``:
+        committed as a new shard is. Any exception aborts: the old shard stays. Returns its rows."""
+        import pyarrow as pa
+
+        writer = self.open_shard(path[len(self.data_path()) :].lstrip("/"), settings, REWRITE_ROWS, schema)
+        rows = 0
+        try:
+            for batch in _chunks(self.read_rows(path), REWRITE_ROWS):
+                carried = set().union(*batch)
+                fields = pa.schema([field for field in schema if field.name in carried])
+                writer.write(transform(pa.Table.from_pylist(batch, schema=fields)))
+                rows += len(batch)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        return rows
+
     # -- the card
     @abstractmethod
     def describe(self) -> dict[str, Any]:
         """For the card: ``format`` (the name), ``data_files`` (the glob of ``configs``), ``features``
         (``dataset_info.features`` entries; empty when ``datasets`` infers them) and ``layout`` (one
         Markdown sentence on the shards' layout)."""
+
+    def card_features(self, features: Features) -> list[dict[str, Any]] | None:
+        """The card's ``dataset_info.features`` entries for rows of ``features`` (None: ``datasets``
+        infers this format's features from its files)."""
+        return None
+
+
+def _chunks(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

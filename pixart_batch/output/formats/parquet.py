@@ -3,7 +3,7 @@ the rows of :func:`~pixart_batch.schema.features` (``image`` a datasets Image)."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ... import schema as S
@@ -13,6 +13,7 @@ from .base import DATA_GLOB, OutputFormat, ShardWriter, check_parquet
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from datasets import Features
 
 
 class ParquetFormat(OutputFormat):
@@ -72,27 +73,82 @@ class ParquetFormat(OutputFormat):
                 table = table.filter(pc.is_in(table.column(S.KEY), value_set=pa.array(sorted(keys), pa.string())))
                 yield from table.to_pylist()
 
+    def _schema(self, path: str) -> pa.Schema:
+        import pyarrow.parquet as pq
+
+        with self.location.fs.open_input_file(path) as handle:
+            return pq.ParquetFile(handle).schema_arrow
+
+    def columns(self, path: str) -> list[str]:
+        reason = self.check(path)
+        if reason is not None:
+            raise ValueError(reason)
+        return list(self._schema(path).names)
+
+    def readable_columns(self, path: str, columns: list[str]) -> list[str]:
+        """A shard written before a column existed lacks it: its rows read it as missing."""
+        names = set(self._schema(path).names)
+        return [name for name in columns if name in names]
+
+    def features(self, path: str, labels: tuple[str, ...] | None) -> Features:
+        """The shard's own features (its ``huggingface`` metadata, or its Arrow schema; ``label`` keeps
+        the names it records), plus the columns added since older shards were written, ``image`` last."""
+        from datasets import Features
+
+        own = Features.from_arrow_schema(self._schema(path))
+        run = S.features()  # columns added since older shards were written: read as missing there
+        added = {name: run[name] for name in S.ADDED_COLUMNS if name not in own}
+        image = {S.IMAGE: own[S.IMAGE]} if S.IMAGE in own else {}
+        return Features({**{k: v for k, v in own.items() if k != S.IMAGE}, **added, **image})
+
+    def rewrite(
+        self,
+        path: str,
+        settings: dict[str, Any],
+        transform: Callable[[pa.Table], pa.Table],
+        schema: pa.Schema,
+    ) -> int:
+        """Row group by row group (each a table of the shard's own columns), keeping the row groups;
+        streamed into a temporary committed over ``path``
+        (:class:`~pixart_batch.storage.ParquetStreamWriter`)."""
+        import pyarrow.parquet as pq
+
+        rows = 0
+        with self.location.fs.open_input_file(path) as handle:
+            source = pq.ParquetFile(handle)
+            schema = S.with_settings(schema, settings)
+            with ParquetStreamWriter(self.location, path, schema, compression="zstd") as writer:
+                for index in range(source.metadata.num_row_groups):
+                    table = source.read_row_group(index)
+                    writer.write(transform(table), row_group_size=max(table.num_rows, 1))
+                    rows += table.num_rows
+                writer.commit()
+        return rows
+
     def describe(self) -> dict[str, Any]:
         return {
             "format": self.name,
             "data_files": f"{DATA_GLOB}{self.suffix}",
-            "features": card_features(),
+            "features": self.card_features(S.features()),
             "layout": "Parquet shards (`data/<run>/<task//1000>/train-*.parquet`), one row per image.",
         }
 
-
-def card_features() -> list[dict[str, Any]]:
-    """The card's ``dataset_info.features`` of a Parquet row (the YAML the Hub and ``datasets`` read)."""
-    entries = []
-    for name, feature in S.features().items():
-        inner = getattr(feature, "feature", None)
-        if name == S.IMAGE:
-            entries.append({"name": name, "dtype": "image"})
-        elif inner is not None:  # a list of values
-            entries.append({"name": name, "list": inner.dtype})
-        else:
-            entries.append({"name": name, "dtype": feature.dtype})
-    return entries
+    def card_features(self, features: Features) -> list[dict[str, Any]]:
+        """The YAML the Hub and ``datasets`` read: class labels with their names, lists of values."""
+        entries: list[dict[str, Any]] = []
+        for name, feature in features.items():
+            inner = getattr(feature, "feature", None)
+            names = getattr(feature, "names", None)
+            if name == S.IMAGE or type(feature).__name__ == "Image":
+                entries.append({"name": name, "dtype": "image"})
+            elif names is not None:
+                labels = {str(i): n for i, n in enumerate(names)}
+                entries.append({"name": name, "dtype": {"class_label": {"names": labels}}})
+            elif inner is not None:  # a list of values
+                entries.append({"name": name, "list": inner.dtype})
+            else:
+                entries.append({"name": name, "dtype": feature.dtype})
+        return entries
 
 
 class _ParquetShard(ShardWriter):

@@ -11,7 +11,9 @@ atomically); the tar's appearance is the commit. A reader of ``data/**/*.tar`` t
 sees a tar whose keys a resume would plan again. A run killed between the two commits leaves an
 index without its tar: its keys are not committed (:meth:`key_files` skips it) and the next run
 removes it (:meth:`remove_uncommitted`). A tar without its index, or whose members disagree with
-it, or that is truncated, is damaged: set aside with its index.
+it, or that is truncated, is damaged: set aside with its index. A tar rewritten
+(:meth:`~.base.OutputFormat.rewrite`, ``score``) goes through the same writer: a kill between the two
+commits leaves the old tar beside its new index (same keys), so the tar is still the old shard whole.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class WebDatasetFormat(OutputFormat):
 
     def key_file(self, shard: str) -> str:
         return self.index_of(shard)
+
+    def shard_of(self, key_file: str) -> str:
+        return key_file[: -len(self.index_suffix)] + self.suffix
 
     def _index_keys(self, tar: str) -> list[str]:
         import pyarrow.parquet as pq
