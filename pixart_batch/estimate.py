@@ -377,9 +377,11 @@ def estimate_run(config: RunConfig, prompts: str, facts: CheckpointFacts | None 
     from .buckets import ModelGeometry, aspect_ratio_table
     from .plan import plan_size
     from .prompts import PromptRecord, iter_prompts, scan_prompts
+    from .prompts.scan import count_records
     from .spec import CleanSpec
 
     ref = _check_gpu(config.estimate.gpu)
+    counted = count_records(prompts)  # a class file's records, counted unexpanded (refused over the limit)
     scan = scan_prompts(prompts)
     facts = facts or checkpoint_facts(config)
     geometry = ModelGeometry(facts.sample_size, facts.vae_scale_factor, 4, facts.text_dim)
@@ -418,8 +420,7 @@ def estimate_run(config: RunConfig, prompts: str, facts: CheckpointFacts | None 
         if facts.uses_negative:
             texts.add_negative(record.negative_prompt if record.negative_prompt is not None else default_negative)
     texts.flush()
-    result.prompts = scan.count
-    result.images = scan.count * per_prompt
+    result.prompts, result.images = scan.count, scan.count * per_prompt
     result.buckets = Counter({S.bucket_name(w, h): count for (w, h), count in buckets.items()})
     result.output_pixels = pixels
     for kind in gpu_kinds():
@@ -438,7 +439,7 @@ def estimate_run(config: RunConfig, prompts: str, facts: CheckpointFacts | None 
     dtype_bytes = DTYPE_BYTES[config.stages.encode.dtype]
     result.store_bytes = result.distinct_captions * result.mean_tokens * facts.text_dim * dtype_bytes
     result.output_bytes = pixels * BYTES_PER_PIXEL[config.output.image_format]
-    result.notes = [*facts.notes, *_notes(config, facts, ref)]
+    result.notes = [*facts.notes, *_notes(config, facts, ref), *([counted.describe()] if counted else [])]
     return result
 
 

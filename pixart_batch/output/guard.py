@@ -10,9 +10,13 @@ from typing import Any
 
 from .. import schema as S
 from ..errors import OutputError, shorten
+from ..prompts.fields import normal_label
+from .formats import DEFAULT_FORMAT
 from .layout import FORMAT_SETTING, SETTINGS_FILE, OutputDataset
 
-SETTING_DEFAULTS = {FORMAT_SETTING: "parquet"}
+EXPORT_SETTING = "export"
+"""The setting an export's ``settings.json`` records (``{"source", "where", "per_label"}``)."""
+SETTING_DEFAULTS = {FORMAT_SETTING: DEFAULT_FORMAT}
 """What a setting was before it existed: outputs made then stay usable (and guarded)."""
 
 
@@ -66,12 +70,26 @@ def check_settings(output: OutputDataset, settings: dict[str, Any]) -> str | Non
             f"{output.uri} holds no images yet: this run's settings replace its earlier ones "
             f"(setting '{name}' was {_shown(before)}, now {_shown(now)})"
         )
+    if isinstance(recorded.get(EXPORT_SETTING), dict) and EXPORT_SETTING not in settings:
+        raise OutputError(_export_refusal(output, recorded[EXPORT_SETTING]))
     hint = (
         f" (to score the images it holds: pixart-batch score {output.uri})" if name == S.SCORE_SETTING and before is None else ""
     )
     raise OutputError(
         f"{output.uri}: setting '{name}' is {_shown(now)} but this output was generated with {_shown(before)}; "
         f"re-run with the same setting, or write to a new output{hint}"
+    )
+
+
+def _export_refusal(output: OutputDataset, export: dict[str, Any]) -> str:
+    """Why a run may not write into an export (``pixart-batch export``'s output), in one line."""
+    source, where, per_label = export.get("source"), export.get("where"), export.get("per_label")
+    selection = f"where {shorten(str(where), 120)!r}" if where else "all rows"
+    selection += f", at most {per_label} per label" if per_label else ""
+    into = f"{source} (its source)" if source else "its source"
+    return (
+        f"{output.uri}: is an export of {source or 'another output'} ({selection}); "
+        f"exports are not generated into: generate into {into} or a new output"
     )
 
 
@@ -107,5 +125,15 @@ def label_names(output: OutputDataset, labels: tuple[str, ...]) -> list[str] | N
     if recorded is None:
         recorded = shard_settings(output)
     before = S.label_names(recorded) or []
-    known = set(before)
-    return before + sorted(label for label in labels if label not in known)
+    known = class_ids(before)
+    return before + sorted(label for label in labels if normal_label(label) not in known)
+
+
+def class_ids(names: list[str] | tuple[str, ...]) -> dict[str, int]:
+    """Class name (Unicode NFC) → class id, by the output's class names. Names are compared in NFC, as
+    labels are read, so an output that recorded "café" in NFD keeps its class; where two recorded
+    names are one in NFC (an output made before labels were normalised), the first one is meant."""
+    ids: dict[str, int] = {}
+    for number, name in enumerate(names):
+        ids.setdefault(normal_label(name), number)
+    return ids

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..storage import write_parquet_atomic
+from .guard import class_ids
 from .layout import OutputDataset
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ def stage_prompts(
 
     paths: list[str] = []
     chunk: list[PromptRecord] = []
-    label_ids = None if label_names is None else {name: number for number, name in enumerate(label_names)}
+    label_ids = None if label_names is None else class_ids(label_names)  # compared in NFC, as labels are read
 
     def flush() -> None:
         path = output.work_path(run_id, "prompts", f"part-{len(paths):05d}.parquet")

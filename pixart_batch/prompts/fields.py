@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from pixart_batch.errors import a_or_an
@@ -89,10 +90,31 @@ def record_from_fields(fields: dict[str, Any], source: str, ids: IdMaker) -> Ent
 
 
 MAX_LABEL_CHARS = 256
+_JOINERS = frozenset("\u200c\u200d")
+"""Zero-width (non-)joiners: format characters that spell words (Persian, Indic scripts) and emoji."""
+
+
+def normal_label(name: str) -> str:
+    """A class name as classes are compared: Unicode NFC, so "café" typed either way is one class."""
+    return unicodedata.normalize("NFC", name)
+
+
+def _unseen_character(text: str) -> tuple[int, str] | None:
+    """The first character (1-based position, ``U+XXXX``) a class name may not hold: a control
+    character (``Cc``: newline, tab, ...), an invisible format character (``Cf``: zero-width space,
+    bidirectional overrides, ...; the joiners aside), a line or paragraph separator, or a surrogate."""
+    for position, char in enumerate(text, 1):
+        if char in _JOINERS:
+            continue
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp", "Cs"):
+            return position, f"U+{ord(char):04X}"
+    return None
 
 
 def label_of(value: Any, source: str) -> str | None:
-    """A record's ``label``: a class name (non-empty text, surrounding whitespace stripped), or ``None``.
+    """A record's ``label``: a class name (non-empty text, surrounding whitespace stripped, Unicode
+    NFC), or ``None``. Control and invisible format characters inside it are refused (a class name is
+    one line of visible text: it heads tables and directory listings).
 
     The label is not part of a derived id: labelling a prompt file does not change its ids (its images)."""
     if value is None:
@@ -103,6 +125,15 @@ def label_of(value: Any, source: str) -> str | None:
     label = value.strip()
     if not label:
         fail(source, "'label' is empty; give a class name or leave the field out")
+    unseen = _unseen_character(label)
+    if unseen is not None:
+        position, code = unseen
+        fail(
+            source,
+            f"'label' {quote(label)} holds a control or invisible character ({code}, character {position}); "
+            "a class name is one line of visible text",
+        )
+    label = normal_label(label)
     if len(label) > MAX_LABEL_CHARS:
         fail(source, f"'label' is longer than {MAX_LABEL_CHARS} characters ({quote(label)})")
     return label

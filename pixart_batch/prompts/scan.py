@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
+from .classes import ClassFile, count_class_file, iter_classes
 from .ids import DERIVED_ID_RE, IdMaker, duplicate_id, id_digest
-from .readers import read_entries
+from .readers import READERS, read_entries
 from .records import Entry, PromptRecord, fail
 from .source import PromptFingerprint, Tally
 
@@ -77,6 +78,17 @@ def scan_prompts(path: str | os.PathLike[str]) -> PromptScan:
     if clash or (explicit_counts is not None and (explicit_counts > 1).any()):
         _raise_duplicate(path, repeated, tally.fingerprint())
     return PromptScan(name, count, repeated, tally.fingerprint(), largest, tuple(sorted(labels.names)))
+
+
+def count_records(path: str | os.PathLike[str]) -> ClassFile | None:
+    """A class × template file parsed and its records counted, none made (its ``describe()`` says how
+    many), and refused above its limit; ``None`` for a file whose records are only known by reading them."""
+    name = os.fsdecode(path)
+    if READERS.get(os.path.splitext(name)[1].lower()) is not iter_classes:
+        return None
+    parsed = count_class_file(path)
+    parsed.check_size()
+    return parsed
 
 
 MAX_LABELS = 100_000
