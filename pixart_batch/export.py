@@ -15,10 +15,8 @@ is refused before anything is written; a failure while writing removes what the 
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,18 +24,19 @@ from . import schema as S
 from .errors import OutputError, UserError, first_line, one_line
 from .expr import Column, Where, columns_of, parse_where
 from .output import OutputDataset, open_output
-from .output.card import write_card
 from .output.formats import FORMATS, OutputFormat
-from .output.guard import shard_settings
+from .output.guard import EXPORT_SETTING, shard_settings
+from .output.layout import CARD_FILE
 from .output.relations import Place, not_inside_others
-from .ownership import OutputLock, check_ours, write_marker
-from .storage import Location, locate, makedirs, remove_tree
+from .output.session import OutputSession, new_run_id
+from .ownership import LOCK_FILE, MARKER_FILE, check_ours
+from .progress import say
+from .storage import TMP_NAME, Location, is_file, locate, makedirs
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from datasets import Features
 
-EXPORT_SETTING = "export"
 ROW_GROUP_SIZE = 100
 BATCH_ROWS = 32
 """Rows held at a time while copying (images included)."""
@@ -85,7 +84,14 @@ class _Source:
         return str(value)
 
 
-def export(source_uri: str, where: str, to: str, output_format: str | None = None, per_label: int | None = None) -> ExportResult:
+def export(
+    source_uri: str,
+    where: str,
+    to: str,
+    output_format: str | None = None,
+    per_label: int | None = None,
+    log: Callable[[str], None] = say,
+) -> ExportResult:
     """Write the rows of ``source_uri`` that satisfy ``where`` (at most ``per_label`` per class) to the
     new dataset ``to`` in ``output_format`` (default: the source's); see the module's docstring."""
     source = _open_source(source_uri)
@@ -97,9 +103,9 @@ def export(source_uri: str, where: str, to: str, output_format: str | None = Non
     if per_label is not None and S.LABEL not in source.columns:
         raise UserError(f"{source.output.uri}: --per-label needs a '{S.LABEL}' column, and this output's rows have none")
     condition = parse_where(where, source.columns)
-    target = _check_destination(source.output, to)
-    result = ExportResult(source.output.uri, target.uri, name)
-    picked = _pick(source, condition, per_label, result)
+    location = _check_destination(source.output, to)
+    result = ExportResult(source.output.uri, location.uri, name)
+    picked, plan = _pick(source, condition, per_label, result)
     if not result.rows_exported:
         raise UserError(
             f"{source.output.uri}: no row satisfies --where {where!r} ({result.rows_read} rows read); nothing was written"
@@ -109,8 +115,36 @@ def export(source_uri: str, where: str, to: str, output_format: str | None = Non
         "output.format": name,
         EXPORT_SETTING: {"source": source.output.uri, "where": where, "per_label": per_label},
     }
-    _write(source, picked, target, name, settings, result)
+    target = OutputDataset(location.uri, name)
+    # A fresh session: the folder must still be new (or an export killed before it finished) under the
+    # lock, and a failure empties it again; the session's order: settings, plan, data, card.
+    with OutputSession(target, new_run_id(), fresh=True, takeover=unfinished_export, log=log) as session:
+        session.write_settings(settings)
+        _write_plan(source.output, target, session.run_id, plan)
+        _copy(source, picked, target, session.run_id, settings, result)
+        features = target.format.card_features(source.features)
+        counts = {"prompts": len({row[S.PROMPT_ID] for row in plan}), "images_total": len(plan)}
+        session.write_card(settings, counts, features)
     return result
+
+
+def unfinished_export(output: OutputDataset) -> str | None:
+    """Why ``output`` is an export that never finished (its card is written last), or a folder that a
+    command killed right after marking it holds nothing else; None for anything else (a finished output)."""
+    from pyarrow import fs
+
+    settings = output.read_settings()
+    if settings is None:
+        names = {
+            info.base_name
+            for info in output.location.fs.get_file_info(fs.FileSelector(output.location.path, allow_not_found=True))
+        }
+        left = {name for name in names if name not in (MARKER_FILE, LOCK_FILE) and not TMP_NAME.match(name)}
+        return None if left else "holds only the marker of a command that was stopped before it wrote anything"
+    if EXPORT_SETTING in settings and not is_file(output.location, output.location.join(CARD_FILE)):
+        source = settings[EXPORT_SETTING].get("source") if isinstance(settings[EXPORT_SETTING], dict) else None
+        return f"an export of {source} that was stopped before it finished"
+    return None
 
 
 # -- the source
@@ -129,7 +163,11 @@ def _open_source(uri: str) -> _Source:
     settings = output.read_settings() or shard_settings(output) or {}
     names = S.label_names(settings)
     labels = tuple(names) if names else None
-    features = _features(output, shards[0], labels)
+    try:
+        features = output.format.features(shards[0], labels)
+    except Exception as exc:
+        reason = first_line(exc, with_type=True)
+        raise OutputError(f"{shards[0]}: unreadable shard ({reason}); nothing was written") from None
     label = features.get(S.LABEL)
     if labels is None and getattr(label, "names", None):
         labels = tuple(str(n) for n in label.names)
@@ -140,47 +178,16 @@ def _open_source(uri: str) -> _Source:
     return _Source(output, shards, settings, features, labels, columns)
 
 
-def _features(output: OutputDataset, first_shard: str, labels: tuple[str, ...] | None) -> Features:
-    """The ``datasets`` features of the source's rows: a Parquet shard's own (its ``huggingface``
-    metadata, or its Arrow schema), else a run's columns plus what the first sample carries beyond them."""
-    import pyarrow.parquet as pq
-    from datasets import ClassLabel, Features, Value
-
-    try:
-        if output.format.name == "parquet":
-            with output.location.fs.open_input_file(first_shard) as handle:
-                own = Features.from_arrow_schema(pq.ParquetFile(handle).schema_arrow)
-            run = S.features()  # columns added since older shards were written: read as missing there
-            added = {name: run[name] for name in S.ADDED_COLUMNS if name not in own}
-            image = {S.IMAGE: own[S.IMAGE]} if S.IMAGE in own else {}
-            return Features({**{k: v for k, v in own.items() if k != S.IMAGE}, **added, **image})
-        first = next(output.format.read_rows(first_shard), {})
-    except Exception as exc:
-        raise OutputError(f"{first_shard}: unreadable shard ({first_line(exc, with_type=True)}); nothing was written") from None
-    found = dict(S.features())
-    for name, value in first.items():
-        if name in found:
-            continue
-        if name == S.LABEL and labels and isinstance(value, int):
-            found[name] = ClassLabel(names=list(labels))
-        elif name in (S.CLIP_SCORE, S.AESTHETIC_SCORE):
-            found[name] = Value("float32")
-        elif isinstance(value, (bool, int, float, str)):
-            kinds = {bool: "bool", int: "int64", float: "float64", str: "string"}
-            found[name] = Value(kinds[type(value)])
-    return Features(found)
-
-
 # -- the destination
 def _check_destination(source: OutputDataset, to: str) -> Location:
     """Refuse ``to`` inside the source, inside a folder another output writes, or a folder that is
-    not new or empty (read-only)."""
+    not new or empty (read-only); an export that was stopped before it finished is started again."""
     place, inside = Place.of(to), Place.of(source.uri)
     if place.inside(inside):
         raise OutputError(f"{place.uri}: lies inside the source output {inside.uri}; export to a folder outside it")
     not_inside_others(place, "the export")
     location = locate(to)
-    if check_ours(location):
+    if check_ours(location) and unfinished_export(OutputDataset(location.uri)) is None:
         raise OutputError(
             f"{location.uri}: is a pixart-batch output already; export writes a new dataset: choose a new or empty directory"
         )
@@ -188,14 +195,20 @@ def _check_destination(source: OutputDataset, to: str) -> Location:
 
 
 # -- pass 1: pick the keys
-def _pick(source: _Source, condition: Where, per_label: int | None, result: ExportResult) -> dict[int, dict[int, set[str]]]:
-    """``{shard index: {group: keys}}`` of the rows to export (first come, first kept per class)."""
-    columns = sorted({S.KEY, *condition.columns, *([S.LABEL] if S.LABEL in source.columns else [])})
+def _pick(
+    source: _Source, condition: Where, per_label: int | None, result: ExportResult
+) -> tuple[dict[int, dict[int, set[str]]], list[dict[str, Any]]]:
+    """``{shard index: {group: keys}}`` of the rows to export (first come, first kept per class), and
+    the export's plan rows (key, prompt id, image index, bucket, label)."""
+    labelled = (S.LABEL,) if S.LABEL in source.columns else ()
+    planned = (S.KEY, S.PROMPT_ID, S.IMAGE_INDEX, *_BUCKET, *labelled)
+    columns = sorted({*planned, *condition.columns})
     kept: Counter = Counter()
     picked: dict[int, dict[int, set[str]]] = {}
+    plan: list[dict[str, Any]] = []
     for index, path in enumerate(source.shards):
         try:
-            for group, rows in source.format.row_groups(path, _present(source, path, columns)):
+            for group, rows in source.format.row_groups(path, source.format.readable_columns(path, columns)):
                 for row in rows:
                     result.rows_read += 1
                     if not condition.matches(row):
@@ -205,6 +218,7 @@ def _pick(source: _Source, condition: Where, per_label: int | None, result: Expo
                         continue
                     kept[label] += 1
                     picked.setdefault(index, {}).setdefault(group, set()).add(row[S.KEY])
+                    plan.append({name: row.get(name) for name in planned})
         except UserError:
             raise
         except Exception as exc:
@@ -212,70 +226,39 @@ def _pick(source: _Source, condition: Where, per_label: int | None, result: Expo
     result.rows_exported = sum(kept.values())
     if S.LABEL in source.columns:
         result.per_label = {source.label_of(label): count for label, count in kept.items()}
-    return picked
-
-
-def _present(source: _Source, path: str, columns: list[str]) -> list[str]:
-    """The ``columns`` a Parquet shard holds (a shard written before a column existed lacks it: its rows
-    read it as missing); every column for other formats (a sample's JSON has what it has)."""
-    if source.format.name != "parquet":
-        return columns
-    import pyarrow.parquet as pq
-
-    with source.output.location.fs.open_input_file(path) as handle:
-        names = set(pq.ParquetFile(handle).schema_arrow.names)
-    return [name for name in columns if name in names]
+    return picked, plan
 
 
 # -- pass 2: copy the rows
-def _write(
+def _copy(
     source: _Source,
     picked: dict[int, dict[int, set[str]]],
-    location: Location,
-    name: str,
+    target: OutputDataset,
+    run_id: str,
     settings: dict[str, Any],
     result: ExportResult,
 ) -> None:
-    from pyarrow import fs
-
-    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + uuid.uuid4().hex[:6]
-    existed = location.fs.get_file_info(location.path).type == fs.FileType.Directory
-    lock = OutputLock(location, run_id).acquire()
-    try:
-        if check_ours(location):  # another export got here first
-            raise OutputError(f"{location.uri}: is a pixart-batch output already; choose a new or empty directory")
-        target = OutputDataset(location.uri, name)
-        makedirs(location, target.data_path())
-        schema = source.features.arrow_schema
-        plan: list[dict[str, Any]] = []
-        labelled = (S.LABEL,) if S.LABEL in source.features else ()  # the plan counts images per label (card, status)
-        for index, groups in sorted(picked.items()):
-            path = source.shards[index]
-            writer = target.format.open_shard(target.format.shard_name(run_id, index, 0), settings, ROW_GROUP_SIZE, schema)
-            try:
-                columns = _present(source, path, list(source.features))
-                for batch in _batches(source.format.rows_of_groups(path, groups, columns)):
-                    writer.write(_table(batch, schema))
-                    plan += [{c: row.get(c) for c in (S.KEY, S.PROMPT_ID, S.IMAGE_INDEX, *_BUCKET, *labelled)} for row in batch]
-                writer.commit()
-            except UserError:
-                writer.abort()
-                raise
-            except Exception as exc:
-                writer.abort()
-                raise OutputError(f"{path}: unreadable shard ({first_line(exc, with_type=True)}); nothing was exported") from None
-            result.shards += 1
-        _write_plan(source.output, target, run_id, plan)
-        target.write_json("settings.json", settings)
-        features = _card_features(source.features) if name == "parquet" else None
-        prompts = len({row[S.PROMPT_ID] for row in plan})
-        write_card(target, settings, {"prompts": prompts, "images_total": len(plan)}, features=features)
-        write_marker(location)
-    except BaseException:
-        lock.release()
-        _remove_written(location, existed)
-        raise
-    lock.release()
+    """The picked rows, one export shard per source shard that has any, images as their stored bytes."""
+    makedirs(target.location, target.data_path())
+    schema = source.features.arrow_schema
+    for index, groups in sorted(picked.items()):
+        path = source.shards[index]
+        writer = target.format.open_shard(target.format.shard_name(run_id, index, 0), settings, ROW_GROUP_SIZE, schema)
+        try:
+            columns = source.format.readable_columns(path, list(source.features))
+            for batch in _batches(source.format.rows_of_groups(path, groups, columns)):
+                writer.write(_table(batch, schema))
+            writer.commit()
+        except UserError:
+            writer.abort()
+            raise
+        except Exception as exc:
+            writer.abort()
+            raise OutputError(f"{path}: unreadable shard ({first_line(exc, with_type=True)}); nothing was exported") from None
+        except BaseException:
+            writer.abort()
+            raise
+        result.shards += 1
 
 
 _BUCKET = (S.BUCKET_WIDTH, S.BUCKET_HEIGHT)
@@ -326,41 +309,3 @@ def _write_plan(source: OutputDataset, target: OutputDataset, run_id: str, plan:
         pass  # an unreadable plan in the source: the export's plan lists its rows all the same
     target.write_plan_part(run_id, pa.Table.from_pylist(plan, schema=S.plan_schema(labelled)), "part-00000.parquet")
     target.commit_plan(run_id, len(plan))
-
-
-def _card_features(features: Features) -> list[dict[str, Any]]:
-    """The card's ``dataset_info.features`` entries of the exported rows (class labels with their names)."""
-    entries: list[dict[str, Any]] = []
-    for name, feature in features.items():
-        inner = getattr(feature, "feature", None)
-        names = getattr(feature, "names", None)
-        if name == S.IMAGE or type(feature).__name__ == "Image":
-            entries.append({"name": name, "dtype": "image"})
-        elif names is not None:
-            entries.append({"name": name, "dtype": {"class_label": {"names": {str(i): n for i, n in enumerate(names)}}}})
-        elif inner is not None:
-            entries.append({"name": name, "list": inner.dtype})
-        else:
-            entries.append({"name": name, "dtype": feature.dtype})
-    return entries
-
-
-def _remove_written(location: Location, existed: bool) -> None:
-    """Undo a failed export: ``DIR`` back to new (or empty, the lock file aside)."""
-    from pyarrow import fs
-
-    from .ownership import LOCK_FILE
-
-    try:
-        if not existed:
-            remove_tree(location, location.path)
-            return
-        for info in location.fs.get_file_info(fs.FileSelector(location.path, allow_not_found=True)):
-            if info.base_name == LOCK_FILE:
-                continue
-            if info.type == fs.FileType.Directory:
-                remove_tree(location, info.path)
-            else:
-                location.fs.delete_file(info.path)
-    except OSError:
-        pass

@@ -5,11 +5,16 @@ caption), scored by the same :class:`~pixart_batch.stages.score.Scorer` a genera
 stored image, decoded from its bytes), and written as a new version of the shard under the same name
 with the score column(s) added, committed atomically (a killed run leaves each shard old or new;
 re-running skips the scored ones). No other column changes: the image bytes are copied as they are.
-Parquet shards keep their row groups; a WebDataset tar is rewritten with each ``KEY.json`` carrying
-the scores (its image and ``KEY.txt`` members unchanged) and its key index recommitted.
-The scoring model's identity goes into ``settings.json`` first (under ``score``: the settings guard
-then refuses a generate run without the same scoring) and into each new shard's metadata; the card
-is rewritten at the end. The output's lock is held throughout.
+Each format rewrites its own shards (:meth:`~pixart_batch.output.formats.OutputFormat.rewrite`): Parquet
+shards keep their row groups; a WebDataset tar is rewritten with each ``KEY.json`` carrying the scores
+(its image and ``KEY.txt`` members unchanged) and its key index recommitted.
+Everything is checked before anything is written (the score model's files as ``transformers`` will
+load them, the scoring identity, damaged shards), and again under the output's lock, in an
+:class:`~pixart_batch.output.session.OutputSession`. The scoring model's identity goes into
+``settings.json`` first (under ``score``: the settings guard then refuses a generate run without the
+same scoring; put back if the command fails before a shard is rewritten) and into each new shard's
+metadata; the card is rewritten at the end. Each shard is rewritten through its format
+(:meth:`~pixart_batch.output.formats.OutputFormat.rewrite`); a row whose image does not decode gets null scores.
 """
 
 from __future__ import annotations
@@ -17,21 +22,17 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import schema as S
-from .errors import OutputError
-from .output.card import write_card
+from .errors import OutputError, first_line, one_line
 from .output.layout import REPORT_FILE, SETTINGS_FILE, OutputDataset, open_output
-from .ownership import OutputLock
+from .output.session import OutputSession, new_run_id
 from .progress import say
 from .score_model import SCORE_SETTING, resolve_score_model
 from .spec import ScoreSpec
-from .storage import ParquetStreamWriter, remove_temporaries
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -45,6 +46,9 @@ class ScoreResult:
     shards_skipped: int = 0
     rows: int = 0
     scored: list[str] = field(default_factory=list)
+    undecodable: int = 0
+    """Rows whose image bytes did not decode: their scores are null."""
+    first_undecodable: tuple[str, str] | None = None
 
 
 def score_output(
@@ -57,14 +61,64 @@ def score_output(
     device: str = "cpu",
     log: Callable[[str], None] = say,
 ) -> ScoreResult:
-    """Score every shard of ``uri`` that has no scores yet; returns what was done."""
+    """Score every shard of ``uri`` that has no scores yet; returns what was done.
+
+    Checked before anything is written: the output, the score model (the files ``transformers`` will
+    load), the scoring identity against the output's, and its shards (a damaged one is refused); then
+    again under the lock (another ``score`` or ``generate`` may have changed them meanwhile)."""
     output = open_output(uri)
     output = OutputDataset(output.uri, output.format_on_disk().name)
+    _recorded(output)
+    scoring = resolve_score_model(model, revision, aesthetic_head, dtype)
+    identity = scoring.identity()
+    _check_output(output, identity)
+    with OutputSession(output, new_run_id("score"), log=log) as session:
+        settings = {**_check_output(output, identity), SCORE_SETTING: identity}
+        session.prepare()  # what a killed score run left
+        result = ScoreResult()
+        wanted = S.score_columns(settings)
+        todo = []
+        for path in output.format.shard_files():
+            if set(wanted) <= set(_column_names(output, path)):
+                result.shards_skipped += 1
+            else:
+                todo.append(path)
+        session.write_settings(settings)  # first: from now on a run without this scoring is refused
+        scorer: Scorer | None = None
+        for path in todo:
+            if scorer is None:
+                from .stages.score import Scorer
+
+                head = str(scoring.head) if scoring.head is not None else None
+                scorer = Scorer(ScoreSpec(scoring.source, head, dtype, device, batch_size, revision=scoring.revision))
+            schema = S.shard_schema(settings)
+            result.rows += output.format.rewrite(path, settings, _ScoreRows(scorer, schema, result), schema)
+            session.committed()
+            result.shards_scored += 1
+            result.scored.append(path)
+            logging.getLogger("pixart_batch").info(f"scored {path}")
+        session.write_card(settings, _counts(output))
+    if result.undecodable and result.first_undecodable is not None:
+        key, error = result.first_undecodable
+        log(
+            f"{result.undecodable} images could not be decoded, their scores are null (first: {key}: {error}); "
+            f"run pixart-batch verify {output.uri}"
+        )
+    log(f"scored {result.rows} images in {result.shards_scored} shards ({result.shards_skipped} already scored) -> {output.uri}")
+    return result
+
+
+def _recorded(output: OutputDataset) -> dict[str, Any]:
     recorded = output.read_settings()
     if recorded is None:
         raise OutputError(f"{output.location.join(SETTINGS_FILE)}: missing; score an output made by pixart-batch generate")
-    scoring = resolve_score_model(model, revision, aesthetic_head, dtype)
-    identity = scoring.identity()
+    return recorded
+
+
+def _check_output(output: OutputDataset, identity: dict[str, Any]) -> dict[str, Any]:
+    """The output's settings, after refusing an output scored with another model or holding a damaged
+    shard (one line; nothing written). Returns the settings."""
+    recorded = _recorded(output)
     before = recorded.get(SCORE_SETTING)
     if before is not None and before != identity:
         raise OutputError(
@@ -72,111 +126,55 @@ def score_output(
             f"not {json.dumps(identity, sort_keys=True)}; "
             "score with the same model and head, or export to a new output first"
         )
-    lock = OutputLock(output.location, time.strftime("score-%Y%m%dT%H%M%S", time.gmtime()) + uuid.uuid4().hex[:6])
-    lock.acquire()
-    try:
-        remove_temporaries(output.location, output.data_path())  # what a killed score run left
-        settings = {**recorded, SCORE_SETTING: identity}
-        output.write_json(SETTINGS_FILE, settings)  # first: from now on a run without this scoring is refused
-        result = ScoreResult()
-        scorer: Scorer | None = None
-        wanted = S.score_columns(settings)
-        parquet = output.format.name == "parquet"
-        for path in output.format.key_files() if not parquet else output.shard_files():
-            path = path if parquet else path[: -len(".keys.parquet")] + output.format.suffix
-            if set(wanted) <= set(_column_names(output, path)):
-                result.shards_skipped += 1
-                continue
-            if scorer is None:
-                from .stages.score import Scorer
-
-                head = str(scoring.head) if scoring.head is not None else None
-                scorer = Scorer(ScoreSpec(scoring.source, head, dtype, device, batch_size, revision=scoring.revision))
-            result.rows += (rewrite_shard if parquet else rewrite_tar)(output, path, scorer, settings)
-            result.shards_scored += 1
-            result.scored.append(path)
-            logging.getLogger("pixart_batch").info(f"scored {path}")
-        write_card(output, settings, _counts(output))
-        log(
-            f"scored {result.rows} images in {result.shards_scored} shards "
-            f"({result.shards_skipped} already scored) -> {output.uri}"
+    damaged = output.format.find_damaged()
+    if damaged:
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise OutputError(
+            f"{damaged[0].path}: damaged shard ({one_line(damaged[0].reason)}){more}; re-run pixart-batch generate "
+            "with the same command to set it aside and redo its images, then score; nothing was written"
         )
-        return result
-    finally:
-        lock.release()
+    return recorded
+
+
+class _ScoreRows:
+    """The rows of one shard with their scores (the transform of a shard rewrite)."""
+
+    def __init__(self, scorer: Scorer, schema: pa.Schema, result: ScoreResult) -> None:
+        self.scorer, self.schema, self.result = scorer, schema, result
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return scored_table(table, self.scorer, self.schema, self.result)
 
 
 def _column_names(output: OutputDataset, path: str) -> list[str]:
-    """The columns of a shard (a tar's: its first sample's)."""
-    import pyarrow.parquet as pq
-
+    """The columns of a shard (one line for a shard damaged since the check)."""
     try:
-        if output.format.name != "parquet":
-            return list(next(iter(output.format.read_rows(path)), {}))
-        with output.location.fs.open_input_file(path) as handle:
-            return list(pq.ParquetFile(handle).schema_arrow.names)
+        return output.format.columns(path)
     except Exception as exc:
-        raise OutputError(f"{path}: damaged shard ({exc}); run pixart-batch generate to set it aside, then score") from None
+        raise OutputError(
+            f"{path}: damaged shard ({one_line(str(exc))}); re-run pixart-batch generate to set it aside, then score"
+        ) from None
 
 
-def rewrite_shard(output: OutputDataset, path: str, scorer: Scorer, settings: dict[str, Any]) -> int:
-    """``path`` again, under the same name, with the score columns; row group by row group. Returns its rows."""
-    import pyarrow.parquet as pq
+def scored_table(table: pa.Table, scorer: Scorer, schema: pa.Schema, result: ScoreResult | None = None) -> pa.Table:
+    """``table`` with ``clip_score`` (and ``aesthetic_score``) computed from its stored images and captions.
 
-    schema = S.shard_schema(settings)
-    rows = 0
-    with output.location.fs.open_input_file(path) as handle:
-        source = pq.ParquetFile(handle)
-        with ParquetStreamWriter(output.location, path, schema, compression="zstd") as writer:
-            for index in range(source.metadata.num_row_groups):
-                table = source.read_row_group(index)
-                writer.write(scored_table(table, scorer, schema), row_group_size=max(table.num_rows, 1))
-                rows += table.num_rows
-            writer.commit()
-    return rows
-
-
-def rewrite_tar(output: OutputDataset, path: str, scorer: Scorer, settings: dict[str, Any], chunk: int = 64) -> int:
-    """A WebDataset tar again, under the same name, each ``KEY.json`` with the score columns; the image
-    and ``KEY.txt`` members as they were. Through the format's own shard writer: the key index (same
-    keys, the new settings) is committed first, then the tar (a kill between leaves the old tar, which
-    the next run scores). Returns its rows."""
+    A row whose image bytes do not decode gets null scores (counted in ``result``), never a crash."""
     import pyarrow as pa
 
-    schema = S.shard_schema(settings)
-    name = path[len(output.data_path()) :].lstrip("/")
-    writer = output.format.open_shard(name, settings, chunk)
-    rows, pending = 0, []
-    try:
-        for row in output.format.read_rows(path):
-            pending.append(row)
-            if len(pending) == chunk:
-                writer.write(scored_table(pa.Table.from_pylist(pending, schema=_without_scores(schema)), scorer, schema))
-                rows, pending = rows + len(pending), []
-        if pending:
-            writer.write(scored_table(pa.Table.from_pylist(pending, schema=_without_scores(schema)), scorer, schema))
-            rows += len(pending)
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-    return rows
-
-
-def _without_scores(schema: pa.Schema) -> pa.Schema:
-    for name in (S.CLIP_SCORE, S.AESTHETIC_SCORE):
-        if name in schema.names:
-            schema = schema.remove(schema.get_field_index(name))
-    return schema
-
-
-def scored_table(table: pa.Table, scorer: Scorer, schema: pa.Schema) -> pa.Table:
-    """``table`` with ``clip_score`` (and ``aesthetic_score``) computed from its stored images and captions."""
-    import pyarrow as pa
-    from PIL import Image
-
-    images = [Image.open(io.BytesIO(item["bytes"])).convert("RGB") for item in table.column(S.IMAGE).to_pylist()]
-    scores = scorer.score(images, [str(c) for c in table.column(S.CAPTION).to_pylist()])
+    images, keys, captions = [], table.column(S.KEY).to_pylist(), table.column(S.CAPTION).to_pylist()
+    for key, item in zip(keys, table.column(S.IMAGE).to_pylist(), strict=True):
+        image, error = _decoded(item)
+        images.append(image)
+        if error is not None and result is not None:
+            result.undecodable += 1
+            result.first_undecodable = result.first_undecodable or (str(key), error)
+    good = [index for index, image in enumerate(images) if image is not None]
+    scores: list[tuple[float | None, float | None]] = [(None, None)] * len(images)
+    if good:
+        found = scorer.score([images[i] for i in good], [str(captions[i]) for i in good])
+        for index, score in zip(good, found, strict=True):
+            scores[index] = (score[0], score[1])
     added = {S.CLIP_SCORE: [s[0] for s in scores], S.AESTHETIC_SCORE: [s[1] for s in scores]}
     columns = [
         table.column(name)
@@ -187,6 +185,21 @@ def scored_table(table: pa.Table, scorer: Scorer, schema: pa.Schema) -> pa.Table
         for name in schema.names
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _decoded(item: dict[str, Any] | None) -> tuple[Any, str | None]:
+    """The stored image as RGB, or ``(None, why)`` when its bytes are missing or do not decode."""
+    from PIL import Image
+
+    try:
+        data = (item or {}).get("bytes")
+        if not data:
+            return None, "no image bytes"
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image.convert("RGB"), None
+    except Exception as exc:  # PIL raises many types for bad bytes
+        return None, first_line(exc, with_type=True)
 
 
 def _counts(output: OutputDataset) -> dict[str, Any]:

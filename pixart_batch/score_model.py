@@ -125,6 +125,9 @@ def resolve_score_model(path: str, revision: str | None = None, head: str | None
     """Find and check the score model (and head); one-line errors for a missing or unsafe one."""
     name, folder = _locate(path, revision)
     dim = _check_folder(folder, path if name == TINY_CLIP else str(folder) if name == "local model" else path)
+    from .weights import check_clip_weights
+
+    check_clip_weights(folder)  # the file transformers will load, against the model its config builds
     head_path = head_files = None
     if head:
         head_path = Path(os.path.expanduser(head)).resolve()

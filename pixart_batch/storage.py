@@ -331,26 +331,47 @@ def _own_files(loc: Location, path: str) -> list[tuple[str, float | None]]:
     return [(file_path, mtime) for file_path, mtime in files if not file_path.startswith(nested)] if nested else files
 
 
-def remove_temporaries(loc: Location, path: str, older_than_s: float = 0.0) -> int:
+def remove_temporaries(
+    loc: Location,
+    path: str,
+    older_than_s: float = 0.0,
+    recursive: bool = True,
+    only: set[str] | None = None,
+    keep: tuple[str, ...] = (),
+) -> int:
     """Delete leftover temporaries of crashed writers under ``path``; returns how many.
 
     Only files named exactly as :func:`write_bytes_atomic` names them (``.tmp-<12 hex>-<name>``)
     are removed, never inside an output or store nested below ``path``, and on a local disk no
     symbolic link is followed or removed: whatever a link points to is not this tool's.
     ``older_than_s`` spares recent ones (a store shared by several outputs may have a live writer of
-    another run).
+    another run). ``recursive=False``: only directly in ``path``; ``only``: the final paths whose
+    temporaries may go (a temporary of another name is left); ``keep``: paths never removed (the
+    run's inputs), compared after resolving links locally.
     """
     import time
 
+    kept = {_resolved(loc, p) for p in keep}
     removed = 0
     for file_path, mtime in _own_files(loc, path):
-        if not TMP_NAME.match(posixpath.basename(file_path)):
+        parent, name = posixpath.split(file_path)
+        if not TMP_NAME.match(name) or (not recursive and parent.rstrip("/") != path.rstrip("/")):
+            continue
+        if only is not None and posixpath.join(parent, name[len(TMP_PREFIX) + 13 :]) not in only:
+            continue
+        if _resolved(loc, file_path) in kept:
             continue
         if older_than_s and mtime is not None and time.time() - mtime < older_than_s:
             continue
         _remove_quietly(loc, file_path)
         removed += 1
     return removed
+
+
+def _resolved(loc: Location, path: str) -> str:
+    import os
+
+    return os.path.realpath(path) if loc.is_local else path
 
 
 def _walk_files(loc: Location, path: str) -> Iterator[tuple[str, float | None]]:

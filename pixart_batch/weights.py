@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import CheckpointError, first_line
 
@@ -28,22 +28,49 @@ def check_weights(model: ResolvedModel) -> None:
         folder = model.checkpoint_of(component).local_dir / component
         library, _ = model.source.class_of(component)
         found = {_current_name(name): entry for name, entry in _header_shapes(folder, WEIGHT_FILES[library]).items()}
-        expected, tied = _expected_shapes(model, component, folder)
-        common = set(found) & set(expected)
-        if not common:
-            raise CheckpointError(f"{folder}: its weights fit none of the {component}'s parameters; not this model's weights")
-        for name in sorted(common):
-            if _squeezed(found[name][1]) != _squeezed(expected[name]):
-                raise CheckpointError(
-                    f"{found[name][0]}: weight {name} has shape {list(found[name][1])} but {folder / 'config.json'} "
-                    f"makes it {list(expected[name])}; the config does not match the weights"
-                )
-        missing = sorted(names[0] for names in tied if not set(names) & set(found))
-        if missing:
-            shown = ", ".join(missing[:3]) + (f", ... ({len(missing)} in all)" if len(missing) > 3 else "")
+        _compare(folder, component, found, *_expected_shapes(model, component, folder))
+
+
+def check_clip_weights(folder: Path) -> None:
+    """Refuse a CLIP folder (the score model) whose ``model.safetensors`` — the file ``transformers``
+    loads — is missing, unreadable, cut short, or does not fit the model its ``config.json`` builds."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    found = _header_shapes(folder, WEIGHT_FILES["transformers"])
+    try:
+        with torch.device("meta"):
+            module = CLIPModel(CLIPConfig.from_pretrained(folder))
+    except Exception as exc:  # a config the class cannot be built from
+        raise CheckpointError(
+            f"{folder / 'config.json'}: cannot build the CLIP model ({first_line(exc, with_type=True)})"
+        ) from None
+    _compare(folder, "CLIP model", found, *_module_shapes(module))
+
+
+def _compare(
+    folder: Path,
+    what: str,
+    found: dict[str, tuple[Path, tuple[int, ...]]],
+    expected: dict[str, tuple[int, ...]],
+    tied: list[list[str]],
+) -> None:
+    """Refuse weights whose headers do not fit the ``expected`` parameter shapes (``tied``: names sharing a tensor)."""
+    common = set(found) & set(expected)
+    if not common:
+        raise CheckpointError(f"{folder}: its weights fit none of the {what}'s parameters; not this model's weights")
+    for name in sorted(common):
+        if _squeezed(found[name][1]) != _squeezed(expected[name]):
             raise CheckpointError(
-                f"{folder}: its weights lack {shown}, which {folder / 'config.json'} makes; the config does not match the weights"
+                f"{found[name][0]}: weight {name} has shape {list(found[name][1])} but {folder / 'config.json'} "
+                f"makes it {list(expected[name])}; the config does not match the weights"
             )
+    missing = sorted(names[0] for names in tied if not set(names) & set(found))
+    if missing:
+        shown = ", ".join(missing[:3]) + (f", ... ({len(missing)} in all)" if len(missing) > 3 else "")
+        raise CheckpointError(
+            f"{folder}: its weights lack {shown}, which {folder / 'config.json'} makes; the config does not match the weights"
+        )
 
 
 DEPRECATED_NAMES = {".query.": ".to_q.", ".key.": ".to_k.", ".value.": ".to_v.", ".proj_attn.": ".to_out.0."}
@@ -124,6 +151,11 @@ def _expected_shapes(model: ResolvedModel, component: str, folder: Path) -> tupl
         raise CheckpointError(
             f"{folder / 'config.json'}: cannot build the {component} ({first_line(exc, with_type=True)})"
         ) from None
+    return _module_shapes(module)
+
+
+def _module_shapes(module: Any) -> tuple[dict[str, tuple[int, ...]], list[list[str]]]:
+    """A module's parameter shapes, and its parameters as groups of names sharing one tensor."""
     state = module.state_dict(keep_vars=True)
     groups: dict[int, list[str]] = {}
     for name, tensor in state.items():

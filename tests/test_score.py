@@ -180,15 +180,17 @@ def test_score_command_interrupted_then_resumed(tmp_path, prompts, monkeypatch):
     run_generate(_config(score=False, **{"output.rows_per_shard": 1}), str(prompts), str(output))
     shards = sorted((output / "data").rglob("train-*.parquet"))
     assert len(shards) == len(PROMPTS)
-    real, calls = rescore.rewrite_shard, []
+    from pixart_batch.output.formats import ParquetFormat
 
-    def dies_on_the_second(*args, **kwargs):
-        calls.append(args[1])
+    real, calls = ParquetFormat.rewrite, []
+
+    def dies_on_the_second(self, path, *args, **kwargs):
+        calls.append(path)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        return real(self, path, *args, **kwargs)
 
-    monkeypatch.setattr(rescore, "rewrite_shard", dies_on_the_second)
+    monkeypatch.setattr(ParquetFormat, "rewrite", dies_on_the_second)
     with pytest.raises(KeyboardInterrupt):
         rescore.score_output(str(output), "tiny")
     monkeypatch.undo()

@@ -9,9 +9,7 @@ from typing import Any
 
 from .. import schema as S
 from ..storage import write_bytes_atomic
-from .layout import CARD_FILE, OutputDataset
-
-SAMPLE_GRID_FILE = "sample_grid.jpg"
+from .layout import CARD_FILE, SAMPLE_GRID_FILE, OutputDataset
 
 
 def _size_category(images: int) -> str:
@@ -137,7 +135,7 @@ def write_sample_grid(
     from PIL import Image, ImageDraw
 
     wanted = buckets[:most_buckets]
-    found: dict[str, list[bytes]] = {name: [] for name in wanted}
+    found: dict[str, list[Image.Image]] = {name: [] for name in wanted}
 
     def full() -> bool:
         return all(len(blobs) == per_bucket for blobs in found.values())
@@ -147,7 +145,9 @@ def write_sample_grid(
             for row in output.format.read_rows(path):
                 name = S.bucket_name(row[S.BUCKET_WIDTH], row[S.BUCKET_HEIGHT])
                 if name in found and len(found[name]) < per_bucket:
-                    found[name].append(row[S.IMAGE]["bytes"])
+                    thumb = _thumbnail(row[S.IMAGE], cell)
+                    if thumb is not None:  # an image whose bytes do not decode: verify names it
+                        found[name].append(thumb)
                 if full():
                     break
         except Exception:
@@ -163,12 +163,22 @@ def write_sample_grid(
     for y, name in enumerate(rows):
         top = y * (cell + label)
         draw.text((4, top + 3), name, fill="black")
-        for x, blob in enumerate(found[name]):
-            with Image.open(io.BytesIO(blob)) as image:
-                thumb = image.convert("RGB")
-                thumb.thumbnail((cell, cell))
+        for x, thumb in enumerate(found[name]):
             grid.paste(thumb, (x * cell + (cell - thumb.width) // 2, top + label + (cell - thumb.height) // 2))
     buffer = io.BytesIO()
     grid.save(buffer, format="JPEG", quality=85)
     write_bytes_atomic(output.location, output.location.join(SAMPLE_GRID_FILE), buffer.getvalue())
     return SAMPLE_GRID_FILE
+
+
+def _thumbnail(image: dict[str, Any] | None, cell: int) -> Any:
+    """A stored image as an RGB thumbnail of at most ``cell`` pixels (None when its bytes do not decode)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO((image or {})["bytes"])) as opened:
+            thumb = opened.convert("RGB")
+    except Exception:  # PIL raises many types for bad bytes
+        return None
+    thumb.thumbnail((cell, cell))
+    return thumb

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import schema as S
 from ..errors import OutputError, a_or_an, first_line
-from ..ownership import LEGACY_SETTINGS_FILE, MARKER_FILE
+from ..ownership import LEGACY_SETTINGS_FILE, LOCK_FILE, MARKER_FILE
 from ..storage import (
     Location,
     is_file,
@@ -63,7 +63,24 @@ DRY_RUN_REPORT_FILE = "dry_run_report.json"
 """A dry run's report: beside the real run's, which it leaves alone."""
 CONFIG_FILE = "run_config.json"
 CARD_FILE = "README.md"
+SAMPLE_GRID_FILE = "sample_grid.jpg"
 FORMAT_SETTING = "output.format"
+OWN_DIRS = (DATA_DIR, STORE_DIR, WORK_DIR, QUARANTINE_DIR, GALLERY_DIR, PLAN_DIR, FAILURES_DIR)
+"""The folders an output's runs and commands write, move files in, or remove."""
+OWN_FILES = (
+    SETTINGS_FILE,
+    STORE_POINTER_FILE,
+    PLAN_POINTER_FILE,
+    DRY_RUN_POINTER_FILE,
+    REPORT_FILE,
+    DRY_RUN_REPORT_FILE,
+    CONFIG_FILE,
+    CARD_FILE,
+    SAMPLE_GRID_FILE,
+    MARKER_FILE,
+    LOCK_FILE,
+)
+"""The files a run writes at the top of its output."""
 
 RESTORE = "restore it from a copy, or write to a new output (nothing was written)"
 RECREATE = "delete it and re-run: the next run writes it again (nothing was written)"
@@ -155,11 +172,20 @@ class OutputDataset:
         except OSError as exc:
             raise OutputError(f"{self.uri}: output is not writable ({exc.strerror or exc})") from None
 
-    def prepare(self) -> int:
+    def prepare(self, keep: tuple[str, ...] = ()) -> int:
         """Remove what crashed runs left (temporaries, staged work, a shard's companion committed
-        without its shard); returns how many temporaries and companions."""
+        without its shard); returns how many temporaries and companions.
+
+        Only temporaries of files this tool writes: at the top, those of :data:`OWN_FILES`; below, those
+        in the folders it writes (:data:`OWN_DIRS`, its own store's parts aside: the store cleans its own).
+        Never one of ``keep`` (the run's inputs), never by its name alone anywhere else."""
         self.remove_work()
-        return remove_temporaries(self.location, self.location.path) + self.format.remove_uncommitted()
+        top = {self.location.join(name) for name in OWN_FILES}
+        removed = remove_temporaries(self.location, self.location.path, recursive=False, only=top, keep=keep)
+        for name in OWN_DIRS:
+            if name not in (STORE_DIR, WORK_DIR):
+                removed += remove_temporaries(self.location, self.location.join(name), keep=keep)
+        return removed + self.format.remove_uncommitted()
 
     def work_path(self, run_id: str, *parts: str) -> str:
         return self.location.join(WORK_DIR, run_id, *parts)

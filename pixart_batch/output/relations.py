@@ -21,47 +21,18 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import OutputError
-from ..ownership import LOCK_FILE, MARKER_FILE, is_output
+from ..ownership import is_output
 from ..storage import Location, locate, read_json_object
 from ..store import IDENTITY_FILE
-from .card import SAMPLE_GRID_FILE
-from .formats import DATA_DIR
-from .layout import (
-    CARD_FILE,
-    CONFIG_FILE,
-    DRY_RUN_POINTER_FILE,
-    DRY_RUN_REPORT_FILE,
-    FAILURES_DIR,
-    GALLERY_DIR,
-    PLAN_DIR,
-    PLAN_POINTER_FILE,
-    QUARANTINE_DIR,
-    REPORT_FILE,
-    SETTINGS_FILE,
-    STORE_DIR,
-    STORE_POINTER_FILE,
-    WORK_DIR,
-)
+from .layout import OWN_DIRS, OWN_FILES, STORE_DIR
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-RESERVED_DIRS = (DATA_DIR, STORE_DIR, WORK_DIR, QUARANTINE_DIR, GALLERY_DIR, PLAN_DIR, FAILURES_DIR)
+RESERVED_DIRS = OWN_DIRS
 """The folders an output's runs and commands write, move files in, or remove."""
 STORE_FORBIDDEN_DIRS = tuple(name for name in RESERVED_DIRS if name != STORE_DIR)
-RESERVED_FILES = (
-    SETTINGS_FILE,
-    STORE_POINTER_FILE,
-    PLAN_POINTER_FILE,
-    DRY_RUN_POINTER_FILE,
-    REPORT_FILE,
-    DRY_RUN_REPORT_FILE,
-    CONFIG_FILE,
-    CARD_FILE,
-    SAMPLE_GRID_FILE,
-    MARKER_FILE,
-    LOCK_FILE,
-)
+RESERVED_FILES = OWN_FILES
 """The files a run writes at the top of its output."""
 
 
@@ -126,12 +97,19 @@ def check_relations(output: str, store: str, prompts: str | None, checkpoints: I
     not_inside_others(out, "the output", RESERVED_DIRS)
     if not own_store:
         part = into.first_part_below(out)
+        if part in RESERVED_FILES:
+            raise OutputError(
+                f"{into.uri}: the embedding store would take the place of {out.child(part).uri}, a file the output "
+                f"{out.uri} writes; choose another store folder"
+            )
         if part in STORE_FORBIDDEN_DIRS:
             raise OutputError(
                 f"{into.uri}: the embedding store lies inside {out.child(part).uri}, which the output {out.uri} writes; "
                 "choose a store outside it"
             )
         not_inside_others(into, "the embedding store", STORE_FORBIDDEN_DIRS)
+    if not own_store:  # the output's own store: the output's checks say what is wrong with its folder
+        _not_a_file(into, "the embedding store")
     written = [(out.child(name), f"the output {out.uri} writes") for name in RESERVED_DIRS + RESERVED_FILES]
     written.append((into, f"the embedding store of this run ({into.uri}) writes"))
     inputs = [("the prompt file", prompts)] if prompts else []
@@ -143,6 +121,21 @@ def check_relations(output: str, store: str, prompts: str | None, checkpoints: I
                 raise OutputError(f"{place.uri}: {what} lies inside {target.uri}, which {rule}; move it or choose another output")
         if what == "the checkpoint" and out.inside(place) and place.inside(out):
             raise OutputError(f"{out.uri}: the output is the checkpoint's folder; choose another output")
+
+
+def _not_a_file(place: Place, what: str) -> None:
+    """Refuse a folder the run would create where a file (or a file in place of a parent) is."""
+    from pyarrow import fs
+
+    for ancestor in (place, *place.ancestors()):
+        try:
+            kind = ancestor.location.fs.get_file_info(ancestor.location.path).type
+        except OSError:
+            return  # unreadable (a bucket's root): the run's own checks say so
+        if kind == fs.FileType.File:
+            raise OutputError(f"{place.uri}: {what} folder would be inside the file {ancestor.uri}; choose a folder")
+        if kind == fs.FileType.Directory:
+            return
 
 
 def not_inside_others(place: Place, what: str, reserved: tuple[str, ...] = RESERVED_DIRS) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import schema as S
 from ..batches import Batch, concat, rows
+from .formats import DEFAULT_FORMAT
 from .layout import OutputDataset
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class ImageWriter:
         settings: dict[str, Any],
         rows_per_shard: int,
         row_group_size: int,
-        output_format: str = "parquet",
+        output_format: str = DEFAULT_FORMAT,
     ) -> None:
         self.output_uri, self.run_id, self.constants, self.settings = output_uri, run_id, constants, settings
         self.rows_per_shard, self.row_group_size, self.output_format = rows_per_shard, row_group_size, output_format

@@ -5,7 +5,8 @@ as a value.
 Order: :func:`plan_run` validates the prompt file (a streaming pass), the checkpoint and its classes
 (→ ``RunSpec``), sizes and steps, that the output is ours, its metadata and the settings guard, and
 what the executor can do here → :func:`execute` starts the executor (Ray) and checks its resources →
-takes the output's lock, marks it, re-checks the guard, checks it is writable → cleans temporaries,
+opens the output session (:class:`~pixart_batch.output.session.OutputSession`: the lock, the marker, the
+guard re-checked, the output checked writable) → cleans its own temporaries,
 writes ``settings.json`` and the store pointer, sets damaged files aside, stages the prompt chunks →
 clean → encode (distinct captions minus the store) → plan (images minus committed keys, sorted by
 bucket) → generate → the card → the report → releases the lock.
@@ -15,25 +16,23 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import schema as S
 from ..config import RunConfig, config_json
-from ..errors import OutputError
 from ..executors import choose_executor, make_executor
 from ..executors.base import Executor, FailureLimits
 from ..fast import check_fast_modes
 from ..output import OutputDataset
-from ..output.card import write_card
 from ..output.guard import check_settings, label_names
-from ..output.layout import CONFIG_FILE, DRY_RUN_REPORT_FILE, REPORT_FILE, SETTINGS_FILE, STORE_DIR, STORE_POINTER_FILE
+from ..output.layout import CONFIG_FILE, DRY_RUN_REPORT_FILE, STORE_DIR, STORE_POINTER_FILE
 from ..output.relations import check_relations
+from ..output.session import OutputSession, new_run_id
 from ..output.staging import stage_prompts
 from ..output.writers import ImageWriter, PlanWriter
-from ..ownership import OutputLock, check_ours, write_marker
+from ..ownership import check_ours
 from ..progress import say
 from ..prompts import scan_prompts
 from ..spec import RunSpec
@@ -107,7 +106,7 @@ def plan_run(config: RunConfig, prompts: str, output: str, encode_only: bool = F
         output_uri=target.uri,
         store_root=store_root,
         executor=executor,
-        run_id=time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + uuid.uuid4().hex[:6],
+        run_id=new_run_id(),
         started=started,
         encode_only=encode_only,
         dry_run=dry_run,
@@ -130,7 +129,7 @@ def run_generate(
 
 
 def execute(plan: RunPlan, log: Callable[[str], None] = say) -> dict[str, Any]:
-    """Carry out ``plan`` under the output's lock; returns the run report (also in ``run_report.json``)."""
+    """Carry out ``plan`` in an output session; returns the run report (also in ``run_report.json``)."""
     output = plan.output()
     warning = None if plan.encode_only else card_settings_warning(plan.spec)
     if warning:
@@ -139,43 +138,14 @@ def execute(plan: RunPlan, log: Callable[[str], None] = say) -> dict[str, Any]:
     # Ray started and its resources checked before the output is touched: a refusal leaves nothing behind.
     executor.start()
     executor.check_resources()
-    lock = OutputLock(output.location, plan.run_id)
-    hold(plan, output, lock, log)
-    try:
-        try:
-            return _phases(plan, output, executor, log)
-        finally:
-            output.remove_work(plan.run_id)
-    finally:
-        lock.release()
+    with OutputSession(output, plan.run_id, inputs=(plan.scan.path,), log=log) as session:
+        # Under the lock: another run may have changed the output's settings while this one started.
+        session.recheck(lambda: check_settings(output, plan.settings()))
+        return _phases(plan, session, executor, log)
 
 
-def hold(plan: RunPlan, output: OutputDataset, lock: OutputLock, log: Callable[[str], None]) -> None:
-    """Take the output (one writer at a time), mark it ours, and re-check what could have changed
-    while another run held it. Nothing is written before this."""
-    lock.acquire()
-    if lock.took_over:
-        log(f"took over the output from a run that stopped answering ({lock.took_over})")
-    try:
-        check_ours(output.location)
-        # The marker is the first thing written, right under the lock: a run starting beside this one
-        # then finds an output that is ours (and the lock held), never a half-made folder it would
-        # take for someone else's.
-        try:
-            write_marker(output.location)
-        except OSError as exc:
-            raise OutputError(f"{output.uri}: output is not writable ({exc.strerror or exc})") from None
-        took_over = check_settings(output, plan.settings())
-        if took_over:
-            log(took_over)
-        output.check_writable()
-    except BaseException:
-        lock.release()
-        raise
-
-
-def _phases(plan: RunPlan, output: OutputDataset, executor: Executor, log: Callable[[str], None]) -> dict[str, Any]:
-    config = plan.config
+def _phases(plan: RunPlan, session: OutputSession, executor: Executor, log: Callable[[str], None]) -> dict[str, Any]:
+    config, output = plan.config, session.output
     report = RunReport(
         prompts=plan.scan.count,
         dry_run=plan.dry_run,
@@ -185,8 +155,8 @@ def _phases(plan: RunPlan, output: OutputDataset, executor: Executor, log: Calla
     )
 
     # -- prepare the output
-    report.temporaries_removed = output.prepare()
-    output.write_json(SETTINGS_FILE, plan.settings())
+    report.temporaries_removed = session.prepare()
+    session.write_settings(plan.settings())
     store = EmbeddingStore(plan.store_root, plan.identity).open()
     report.temporaries_removed += store.remove_temporaries()
     report.store = store.uri
@@ -231,17 +201,18 @@ def _phases(plan: RunPlan, output: OutputDataset, executor: Executor, log: Calla
         if not plan.dry_run:
             if planned.remaining is not None:
                 start = time.perf_counter()
+                session.committed()  # shards may be committed from here on: the settings stay
                 made = executor.generate(planned, store, image_writer(plan, output), _limits(config))
                 report.add_generated(made, time.perf_counter() - start)
-            write_card(output, plan.settings(), {"images_total": report.images_planned, "prompts": report.prompts})
+            session.write_card(plan.settings(), {"images_total": report.images_planned, "prompts": report.prompts})
 
     # -- the report
     final = report.close(time.time() - plan.started)
     if plan.dry_run:  # beside the real run's report and config, which stay as they were
-        output.write_json(DRY_RUN_REPORT_FILE, final)
+        session.write_report(final, DRY_RUN_REPORT_FILE)
     else:
-        output.write_json(REPORT_FILE, final)
-        output.write_json(CONFIG_FILE, json.loads(config_json(config)))
+        session.write_report(final)
+        session.write_report(json.loads(config_json(config)), CONFIG_FILE)
     log(summary(final, output.uri))
     return final
 
