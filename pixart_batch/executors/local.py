@@ -11,7 +11,8 @@ failure limits) and imports no Ray at all:
 - a phase with nothing to do loads no model;
 - each model is loaded once and uses every core (torch's default threads), as the plain diffusers loop does;
 - the image rows stream through the same :class:`~pixart_batch.output.writers.ImageWriter` that Ray's
-  write tasks use, a shard committed as soon as it is full.
+  write tasks use, a shard committed as soon as it is full; a first SIGINT / SIGTERM lets the batch being
+  made finish and commits every row made, the open shard as a short one (:mod:`pixart_batch.stopping`).
 
 The same prompts, config and seeds make the same rows either way (tested).
 """
@@ -28,6 +29,7 @@ from ..batches import Batch, chunks, concat, rows, take
 from ..errors import UserError
 from ..progress import Progress
 from ..stages import stage_class
+from ..stopping import GracefulStop
 from .base import (
     Cleaned,
     Executor,
@@ -145,9 +147,14 @@ class LocalExecutor(Executor):
         if stages.score.enabled:
             score = monitored(stage_class("score"), counter.record, report_success=False)(spec=self.spec.score_spec())
         progress = Progress(rows(remaining), self.config.console.progress_interval_s)
+        # A graceful stop (first SIGINT / SIGTERM): the batch being made finishes, no new one starts, the
+        # rows made so far are written (the open shard as a short one), then the interrupt is raised.
+        stop = GracefulStop(lambda: progress.done)
 
         def batches() -> Iterator[Batch]:
             for chunk in chunks(remaining, stages.denoise.batch_size):
+                if stop.requested:
+                    return
                 out = model(attach(chunk))
                 out = encode(score(out) if score is not None else out)
                 failed = int(out[S.ERROR].astype(bool).sum())
@@ -169,7 +176,9 @@ class LocalExecutor(Executor):
                 yield pending
 
         result = ImageWriteResult()
-        for task, group in enumerate(shards()):
-            result.add(writer.write(group, task))
+        with stop:
+            for task, group in enumerate(shards()):
+                result.add(writer.write(group, task))
         progress.close()
+        stop.raise_if_stopped()
         return result

@@ -9,7 +9,9 @@ The driver streams the prompt file into chunks (``OUTPUT/.work/<run>/``); everyt
    (anti-join on the output format's key files) → sorted by bucket, then caption key;
 4. **generate**: attach stored embeddings (CPU tasks) → DiT + VAE actors (one pool with
    ``stages.decode.colocate``, else two) → image encoding (CPU tasks) → shards in the output's format
-   (:class:`ImageSink`, streamed and committed atomically).
+   (:class:`ImageSink`, streamed and committed atomically). A first SIGINT / SIGTERM drains it: the
+   store step and the DiT stage pass no new rows, what is in flight is finished and committed, the
+   write bundler's last short bundle included (:mod:`pixart_batch.stopping`).
 
 The sinks are thin adapters over the Ray-free writers (:mod:`pixart_batch.output.writers`,
 :class:`pixart_batch.store.StoreWriter`). Resource numbers come from the config's ``stages``
@@ -33,6 +35,7 @@ from ..batches import Batch
 from ..errors import UserError
 from ..progress import Poller, Progress, say
 from ..stages import stage_class
+from ..stopping import GracefulStop, StopFlag, nothing, stoppable
 from .base import (
     Cleaned,
     Executor,
@@ -68,6 +71,8 @@ def init_ray(config: RunConfig) -> None:
     instance (``address="local"``: never silently join some other Ray running on this machine)."""
     from ..signals import install_signal_handlers
 
+    if os.environ.get("PIXART_BATCH_FORBID_RAY"):  # the test suite's guard: tests not marked slow start no Ray
+        raise UserError("PIXART_BATCH_FORBID_RAY is set: this run may not use Ray (a test not marked slow)")
     if ray.is_initialized():
         return
     address = config.ray.address or os.environ.get("RAY_ADDRESS")
@@ -229,9 +234,19 @@ def first_of_group(table: pa.Table) -> pa.Table:
     return table.slice(0, 1)
 
 
-def attach_embeddings(batch: Batch, root: str, identity: StoreIdentity, index: list, negatives: bool) -> Batch:
+def attach_embeddings(
+    batch: Batch,
+    root: str,
+    identity: StoreIdentity,
+    index: list,
+    negatives: bool,
+    stop: StopFlag,
+) -> Batch:
+    """The rows' embeddings from the store; none once the run is stopping (:mod:`pixart_batch.stopping`)."""
     from ..store import AttachEmbeddings
 
+    if stop.requested():
+        return nothing(batch)
     return AttachEmbeddings(root, identity, index, negatives)(batch)
 
 
@@ -404,6 +419,10 @@ class RayExecutor(Executor):
 
         stages = self.config.stages
         monitor = FailureMonitor.remote(limits.max_consecutive, limits.max_rate, limits.rate_after)
+        # A graceful stop (first SIGINT / SIGTERM): the flag file makes the store step and the first model
+        # stage return no rows for batches not started; the rest drains, the write bundler flushes its
+        # last short bundle, and every counted image is committed (see pixart_batch.stopping).
+        flag = StopFlag(writer.output_uri, writer.run_id)
         dataset = (
             # Blocks of one DiT batch: images stream through the stages and shards commit as they
             # finish, instead of a whole sorted partition at a time.
@@ -414,6 +433,7 @@ class RayExecutor(Executor):
                     "identity": store.identity,
                     "index": store.index(),
                     "negatives": self.spec.uses_negative,
+                    "stop": flag,
                 },
                 batch_size=stages.denoise.batch_size,
                 batch_format="numpy",
@@ -421,8 +441,10 @@ class RayExecutor(Executor):
             )
         )
         for name, report_success, kwargs in model_pools(self.config):
+            stage = monitored(stage_class(name), remote_record(monitor), report_success=report_success)
             dataset = dataset.map_batches(
-                monitored(stage_class(name), remote_record(monitor), report_success=report_success),
+                # A stopping run starts no new DiT batch; latents already made are still decoded.
+                stoppable(stage, flag) if name in ("generate", "denoise") else stage,
                 fn_constructor_kwargs=self.spec.generate_kwargs() if name == "generate" else {"spec": self.spec.stage_spec(name)},
                 **kwargs,
             )
@@ -435,8 +457,10 @@ class RayExecutor(Executor):
         )
         sink = ImageSink(writer)
         progress = Progress(planned.todo, self.config.console.progress_interval_s)
-        with Poller(progress, lambda: ray.get(monitor.counts.remote())):
+        poll = lambda: ray.get(monitor.counts.remote())  # noqa: E731
+        with GracefulStop(lambda: progress.done, flag) as stop, Poller(progress, poll):
             dataset.write_datasink(sink)
         progress.update(*ray.get(monitor.counts.remote()))
         progress.close()
+        stop.raise_if_stopped()
         return sink.total(ImageWriteResult())
