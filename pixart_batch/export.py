@@ -16,7 +16,7 @@ is refused before anything is written; a failure while writing removes what the 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from . import schema as S
 from .errors import OutputError, UserError, first_line, one_line
 from .expr import Column, Where, columns_of, parse_where
 from .output import OutputDataset, open_output
-from .output.formats import FORMATS, OutputFormat
+from .output.formats import FORMATS, OutputFormat, in_lists
 from .output.guard import EXPORT_SETTING, shard_settings
 from .output.layout import CARD_FILE
 from .output.relations import Place, not_inside_others
@@ -246,7 +246,7 @@ def _copy(
         writer = target.format.open_shard(target.format.shard_name(run_id, index, 0), settings, ROW_GROUP_SIZE, schema)
         try:
             columns = source.format.readable_columns(path, list(source.features))
-            for batch in _batches(source.format.rows_of_groups(path, groups, columns)):
+            for batch in in_lists(source.format.rows_of_groups(path, groups, columns), BATCH_ROWS):
                 writer.write(_table(batch, schema))
             writer.commit()
         except UserError:
@@ -262,17 +262,6 @@ def _copy(
 
 
 _BUCKET = (S.BUCKET_WIDTH, S.BUCKET_HEIGHT)
-
-
-def _batches(rows: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == BATCH_ROWS:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:

@@ -15,6 +15,7 @@ from .base import (
     ShardWriter,
     check_parquet,
     find_damaged,
+    in_lists,
 )
 from .parquet import ParquetFormat
 from .webdataset import WebDatasetFormat
@@ -73,6 +74,7 @@ __all__ = [
     "check_parquet",
     "detect_format",
     "find_damaged",
+    "in_lists",
     "make_format",
     "register_format",
 ]

@@ -228,7 +228,7 @@ class OutputFormat(ABC):
         writer = self.open_shard(path[len(self.data_path()) :].lstrip("/"), settings, REWRITE_ROWS, schema)
         rows = 0
         try:
-            for batch in _chunks(self.read_rows(path), REWRITE_ROWS):
+            for batch in in_lists(self.read_rows(path), REWRITE_ROWS):
                 carried = set().union(*batch)
                 fields = pa.schema([field for field in schema if field.name in carried])
                 writer.write(transform(pa.Table.from_pylist(batch, schema=fields)))
@@ -252,7 +252,8 @@ class OutputFormat(ABC):
         return None
 
 
-def _chunks(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+def in_lists(rows: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """``rows`` in lists of ``size`` (the last one shorter): what a streaming copy holds at a time."""
     batch: list[dict[str, Any]] = []
     for row in rows:
         batch.append(row)
