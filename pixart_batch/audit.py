@@ -14,6 +14,7 @@ from .errors import OutputError, first_line, one_line
 from .output import OutputDataset, open_output, store_location
 from .output.formats import OutputFormat, check_parquet
 from .output.layout import DRY_RUN_POINTER_FILE, PLAN_POINTER_FILE
+from .ownership import Holder, current_holder
 from .storage import Location
 
 
@@ -70,15 +71,24 @@ def _damaged_shards(output: OutputDataset, bucket_of: dict[str, str]) -> list[di
 
 
 def status(uri: str) -> dict[str, Any]:
-    """Per bucket: planned / embedded / done / failed images (and totals), and the damaged shards
-    (their images are not done: the next run sets the shard aside and makes them again)."""
+    """Per bucket: planned / embedded / done / failed images (and totals), the damaged shards (their
+    images are not done: the next run sets the shard aside and makes them again), and ``running``: the
+    live run that holds the output (:meth:`Holder.describe`), or None."""
     output = open_output(uri)
+    holder = current_holder(output.location)
+    return {**_status(output, holder), "running": holder.describe() if holder else None}
+
+
+def _status(output: OutputDataset, holder: Holder | None) -> dict[str, Any]:
     dry = bool(output.plan_files(DRY_RUN_POINTER_FILE))
     pointer = PLAN_POINTER_FILE if output.plan_files(PLAN_POINTER_FILE) or not dry else DRY_RUN_POINTER_FILE
     if not output.plan_files(pointer):
         captions = _store_captions(output)
         if captions:
             return _encode_only(output, captions)
+        if holder is not None:
+            running = f"a run is writing this output ({holder.describe()})"
+            raise OutputError(f"{output.uri}: no plan yet; {running}: try again later")
         raise OutputError(f"{output.uri}: no plan yet (the first run stopped before planning); re-run generate")
     plan = output.read_plan(name=pointer).to_pylist()
     bucket_of = {row[S.KEY]: S.bucket_name(row[S.BUCKET_WIDTH], row[S.BUCKET_HEIGHT]) for row in plan}
@@ -166,14 +176,16 @@ def _label_counts(output: OutputDataset, plan: list[dict[str, Any]], done: set[s
 
 def format_status(report: dict[str, Any]) -> str:
     if "captions" in report:
+        running = f" (a run is writing it now: {report['running']})" if report.get("running") else ""
         return (
             f"{report['output']}: an encode-only output (pixart-batch encode): {report['captions']} captions in its "
-            "embedding store, no images planned; run generate with the same prompts to make them"
+            f"embedding store, no images planned; run generate with the same prompts to make them{running}"
         )
-    lines = [
-        f"{report['output']}" + (" (plan of the latest dry run)" if report.get("plan") == "dry run" else ""),
-        f"{'bucket (w x h)':>16} {'planned':>9} {'embedded':>9} {'done':>9} {'failed':>9}",
-    ]
+    dry = " (plan of the latest dry run)" if report.get("plan") == "dry run" else ""
+    lines = [f"{report['output']}{dry}"]
+    if report.get("running"):
+        lines.append(f"a run is writing this output ({report['running']}): the counts below are a snapshot")
+    lines.append(f"{'bucket (w x h)':>16} {'planned':>9} {'embedded':>9} {'done':>9} {'failed':>9}")
     damaged = report.get("damaged") or []
     for name, counts in [*report["buckets"].items(), ("total", report["total"])]:
         line = f"{name:>16} {counts['planned']:>9} {counts['embedded']:>9} {counts['done']:>9} {counts['failed']:>9}"
@@ -215,6 +227,13 @@ def _shards_text(count: int) -> str:
     return f"{count} shard" if count == 1 else f"{count} shards"
 
 
+EXIT_OK, EXIT_PROBLEMS, EXIT_IN_PROGRESS = 0, 1, 3
+"""``verify``'s exit status: nothing damaged and every planned image present; damage, or planned images
+missing or failed with no run writing the output; a live run holds the output and nothing read is
+damaged (its missing images are work not done yet). 2 is a user error (not an output), as for every
+command."""
+
+
 @dataclass
 class Verification:
     shards: int = 0
@@ -223,25 +242,52 @@ class Verification:
     failure_tables: int = 0
     images: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Findings that are not damage: images from earlier plans, the live run and its progress."""
+    holder: Holder | None = None
+    """The live run that holds the output's lock (None: no run is writing it)."""
+    vanished: int = 0
+    """Files that a live run moved or replaced while they were read (not problems)."""
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def in_progress(self) -> bool:
+        return self.holder is not None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PROBLEMS if self.problems else EXIT_IN_PROGRESS if self.in_progress else EXIT_OK
+
     def problem(self, text: str) -> None:
         """Record a finding as one line (what it quotes is cut to its first line; any other line
         break left is folded into a space)."""
-        self.problems.append(re.sub(r"\s*[\r\n]+\s*", " ", text.strip()))
+        self.problems.append(_one_line(text))
+
+    def note(self, text: str) -> None:
+        self.notes.append(_one_line(text))
 
     def summary(self) -> str:
         """The last line ``verify`` prints: verdict, images, shards and the other files read."""
         others = [f"{self.store_parts} embedding-store part{'s' * (self.store_parts != 1)}"]
         if self.failure_tables:
             others.append(f"{self.failure_tables} failures table{'s' * (self.failure_tables != 1)}")
+        verdict = "FAILED" if self.problems else "IN PROGRESS" if self.in_progress else "OK"
         return (
-            f"{'OK' if self.ok else 'FAILED'}: {self.images} images in {_shards_text(self.shards)} "
+            f"{verdict}: {self.images} images in {_shards_text(self.shards)} "
             f"({', '.join(others)}), {len(self.problems)} problem{'s' * (len(self.problems) != 1)}"
         )
+
+    def lines(self) -> list[str]:
+        """What ``verify`` prints: one line per note, then per problem, then :meth:`summary`."""
+        notes = [f"note: {text}" for text in self.notes]
+        return [*notes, *(f"problem: {text}" for text in self.problems), self.summary()]
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*[\r\n]+\s*", " ", text.strip())
 
 
 def _verify_row(result: Verification, seen: dict[str, str], path: str, row: dict[str, Any]) -> None:
@@ -268,25 +314,51 @@ def _verify_row(result: Verification, seen: dict[str, str], path: str, row: dict
 
 
 def verify(uri: str) -> Verification:
-    """Every file readable, no duplicate keys, every sha256 right, counts equal to the plan."""
+    """Every file readable, no duplicate keys, every sha256 right, every planned image present.
+
+    Images committed under an earlier plan (a later run with a smaller prompt file) are a note, not a
+    problem. While a live run holds the output's lock, its missing images are work not done yet: a note
+    names the run and its progress, and only damage is a problem (:data:`EXIT_IN_PROGRESS`)."""
+    output = open_output(uri)
+    result = Verification(holder=current_holder(output.location))
+    seen: dict[str, str] = {}
+    _verify_files(output, result, seen)
+    if result.holder is None:
+        result.holder = current_holder(output.location)  # a run that started while this one read
+    _verify_plan(output, result, seen)
+    return result
+
+
+def _finding(output: OutputDataset, result: Verification, path: str, text: str) -> None:
+    """A file that did not read: a problem, unless a live run moved or replaced it meanwhile (gone now)."""
+    from .storage import is_file
+
+    if not is_file(output.location, path):
+        result.holder = result.holder or current_holder(output.location)
+        if result.holder is not None:
+            result.vanished += 1
+            return
+    result.problem(text)
+
+
+def _verify_files(output: OutputDataset, result: Verification, seen: dict[str, str]) -> None:
+    """Every shard (each row: :func:`_verify_row`), embedding-store part and failures table."""
     import pyarrow.parquet as pq
 
-    output = open_output(uri)
-    result = Verification()
-    seen: dict[str, str] = {}
     shards = output.format  # Parquet or WebDataset (pixart_batch.output.formats): checked and read through it
     for path in shards.shard_files():
         result.shards += 1
         reason = shards.check(path)  # footer and keys; a tar's members against its key index
         if reason:
-            result.problem(f"{path}: damaged shard ({one_line(reason)})")
+            _finding(output, result, path, f"{path}: damaged shard ({one_line(reason)})")
             continue
         try:
             for row in shards.read_rows(path):
                 result.images += 1
                 _verify_row(result, seen, path, row)
         except Exception as exc:  # any unreadable file is a finding, not a crash
-            result.problem(f"{path}: unreadable shard ({first_line(exc, limit=None, with_type=True)})")
+            why = first_line(exc, limit=None, with_type=True)
+            _finding(output, result, path, f"{path}: unreadable shard ({why})")
     store, parts = _store_parts(output)
     for path in parts:
         result.store_parts += 1
@@ -300,25 +372,48 @@ def verify(uri: str) -> Verification:
         result.failure_tables += 1
         reason = check_parquet(output.location, path, S.KEY)
         if reason:
-            result.problem(f"{path}: unreadable failures table ({reason})")
+            _finding(output, result, path, f"{path}: unreadable failures table ({reason})")
+
+
+def _verify_plan(output: OutputDataset, result: Verification, seen: dict[str, str]) -> None:
+    """The committed images against the latest plan: missing or failed ones are problems (the live run's
+    progress while one holds the output); images outside the plan are a note."""
+    running = f"a run is writing this output ({result.holder.describe()})" if result.holder else ""
+    if result.vanished:
+        result.note(f"{result.vanished} files were moved or replaced by the running run as verify read them")
     if not output.plan_files():
-        result.problem(f"{output.uri}: no plan (no run got as far as planning); re-run generate")
-        return result
+        if running:
+            result.note(f"{running}; it has not planned its images yet; verify again once it ends")
+        else:
+            result.problem(f"{output.uri}: no plan (no run got as far as planning); re-run generate")
+        return
     try:
         planned = set(output.read_plan([S.KEY]).column(S.KEY).to_pylist())
     except Exception as exc:
-        result.problem(
-            f"{output.location.join(PLAN_POINTER_FILE)}: unreadable plan ({first_line(exc, limit=None, with_type=True)})"
-        )
-        return result
+        if running:  # the running run replaced it as this one read it
+            result.note(f"{running}; its plan changed while verify read it; verify again once it ends")
+        else:
+            why = first_line(exc, limit=None, with_type=True)
+            result.problem(f"{output.location.join(PLAN_POINTER_FILE)}: unreadable plan ({why})")
+        return
     failed = output.committed_failures()
     missing = sorted(planned - set(seen) - set(failed))
     extra = sorted(set(seen) - planned)
-    if missing:
-        result.problem(f"{len(missing)} planned images are missing (e.g. {missing[0]}); re-run generate to finish")
-    if failed:
-        key = sorted(failed)[0]
-        result.problem(f"{len(failed)} planned images failed (e.g. {key}: {one_line(failed[key])}); see failures/")
+    if running:
+        done = len(planned & set(seen))
+        so_far = f", {len(set(failed) & planned)} failed so far" if failed else ""
+        progress = f"{done} of {len(planned)} planned images committed{so_far}"
+        result.note(f"{running}: {progress}; verify again once it ends")
+    else:
+        if missing:
+            what = f"{len(missing)} planned images are missing (e.g. {missing[0]})"
+            result.problem(f"{what}; re-run generate to finish")
+        if failed:
+            key = sorted(failed)[0]
+            what = f"{len(failed)} planned images failed (e.g. {key}: {one_line(failed[key])})"
+            result.problem(f"{what}; see failures/")
     if extra:
-        result.problem(f"{len(extra)} images are not in the latest plan (e.g. {extra[0]})")
-    return result
+        result.note(
+            f"{len(extra)} images are not in the latest plan (e.g. {extra[0]}): made under an earlier plan "
+            "(a run with other prompts or settings into this output); intact, kept, and not a problem"
+        )

@@ -16,6 +16,20 @@ if TYPE_CHECKING:
     pass
 
 
+EXIT_CLOSED_PIPE = 141
+"""Every command's exit status when its stdout is a pipe whose reader went away."""
+
+VERIFY_EXIT_STATUS = """exit status:
+  0  OK: nothing damaged and every planned image present (images committed under an earlier
+     plan, e.g. before a smaller prompt file, are a note, not a problem)
+  1  FAILED: a damaged or unreadable file, a duplicate key, a wrong sha256; or, with no run
+     writing the output, planned images missing or failed (re-run generate)
+  2  not an output, or another one-line error
+  3  IN PROGRESS: a live run holds the output's lock (named: host, pid, start) and nothing read is
+     damaged; its progress is printed (images committed of planned); verify again once it ends
+  141  stdout closed early (a pipe into head), as for every command"""
+
+
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     from .config import EXECUTORS
 
@@ -64,7 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("output")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    verify = commands.add_parser("verify", help="check every file, key, sha256 and count; non-zero exit on any problem")
+    verify = commands.add_parser(
+        "verify",
+        help="check every file, key, sha256 and planned image; exit 1 on damage or missing images",
+        description="Check every file, key, sha256 and planned image of OUTPUT (a line per finding).",
+        epilog=VERIFY_EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verify.add_argument("output")
 
     plan = commands.add_parser("plan", help="images per bucket, GPU-hours, cost and sizes of a run, before it starts")
@@ -171,10 +191,8 @@ def run_command(args: argparse.Namespace) -> int:
         from .audit import verify
 
         result = verify(args.output)
-        for problem in result.problems:
-            print(f"problem: {problem}")
-        print(result.summary())
-        return 0 if result.ok else 1
+        print("\n".join(result.lines()))
+        return result.exit_code
 
     if args.command == "export":
         from .export import export
@@ -292,6 +310,36 @@ def configure_logging(verbose: bool) -> None:
     logger.propagate = False
 
 
+def _ray_token_error(exc: BaseException) -> str | None:
+    """Ray's ``AuthenticationError`` (``RAY_AUTH_MODE=token`` and no token here, or not the cluster's) as
+    one line naming what to set; None for any other error. Ray itself is not imported for this."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 20:
+        seen.append(current)
+        if type(current).__name__ == "AuthenticationError" and type(current).__module__.startswith("ray"):
+            wrong = "invalid" in str(current)
+            what = "this token is not the cluster's" if wrong else "no token found"
+            return (
+                f"Ray token authentication (RAY_AUTH_MODE=token): {what}; set RAY_AUTH_TOKEN_PATH to a file "
+                "holding the head's token (or RAY_AUTH_TOKEN to the token)"
+            )
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (``status OUT | head -1``): no traceback, and nothing more written
+    there (stdout points at /dev/null, so Python's own flush at exit finds no pipe); exit 141
+    (128 + SIGPIPE), as ``cat`` killed by the signal would."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_CLOSED_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .errors import SystemicFailure
     from .storage import StorageFullError
@@ -299,7 +347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     install_signal_handlers()
     try:
-        return run_command(args)
+        code = run_command(args)
+        sys.stdout.flush()  # a reader that went away (`| head -1`) shows here, not at exit
+        return code
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt:
         print("pixart-batch: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
@@ -322,6 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "pixart-batch: terminated (SIGTERM); committed work is kept; re-run the same command to resume", file=sys.stderr
             )
             return 143
+        token = _ray_token_error(exc)
+        if token:
+            print(f"pixart-batch: error: {token}", file=sys.stderr)
+            return 2
         raise
 
 

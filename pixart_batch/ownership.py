@@ -201,19 +201,34 @@ class OutputLock:
     def _acquire_local(self) -> None:
         import fcntl
 
-        if os.path.islink(self.path):
-            raise OutputError(f"{self.path}: is a symbolic link; this tool does not follow links in its output")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            data = os.pread(fd, 4096, 0)
-            os.close(fd)
-            raise self._busy(Holder.parse(data)) from None
+        for _ in range(5):
+            if os.path.islink(self.path):
+                raise OutputError(f"{self.path}: is a symbolic link; this tool does not follow links in its output")
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                data = os.pread(fd, 4096, 0)
+                os.close(fd)
+                raise self._busy(Holder.parse(data)) from None
+            if self._same_file(fd):
+                break
+            os.close(fd)  # a holder removed the file (and its new folder) as this run opened it: open it again
+        else:
+            raise OutputError(f"{self.path}: the lock file keeps being replaced; another program is removing it")
         os.ftruncate(fd, 0)
         os.pwrite(fd, self._record(), 0)
         os.fsync(fd)
         self._fd = fd
+
+    def _same_file(self, fd: int) -> bool:
+        """Whether the locked ``fd`` is still the file at :attr:`path` (not one unlinked meanwhile)."""
+        try:
+            now = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (now.st_ino, now.st_dev) == (mine.st_ino, mine.st_dev)
 
     def _lease_state(self) -> tuple[Holder | None, float | None]:
         """The current lease holder and how long ago its record was written (None: no lease)."""
@@ -254,11 +269,19 @@ class OutputLock:
             except OSError:
                 pass  # a missed beat; the next one retries
 
-    def release(self) -> None:
+    def release(self, remove: bool = False) -> None:
+        """Let go of the output; ``remove``: delete the lock file too (locally, while still holding it, so a
+        run that opened it meanwhile finds it replaced and opens the new one): for a folder this run made
+        and leaves empty."""
         self._stop.set()
         if self._fd is not None:
             import fcntl
 
+            if remove:
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
@@ -282,3 +305,66 @@ class OutputLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def current_holder(location: Location) -> Holder | None:
+    """The live run that holds the output's lock, or None; for ``verify`` and ``status``.
+
+    Read-only, and it never takes the lock: the lock file is never created, written, truncated or
+    removed. Object stores: the lease's record while it is fresh. Locally, the kernel's lock table
+    (``/proc/locks``, Linux) answers without touching the lock; only when it cannot — no such table, or
+    a record from another host (a shared file system) — a non-blocking shared ``flock`` on a separate
+    descriptor, released at once, asks (a run starting in that instant is refused and says so).
+    A held lock whose record cannot be read (the holder is writing it) gives a holder with pid 0.
+    """
+    if not location.is_local:
+        holder, age = OutputLock(location, "probe")._lease_state()
+        fresh = age is None or age < STALE_AFTER_S
+        return holder if holder is not None and fresh and not _dead_here(holder) else None
+    try:
+        fd = os.open(location.join(LOCK_FILE), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:  # no lock file (no run yet, or removed with the empty folder it made), a link: not held
+        return None
+    try:
+        holder = Holder.parse(os.pread(fd, 4096, 0))
+        held = _locked_in_table(os.fstat(fd))
+        if held is None or (not held and holder is not None and holder.host != socket.gethostname()):
+            held = _locked_by_probe(fd)
+    finally:
+        os.close(fd)  # closing our own descriptor never releases another's flock
+    if not held:
+        return None
+    return holder or Holder("unknown", 0, "unknown", "unknown", "")
+
+
+def _locked_in_table(stat: os.stat_result) -> bool | None:
+    """Whether the kernel's lock table shows an exclusive ``flock`` on the file (None: no table, or an
+    entry that matches the inode but not the device, as on some stacked file systems)."""
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as table:
+            lines = table.read().splitlines()
+    except OSError:
+        return None
+    exact = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    unsure = False
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->" or fields[1] != "FLOCK" or fields[3] != "WRITE":
+            continue  # a waiter, a POSIX lock, a shared lock
+        if fields[5] == exact:
+            return True
+        unsure = unsure or fields[5].rsplit(":", 1)[-1] == str(stat.st_ino)
+    return None if unsure else False
+
+
+def _locked_by_probe(fd: int) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # a file system without flock: no run can hold it either
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False

@@ -89,7 +89,8 @@ def _in_pty(args: list[str], timeout: float = 600) -> str:
 RAY_LINE = re.compile(r"\b(INFO|WARNING)\b.*\.py:\d+ --|core_worker\.cc|Execution plan|Tip:|Running Dataset")
 
 
-@pytest.mark.parametrize("executor", ["local", "ray"])
+# the ray case starts Ray: slow
+@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])
 def test_demo_in_a_terminal_speaks_only_in_its_own_lines(tmp_path, tiny_model, executor):
     text = _in_pty([*DEMO, "--output", str(tmp_path / "out"), "--executor", executor])
     assert "\x1b[0m" not in text  # no colour reset left by Ray's colorama at exit
@@ -102,6 +103,7 @@ def test_demo_in_a_terminal_speaks_only_in_its_own_lines(tmp_path, tiny_model, e
     assert not [line for line in lines if RAY_LINE.search(line)]
 
 
+@pytest.mark.slow  # starts Ray
 def test_verbose_restores_rays_lines(tmp_path, tiny_model):
     text = _in_pty([*DEMO, "--output", str(tmp_path / "out"), "--executor", "ray", "--verbose"])
     assert RAY_LINE.search(text), text[-2000:]

@@ -64,7 +64,6 @@ class OutputSession:
         self.output, self.run_id, self.fresh, self.takeover, self.log = output, run_id, fresh, takeover, log
         self.inputs = tuple(inputs)
         self.lock = OutputLock(output.location, run_id)
-        self.created_marker = False
         self.data_committed = False
         self.temporaries_removed = 0
         self._settings_before: bytes | None = None
@@ -83,7 +82,6 @@ class OutputSession:
             ours = check_ours(self.output.location)
             if ours and self.fresh:
                 self._replace_unfinished()
-            self.created_marker = not ours or self.fresh
             # The marker is the first thing written, right under the lock: a command starting beside this
             # one then finds an output that is ours (and the lock held), never a half-made folder it would
             # take for someone else's.
