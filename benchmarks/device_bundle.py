@@ -3,12 +3,12 @@
 The GPU image has torch, transformers, pyarrow, pandas, safetensors, sentencepiece, huggingface_hub,
 aiohttp, msgpack, protobuf, pyyaml, click, filelock (:data:`ON_DEVICE`); it lacks Ray, diffusers, datasets
 and the rest. This script finds exactly what is missing — the project's dependencies and the test extra's
-webdataset and torchao, with everything they need in turn that the image lacks — at the versions this
-environment runs (what CI installs), downloads their cp312 manylinux wheels, installs them into a
-staging folder (``pip --target``, no dependencies resolved there), slims Ray by what a Python-only Ray
-Data job never loads (:data:`RAY_SLIM`: the Java jars, RLlib, Serve, the LLM library, the dashboard's
-source maps), and packs the folder as ``.bundle/site.tar.xz``. It fails loudly when that archive and the
-working tree together exceed the limit.
+webdataset and torchao, with everything they need in turn that the image lacks, less the gallery's
+plotting library (:data:`LEFT_OUT`) — at the versions this environment runs (what CI installs), downloads
+their cp312 manylinux wheels, installs them into a staging folder (``pip --target``, no dependencies
+resolved there), slims Ray by what a Python-only Ray Data job never loads (:data:`RAY_SLIM`: the Java
+jars, RLlib, Serve, the LLM library, the dashboard's source maps), and packs the folder as
+``.bundle/site.tar.xz``. It fails loudly when that archive and the working tree together exceed the limit.
 
     python benchmarks/device_bundle.py --dry-run   # what it would fetch, and a size estimate (no network)
     python benchmarks/device_bundle.py             # build .bundle/site.tar.xz (git-ignored)
@@ -87,6 +87,10 @@ ON_DEVICE = {
 }
 """Distributions the GPU image already has (the issue's list and what those bring with them). ``nvidia-*``
 and ``triton`` (torch's CUDA runtime) are there too."""
+LEFT_OUT = {"matplotlib", "contourpy", "kiwisolver", "fonttools", "cycler", "pyparsing"}
+"""The gallery's plotting library and what it brings: a dependency of the project, but only ``pixart-batch
+gallery`` imports it (never generate or a Ray worker), so the GPU machine does without (53 MiB installed,
+about 8.5 MiB of archive)."""
 ROOTS = ["ray", "diffusers", "datasets", "webdataset", "ftfy", "beautifulsoup4", "torchao", "accelerate", "polars", "jsonschema"]
 """What the project runs on the GPU that the image lacks: the dependencies of pyproject.toml, the test
 extra's webdataset and torchao (the fp8 and int8 sections), and Ray's jsonschema."""
@@ -124,7 +128,7 @@ def needed() -> dict[str, str]:
     while todo:
         name, extras = todo.pop()
         key = canonical(name)
-        if key in ON_DEVICE or key.startswith("nvidia-") or key == "triton":
+        if key in ON_DEVICE or key in LEFT_OUT or key.startswith("nvidia-") or key == "triton":
             continue
         try:
             dist = metadata.distribution(name)

@@ -37,6 +37,10 @@ PROMPTS = [
 ]
 
 
+ALLOWED_TAGS = set("html head meta title style body h1 h2 p a div input span nav table tr th td".split())
+ALLOWED_TAGS |= set("figure img script select option label button code b".split())
+
+
 def _hash(key: str) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:16], "big")
 
@@ -125,7 +129,10 @@ def test_files_cards_and_thumbnails(made):
     assert len(rows) == 14
     buckets = {f"{r['bucket_width']}x{r['bucket_height']}" for r in rows}
     assert len(buckets) == 3
-    assert sorted(p.name for p in gallery.glob("*.html")) == sorted(["index.html", *(f"bucket-{b}.html" for b in buckets)])
+    pages = ["index.html", "all.html", *(f"bucket-{b}.html" for b in buckets)]
+    assert sorted(p.name for p in gallery.glob("*.html")) == sorted(pages)
+    plots = sorted(p.name for p in (gallery / "plots").iterdir())
+    assert plots == ["buckets.svg"]  # no labels, scores or failures
     thumbs = sorted(p.name for p in (gallery / "thumbs").iterdir())
     assert thumbs == sorted(f"{r['key']}.webp" for r in rows)
     for name in thumbs:
@@ -141,7 +148,13 @@ def test_files_cards_and_thumbnails(made):
     assert "Settings (settings.json)" in index and "checkpoint" in index
     for bucket in buckets:
         assert f'href="bucket-{bucket}.html"' in index
-    # Self-contained: no absolute or remote reference anywhere.
+    assert 'src="plots/buckets.svg"' in index
+    all_keys = Page((gallery / "all.html").read_text(encoding="utf-8")).keys()
+    assert sorted(all_keys) == sorted(r["key"] for r in rows)
+    # Self-contained: no absolute or remote reference anywhere (pages and plots).
+    for plot in (gallery / "plots").iterdir():
+        svg = plot.read_text(encoding="utf-8")
+        assert svg.startswith("<?xml") and "<svg" in svg and not re.search(r"(href|src)=\"(https?:|//)", svg)
     for page in gallery.glob("*.html"):
         for tag, attributes in Page(page.read_text(encoding="utf-8")).tags:
             for name in ("src", "href"):
@@ -155,10 +168,9 @@ def test_a_webdataset_output_gets_the_same_gallery(made, tmp_path, tiny_model):
     assert list((output / "data").rglob("*.tar"))
     thumbs = sorted(p.name for p in (output / "gallery" / "thumbs").iterdir())
     assert thumbs == sorted(p.name for p in (made / "gallery" / "thumbs").iterdir())  # the same 14 images
-    for page in (made / "gallery").glob("bucket-*.html"):
-        assert (
-            Page((output / "gallery" / page.name).read_text(encoding="utf-8")).keys()
-            == Page(page.read_text(encoding="utf-8")).keys()
+    for page in (made / "gallery").glob("bucket-*.html"):  # the same cards (in the order of their row groups)
+        assert sorted(Page((output / "gallery" / page.name).read_text(encoding="utf-8")).keys()) == sorted(
+            Page(page.read_text(encoding="utf-8")).keys()
         )
 
 
@@ -169,20 +181,12 @@ def test_hostile_prompts_are_escaped(made):
         assert "<script>alert" not in page and "<img src=x" not in page, name
         parsed = Page(page)
         scripts = [attributes.get("type") for tag, attributes in parsed.tags if tag == "script"]
-        # The page's own filter only (and the index's texts of every shown image, as JSON data).
-        assert scripts == (["application/json", None] if name == "index.html" else [None]), name
+        # The page's data (JSON, never run) and its own script only.
+        assert scripts == ["application/json", None], name
         for tag, attributes in parsed.tags:
             assert not any(attr.startswith("on") for attr in attributes), (name, tag, attributes)
-            assert tag in {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "a", "div", "input", "span"} | {
-                "table",
-                "tr",
-                "th",
-                "td",
-                "figure",
-                "img",
-                "script",
-            }, (name, tag)
-        shown += parsed.texts.get("prompt", [])
+            assert tag in ALLOWED_TAGS, (name, tag)
+        shown += parsed.texts.get("prompt clamp", []) + parsed.texts.get("cap clamp", [])
     assert HOSTILE in shown and ATTRIBUTE in shown and UNICODE in shown
     assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in "".join(pages.values())
     long = [text for text in shown if text.startswith("a very long prompt")]
@@ -256,24 +260,44 @@ def _shown(output: Path) -> dict[str, list[str]]:
     }
 
 
-def test_sample_is_stratified_capped_and_independent_of_the_shard_layout(tmp_path):
-    first, second = _synthetic(tmp_path, 0), _synthetic(tmp_path, 1)
-    for output in (first, second):
+def _ranked(output: Path) -> dict[str, list[str]]:
+    """Per bucket, every key in the gallery's rank order: (sha256 of "<shard under data/>#<row group>",
+    sha256 of the key)."""
+    found: dict[str, list[tuple[int, int, str]]] = {}
+    data = output / "data"
+    for path in sorted(data.rglob("*.parquet")):
+        parquet = pq.ParquetFile(path)
+        for group in range(parquet.metadata.num_row_groups):
+            ghash = _hash(f"{path.relative_to(data).as_posix()}#{group}")
+            table = parquet.read_row_group(group, columns=["key", "bucket_width", "bucket_height"])
+            for row in table.to_pylist():
+                bucket = f"{row['bucket_width']}x{row['bucket_height']}"
+                found.setdefault(bucket, []).append((ghash, _hash(row["key"]), row["key"]))
+    return {bucket: [key for *_, key in sorted(entries)] for bucket, entries in found.items()}
+
+
+def test_sample_is_stratified_capped_and_by_row_groups(tmp_path):
+    for layout in (0, 1):
+        output = _synthetic(tmp_path, layout)
         assert main(["gallery", str(output), "--per-bucket", "10", "--max-images", "20", "--thumb-size", "16"]) == 0
-    shown = _shown(first)
-    assert shown == _shown(second)
-    counts = {name: len(keys) for name, keys in shown.items()}
-    assert sum(counts.values()) == 20 and counts["176x352"] == 3  # the small bucket shows all it has
-    assert max(counts.values()) <= 10 and abs(counts["256x256"] - counts["352x176"]) <= 1  # handed out rank by rank
-    for name, keys in shown.items():
-        width, height = (int(v) for v in name.split("x"))
-        everything = [
-            r["key"]
-            for r in _shard_rows(first, ["key", "bucket_width", "bucket_height"])
-            if (r["bucket_width"], r["bucket_height"]) == (width, height)
-        ]
-        assert keys == sorted(everything, key=_hash)[: len(keys)]  # the smallest hashes, in order
+        shown = _shown(output)
+        counts = {name: len(keys) for name, keys in shown.items()}
+        assert sum(counts.values()) == 20 and counts["176x352"] == 3  # the small bucket shows all it has
+        assert max(counts.values()) <= 10 and abs(counts["256x256"] - counts["352x176"]) <= 1  # handed out rank by rank
+        ranked = _ranked(output)
+        for name, keys in shown.items():
+            assert keys == ranked[name][: len(keys)]  # the smallest ranks, in order
+        # The images come from the row groups of smallest hash: few of them, whatever the layout.
+        groups = {
+            (path, group)
+            for path in (output / "data").rglob("*.parquet")
+            for group in range(pq.ParquetFile(path).metadata.num_row_groups)
+            if set(pq.ParquetFile(path).read_row_group(group, columns=["key"]).column(0).to_pylist())
+            & {key for keys in shown.values() for key in keys}
+        }
+        assert len(groups) <= 6, groups
     # The defaults cap at 48 per bucket.
+    first = tmp_path / "synthetic-0"
     assert main(["gallery", str(first)]) == 0
     assert {name: len(keys) for name, keys in _shown(first).items()} == {"256x256": 48, "352x176": 48, "176x352": 3}
     index = (first / "gallery" / "index.html").read_text()
@@ -351,6 +375,7 @@ def test_s3_output(tmp_path, monkeypatch):
         listed = client.list_objects_v2(Bucket="pixart", Prefix="out/gallery/")["Contents"]
         names = sorted(obj["Key"].removeprefix("out/gallery/") for obj in listed)
         assert [n for n in names if n.endswith(".html")] == [
+            "all.html",
             "bucket-176x352.html",
             "bucket-256x256.html",
             "bucket-352x176.html",
@@ -403,7 +428,9 @@ def test_browser_loads_every_thumbnail(made, chromium, tmp_path):
         body = _body(dom)
         cards = len(Page(page.read_text(encoding="utf-8")).keys())
         assert body.get("data-images-broken") == "0", page.name
-        assert body.get("data-images-loaded") == str(cards) and cards > 0, page.name
+        assert body.get("data-card-images-loaded") == str(cards) and cards > 0, page.name
+        plots = 1 if page.name == "index.html" else 0  # images per bucket
+        assert body.get("data-images-loaded") == str(cards + plots), page.name
         # The index's filter counts every image its buckets show, not its sample strip.
         shown = 14 if page.name == "index.html" else cards
         assert body.get("data-visible") == str(shown), page.name
@@ -428,29 +455,33 @@ def test_browser_index_filter_counts_every_shown_image(made, chromium, tmp_path)
     index = made / "gallery" / "index.html"
     dom = _browser(chromium, tmp_path, "--dump-dom", index.as_uri() + "#q=lighthouse")
     assert _body(dom).get("data-visible") == "2"  # both lighthouse images, whether or not the strip shows them
-    assert "of 14 images match (all buckets)" in index.read_text(encoding="utf-8")
+    assert "of 14 shown images match" in index.read_text(encoding="utf-8")
 
 
 def test_cards_label_caption_and_prompt_and_keep_numbers_whole():
-    from pixart_batch.gallery import Card, _card
+    from pixart_batch.gallery import Card, View, card_html
+    from pixart_batch.gallery.assets import CSS
 
-    same = _card(Card("k1", 0, prompt="a cat", caption="a cat", seed=1234567890123456789, width=256, height=256))
-    assert same.count('class="text"') == 1 and 'class="cap"' not in same  # the caption only when it differs
+    view = View("out")
+    card = Card("k1", prompt="a cat", caption="a cat", seed=1234567890123456789, width=256, height=256)
+    same = card_html(card, view, 0)
+    assert same.count('class="cap clamp"') == 1 and 'class="prompt' not in same  # the prompt when it differs
     assert '<span class="num">seed 1234567890123456789</span>' in same
-    differs = _card(Card("k2", 0, prompt="A CAT!!", caption="a cat", seed=1, width=256, height=256))
-    assert '<div class="text"><p class="cap">a cat</p><p class="prompt">A CAT!!</p></div>' in differs
-    from pixart_batch.gallery import _CSS
-
-    assert 'content:"caption"' in _CSS and 'content:"prompt"' in _CSS and "white-space:nowrap" in _CSS
-    assert ".cap{font-weight:600}" in _CSS  # no scroll box of its own: one per card (.text)
+    differs = card_html(Card("k2", prompt="A CAT!!", caption="a cat", seed=1, width=256, height=256), view, 0)
+    assert '<p class="cap clamp">a cat</p>\n<p class="prompt clamp">A CAT!!</p>' in differs
+    assert 'content:"caption"' in CSS and 'content:"prompt"' in CSS and "white-space:nowrap" in CSS
+    # Long texts are clamped (no scroll box of their own), a "more" button shown by the script when cut.
+    assert "-webkit-line-clamp:4" in CSS and "overflow:auto" not in CSS and "max-height" not in CSS
+    assert '<button type="button" class="more" hidden>more</button>' in differs
 
 
 def test_settings_are_readable_values():
-    from pixart_batch.gallery import index_page, readable
+    from pixart_batch.gallery import View, readable
+    from pixart_batch.gallery.pages import Overview, index_page
 
     assert readable(None) == "—" and readable("PixArt-alpha/x") == "PixArt-alpha/x"
     assert readable(["cat", "dog"]) == "cat, dog" and readable(True) == "yes" and readable(4.5) == "4.5"
     assert readable({"a": 1, "b": None}) == "a: 1; b: —"
     assert readable("") == "(empty)"
-    page = index_page("out", [], {"checkpoint": "tiny", "revision": None}, [], 0)
+    page = index_page(Overview(View("out"), 0, {}, settings={"checkpoint": "tiny", "revision": None}), [])
     assert "<td>tiny</td>" in page and "<td>—</td>" in page and "<td>null" not in page and "&quot;tiny&quot;" not in page

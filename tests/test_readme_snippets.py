@@ -68,3 +68,36 @@ def test_readme_webdataset_reader_runs_without_warnings(tmp_path, tiny_model):
     output = _demo(tmp_path, "webdataset")
     expression = found.group(1).replace("OUTPUT", output.as_posix())
     _run_without_warnings(f"import webdataset\nfrom glob import glob\nsamples = list({expression})\nassert len(samples) == 2\n")
+
+
+def section_commands(section: str) -> list[list[str]]:
+    """The ``pixart-batch`` command lines of the first ```bash block of README's ``## section`` (the
+    section's own commands; its subsections' examples may name outputs of their own), comments dropped."""
+    import shlex
+
+    body = README.split(f"\n## {section}", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"^```bash\n(.*?)^```", body, flags=re.S | re.M)[0]
+    commands = [shlex.split(line, comments=True) for line in block.splitlines()]
+    return [command for command in commands if command and command[0] == "pixart-batch"]
+
+
+def test_readme_training_sets_and_gallery_run_as_written(tmp_path, tiny_model, monkeypatch, capsys):
+    """README's "Run the demo", "Training sets" and "Looking at the images", command by command, on the tiny
+    models (the shipped configs/training-set.yaml and examples/classes-10.yaml), from a fresh folder."""
+    from pixart_batch.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("configs", "examples"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    training = section_commands("Training sets")
+    assert [command[1] for command in training] == ["plan", "generate", "status", "gallery", "export"]
+    looking = section_commands("Looking at the images")
+    assert looking and all(command[1] == "gallery" for command in looking)
+    for command in [*section_commands("Run the demo"), *training, *looking]:
+        capsys.readouterr()
+        assert main(command[1:]) == 0, (command, capsys.readouterr())
+    classes = tmp_path / "out" / "classes" / "gallery"
+    assert (classes / "kept.html").is_file() and (classes / "plots" / "clip_score-by-label.svg").is_file()
+    assert len(list(classes.glob("label-*.html"))) == 10
+    assert (tmp_path / "out" / "demo" / "gallery" / "index.html").is_file()
+    assert main(["verify", "out/classes-20"]) == 0
