@@ -321,6 +321,11 @@ class RayConfig:
     ``local_max_images`` images, else ray."""
     local_max_images: int = 256
     """The largest run ``auto`` executes in-process (its plan is held in memory)."""
+    task_num_cpus: float = 0.25
+    """CPUs of one task of Ray Data's own operators: reading the staged prompts, the store and the key
+    files, the repartitions, the de-duplication and the joins, the store and plan writes (image writes:
+    ``stages.write.num_cpus``). Ray's default is a whole CPU, which actors holding fractions of a small
+    cluster's CPUs can leave waiting forever; a fraction lets such a task run beside them."""
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:

@@ -87,6 +87,7 @@ RANGES: dict[str, Range] = {
     "ray.num_cpus": at_least(1),
     "ray.no_progress_timeout_s": above(0.0),  # Ray Data refuses 0; there is no "off"
     "ray.local_max_images": at_least(0),  # 0: auto never runs in-process
+    "ray.task_num_cpus": above(0.0),  # a task asking no CPU is not bounded by the cluster's CPUs
     "console.progress_interval_s": above(0.0),
     "estimate.usd_per_gpu_hour": above(0.0),
 }

@@ -57,6 +57,7 @@ from .measured import BYTES_PER_PIXEL, DTYPE_BYTES, MEASURED, REFERENCE_DIT_LAYE
 
 if TYPE_CHECKING:
     from .config import RunConfig
+    from .prompts import Prompts
     from .spec import RunSpec
 
 __all__ = ["BYTES_PER_PIXEL", "MEASURED", "REFERENCE_DIT_WIDTH", "gpu_kinds"]  # the measured figures, re-exported
@@ -370,14 +371,13 @@ def _digest_of(caption: str) -> int:
     return int.from_bytes(hashlib.blake2b(caption.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
-def estimate_run(config: RunConfig, prompts: str, facts: CheckpointFacts | None = None) -> Estimate:
+def estimate_run(config: RunConfig, prompts: Prompts, facts: CheckpointFacts | None = None) -> Estimate:
     """Count per bucket, price and size a run of ``config`` over ``prompts`` (see the module docstring)."""
     from functools import lru_cache
 
     from .buckets import ModelGeometry, aspect_ratio_table
     from .plan import plan_size
-    from .prompts import PromptRecord, iter_prompts, scan_prompts
-    from .prompts.scan import count_records
+    from .prompts import PromptRecord, count_records, iter_prompts, scan_prompts
     from .spec import CleanSpec
 
     ref = _check_gpu(config.estimate.gpu)

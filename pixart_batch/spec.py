@@ -103,6 +103,7 @@ ROLES: dict[str, Role] = {
     "ray.no_progress_timeout_s": Role.OPERATIONAL,
     "ray.executor": Role.OPERATIONAL,  # the same stages and seeds either way (tested)
     "ray.local_max_images": Role.OPERATIONAL,
+    "ray.task_num_cpus": Role.OPERATIONAL,
     "console.progress_interval_s": Role.OPERATIONAL,
     "console.verbose": Role.OPERATIONAL,
     "estimate.gpu": Role.OPERATIONAL,  # read by `pixart-batch plan` only
@@ -259,15 +260,23 @@ class RunSpec:
     """The quality-score model when ``stages.score.enabled`` (resolved and checked when the spec is built)."""
 
     @classmethod
-    def build(cls, config: RunConfig, weights: bool = True) -> RunSpec:
+    def build(cls, config: RunConfig, weights: bool = True, light: bool = False) -> RunSpec:
         """Resolve the checkpoint (one-line errors for a missing or unsafe one) and derive the spec.
-        ``weights`` False: from the checkpoint's configs only (``pixart-batch plan``; nothing loads)."""
-        model = resolve_model(config.model, weights)
+        ``weights`` False: from the checkpoint's configs only (``pixart-batch plan``; nothing loads).
+
+        ``light``: the checkpoint's configs and file digests only, for the settings a run would record
+        (:meth:`settings`, :meth:`store_identity`) without importing torch or diffusers: no weights checked,
+        no aspect-ratio table looked up, no score model (refused: its identity needs torch). Only for
+        comparing against what an output recorded; never for a run that makes anything."""
+        if light and config.stages.score.enabled:
+            raise ValueError("a light RunSpec has no score model; build the full spec for stages.score")
+        model = resolve_model(config.model, weights and not light)
         geometry = read_model_geometry(
             model.local_dir, {name: model.checkpoint_of(name).local_dir / name for name in ("transformer", "vae", "text_encoder")}
         )
-        aspect_ratio_table(geometry.sample_size)  # a sample size without bins is refused here, before anything is written
-        if weights:
+        if not light:  # a sample size without bins is refused here, before anything is written
+            aspect_ratio_table(geometry.sample_size)
+        if weights and not light:
             from .weights import check_weights
 
             check_weights(model)  # weights that would fail to load in an actor, minutes later
@@ -277,7 +286,7 @@ class RunSpec:
             geometry=geometry,
             max_sequence_length=config.model.max_sequence_length or model.family.max_sequence_length,
             scheduler_class=scheduler_class_for(config.generation.scheduler, model.shipped_scheduler),
-            score=score_model_of(config),
+            score=None if light else score_model_of(config),
         )
 
     @property

@@ -12,7 +12,8 @@
   other failure raises at once with the CLI's output.
 * ``stop`` kills only this cluster's processes, by pid: those whose command line names
   its private temp dir or its GCS port. Never ``ray stop``, which stops every Ray on the
-  machine.
+  machine. ``kill_node`` SIGKILLs one worker node the same way (its own temp dir names its
+  processes; its workers are their children): a spot instance lost.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -203,6 +205,8 @@ class Cluster:
         self.dashboard_port = self.ports.one()
         self.client_server_port = self.ports.one()
         self.nodes: list[NodePorts] = []
+        self.killed: set[int] = set()
+        self.wanted_alive = 0
         self.submit_retries = 0
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PIXART_BATCH_FAULTS", "PIXART_BATCH_SLOW"))},
@@ -249,7 +253,8 @@ class Cluster:
         )
         self._wait_ready()
 
-    def add_node(self) -> None:
+    def add_node(self, num_cpus: int | None = None) -> int:
+        """Start a worker node (``num_cpus``: default the head's); returns its index in :attr:`nodes`."""
         node = NodePorts.pick(self.ports)
         self.nodes.append(node)
         self.temp_dirs.append(_temp_dir())
@@ -259,18 +264,81 @@ class Cluster:
             f"--temp-dir={self.temp_dirs[-1]}",
             "--node-ip-address=127.0.0.1",
             *node.flags(),
-            f"--num-cpus={self.num_cpus}",
+            f"--num-cpus={self.num_cpus if num_cpus is None else num_cpus}",
+            f"--resources={json.dumps({self.node_resource(len(self.nodes) - 1): 1})}",  # tells nodes apart
             "--disable-usage-stats",
         )
         self._wait_ready()
+        return len(self.nodes) - 1
+
+    @staticmethod
+    def node_resource(index: int) -> str:
+        """The custom resource worker node ``index`` has one of (Ray's node list shows its resources)."""
+        return f"pixart_node_{index}"
+
+    def kill_node(self, index: int) -> list[int]:
+        """SIGKILL every process of worker node ``index`` at once (its raylet, agents and workers: those
+        whose command line names its temp dir, with their children); returns their pids. The GCS sees
+        the node die later, when its health checks fail."""
+        assert 0 < index < len(self.nodes) and index not in self.killed, index
+        procs = self._processes([self.temp_dirs[index].rstrip("/") + "/"], port=False)
+        assert procs, f"node {index}: no process found"
+        for proc in procs:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=30)
+        self.killed.add(index)
+        self.wanted_alive -= 1
+        return [proc.pid for proc in procs]
+
+    def status(self, submission: str) -> str:
+        """``ray job status``'s answer, upper case (PENDING / RUNNING / SUCCEEDED / FAILED / STOPPED)."""
+        return self.ray("job", "status", "--address", self.address, submission).stdout.upper()
+
+    def wait_job(self, submission: str, timeout: float = 600) -> str:
+        """Wait until the job ends; returns its last status answer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(submission)
+            ended = any(word in status for word in ("SUCCEEDED", "FAILED", "STOPPED"))
+            if ended or time.monotonic() > deadline:
+                return status
+            time.sleep(2)
+
+    def logs(self, submission: str) -> str:
+        return self.ray("job", "logs", "--address", self.address, submission).stdout
+
+    def probe(self, code: str) -> Any:
+        """Run ``code`` in a client process of this cluster (Ray reads RAY_AUTH_MODE once per process, and the
+        test process runs without auth); returns the JSON its last printed line holds. ``GCS`` and
+        ``ADDRESS`` are defined for it."""
+        prelude = f"GCS = {self.gcs_address!r}\nADDRESS = {self.address!r}\n"
+        done = subprocess.run(
+            [sys.executable, "-c", prelude + code],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.root,
+            timeout=180,
+        )
+        if done.returncode != 0:
+            output = f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+            raise AssertionError(f"probe failed ({done.returncode}):\n{output}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
     def _wait_ready(self) -> None:
+        self.wanted_alive += 1
         deadline = time.monotonic() + self.ready_timeout
         # Each node's dashboard agent persists the HTTP port it bound (-1 when it could not bind): ours, not another Ray's.
-        wanted = {node.dashboard_agent_listen for node in self.nodes}
+        alive = [i for i in range(len(self.nodes)) if i not in self.killed]
+        wanted = {self.nodes[i].dashboard_agent_listen for i in alive}
         while True:
             bound = {
-                int(p.read_text() or -1) for d in self.temp_dirs for p in Path(d).glob("session_*/dashboard_agent_listen_port_*")
+                int(p.read_text() or -1)
+                for d in (self.temp_dirs[i] for i in alive)
+                for p in Path(d).glob("session_*/dashboard_agent_listen_port_*")
             }
             if wanted <= bound:
                 break
@@ -281,7 +349,7 @@ class Cluster:
         spec = {
             "address": self.address,
             "gcs": self.gcs_address,
-            "nodes": len(self.nodes),
+            "nodes": self.wanted_alive,
             "agent_ports": sorted(wanted),
             "timeout": timeout,
         }
@@ -296,8 +364,15 @@ class Cluster:
         if probe.returncode != 0:
             raise AssertionError(f"cluster not ready:\n{probe.stdout[-2000:]}\n{probe.stderr[-3000:]}\n{self.log_tail()}")
 
-    def submit(self, *args: str, wait: bool = True, deadline_s: float = 180) -> str:
-        """``ray job submit``; only the job head's not-ready answer is retried (same submission id: no job was created)."""
+    def submit(
+        self,
+        *args: str,
+        wait: bool = True,
+        deadline_s: float = 180,
+        env_vars: dict[str, str] | None = None,
+    ) -> str:
+        """``ray job submit`` (``env_vars``: the job's environment variables, through its runtime env);
+        only the job head's not-ready answer is retried (same submission id: no job was created)."""
         submission = f"pixart-{time.monotonic_ns()}"
         command = [
             "job",
@@ -308,6 +383,7 @@ class Cluster:
             submission,
             "--working-dir",
             str(self.root),
+            *(["--runtime-env-json", json.dumps({"env_vars": env_vars})] if env_vars else []),
             *([] if wait else ["--no-wait"]),
             "--",
             "python",
@@ -339,7 +415,11 @@ class Cluster:
     def own_processes(self) -> list[psutil.Process]:
         """This cluster's processes: named by its temp dir or its GCS port (the Ray client server names only the
         latter), started after it, with their descendants; never this process or its ancestors."""
-        temp_marks = [d.rstrip("/") + "/" for d in self.temp_dirs]
+        return self._processes([d.rstrip("/") + "/" for d in self.temp_dirs], port=True)
+
+    def _processes(self, temp_marks: list[str], port: bool) -> list[psutil.Process]:
+        """Processes started after this cluster whose command line names one of ``temp_marks`` (or, with
+        ``port``, the GCS port), with their descendants; never this process or its ancestors."""
         port_mark = re.compile(rf":{self.gcs_port}(?!\d)")
         spared = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
         roots = []
@@ -347,7 +427,7 @@ class Cluster:
             line = " ".join(proc.info["cmdline"] or [])
             if proc.pid in spared or (proc.info["create_time"] or 0) < self.started_at - 2:
                 continue
-            if any(mark in line for mark in temp_marks) or port_mark.search(line):
+            if any(mark in line for mark in temp_marks) or (port and port_mark.search(line)):
                 roots.append(proc)
         tree = {}
         for root in roots:

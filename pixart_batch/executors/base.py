@@ -1,5 +1,5 @@
 """The interface every executor implements, the typed values its phases pass on, and the Ray-free
-pieces both executors share (the clean batch function, the failure counter, the monitored stage).
+pieces the executors use (the batch functions, the failure counter, the monitored stage).
 
 An executor carries out the phases of one run over a handle of its own kind (a Ray ``Dataset``, an
 in-memory batch): :mod:`pixart_batch.run` calls them in order and passes each phase's result to the
@@ -20,14 +20,18 @@ import numpy as np
 from .. import schema as S
 from ..batches import Batch
 from ..errors import SystemicFailure, shorten
+from ..stopping import nothing
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from ..buckets import ModelGeometry
     from ..config import GenerationConfig, RunConfig
     from ..output.formats import OutputFormat
     from ..output.writers import ImageWriter, ImageWriteResult, PlanWriter
     from ..spec import CleanSpec, RunSpec
-    from ..store import EmbeddingStore, StoreWriter
+    from ..stopping import StopFlag
+    from ..store import EmbeddingStore, StoreIdentity, StoreWriter
 
 
 # --------------------------------------------------------------------------- what the phases pass on
@@ -149,6 +153,27 @@ def encode_images(batch: Batch, image_format: str, quality: int) -> Batch:
     return ImageEncoder(image_format, quality)(batch)
 
 
+def first_of_group(table: pa.Table) -> pa.Table:
+    """One row per caption key (the input of ``groupby(caption_key).map_groups``)."""
+    return table.slice(0, 1)
+
+
+def attach_embeddings(
+    batch: Batch,
+    root: str,
+    identity: StoreIdentity,
+    index: list,
+    negatives: bool,
+    stop: StopFlag,
+) -> Batch:
+    """The rows' embeddings from the store; none once the run is stopping (:mod:`pixart_batch.stopping`)."""
+    from ..store import AttachEmbeddings
+
+    if stop.requested():
+        return nothing(batch)
+    return AttachEmbeddings(root, identity, index, negatives)(batch)
+
+
 class FailureCounter:
     """Counts finished and failed images across every actor of the run; says when to stop."""
 
@@ -180,6 +205,29 @@ class FailureCounter:
                 f"({count}x): {error} — committed images are kept; fix the cause and re-run the same command to resume"
             )
         return None
+
+
+Counts = tuple[int, int, int, dict[str, int]]
+"""A counter's state: (made, failed, failed in a row, failures per kind of error)."""
+
+
+class PolledCounter(FailureCounter):
+    """The counter of a run whose counter may restart empty (the Ray executor's, an actor): whoever polls it
+    keeps the counts it saw last and hands them back with each :meth:`poll`; a counter polled for the first
+    time since it (re)started adds them to its own, so the progress line and the failure limits carry on."""
+
+    def __init__(self, max_consecutive: int, max_rate: float, rate_after: int) -> None:
+        super().__init__(max_consecutive, max_rate, rate_after)
+        self.fresh = True  # started or restarted, not polled yet
+
+    def poll(self, seen: Counts | None) -> Counts:
+        if self.fresh and seen is not None:
+            ok, failed, consecutive, errors = seen
+            self.consecutive = self.consecutive if self.ok else consecutive + self.consecutive
+            self.ok, self.failed = self.ok + ok, self.failed + failed
+            self.errors.update(errors)
+        self.fresh = False
+        return self.ok, self.failed, self.consecutive, dict(self.errors)
 
 
 def error_kind(error: str) -> str:

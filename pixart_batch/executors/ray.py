@@ -3,8 +3,8 @@
 The driver streams the prompt file into chunks (``OUTPUT/.work/<run>/``); everything else runs on the workers:
 
 1. **clean**: chunks → diffusers' caption cleaning + size plan (CPU tasks), materialized;
-2. **encode**: captions → distinct (groupby) → minus the store (anti-join) → T5 actors → store part
-   files (committed atomically by :class:`StoreSink`);
+2. **encode**: captions → distinct (groupby) → minus the store (anti-join) → sorted → T5 actors →
+   store part files (committed atomically by :class:`StoreSink`);
 3. **plan**: prompts × images_per_prompt → ``plan/<run>/`` (:class:`PlanSink`) → minus committed keys
    (anti-join on the output format's key files) → sorted by bucket, then caption key;
 4. **generate**: attach stored embeddings (CPU tasks) → DiT + VAE actors (one pool with
@@ -14,18 +14,19 @@ The driver streams the prompt file into chunks (``OUTPUT/.work/<run>/``); everyt
    write bundler's last short bundle included (:mod:`pixart_batch.stopping`).
 
 The sinks are thin adapters over the Ray-free writers (:mod:`pixart_batch.output.writers`,
-:class:`pixart_batch.store.StoreWriter`). Resource numbers come from the config's ``stages``
-section; the comments say why.
+:class:`pixart_batch.store.StoreWriter`). Every operator's resources come from the config (``stages``,
+``ray.task_num_cpus``), checked against the cluster first (:mod:`.ray_resources`); the comments say why.
+The run's monitor, its one helper actor, lives on the driver's node (:func:`start_monitor`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import sys
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import ray
 from ray.data import Datasink
@@ -35,22 +36,24 @@ from ..batches import Batch
 from ..errors import UserError
 from ..progress import Poller, Progress, say
 from ..stages import stage_class
-from ..stopping import GracefulStop, StopFlag, nothing, stoppable
+from ..stopping import GracefulStop, StopFlag, stoppable
 from .base import (
     Cleaned,
     Executor,
-    FailureCounter,
     FailureLimits,
     Planned,
+    PolledCounter,
     ToEncode,
+    attach_embeddings,
     caption_rows,
     clean_and_size,
     encode_images,
+    first_of_group,
     monitored,
 )
+from .ray_resources import generate_pools, require_cpus, require_gpus, shuffle_partitions
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     from ray.actor import ActorHandle
     from ray.data import Dataset
     from ray.data._internal.execution.interfaces import TaskContext
@@ -60,7 +63,7 @@ if TYPE_CHECKING:
     from ..config import RunConfig, StageConfig
     from ..output.formats import OutputFormat
     from ..output.writers import ImageWriter, ImageWriteResult, PlanWriter
-    from ..store import EmbeddingStore, StoreIdentity, StoreWriter
+    from ..store import EmbeddingStore, StoreWriter
 
 
 # --------------------------------------------------------------------------- Ray setup
@@ -189,76 +192,103 @@ def model_pools(config: RunConfig) -> list[tuple[str, bool, dict[str, Any]]]:
     two batches in flight per GPU actor (the VAE of one overlaps the DiT of the next); else a
     DiT pool and a VAE pool; with ``stages.score.enabled`` then a pool of CLIP actors of its own, on
     the decoded pixels before the write tasks encode them."""
-    stages = config.stages
-    score = [("score", False, map_kwargs(stages.score))] if stages.score.enabled else []
-    if stages.decode.colocate:
-        return [("generate", True, map_kwargs(stages.denoise, threads=2 if stages.denoise.num_gpus > 0 else 1)), *score]
-    return [("denoise", False, map_kwargs(stages.denoise)), ("decode", True, map_kwargs(stages.decode)), *score]
+    pools = []
+    for name, stage in generate_pools(config):
+        threads = 2 if name == "generate" and stage.num_gpus > 0 else 1
+        pools.append((name, name in ("generate", "decode"), map_kwargs(stage, threads=threads)))
+    return pools
 
 
 def check_gpus(config: RunConfig) -> None:
-    """Refuse up front a run whose stages need more GPUs at once than the cluster has.
-
-    The encode phase runs alone; DiT and VAE actors run together. Each pool needs its
-    minimum size × ``num_gpus`` to start.
-    """
-    available = float(ray.cluster_resources().get("GPU", 0.0))
-    stages = config.stages
-    phases: dict[str, list[tuple[str, StageConfig]]] = {
-        "encode": [("encode", stages.encode)],
-        "generate": [("denoise", stages.denoise)]
-        + ([] if stages.decode.colocate else [("decode", stages.decode)])
-        + ([("score", stages.score)] if stages.score.enabled else []),
-    }
-    for phase, members in phases.items():
-        parts = [(name, stage.pool_size()[0], stage.num_gpus) for name, stage in members if stage.num_gpus > 0]
-        need = sum(size * gpus for _, size, gpus in parts)
-        if need > available + 1e-9:
-            detail = " + ".join(f"{name} {size}×{gpus:g}" for name, size, gpus in parts)
-            raise UserError(
-                f"the {phase} stages need {need:g} GPUs at once ({detail}) but the Ray cluster has {available:g}; "
-                "lower stages.*.concurrency or num_gpus, or use a CPU recipe (configs/tiny.yaml, configs/cpu.yaml)"
-            )
+    """Refuse up front a run needing more GPUs at once than the cluster has (:func:`.require_gpus`)."""
+    require_gpus(config, float(ray.cluster_resources().get("GPU", 0.0)))
 
 
-def shuffle_partitions(rows: int) -> int:
-    """Partitions for an all-to-all step: ~100k small rows each, at least 1, at most 64."""
-    return max(1, min(64, math.ceil(rows / 100_000)))
+def small_blocks(dataset: Dataset, rows: int, num_cpus: float) -> Dataset:
+    """``dataset`` streamed in blocks of at most ``rows`` rows by tasks asking ``num_cpus`` each. Ray 2.60's
+    ``repartition`` takes no resource arguments, although the operator it adds has them (unset, its tasks
+    ask Ray Data's default, a whole CPU): they are set on that operator (tests/test_operator_cpus.py)."""
+    shaped = dataset.repartition(target_num_rows_per_block=rows)
+    cast(Any, shaped._logical_plan.dag).ray_remote_args["num_cpus"] = num_cpus
+    return shaped
 
 
-# --------------------------------------------------------------------------- CPU task functions
+def keys_in(files: list[str], fs: Any, key: str, num_cpus: float) -> Dataset:
+    """The ``key`` column of Parquet ``files``, read by tasks asking ``num_cpus`` each."""
+    return ray.data.read_parquet(files, filesystem=fs, num_cpus=num_cpus).select_columns([key])
 
 
-def first_of_group(table: pa.Table) -> pa.Table:
-    """One row per caption key (the input of ``groupby(caption_key).map_groups``)."""
-    return table.slice(0, 1)
+def without(dataset: Dataset, known: Dataset, key: str, rows: int, num_cpus: float) -> Dataset:
+    """The rows of ``dataset`` whose ``key`` is not in ``known`` (a left anti-join over about ``rows`` rows);
+    its reduce tasks ask ``num_cpus``, its map tasks a whole CPU (Ray 2.60's: :mod:`.ray_resources`)."""
+    partitions, cpus = shuffle_partitions(rows), {"num_cpus": num_cpus}
+    return dataset.join(known, "left_anti", partitions, on=(key,), aggregator_ray_remote_args=cpus)
 
 
-def attach_embeddings(
-    batch: Batch,
-    root: str,
-    identity: StoreIdentity,
-    index: list,
-    negatives: bool,
-    stop: StopFlag,
-) -> Batch:
-    """The rows' embeddings from the store; none once the run is stopping (:mod:`pixart_batch.stopping`)."""
-    from ..store import AttachEmbeddings
+# --------------------------------------------------------------------------- the run's monitor
 
-    if stop.requested():
-        return nothing(batch)
-    return AttachEmbeddings(root, identity, index, negatives)(batch)
+MONITOR_PATIENCE_S = 30.0
+"""How long a stage waits for the monitor's verdict on a batch (a restart takes seconds), then goes on."""
 
 
-FailureMonitor: Any = ray.remote(num_cpus=0)(FailureCounter)
-"""One :class:`~.base.FailureCounter` for every actor of a Ray run."""
+def start_monitor(limits: FailureLimits) -> ActorHandle:
+    """The run's monitor, on the driver's node: losing that node ends the run anyway, and no worker node's
+    loss can take the monitor with it (Ray would otherwise place it anywhere). ``max_restarts=-1``: a dead
+    monitor process is restarted there; ``max_task_retries=-1``: the calls it had not answered are retried.
+    ``num_cpus=0``: it only counts, and must not take a CPU from the stages."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    options = {"num_cpus": 0, "scheduling_strategy": here, "max_restarts": -1, "max_task_retries": -1}
+    monitor: Any = ray.remote(PolledCounter)  # Any: Ray's stubs do not type options(**dict)
+    return monitor.options(**options).remote(limits.max_consecutive, limits.max_rate, limits.rate_after)
 
 
-def remote_record(monitor: ActorHandle) -> Callable[[int, list[str]], str | None]:
-    def record(ok: int, errors: list[str]) -> str | None:
-        return ray.get(monitor.record.remote(ok, errors))
+class MonitorCalls:
+    """What a stage calls after each batch: the monitor's verdict, waiting out a restart or a moment of
+    unavailability with a short backoff for at most ``patience_s``, then going on without a verdict (the
+    batch is never lost because of the monitor; a stage that gave up once waits only a second next time)."""
 
-    return record
+    def __init__(self, monitor: ActorHandle, patience_s: float = MONITOR_PATIENCE_S) -> None:
+        self.monitor, self.patience_s, self.gave_up = monitor, patience_s, False
+
+    def __call__(self, ok: int, errors: list[str]) -> str | None:
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        deadline = time.monotonic() + (1.0 if self.gave_up else self.patience_s)
+        ref, wait = None, 0.25
+        while True:
+            ref = self.monitor.record.remote(ok, errors) if ref is None else ref
+            left = deadline - time.monotonic()
+            try:
+                verdict, self.gave_up = ray.get(ref, timeout=max(min(wait, left), 0.01)), False
+                return verdict
+            except GetTimeoutError:
+                pass  # still queued: Ray retries it on the restarted monitor, so wait for the same call
+            except RayActorError:
+                ref = None  # this call is lost: make it again after the backoff
+                time.sleep(max(min(wait, left), 0))
+            if time.monotonic() >= deadline:
+                logging.getLogger(__name__).warning("the run's monitor did not answer: this batch goes on")
+                self.gave_up = True
+                return None
+            wait = min(2 * wait, 4.0)
+
+
+class MonitorPoll:
+    """The driver's poll of the monitor: ``(made, failed)``; the last counts while it does not answer."""
+
+    def __init__(self, monitor: ActorHandle) -> None:
+        self.monitor, self.seen = monitor, None
+
+    def __call__(self) -> tuple[int, int]:
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        try:
+            self.seen = ray.get(self.monitor.poll.remote(self.seen), timeout=10)
+        except (GetTimeoutError, RayActorError):
+            pass
+        return (self.seen[0], self.seen[1]) if self.seen else (0, 0)
 
 
 # --------------------------------------------------------------------------- sinks: thin adapters over the writers
@@ -324,11 +354,12 @@ class RayExecutor(Executor):
 
     def check_resources(self) -> None:
         check_gpus(self.config)
+        require_cpus(self.config, float(ray.cluster_resources().get("CPU", 0.0)))
 
     def clean(self, chunks: list[str], output_fs: Any) -> Cleaned:
-        stage = self.config.stages.clean
+        stage, task = self.config.stages.clean, self.config.ray.task_num_cpus
         prompts = (
-            ray.data.read_parquet(chunks, filesystem=output_fs)
+            ray.data.read_parquet(chunks, filesystem=output_fs, num_cpus=task)  # I/O: a fraction of a CPU
             .map_batches(
                 clean_and_size,  # type: ignore[arg-type]  # Ray types fn as fn(batch); fn_kwargs supplies the rest
                 fn_kwargs={
@@ -353,35 +384,37 @@ class RayExecutor(Executor):
             batch_format="numpy",
             num_cpus=self.config.stages.clean.num_cpus,
         )
-        partitions = shuffle_partitions(2 * prompts.count())
+        rows, task = 2 * prompts.count(), self.config.ray.task_num_cpus
         distinct = (
-            captions.groupby(S.CAPTION_KEY, num_partitions=partitions)
-            .map_groups(first_of_group, batch_format="pyarrow")
+            captions.groupby(S.CAPTION_KEY, num_partitions=shuffle_partitions(rows))
+            .map_groups(first_of_group, batch_format="pyarrow", num_cpus=task)
             .materialize()
         )
         wanted = distinct.count()
         parts = store.part_files()
         todo = distinct
         if parts:
-            known = ray.data.read_parquet(parts, filesystem=store.location.fs).select_columns([S.CAPTION_KEY])
-            todo = distinct.join(known, join_type="left_anti", num_partitions=partitions, on=(S.CAPTION_KEY,)).materialize()
+            known = keys_in(parts, store.location.fs, S.CAPTION_KEY, task)
+            todo = without(distinct, known, S.CAPTION_KEY, rows, task).materialize()
         count = todo.count()
         return ToEncode(todo, count, wanted - count)
 
     def encode(self, todo: ToEncode, writer: StoreWriter) -> None:
         if not todo.count:
             return
-        stage = self.config.stages.encode
+        stage, task = self.config.stages.encode, self.config.ray.task_num_cpus
         # Sorted by key and kept in order, so each store part covers a narrow key range and a lookup
         # opens few parts; small blocks, so actors work in parallel and parts commit as batches finish.
+        # The sort is done before the T5 pool starts: Ray's sort tasks take a whole CPU (see ray_resources).
+        ordered = todo.todo.sort(S.CAPTION_KEY).materialize()
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
         try:
-            todo.todo.sort(S.CAPTION_KEY).repartition(target_num_rows_per_block=stage.batch_size).map_batches(
+            small_blocks(ordered, stage.batch_size, task).map_batches(
                 stage_class("encode"),
                 fn_constructor_kwargs={"spec": self.spec.encode_spec()},
                 **map_kwargs(stage),
-            ).write_datasink(StoreSink(writer))
+            ).write_datasink(StoreSink(writer), ray_remote_args={"num_cpus": task})  # I/O, beside T5
         finally:
             context.execution_options.preserve_order = False
 
@@ -390,7 +423,7 @@ class RayExecutor(Executor):
         from ..output.writers import PlanWriteResult
         from ..plan import expand_images
 
-        generation = self.config.generation
+        generation, task = self.config.generation, self.config.ray.task_num_cpus
         images = cleaned.prompts.map_batches(
             expand_images,
             fn_kwargs={"images_per_prompt": generation.images_per_prompt, "run_seed": generation.seed},
@@ -399,14 +432,15 @@ class RayExecutor(Executor):
         ).materialize()
         sink = PlanSink(writer)
         labelled = S.LABEL in images.schema().names
-        images.select_columns(list(S.plan_schema(labelled).names)).write_datasink(sink)
+        columns = list(S.plan_schema(labelled).names)
+        plan = images.select_columns(columns, num_cpus=task)  # I/O-bound: a fraction of a CPU
+        plan.write_datasink(sink, ray_remote_args={"num_cpus": task})
         written: PlanWriteResult = sink.total(PlanWriteResult())
         key_files = shards.key_files()  # Parquet with a key column, whatever the format
         remaining = images
         if key_files:
-            committed = ray.data.read_parquet(key_files, filesystem=shards.location.fs).select_columns([S.KEY])
-            partitions = shuffle_partitions(written.rows)
-            remaining = remaining.join(committed, join_type="left_anti", num_partitions=partitions, on=(S.KEY,))
+            committed = keys_in(key_files, shards.location.fs, S.KEY, task)
+            remaining = without(remaining, committed, S.KEY, written.rows, task)
         if not dry_run:
             # By bucket (one shape per DiT batch), then by caption key: a batch's embeddings sit together
             # in the store (sorted by caption key), so lookups read about what they use.
@@ -417,8 +451,8 @@ class RayExecutor(Executor):
     def generate(self, planned: Planned, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits) -> ImageWriteResult:
         from ..output.writers import ImageWriteResult
 
-        stages = self.config.stages
-        monitor = FailureMonitor.remote(limits.max_consecutive, limits.max_rate, limits.rate_after)
+        stages, task = self.config.stages, self.config.ray.task_num_cpus
+        monitor = start_monitor(limits)
         # A graceful stop (first SIGINT / SIGTERM): the flag file makes the store step and the first model
         # stage return no rows for batches not started; the rest drains, the write bundler flushes its
         # last short bundle, and every counted image is committed (see pixart_batch.stopping).
@@ -426,8 +460,8 @@ class RayExecutor(Executor):
         dataset = (
             # Blocks of one DiT batch: images stream through the stages and shards commit as they
             # finish, instead of a whole sorted partition at a time.
-            planned.remaining.repartition(target_num_rows_per_block=stages.denoise.batch_size).map_batches(
-                attach_embeddings,
+            small_blocks(planned.remaining, stages.denoise.batch_size, task).map_batches(
+                attach_embeddings,  # type: ignore[arg-type]  # Ray types fn as fn(batch); fn_kwargs: the rest
                 fn_kwargs={
                     "root": store.root,
                     "identity": store.identity,
@@ -441,7 +475,7 @@ class RayExecutor(Executor):
             )
         )
         for name, report_success, kwargs in model_pools(self.config):
-            stage = monitored(stage_class(name), remote_record(monitor), report_success=report_success)
+            stage = monitored(stage_class(name), MonitorCalls(monitor), report_success=report_success)
             dataset = dataset.map_batches(
                 # A stopping run starts no new DiT batch; latents already made are still decoded.
                 stoppable(stage, flag) if name in ("generate", "denoise") else stage,
@@ -449,7 +483,7 @@ class RayExecutor(Executor):
                 **kwargs,
             )
         dataset = dataset.map_batches(
-            encode_images,
+            encode_images,  # type: ignore[arg-type]  # Ray types fn as fn(batch); fn_kwargs supplies the rest
             fn_kwargs={"image_format": self.config.output.image_format, "quality": self.config.output.image_quality},
             batch_size=stages.write.batch_size,
             batch_format="numpy",
@@ -457,10 +491,10 @@ class RayExecutor(Executor):
         )
         sink = ImageSink(writer)
         progress = Progress(planned.todo, self.config.console.progress_interval_s)
-        poll = lambda: ray.get(monitor.counts.remote())  # noqa: E731
+        poll = MonitorPoll(monitor)
         with GracefulStop(lambda: progress.done, flag) as stop, Poller(progress, poll):
-            dataset.write_datasink(sink)
-        progress.update(*ray.get(monitor.counts.remote()))
+            dataset.write_datasink(sink, ray_remote_args={"num_cpus": stages.write.num_cpus})  # as encoding
+        progress.update(*poll())
         progress.close()
         stop.raise_if_stopped()
         return sink.total(ImageWriteResult())

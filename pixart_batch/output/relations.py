@@ -7,8 +7,9 @@ resolving ``..``).
 - The embedding store may not lie inside any output's :data:`STORE_FORBIDDEN_DIRS` (its shards, its
   quarantine, its gallery, ...: another output's ``embeddings/`` is a shared store, which is fine), nor
   inside another store.
-- The prompt file and the checkpoint's folders may not lie where this run writes: the output's
-  reserved folders and files, and the store.
+- The prompt file (or folder; a hub dataset, ``hf://``, lies nowhere this run writes) and the
+  checkpoint's folders may not lie where this run writes: the output's reserved folders and files,
+  and the store; neither the output nor the store may lie inside a prompt folder (read whole).
 
 Each refusal is one line naming both paths and the rule.
 """
@@ -112,8 +113,11 @@ def check_relations(output: str, store: str, prompts: str | None, checkpoints: I
         _not_a_file(into, "the embedding store")
     written = [(out.child(name), f"the output {out.uri} writes") for name in RESERVED_DIRS + RESERVED_FILES]
     written.append((into, f"the embedding store of this run ({into.uri}) writes"))
-    inputs = [("the prompt file", prompts)] if prompts else []
+    hub = prompts is not None and prompts.startswith("hf://")  # a hub dataset: nowhere this run writes
+    inputs = [("the prompt file", prompts)] if prompts and not hub else []
     inputs += [("the checkpoint", folder) for folder in checkpoints]
+    if inputs and inputs[0][0] == "the prompt file":
+        _not_in_prompt_folder(Place.of(inputs[0][1]), ((out, "the output"), (into, "the embedding store")))
     for what, path in inputs:
         place = Place.of(path)
         for target, rule in written:
@@ -121,6 +125,16 @@ def check_relations(output: str, store: str, prompts: str | None, checkpoints: I
                 raise OutputError(f"{place.uri}: {what} lies inside {target.uri}, which {rule}; move it or choose another output")
         if what == "the checkpoint" and out.inside(place) and place.inside(out):
             raise OutputError(f"{out.uri}: the output is the checkpoint's folder; choose another output")
+
+
+def _not_in_prompt_folder(prompts: Place, written: tuple[tuple[Place, str], ...]) -> None:
+    """Refuse an output or store inside a prompt folder (a folder of tables is read whole: its files
+    would become prompts)."""
+    for place, what in written:
+        if place.inside(prompts):
+            folder = f"the prompt folder {prompts.uri}"
+            problem = f"{what} lies inside {folder}, whose files are read as prompts"
+            raise OutputError(f"{place.uri}: {problem}; choose a place outside it")
 
 
 def _not_a_file(place: Place, what: str) -> None:

@@ -46,18 +46,30 @@ Files
     records a fingerprint of the bytes it read (:class:`PromptFingerprint`);
     :func:`iter_prompts` refuses a file whose bytes are not the same ones.
 
+Sources and columns
+    ``--prompts`` (a :class:`PromptSource`'s ``path``) may also be a folder written by ``datasets``'
+    ``save_to_disk`` (its Arrow files streamed), a folder of tables (``.parquet``/``.jsonl``/``.csv``:
+    a hub repository's snapshot), a glob (``*`` in the last part), ``s3://``/``gs://``, or a hub
+    dataset ``hf://datasets/ORG/NAME[/path]`` (:mod:`.hub`; offline: an error naming the cached
+    copy). A table's fields may come from other columns (:class:`PromptSource`'s ``prompt_column``,
+    ``id_column``, ``label_column``, ``negative_prompt_column``); ids are derived from the values
+    exactly as when the columns carry the default names.
+
 Modules: :mod:`.records` (the record, the error helper), :mod:`.flags` (size flags),
 :mod:`.ids` (stable ids, duplicate-id errors), :mod:`.fields` (row validation), :mod:`.source`
 (file access through :mod:`pixart_batch.storage`, fingerprints), :mod:`.readers` (one reader per
-format, one registry by suffix) and :mod:`.scan` (the streaming passes).
+format, one registry by suffix), :mod:`.columns` (the source and its column mapping), :mod:`.folders`
+(``datasets`` folders, folders of tables, globs), :mod:`.hub` (``hf://datasets/...``) and :mod:`.scan`
+(the streaming passes).
 """
 
 from __future__ import annotations
 
+from .columns import PromptSource
 from .flags import parse_prompt_line
 from .readers import SUPPORTED_EXTENSIONS
 from .records import PromptRecord
-from .scan import PromptScan, iter_prompts, read_prompts, scan_prompts
+from .scan import Prompts, PromptScan, count_records, iter_prompts, read_prompts, scan_prompts
 from .source import PromptFingerprint
 
 __all__ = [
@@ -65,6 +77,9 @@ __all__ = [
     "PromptFingerprint",
     "PromptRecord",
     "PromptScan",
+    "PromptSource",
+    "Prompts",
+    "count_records",
     "iter_prompts",
     "parse_prompt_line",
     "read_prompts",

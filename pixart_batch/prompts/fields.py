@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from typing import Any
 
 from pixart_batch.errors import a_or_an
@@ -36,17 +37,26 @@ def _positive_int(value: Any, key: str, source: str) -> int:
     return number
 
 
-def record_from_fields(fields: dict[str, Any], source: str, ids: IdMaker) -> Entry:
-    """Build a record from a jsonl object or table row (``None`` values = not given).
+def record_from_fields(
+    fields: dict[str, Any],
+    source: str,
+    ids: IdMaker,
+    names: Mapping[str, str] | None = None,
+) -> Entry:
+    """Build a record from a jsonl object or table row (``None`` values = not given); ``names``: the
+    column each field was read from, for messages (``--prompt-column`` and the like; default: the field's).
 
     Returns the record and whether its id was explicit.
     """
+    named = names or {}
+    prompt_name = f"'{named.get('prompt', 'prompt')}'"
+    negative_name = f"'{named.get('negative_prompt', 'negative_prompt')}'"
     raw_prompt = fields.get("prompt")
     if raw_prompt is None:
-        fail(source, "'prompt' is missing or null")
+        fail(source, f"{prompt_name} is missing or null")
     if not isinstance(raw_prompt, str):
-        fail(source, f"'prompt' must be a string, not {type(raw_prompt).__name__}")
-    no_nul(raw_prompt, "'prompt'", source)
+        fail(source, f"{prompt_name} must be a string, not {type(raw_prompt).__name__}")
+    no_nul(raw_prompt, prompt_name, source)
     prompt, width, height, ratio = parse_prompt_line(raw_prompt, source)
     key = raw_prompt.strip()
 
@@ -73,19 +83,19 @@ def record_from_fields(fields: dict[str, Any], source: str, ids: IdMaker) -> Ent
     negative = fields.get("negative_prompt")
     if negative is not None:
         if not isinstance(negative, str):
-            fail(source, f"'negative_prompt' must be a string, not {type(negative).__name__}")
-        no_nul(negative, "'negative_prompt'", source)
+            fail(source, f"{negative_name} must be a string, not {type(negative).__name__}")
+        no_nul(negative, negative_name, source)
         negative = negative.strip()
         key += "\0" + negative
 
-    label = label_of(fields.get("label"), source)
+    label = label_of(fields.get("label"), source, named.get("label", "label"))
     try:
         key_bytes = key.encode("utf-8")
     except UnicodeEncodeError:
         fail(source, "text contains an unpaired surrogate escape (e.g. \\ud800); not valid Unicode")
     raw_id = fields.get("id")
     explicit = raw_id is not None
-    prompt_id = explicit_id(raw_id, source) if explicit else ids.derive(key_bytes)
+    prompt_id = explicit_id(raw_id, source, named.get("id", "id")) if explicit else ids.derive(key_bytes)
     return PromptRecord(prompt_id, prompt, negative, width, height, ratio, source, label), explicit
 
 
@@ -111,41 +121,31 @@ def _unseen_character(text: str) -> tuple[int, str] | None:
     return None
 
 
-def label_of(value: Any, source: str) -> str | None:
+def label_of(value: Any, source: str, column: str = "label") -> str | None:
     """A record's ``label``: a class name (non-empty text, surrounding whitespace stripped, Unicode
     NFC), or ``None``. Control and invisible format characters inside it are refused (a class name is
     one line of visible text: it heads tables and directory listings).
 
-    The label is not part of a derived id: labelling a prompt file does not change its ids (its images)."""
+    The label is not part of a derived id: labelling a prompt file does not change its ids (its images).
+    ``column``: the column (or key) it was read from, for messages."""
+    name = f"'{column}'"
     if value is None:
         return None
     if not isinstance(value, str):
-        fail(source, f"'label' must be a string (a class name), not {type(value).__name__}")
-    no_nul(value, "'label'", source)
+        fail(source, f"{name} must be a string (a class name), not {type(value).__name__}")
+    no_nul(value, name, source)
     label = value.strip()
     if not label:
-        fail(source, "'label' is empty; give a class name or leave the field out")
+        fail(source, f"{name} is empty; give a class name or leave the field out")
     unseen = _unseen_character(label)
     if unseen is not None:
         position, code = unseen
         fail(
             source,
-            f"'label' {quote(label)} holds a control or invisible character ({code}, character {position}); "
+            f"{name} {quote(label)} holds a control or invisible character ({code}, character {position}); "
             "a class name is one line of visible text",
         )
     label = normal_label(label)
     if len(label) > MAX_LABEL_CHARS:
-        fail(source, f"'label' is longer than {MAX_LABEL_CHARS} characters ({quote(label)})")
+        fail(source, f"{name} is longer than {MAX_LABEL_CHARS} characters ({quote(label)})")
     return label
-
-
-def columns_or_fail(columns: list[str], source: str) -> None:
-    """Check a table header (CSV) or schema (Parquet): a ``prompt`` column, no column named twice
-    (not even one that is ignored: which of the two was meant is not ours to guess)."""
-    seen: set[str] = set()
-    for column in columns:
-        if column in seen:
-            fail(source, f"column {column!r} appears more than once")
-        seen.add(column)
-    if "prompt" not in columns:
-        fail(source, f"no 'prompt' column (columns: {', '.join(columns) or 'none'})")

@@ -45,13 +45,13 @@ def id_digest(prompt_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(prompt_id.encode(), digest_size=8).digest(), "big")
 
 
-def explicit_id(value: Any, source: str) -> str:
-    """Validate an explicit id (text, or a JSON/table integer turned into text)."""
+def explicit_id(value: Any, source: str, column: str = "id") -> str:
+    """Validate an explicit id (text, or a JSON/table integer turned into text) read from ``column``."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
-        fail(source, f"'id' must be a string or an integer, not {type(value).__name__}")
-    no_nul(value, "'id'", source)
+        fail(source, f"'{column}' must be a string or an integer, not {type(value).__name__}")
+    no_nul(value, f"'{column}'", source)
     if not _ID_RE.fullmatch(value):
         fail(
             source,
@@ -64,6 +64,8 @@ def duplicate_id(name: str, record: PromptRecord, explicit: bool, earlier: Promp
     """Raise the error for ``record`` reusing the id of the ``earlier`` one."""
 
     def where(r: PromptRecord) -> str:
+        if not r.source.startswith(name + ":"):
+            return r.source  # a record of one file of a folder: "FOLDER/FILE:row N"
         location = r.source[len(name) + 1 :]  # "N" (a line) or "row N"
         return location if location.startswith("row ") else f"line {location}"
 

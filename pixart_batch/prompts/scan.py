@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
-from .classes import ClassFile, count_class_file, iter_classes
+from .classes import ClassFile, count_class_file
+from .columns import PromptSource, as_source
+from .folders import read_source
 from .ids import DERIVED_ID_RE, IdMaker, duplicate_id, id_digest
-from .readers import READERS, read_entries
+from .readers import CLASS_EXTENSIONS, suffix
 from .records import Entry, PromptRecord, fail
 from .source import PromptFingerprint, Tally
 
@@ -35,10 +37,18 @@ class PromptScan:
     beyond the model's limit are refused before anything starts (``None``: no size requested)."""
     labels: tuple[str, ...] = ()
     """The distinct labels of the records, sorted (empty: an unlabelled file)."""
+    source: PromptSource | None = None
+    """What was scanned: the path and the columns a table's fields are read from (None: ``path``, the
+    default columns). :func:`iter_prompts` given this scan reads the same way."""
 
 
-def scan_prompts(path: str | os.PathLike[str]) -> PromptScan:
-    """Validate every prompt of ``path`` and check that ids are unique, in bounded memory.
+Prompts = str | os.PathLike[str] | PromptSource
+"""A prompt source: a path (a file, folder, glob or URI; the default columns) or a :class:`PromptSource`."""
+
+
+def scan_prompts(path: Prompts) -> PromptScan:
+    """Validate every prompt of ``path`` (a path, or a :class:`PromptSource` with its column mapping) and
+    check that ids are unique, in bounded memory.
 
     Streams the file once, keeping 8 bytes per prompt (content digests and explicit-id
     digests in compact arrays) instead of the prompts themselves; a duplicate is then
@@ -52,7 +62,8 @@ def scan_prompts(path: str | os.PathLike[str]) -> PromptScan:
     """
     import numpy as np
 
-    name = os.fsdecode(path)
+    source = as_source(path)
+    name = source.path
     tally = Tally(name)
     ids = IdMaker()
     explicit = array("Q")
@@ -60,7 +71,7 @@ def scan_prompts(path: str | os.PathLike[str]) -> PromptScan:
     count = 0
     largest: tuple[int, str] | None = None
     labels = _Labels(name)
-    for record, is_explicit in read_entries(path, ids, tally):
+    for record, is_explicit in read_source(source, ids, tally):
         count += 1
         labels.add(record)
         side = max(record.width or 0, record.height or 0)
@@ -76,17 +87,18 @@ def scan_prompts(path: str | os.PathLike[str]) -> PromptScan:
     clash = bool(lookalikes) and _derived_clash(lookalikes, values, counts)
     explicit_counts = np.unique(np.frombuffer(explicit, dtype=np.uint64), return_counts=True)[1] if len(explicit) else None
     if clash or (explicit_counts is not None and (explicit_counts > 1).any()):
-        _raise_duplicate(path, repeated, tally.fingerprint())
-    return PromptScan(name, count, repeated, tally.fingerprint(), largest, tuple(sorted(labels.names)))
+        _raise_duplicate(source, repeated, tally.fingerprint())
+    names = tuple(sorted(labels.names))
+    return PromptScan(name, count, repeated, tally.fingerprint(), largest, names, source)
 
 
-def count_records(path: str | os.PathLike[str]) -> ClassFile | None:
+def count_records(path: Prompts) -> ClassFile | None:
     """A class × template file parsed and its records counted, none made (its ``describe()`` says how
     many), and refused above its limit; ``None`` for a file whose records are only known by reading them."""
-    name = os.fsdecode(path)
-    if READERS.get(os.path.splitext(name)[1].lower()) is not iter_classes:
+    name = as_source(path).path
+    if suffix(name) not in CLASS_EXTENSIONS:
         return None
-    parsed = count_class_file(path)
+    parsed = count_class_file(name)
     parsed.check_size()
     return parsed
 
@@ -136,12 +148,12 @@ def _derived_clash(lookalikes: list[str], values: np.ndarray, counts: np.ndarray
     return False
 
 
-def _raise_duplicate(path: str | os.PathLike[str], repeated: frozenset[int], fingerprint: PromptFingerprint) -> NoReturn:
+def _raise_duplicate(source: PromptSource, repeated: frozenset[int], checked: PromptFingerprint) -> NoReturn:
     """Find the first id that repeats (second pass, exact) and raise the error naming both lines."""
-    name = os.fsdecode(path)
-    tally = Tally(name, fingerprint)
+    name = source.path
+    tally = Tally(name, checked)
     first: dict[str, tuple[PromptRecord, bool]] = {}
-    for record, explicit in read_entries(path, IdMaker(repeated), tally):
+    for record, explicit in read_source(source, IdMaker(repeated), tally):
         earlier = first.setdefault(record.prompt_id, (record, explicit))
         if earlier[0] is not record:
             duplicate_id(name, record, explicit, *earlier)
@@ -149,12 +161,13 @@ def _raise_duplicate(path: str | os.PathLike[str], repeated: frozenset[int], fin
     raise AssertionError("a duplicate id was detected but not found again")  # pragma: no cover
 
 
-def iter_prompts(path: str | os.PathLike[str], scan: PromptScan | None = None) -> Iterator[PromptRecord]:
+def iter_prompts(path: Prompts, scan: PromptScan | None = None) -> Iterator[PromptRecord]:
     """Stream the prompts of ``path`` in file order, with their final ids.
 
     Pass the :class:`PromptScan` of :func:`scan_prompts` (which validates the whole
     file and checks ids); without one the file is scanned first. Memory stays bounded
-    either way: records are yielded one at a time.
+    either way: records are yielded one at a time. Given the scan, ``path`` may be the
+    scan's ``path``: the source is then read with the scan's column mapping.
 
     The bytes read must be the ones the scan read (its ``fingerprint``): a file whose
     size differs is refused before the first record, one that grows as soon as the read
@@ -166,10 +179,13 @@ def iter_prompts(path: str | os.PathLike[str], scan: PromptScan | None = None) -
         PromptFileError: for anything that makes the file unusable, or
             ``"<path>: the prompt file changed while the run was starting (...)"``.
     """
+    source = as_source(path)
     if scan is None:
-        scan = scan_prompts(path)
-    tally = Tally(os.fsdecode(path), scan.fingerprint)
-    return _checked_records(read_entries(path, IdMaker(scan.repeated), tally), tally)
+        scan = scan_prompts(source)
+    elif scan.source is not None and not isinstance(path, PromptSource) and source.path == scan.path:
+        source = scan.source
+    tally = Tally(source.path, scan.fingerprint)
+    return _checked_records(read_source(source, IdMaker(scan.repeated), tally), tally)
 
 
 def _checked_records(entries: Iterator[Entry], tally: Tally) -> Iterator[PromptRecord]:
@@ -179,6 +195,6 @@ def _checked_records(entries: Iterator[Entry], tally: Tally) -> Iterator[PromptR
     tally.verify()
 
 
-def read_prompts(path: str | os.PathLike[str]) -> list[PromptRecord]:
+def read_prompts(path: Prompts) -> list[PromptRecord]:
     """Every prompt of ``path`` as a list (:func:`scan_prompts` + :func:`iter_prompts`)."""
     return list(iter_prompts(path, scan_prompts(path)))

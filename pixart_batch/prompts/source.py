@@ -29,7 +29,10 @@ class PromptFingerprint:
     """Bytes the pass read."""
     sha256: str
     """Hex sha256 of the bytes read in order; for Parquet (read at offsets, all of the ranges
-    it needs but not every byte) of the sorted ``(offset, length, sha256)`` of each range."""
+    it needs but not every byte) of the sorted ``(offset, length, sha256)`` of each range; for a
+    source of several files (a folder) of the files' ``sha256`` in order."""
+    parts: tuple[PromptFingerprint, ...] = ()
+    """A source of several files (a folder, a glob): each file's fingerprint, in reading order."""
 
 
 class Tally:
@@ -48,6 +51,20 @@ class Tally:
         self.bytes_read = 0
         self._hash = hashlib.sha256()
         self._ranges: list[bytes] = []
+        self._parts: list[Tally] = []
+
+    def part(self, name: str) -> Tally:
+        """The tally of the next file of a source of several (a folder): checked against the earlier
+        pass's fingerprint of that file; this tally's fingerprint then combines the files'."""
+        expected = None
+        if self.expected is not None:
+            checked = self.expected.parts
+            if len(self._parts) >= len(checked):
+                self._changed(f"it has more files than the {len(checked)} that were checked")
+            expected = checked[len(self._parts)]
+        child = Tally(name, expected)
+        self._parts.append(child)
+        return child
 
     def opened(self, file_size: int | None, mtime_ns: int | None) -> None:
         """Note what the storage says about the file; refuse one that differs from the earlier pass's."""
@@ -73,6 +90,13 @@ class Tally:
 
     def fingerprint(self) -> PromptFingerprint:
         """The fingerprint of what was read so far."""
+        if self._parts:
+            parts = tuple(part.fingerprint() for part in self._parts)
+            combined = hashlib.sha256("".join(part.sha256 for part in parts).encode())
+            sizes = [part.file_size for part in parts]
+            total = None if None in sizes else sum(size or 0 for size in sizes)
+            read = sum(part.bytes_read for part in parts)
+            return PromptFingerprint(total, None, read, combined.hexdigest(), parts)
         digest = self._hash.copy()
         for entry in sorted(self._ranges):
             digest.update(entry)
@@ -83,9 +107,14 @@ class Tally:
         expected = self.expected
         if expected is None:
             return
-        if self.bytes_read != expected.bytes_read:
-            self._changed(f"{self.bytes_read} bytes read, {expected.bytes_read} when it was checked")
-        if self.fingerprint().sha256 != expected.sha256:
+        if len(self._parts) != len(expected.parts):
+            self._changed(f"{len(self._parts)} files read, {len(expected.parts)} when it was checked")
+        for part in self._parts:
+            part.verify()
+        read = self.fingerprint()
+        if read.bytes_read != expected.bytes_read:
+            self._changed(f"{read.bytes_read} bytes read, {expected.bytes_read} when it was checked")
+        if read.sha256 != expected.sha256:
             self._changed("its bytes differ from the ones that were checked")
 
     def _changed(self, detail: str) -> NoReturn:
@@ -148,15 +177,22 @@ def open_binary(path: str | os.PathLike[str], tally: Tally, seekable: bool = Fal
     """
     from pixart_batch.inputs import NotRegularFileError, is_uri, locate_file, open_regular
 
+    from . import hub
+
     name = os.fsdecode(path)
     remote = is_uri(name)
     if not remote:
         name = name.removeprefix("file://")
     try:
-        stream, size, mtime_ns = open_regular(locate_file(os.fsdecode(path)), seekable=seekable)
+        location = hub.location(name) if hub.is_hub(name) else locate_file(os.fsdecode(path))
+        stream, size, mtime_ns = open_regular(location, seekable=seekable)
     except NotRegularFileError as exc:
         _refuse(name, exc.kind)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:
+        if hub.is_hub(name):
+            hub.refuse(name, exc)
+        if not isinstance(exc, (OSError, ValueError)):
+            raise
         if remote:
             fail(name, f"cannot open ({first_line(exc, limit=200)})")
         if isinstance(exc, ValueError):

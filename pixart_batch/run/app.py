@@ -10,6 +10,14 @@ guard re-checked, the output checked writable) → cleans its own temporaries,
 writes ``settings.json`` and the store pointer, sets damaged files aside, stages the prompt chunks →
 clean → encode (distinct captions minus the store) → plan (images minus committed keys, sorted by
 bucket) → generate → the card → the report → releases the lock.
+
+Nothing to do costs little: a re-run of a finished job (:func:`unchanged_plan`: the last run's report
+says it finished the latest plan from these prompt bytes, and the settings this run would record — the
+checkpoint's file digests included — are the output's) is planned from the output's files and the
+checkpoint's configs alone, importing no torch, diffusers or Ray; :func:`execute` then takes the lock,
+checks again that every planned image is committed in a shard that reads whole and every caption is in
+the store (:func:`~.checks.left_to_do`), and writes only the report and ``run_config.json``. Whatever
+is left, or any doubt, sends the run through the full checks and the executor, as before.
 """
 
 from __future__ import annotations
@@ -22,12 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 from .. import schema as S
 from ..config import RunConfig, config_json
+from ..errors import UserError, first_line
 from ..executors import choose_executor, make_executor
 from ..executors.base import Executor, FailureLimits
 from ..fast import check_fast_modes
 from ..output import OutputDataset
 from ..output.guard import check_settings, label_names
-from ..output.layout import CONFIG_FILE, DRY_RUN_REPORT_FILE, STORE_DIR, STORE_POINTER_FILE
+from ..output.layout import CONFIG_FILE, DRY_RUN_REPORT_FILE, RECREATE, STORE_DIR, STORE_POINTER_FILE
 from ..output.relations import check_relations
 from ..output.session import OutputSession, new_run_id
 from ..output.staging import stage_prompts
@@ -38,11 +47,19 @@ from ..prompts import scan_prompts
 from ..spec import RunSpec
 from ..storage import nested_roots
 from ..store import EmbeddingStore, StoreIdentity, StoreWriter
-from .checks import card_settings_warning, check_quantization, check_sizes
+from .checks import (
+    Left,
+    card_settings_warning,
+    check_quantization,
+    check_sizes,
+    finished_report,
+    left_to_do,
+    prompt_bytes,
+)
 from .report import CAPTIONS_NOTE, RunReport, summary
 
 if TYPE_CHECKING:
-    from ..prompts import PromptScan
+    from ..prompts import Prompts, PromptScan
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,10 @@ class RunPlan:
     dry_run: bool = False
     label_names: tuple[str, ...] | None = None
     """A labelled run's class names, in id order (the output's earlier ones first)."""
+    finished: dict[str, Any] | None = None
+    """The output's last run report when this run looks to have nothing left to do (:func:`unchanged_plan`;
+    ``spec`` is then a light one): :func:`execute` checks under the lock and starts nothing. None: the
+    full plan, carried out by the executor."""
 
     def output(self) -> OutputDataset:
         return OutputDataset(self.output_uri, self.config.output.format)
@@ -75,10 +96,33 @@ def with_labels(settings: dict[str, Any], names: tuple[str, ...] | list[str] | N
     return settings if names is None else {**settings, S.LABEL_NAMES_SETTING: list(names)}
 
 
-def plan_run(config: RunConfig, prompts: str, output: str, encode_only: bool = False, dry_run: bool = False) -> RunPlan:
-    """Check everything that can be checked without writing; returns the plan of the run."""
+def plan_run(
+    config: RunConfig,
+    prompts: Prompts,
+    output: str,
+    encode_only: bool = False,
+    dry_run: bool = False,
+) -> RunPlan:
+    """Check everything that can be checked without writing; returns the plan of the run (for a re-run
+    with nothing left to do, :func:`unchanged_plan`'s)."""
     started = time.time()
     scan = scan_prompts(prompts)
+    if not (encode_only or dry_run):
+        unchanged = unchanged_plan(config, scan, output, started)
+        if unchanged is not None:
+            return unchanged
+    return full_plan(config, scan, output, started, encode_only, dry_run)
+
+
+def full_plan(
+    config: RunConfig,
+    scan: PromptScan,
+    output: str,
+    started: float,
+    encode_only: bool = False,
+    dry_run: bool = False,
+) -> RunPlan:
+    """The plan of a run through the executor: the checkpoint and its weights, every check."""
     if config.model.clean_caption:
         from ..stages.clean import require_cleaning_dependencies
 
@@ -114,6 +158,59 @@ def plan_run(config: RunConfig, prompts: str, output: str, encode_only: bool = F
     )
 
 
+def unchanged_plan(config: RunConfig, scan: PromptScan, output: str, started: float) -> RunPlan | None:
+    """The plan of a re-run that looks to have nothing left to do, from the output's files and the
+    checkpoint's configs and file digests (no torch, diffusers or Ray); None for any other run.
+
+    It looks so when the output is ours, its last run report finished the latest plan from the bytes this
+    run's scan read (:func:`~.checks.finished_report`), and the settings this run would record — checkpoint
+    and encoder digests, every image and embedding setting, class names — and its store pointer are the
+    output's, exactly. Any error (a damaged file, a bad checkpoint) is None: the full checks then say
+    what is wrong, in their order. Scoring (``stages.score``) always takes the full path: the score
+    model's identity needs torch."""
+    if config.stages.score.enabled:
+        return None
+    target = OutputDataset(output, config.output.format)
+    try:
+        if not check_ours(target.location):
+            return None
+        target.validate_metadata()
+        previous = finished_report(target, scan)
+        if previous is None:
+            return None
+        spec = RunSpec.build(config, light=True)
+        check_sizes(spec, scan)
+        store_root = config.output.store or target.location.child(STORE_DIR).uri
+        check_relations(target.uri, store_root, scan.path, checkpoint_folders(spec))
+        names = label_names(target, scan.labels)
+        plan = RunPlan(
+            config=config,
+            spec=spec,
+            scan=scan,
+            identity=spec.store_identity(),
+            output_uri=target.uri,
+            store_root=store_root,
+            executor=choose_executor(config, scan.count * config.generation.images_per_prompt),
+            run_id=new_run_id(),
+            started=started,
+            label_names=None if names is None else tuple(names),
+            finished=previous,
+        )
+        return plan if records_this_run(target, plan) else None
+    except (UserError, OSError, ValueError):
+        return None
+
+
+def records_this_run(output: OutputDataset, plan: RunPlan) -> bool:
+    """Whether ``output`` records exactly ``plan``'s settings and store, and its last run finished the
+    latest plan from the plan's prompt bytes (read again under the lock: another run may change them)."""
+    if finished_report(output, plan.scan) is None or output.read_settings() != plan.settings():
+        return False
+    pointer = output.read_object(STORE_POINTER_FILE, {"uri": str}, "store pointer", RECREATE)
+    store = EmbeddingStore(plan.store_root, plan.identity)
+    return pointer is not None and pointer["uri"] == store_pointer(output, store)
+
+
 def checkpoint_folders(spec: RunSpec) -> list[str]:
     """The local folders the run reads its model from (the checkpoint's, and any ``model.components_from``)."""
     model = spec.model
@@ -121,7 +218,7 @@ def checkpoint_folders(spec: RunSpec) -> list[str]:
 
 
 def run_generate(
-    config: RunConfig, prompts: str, output: str, encode_only: bool = False, dry_run: bool = False
+    config: RunConfig, prompts: Prompts, output: str, encode_only: bool = False, dry_run: bool = False
 ) -> dict[str, Any]:
     """The whole pipeline (or only the embedding store with ``encode_only``, or only the plan with
     ``dry_run``); returns the run report."""
@@ -129,7 +226,14 @@ def run_generate(
 
 
 def execute(plan: RunPlan, log: Callable[[str], None] = say) -> dict[str, Any]:
-    """Carry out ``plan`` in an output session; returns the run report (also in ``run_report.json``)."""
+    """Carry out ``plan`` in an output session; returns the run report (also in ``run_report.json``).
+    A plan with nothing left to do (:attr:`RunPlan.finished`) starts no executor, unless the output
+    turns out, under the lock, to lack something: then the full plan is made and carried out."""
+    if plan.finished is not None:
+        report = finish_unchanged(plan, log)
+        if report is not None:
+            return report
+        plan = full_plan(plan.config, plan.scan, plan.output_uri, plan.started)
     output = plan.output()
     warning = None if plan.encode_only else card_settings_warning(plan.spec)
     if warning:
@@ -144,6 +248,55 @@ def execute(plan: RunPlan, log: Callable[[str], None] = say) -> dict[str, Any]:
         return _phases(plan, session, executor, log)
 
 
+def finish_unchanged(plan: RunPlan, log: Callable[[str], None] = say) -> dict[str, Any] | None:
+    """Under the output's lock: the output checked again (the last run's report and the settings, then
+    :func:`~.checks.left_to_do`: every planned image committed whole, every caption stored, nothing
+    damaged); with nothing left, only the report and ``run_config.json`` are written (the plan, the card
+    and the shards stay as they are). Returns the report, or None when something is left to do."""
+    assert plan.finished is not None
+    output = plan.output()
+    store = EmbeddingStore(plan.store_root, plan.identity)
+    with OutputSession(output, plan.run_id, inputs=(plan.scan.path,), log=log) as session:
+        removed = session.prepare()
+        images_per_prompt = plan.config.generation.images_per_prompt
+        try:
+            if not records_this_run(output, plan):
+                return None  # another run changed the output while this one started
+            left = left_to_do(output, plan.scan, images_per_prompt, store, plan.spec.uses_negative)
+        except (UserError, OSError, ValueError) as exc:  # a file that does not read: the full path says what
+            left = Left(first_line(exc))
+        if left.reason is not None:
+            log(f"{output.uri}: {left.reason}; running the pipeline")
+            return None
+        report = RunReport(
+            prompts=plan.scan.count,
+            images_planned=left.planned,
+            images_skipped=left.planned,
+            embeddings_reused=left.captions,
+            captions_empty=left.captions_empty,
+            temporaries_removed=removed,
+            executor=plan.executor,
+            buckets=left.buckets,
+            output=output.uri,
+            store=store.uri,
+            plan_run=str(plan.finished["plan_run"]),
+            prompt_file=prompt_bytes(plan.scan),
+            nothing_to_do=True,
+        )
+        if plan.label_names is not None:
+            report.labels = {plan.label_names[number]: count for number, count in left.labels.items()}
+        report_left_alone(output, store, report, log)
+        log(
+            f"nothing to do: the {left.planned} planned images are committed and the {left.captions} "
+            "captions stored, with this run's settings and prompt file; no executor or model started"
+        )
+        final = report.close(time.time() - plan.started)
+        session.write_report(final)
+        session.write_report(json.loads(config_json(plan.config)), CONFIG_FILE)
+    log(summary(final, output.uri))
+    return final
+
+
 def _phases(plan: RunPlan, session: OutputSession, executor: Executor, log: Callable[[str], None]) -> dict[str, Any]:
     config, output = plan.config, session.output
     report = RunReport(
@@ -152,6 +305,7 @@ def _phases(plan: RunPlan, session: OutputSession, executor: Executor, log: Call
         encode_only=plan.encode_only and not plan.dry_run,
         executor=executor.name,
         output=output.uri,
+        prompt_file=prompt_bytes(plan.scan),
     )
 
     # -- prepare the output
@@ -189,6 +343,7 @@ def _phases(plan: RunPlan, session: OutputSession, executor: Executor, log: Call
         start = time.perf_counter()
         planned = executor.plan(cleaned, PlanWriter(output.uri, plan.run_id), output.format, plan.dry_run)
         output.commit_plan(plan.run_id, planned.planned, dry_run=plan.dry_run)
+        report.plan_run = "" if plan.dry_run else plan.run_id
         report.images_planned, report.images_skipped = planned.planned, planned.planned - planned.todo
         report.buckets = dict(sorted(planned.buckets.items()))
         if plan.label_names is not None:
@@ -259,7 +414,16 @@ def set_aside_damaged(
         target = output.quarantine(item, run_id, location)
         report.quarantined.append({"file": item.path, "reason": item.reason, "moved_to": target})
         log(f"damaged file set aside: {item.path} ({item.reason}) -> {target}")
-    # Another output or store nested where this one keeps its files: never read, moved or counted as ours.
+    report_left_alone(output, store, report, log)
+
+
+def report_left_alone(
+    output: OutputDataset,
+    store: EmbeddingStore,
+    report: RunReport,
+    log: Callable[[str], None],
+) -> None:
+    """Another output or store nested where this one keeps its files: never read, moved or counted as ours."""
     for location, path in ((output.location, output.data_path()), (store.location, store.location.join("parts"))):
         for root in nested_roots(location, path):
             report.left_alone.append(root)

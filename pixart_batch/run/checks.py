@@ -1,17 +1,23 @@
 """Checks of a run that need no writing: each refuses with one line before anything is written (and the
-model-card settings warning, one line at the start of a run)."""
+model-card settings warning, one line at the start of a run); and whether a re-run has nothing left to do."""
 
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+from ..storage import is_file
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from ..config import RunConfig
+    from ..output import OutputDataset
     from ..prompts import PromptScan
     from ..spec import RunSpec
+    from ..store import EmbeddingStore
 
 MAX_SIDE_FACTOR = 4
 """The largest image side accepted: this many times the model's native side (4096 px for PixArt-XL-2-1024);
@@ -69,3 +75,154 @@ def card_settings_warning(spec: RunSpec) -> str | None:
     generation = spec.config.generation
     card = card_settings(spec.model.shipped_scheduler, spec.model.name)
     return card_warning(card, generation.num_inference_steps, generation.guidance_scale)
+
+
+# --------------------------------------------------------------------------- nothing to do
+# A re-run of a finished job decides that nothing is left from the output's own files, before any
+# executor, model or heavy import starts. Every condition below must hold; anything else (or any doubt:
+# an unreadable file) sends the run through the executor, where the full checks run as always.
+
+
+def prompt_bytes(scan: PromptScan) -> dict[str, Any]:
+    """What the report records of the prompts (:attr:`RunReport.prompt_file`): the bytes the scan read,
+    and the columns a table's fields were read from where they are not the fields' names."""
+    fingerprint = scan.fingerprint
+    if fingerprint is None:
+        return {}
+    columns = scan.source.mapped() if scan.source is not None else {}
+    return {"sha256": fingerprint.sha256, "bytes": fingerprint.bytes_read, "columns": columns}
+
+
+def finished_report(output: OutputDataset, scan: PromptScan) -> dict[str, Any] | None:
+    """The report of the output's last run when that run finished everything it planned from these
+    prompt bytes and its plan is still the latest; None otherwise. Reads three small files."""
+    from ..output.layout import CARD_FILE, REPORT_FILE, SETTINGS_FILE
+
+    report = output.read_object(REPORT_FILE, {}, "run report")
+    pointer = output.plan_pointer()
+    if report is None or pointer is None or not prompt_bytes(scan):
+        return None
+    finished = (
+        not report.get("dry_run")
+        and not report.get("encode_only")
+        and report.get("images_failed") == 0
+        and report.get("prompt_file") == prompt_bytes(scan)
+        and report.get("plan_run") == pointer["run"]
+        and report.get("images_planned") == pointer["images"]
+    )
+    location = output.location
+    if not finished or not all(is_file(location, location.join(name)) for name in (SETTINGS_FILE, CARD_FILE)):
+        return None
+    return report
+
+
+@dataclass(frozen=True)
+class Left:
+    """What an output holds of a run's plan (:func:`left_to_do`): ``reason`` is None when nothing is left."""
+
+    reason: str | None
+    planned: int = 0
+    captions: int = 0
+    """Distinct captions the plan needs embedded (negative prompts included with CFG)."""
+    captions_empty: int = 0
+    buckets: dict[str, int] = field(default_factory=dict)
+    labels: dict[int, int] = field(default_factory=dict)
+
+
+def left_to_do(
+    output: OutputDataset,
+    scan: PromptScan,
+    images_per_prompt: int,
+    store: EmbeddingStore,
+    negatives: bool,
+) -> Left:
+    """Whether the output's latest plan is this run's (the prompt ids × ``images_per_prompt``, counted
+    again from the file), every planned image is in a shard that reads whole, every caption it needs is
+    in the store, and no shard, failure table or store part is damaged: what a run would do if it ran."""
+    import pyarrow.compute as pc
+
+    from .. import schema as S
+
+    damaged = [d.path for d in output.format.find_damaged()]
+    damaged += [d.path for d in output.find_damaged(output.failure_files(), S.KEY)]
+    damaged += [d.path for d in output.find_damaged(store.part_files(), S.CAPTION_KEY, store.location)]
+    if damaged:
+        return Left(f"{len(damaged)} damaged files to set aside")
+    plan = output.read_plan()
+    keys = plan.column(S.KEY).combine_chunks()
+    expected = planned_keys(scan, images_per_prompt)
+    if len(keys) != len(expected) or not pc.all(pc.is_in(expected, value_set=keys)).as_py():
+        return Left("the latest plan is not this prompt file's")
+    missing = len(keys) - (pc.sum(pc.is_in(keys, value_set=committed_keys(output))).as_py() or 0)
+    if missing:
+        return Left(f"{missing} planned images not committed")
+    captions = set(plan.column(S.CAPTION_KEY).unique().to_pylist())
+    if negatives:
+        captions |= set(plan.column(S.NEGATIVE_KEY).unique().to_pylist())
+    unheld = len(captions - store.held_keys(captions))
+    if unheld:
+        return Left(f"{unheld} captions not in the embedding store")
+    return Left(None, len(keys), len(captions), _empty_captions(plan), _buckets(plan), _labels(plan))
+
+
+def planned_keys(scan: PromptScan, images_per_prompt: int) -> pa.Array:
+    """Every image key of the prompt file (``<prompt id>-<index:05d>``), from a second pass that checks
+    the file still has the scanned bytes; Arrow strings, not Python objects (millions of keys)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ..prompts import iter_prompts
+
+    chunks, ids = [], []
+    for record in iter_prompts(scan.source or scan.path, scan):
+        ids.append(record.prompt_id)
+        if len(ids) == 65536:
+            chunks.append(pa.array(ids, pa.string()))
+            ids = []
+    every = pa.chunked_array([*chunks, pa.array(ids, pa.string())], pa.string()).combine_chunks()
+    keys = [pc.binary_join_element_wise(every, f"{index:05d}", "-") for index in range(images_per_prompt)]
+    return pa.chunked_array(keys, pa.string()).combine_chunks()
+
+
+def committed_keys(output: OutputDataset) -> pa.Array:
+    """The keys of every committed shard, as one Arrow array (the key files were checked to read whole)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .. import schema as S
+
+    location, columns = output.location, []
+    for path in output.format.key_files():
+        with location.fs.open_input_file(path) as handle:
+            columns.append(pq.read_table(handle, columns=[S.KEY]).column(0))
+    return pa.chunked_array([c for column in columns for c in column.chunks], pa.string()).combine_chunks()
+
+
+def _empty_captions(plan: pa.Table) -> int:
+    """Prompts whose cleaned caption is empty (their caption key is the empty text's)."""
+    import pyarrow.compute as pc
+
+    from .. import schema as S
+    from ..store import caption_key
+
+    first = plan.filter(pc.equal(plan.column(S.IMAGE_INDEX), 0))
+    return int(pc.sum(pc.equal(first.column(S.CAPTION_KEY), caption_key(""))).as_py() or 0)
+
+
+def _buckets(plan: pa.Table) -> dict[str, int]:
+    from collections import Counter
+
+    from .. import schema as S
+
+    widths, heights = plan.column(S.BUCKET_WIDTH).to_pylist(), plan.column(S.BUCKET_HEIGHT).to_pylist()
+    return dict(sorted(Counter(S.bucket_name(w, h) for w, h in zip(widths, heights, strict=True)).items()))
+
+
+def _labels(plan: pa.Table) -> dict[int, int]:
+    from collections import Counter
+
+    from .. import schema as S
+
+    if S.LABEL not in plan.column_names:
+        return {}
+    return dict(sorted(Counter(plan.column(S.LABEL).to_pylist()).items()))

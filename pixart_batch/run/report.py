@@ -45,6 +45,13 @@ class RunReport:
     wall_seconds: float = 0.0
     output: str = ""
     store: str = ""
+    plan_run: str = ""
+    """The run whose plan is the output's latest (``plan/<plan_run>/``; empty when none was made)."""
+    prompt_file: dict[str, Any] = field(default_factory=dict)
+    """Which prompt bytes the plan was made from: ``sha256`` and ``bytes`` of the scan's fingerprint."""
+    nothing_to_do: bool = False
+    """The run found every planned image committed and every caption in the store before starting
+    anything (no executor, no model): it wrote only this report and ``run_config.json``."""
 
     def add_generated(self, made: ImageWriteResult, elapsed: float) -> None:
         """The generate phase's result (every write task's, summed) and how long it took."""
@@ -82,7 +89,8 @@ def summary(report: dict[str, Any], plan_uri: str) -> str:
         return f"encode done in {report['wall_seconds']:.1f} s: {captions} -> {report['store']}"
     failed = f", {report['images_failed']} failed" if report["images_failed"] else ""
     made = report["images_generated"] or report["images_failed"]
-    rate = f"{report['images_per_second']:.2f} images/s while generating, " if made else "nothing to generate, "
+    idle = f"nothing to generate{' (nothing started)' if report.get('nothing_to_do') else ''}, "
+    rate = f"{report['images_per_second']:.2f} images/s while generating, " if made else idle
     return (
         f"done in {report['wall_seconds']:.1f} s: {report['images_generated']} images generated{failed}, "
         f"{report['images_skipped']} skipped, {captions}; {rate}"
