@@ -67,6 +67,8 @@ SCORE_SETTING = "score"
 
 EMPTY_CAPTION = "_empty"
 """1 where a prompt's caption cleaned to empty text (clean phase only, never written)."""
+LOST_PROMPT = "_lost"
+"""The prompt where cleaning removed most of its letters and digits, else "" (clean phase only, never written)."""
 RUN = "run"
 """The failures table's run id column."""
 

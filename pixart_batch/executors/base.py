@@ -43,6 +43,10 @@ class Cleaned:
 
     prompts: Any
     captions_empty: int
+    captions_lost: int = 0
+    """Prompts whose caption kept less than half of their letters and digits (:func:`lost_text`)."""
+    lost_example: str | None = None
+    """One of them (the greatest, so the same on every run)."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,22 @@ def clean_and_size(
     batch[S.CAPTION_KEY] = np.array([caption_key(c) for c in batch[S.CAPTION]], dtype=object)
     batch[S.NEGATIVE_KEY] = np.array([caption_key(c) for c in batch[S.NEGATIVE_CAPTION]], dtype=object)
     batch[S.EMPTY_CAPTION] = np.array([not c for c in batch[S.CAPTION]], dtype=np.int64)
+    pairs = zip(batch[S.PROMPT].tolist(), batch[S.CAPTION].tolist(), strict=True)
+    batch[S.LOST_PROMPT] = np.array([prompt if lost_text(prompt, caption) else "" for prompt, caption in pairs], dtype=object)
     return add_sizes(batch, generation, geometry, table)
+
+
+def lost_text(prompt: str, caption: str) -> bool:
+    """Whether cleaning removed most of a prompt's letters and digits: diffusers' PixArt cleaning keeps
+    Latin letters, digits and some punctuation, and drops CJK and other scripts, URLs and HTML."""
+    before = sum(char.isalnum() for char in prompt)
+    return before >= 2 and 2 * sum(char.isalnum() for char in caption) < before
+
+
+def lost_summary(lost: list[str]) -> tuple[int, str | None]:
+    """``(count, example)`` of a :data:`~pixart_batch.schema.LOST_PROMPT` column's values."""
+    found = [prompt for prompt in lost if prompt]
+    return len(found), max(found) if found else None
 
 
 def caption_rows(batch: Batch, negatives: bool) -> Batch:

@@ -39,6 +39,7 @@ from .base import (
     ToEncode,
     caption_rows,
     clean_and_size,
+    lost_summary,
     monitored,
 )
 
@@ -93,7 +94,7 @@ class LocalExecutor(Executor):
         table = pa.concat_tables(tables)
         staged: Batch = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
         prompts = clean_and_size(staged, self.spec.clean_spec(), self.config.generation, self.spec.geometry, self.spec.table)
-        return Cleaned(prompts, int(prompts[S.EMPTY_CAPTION].sum()))
+        return Cleaned(prompts, int(prompts[S.EMPTY_CAPTION].sum()), *lost_summary(prompts[S.LOST_PROMPT].tolist()))
 
     def to_encode(self, cleaned: Cleaned, store: EmbeddingStore) -> ToEncode:
         captions = caption_rows(cleaned.prompts, self.spec.uses_negative)

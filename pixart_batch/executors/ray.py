@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
@@ -37,6 +36,7 @@ from ..errors import UserError
 from ..progress import Poller, Progress, say
 from ..stages import stage_class
 from ..stopping import GracefulStop, StopFlag, stoppable
+from ..streams import divert_native_stderr, no_colour_reset_at_exit
 from .base import (
     Cleaned,
     Executor,
@@ -49,6 +49,7 @@ from .base import (
     clean_and_size,
     encode_images,
     first_of_group,
+    lost_summary,
     monitored,
 )
 from .ray_resources import generate_pools, require_cpus, require_gpus, shuffle_partitions
@@ -94,38 +95,6 @@ def init_ray(config: RunConfig) -> None:
         where = settle_native_stderr(diverted)
         say(f"Ray's log lines: {where} (--verbose shows them here)")
     install_signal_handlers()  # ray.init replaced SIGTERM's handler with its own sys.exit
-
-
-def no_colour_reset_at_exit() -> None:
-    """Ray's CLI logger calls ``colorama.init()`` when it is imported (during a run), which registers
-    an exit handler that writes ``ESC[0m`` on the terminal after the summary line: mark colorama's
-    handler as registered already (and drop it if it is)."""
-    import atexit
-
-    initialise = getattr(sys.modules.get("colorama"), "initialise", None)
-    if initialise is None:
-        return
-    if getattr(initialise, "atexit_done", False):
-        atexit.unregister(initialise.reset_all)
-    initialise.atexit_done = True
-
-
-def divert_native_stderr() -> str | None:
-    """Point file descriptor 2 at a temporary file and ``sys.stderr`` at the real stderr: Python
-    code (ours, tracebacks) still reaches the console, native and Ray-logger writes do not.
-    None when stderr is not a real file (e.g. captured by a test)."""
-    import tempfile
-
-    try:
-        sys.stderr.flush()
-        real = os.dup(sys.stderr.fileno())
-    except (AttributeError, OSError, ValueError):
-        return None
-    handle, path = tempfile.mkstemp(prefix="pixart-batch-ray-", suffix=".log")
-    sys.stderr = os.fdopen(real, "w", buffering=1, errors="backslashreplace")
-    os.dup2(handle, 2)
-    os.close(handle)
-    return path
 
 
 def settle_native_stderr(path: str) -> str:
@@ -374,7 +343,9 @@ class RayExecutor(Executor):
             )
             .materialize()
         )
-        return Cleaned(prompts, int(prompts.sum(S.EMPTY_CAPTION) or 0))
+        lost = prompts.filter(expr=f"{S.LOST_PROMPT} != ''", num_cpus=task).select_columns([S.LOST_PROMPT])
+        found = [row[S.LOST_PROMPT] for row in lost.take_all()]  # the prompts cleaning emptied: few
+        return Cleaned(prompts, int(prompts.sum(S.EMPTY_CAPTION) or 0), *lost_summary(found))
 
     def to_encode(self, cleaned: Cleaned, store: EmbeddingStore) -> ToEncode:
         prompts: Dataset = cleaned.prompts

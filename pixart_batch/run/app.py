@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import schema as S
 from ..config import RunConfig, config_json
-from ..errors import UserError, first_line
+from ..errors import UserError, first_line, shorten
 from ..executors import choose_executor, make_executor
 from ..executors.base import Executor, FailureLimits
 from ..fast import check_fast_modes
@@ -325,6 +325,9 @@ def _phases(plan: RunPlan, session: OutputSession, executor: Executor, log: Call
     report.captions_empty = cleaned.captions_empty
     report.stage_seconds["clean"] = time.perf_counter() - start
     log(f"cleaned {plan.scan.count} prompts ({report.captions_empty} cleaned to empty text)")
+    report.captions_lost = cleaned.captions_lost
+    if cleaned.captions_lost:
+        log(lost_line(cleaned.captions_lost, cleaned.lost_example or ""))
 
     # -- encode (not on a dry run)
     if not plan.dry_run:
@@ -428,3 +431,12 @@ def report_left_alone(
         for root in nested_roots(location, path):
             report.left_alone.append(root)
             log(f"left alone: {root} holds another pixart-batch output or store; move it out of {path}")
+
+
+def lost_line(count: int, example: str) -> str:
+    """The one line about prompts whose caption lost most of its text in cleaning."""
+    return (
+        f"{count} prompts lost most of their text in caption cleaning (diffusers' PixArt cleaning drops CJK and "
+        f"other non-Latin scripts, URLs and HTML), e.g. {shorten(example, 60)!r}; their captions are what T5 "
+        "encodes: translate them, or set model.clean_caption: false to encode them lowercased and stripped"
+    )

@@ -20,6 +20,8 @@ class RunReport:
     embeddings_reused: int = 0
     images_with_truncated_caption: int = 0
     captions_empty: int = 0
+    captions_lost: int = 0
+    """Prompts whose caption lost most of its letters and digits in cleaning (CJK and other scripts)."""
     temporaries_removed: int = 0
     quarantined: list[dict[str, str]] = field(default_factory=list)
     left_alone: list[str] = field(default_factory=list)
