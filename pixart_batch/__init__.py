@@ -1,9 +1,65 @@
 """pixart_batch: sharded, reproducible synthetic image datasets with PixArt-α / PixArt-Σ on Ray.
 
 Importing the package is cheap (no torch, diffusers or ray): heavy modules load lazily.
+
+The Python API (:mod:`pixart_batch.api`), one function per command::
+
+    import pixart_batch
+
+    report = pixart_batch.generate("prompts.txt", "out", config="configs/tiny.yaml")
+
+``generate``, ``encode``, ``plan``, ``status``, ``verify``, ``export``, ``score`` and ``gallery`` are
+loaded on first use. Errors a user can act on are :class:`UserError` (alias :class:`PixartBatchError`).
 """
 
 import logging
+import sys
+import types
+from typing import Any
+
+from .errors import PixartBatchError, UserError
+
+API_FUNCTIONS = ("generate", "encode", "plan", "status", "verify", "export", "score", "gallery")
+"""The commands' functions, re-exported from :mod:`pixart_batch.api` on first use."""
+CALLABLE_MODULES = ("plan", "export", "gallery")
+"""Commands whose name is also a submodule's (``pixart_batch.plan``, ...): the submodule stays what it is
+and is made callable, calling the API function of its name (``pixart_batch.plan(...)`` is
+``pixart_batch.api.plan(...)``, whichever was imported first)."""
+
+__all__ = ["PixartBatchError", "UserError", "__version__", *API_FUNCTIONS]
+
+
+class _CallableModule(types.ModuleType):
+    """A submodule that is also a command's name: calling it calls :mod:`pixart_batch.api`'s function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from . import api
+
+        return getattr(api, self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+
+class _Package(types.ModuleType):
+    """The package: a submodule named as a command is made callable when the import system binds it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in CALLABLE_MODULES and type(value) is types.ModuleType:
+            value.__class__ = _CallableModule
+        super().__setattr__(name, value)
+
+
+def __getattr__(name: str) -> Any:
+    if name in CALLABLE_MODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")  # bound (and made callable) by the import
+    if name in API_FUNCTIONS:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def _version() -> str:

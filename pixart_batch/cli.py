@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
+from .api import OVERRIDES  # the flags' config keys (the API's keyword arguments of the same names)
 from .errors import UserError, first_line
 from .signals import Terminated, install_signal_handlers
-
-if TYPE_CHECKING:
-    pass
-
 
 EXIT_CLOSED_PIPE = 141
 """Every command's exit status when its stdout is a pipe whose reader went away."""
@@ -34,7 +30,13 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     from .config import EXECUTORS
 
     parser.add_argument("--config", help="YAML recipe (configs/tiny.yaml, configs/pixart-alpha-1024.yaml, ...)")
-    parser.add_argument("--prompts", required=True, help="prompt file: .txt (with --ar/--hw flags), .jsonl, .csv or .parquet")
+    parser.add_argument(
+        "--prompts",
+        required=True,
+        help="prompt file (.txt with --ar/--hw flags, .jsonl, .csv, .parquet, .yaml), a datasets "
+        "save_to_disk folder, a folder or glob of tables, or hf://datasets/ORG/NAME[/path]",
+    )
+    _add_column_arguments(parser)
     parser.add_argument("--output", required=True, help="output directory (local path, s3:// or gs://)")
     parser.add_argument("--model", help="hub id or local checkpoint directory, or 'tiny' (overrides model.path)")
     parser.add_argument("--store", help="embedding store root (default OUTPUT/embeddings)")
@@ -46,6 +48,17 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         choices=EXECUTORS,
         help="ray: the Ray pipeline; local: in this process; auto (default): local for small runs without a cluster",
     )
+
+
+COLUMN_FLAGS = ("prompt_column", "id_column", "label_column", "negative_prompt_column")
+"""The column flags' ``dest``s, each a :class:`~pixart_batch.prompts.PromptSource` field of that name."""
+
+
+def _add_column_arguments(parser: argparse.ArgumentParser) -> None:
+    for dest, default in zip(COLUMN_FLAGS, ("prompt", "id", "label", "negative_prompt"), strict=True):
+        flag = "--" + dest.replace("_", "-")
+        text = f"table column (or .jsonl key) of the {default} field ({default})"
+        parser.add_argument(flag, metavar="COLUMN", help=text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("output")
 
     plan = commands.add_parser("plan", help="images per bucket, GPU-hours, cost and sizes of a run, before it starts")
-    plan.add_argument("prompts", metavar="PROMPTS", help="prompt file (as for generate)")
+    plan.add_argument("prompts", metavar="PROMPTS", help="prompt file, folder or hf:// dataset (as generate)")
+    _add_column_arguments(plan)
     plan.add_argument("--config", help="YAML recipe (its estimate: section sets the GPU kind and price)")
     plan.add_argument("--model", help="hub id or local checkpoint directory, or 'tiny' (overrides model.path)")
     plan.add_argument("--images-per-prompt", type=int, help="images per prompt (generation.images_per_prompt)")
@@ -99,10 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     gallery = commands.add_parser("gallery", help="a static HTML gallery of a sample of the images in OUTPUT/gallery/")
     gallery.add_argument("output")
-    gallery.add_argument("--per-bucket", type=int, default=48, help="images shown per bucket at most (48)")
+    gallery.add_argument("--per-bucket", type=int, default=48, help="images per bucket or label page at most (48)")
     gallery.add_argument("--max-images", type=int, default=2000, help="images shown in all at most (2000)")
     gallery.add_argument("--thumb-size", type=int, default=256, help="longest side of a thumbnail in pixels (256)")
     gallery.add_argument("--format", choices=("webp", "jpeg"), default="webp", help="thumbnail format (webp)")
+    gallery.add_argument("--where", metavar="EXPR", help="preview an export: what EXPR keeps and drops (as export)")
 
     export = commands.add_parser("export", help="the rows that satisfy --where, as a new self-contained dataset")
     export.add_argument("output", help="the source output (only read)")
@@ -137,101 +152,77 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-OVERRIDES: dict[str, tuple[str, ...]] = {
-    "model": ("model.path",),
-    "max_sequence_length": ("model.max_sequence_length",),
-    "store": ("output.store",),
-    "executor": ("ray.executor",),
-    "verbose": ("console.verbose",),
-    "progress_interval": ("console.progress_interval_s",),
-    "image_format": ("output.image_format",),
-    "output_format": ("output.format",),
-    "seed": ("generation.seed",),
-    "images_per_prompt": ("generation.images_per_prompt",),
-    "steps": ("generation.num_inference_steps",),
-    "guidance_scale": ("generation.guidance_scale",),
-    "scheduler": ("generation.scheduler",),
-    "batch_size": ("stages.denoise.batch_size", "stages.decode.batch_size"),
-    "gpu": ("estimate.gpu",),
-    "usd_per_gpu_hour": ("estimate.usd_per_gpu_hour",),
-}
-"""Each flag (its argparse ``dest``) → the dotted config keys it overrides."""
-
-
 def _overrides(args: argparse.Namespace) -> dict:
     return {key: getattr(args, dest, None) for dest, keys in OVERRIDES.items() for key in keys}
 
 
+def _columns(args: argparse.Namespace) -> dict[str, Any]:
+    """The column flags given, as the API's keyword arguments."""
+    return {dest: getattr(args, dest) for dest in COLUMN_FLAGS if getattr(args, dest) is not None}
+
+
 def run_command(args: argparse.Namespace) -> int:
+    """One command through :mod:`pixart_batch.api`: its result printed (``--json``: as JSON), its exit status."""
+    from . import api
+
     if args.command == "make-tiny-checkpoint":
         from .tiny import build_tiny_checkpoint
 
         path = build_tiny_checkpoint(args.directory, seed=args.seed, family=args.family, scheduler=args.scheduler, size=args.size)
         print(path)
         return 0
-
     if args.command == "status":
-        import json
-
-        from .audit import format_status, status
-
-        report = status(args.output)
-        print(json.dumps(report, indent=2) if args.json else format_status(report))
+        report = api.status(args.output)
+        print(report.as_json() if args.json else str(report))
         return 0
     if args.command == "plan":
         import json
 
-        from .config import load_config, with_overrides
-        from .estimate import estimate_run, format_estimate
+        from .estimate import format_estimate
 
-        estimate = estimate_run(with_overrides(load_config(args.config), _overrides(args)), args.prompts)
+        config = api.load_run_config(args.config, _overrides(args))
+        estimate = api.plan(args.prompts, config=config, **_columns(args))
         print(json.dumps(estimate.to_dict(), indent=2) if args.json else format_estimate(estimate))
         return 0
     if args.command == "verify":
-        from .audit import verify
-
-        result = verify(args.output)
+        result = api.verify(args.output)
         print("\n".join(result.lines()))
         return result.exit_code
-
     if args.command == "export":
-        from .export import export
-
-        print(export(args.output, args.where, args.to, args.format, args.per_label).summary())
+        print(api.export(args.output, args.where, args.to, format=args.format, per_label=args.per_label).summary())
         return 0
-
     if args.command == "score":
-        from .config import load_config, with_overrides
-        from .rescore import score_output
-
-        keys = {"model": "model", "revision": "revision", "aesthetic_head": "aesthetic_head", "batch_size": "batch_size"}
-        config = load_config(args.config)
-        stage = with_overrides(config, {f"stages.score.{k}": getattr(args, dest) for dest, k in keys.items()}).stages.score
+        config = api.load_run_config(args.config)
         configure_logging(config.console.verbose)
-        score_output(args.output, stage.model, stage.revision, stage.aesthetic_head, stage.batch_size, stage.dtype, stage.device)
+        given = {"revision": args.revision, "aesthetic_head": args.aesthetic_head, "batch_size": args.batch_size}
+        api.score(args.output, config=config, model=args.model, **given)
         return 0
-
     if args.command == "gallery":
-        from .gallery import build_gallery
-
-        made = build_gallery(args.output, args.per_bucket, args.max_images, args.thumb_size, args.format)
+        sizes = {"per_bucket": args.per_bucket, "max_images": args.max_images, "thumb_size": args.thumb_size}
+        made = api.gallery(args.output, **sizes, format=args.format, where=args.where)
         for shard in made.skipped_shards:
             print(f"pixart-batch: unreadable shard left out of the gallery: {shard} (pixart-batch verify)", file=sys.stderr)
         print(f"gallery: {made.shown} of {made.images} images in {made.buckets} buckets: {made.path}")
+        if made.kept is not None:
+            print(f"gallery: --where keeps {made.kept} of {made.images} images (kept.html, dropped.html)")
         return 0
+    return _generate(args)
 
-    from .config import load_config, with_overrides
-    from .run import run_generate
+
+def _generate(args: argparse.Namespace) -> int:
+    """``generate`` / ``encode``: exit status 1 when images failed (a re-run retries them)."""
+    from . import api
 
     check_job_paths(args)
-    config = with_overrides(load_config(args.config), _overrides(args))
+    config = api.load_run_config(args.config, _overrides(args))
     configure_logging(config.console.verbose)
-    report = run_generate(
-        config, args.prompts, args.output, encode_only=args.command == "encode", dry_run=getattr(args, "dry_run", False)
-    )
-    if report.get("images_failed"):
+    if args.command == "encode":
+        report = api.encode(args.prompts, args.output, config=config, **_columns(args))
+    else:
+        report = api.generate(args.prompts, args.output, config=config, dry_run=args.dry_run, **_columns(args))
+    if report.images_failed:
         print(
-            f"pixart-batch: {report['images_failed']} images failed (see {args.output}/failures/); "
+            f"pixart-batch: {report.images_failed} images failed (see {args.output}/failures/); "
             "re-run the same command to retry them",
             file=sys.stderr,
         )
@@ -255,45 +246,6 @@ def check_job_paths(args: argparse.Namespace) -> None:
             )
 
 
-def _cause(exc: BaseException) -> BaseException:
-    """The error that matters inside Ray's wrappers (a stage's exception arrives as a RayTaskError /
-    UserCodeException chain): the first of ours, or an out-of-space error, else ``exc`` itself."""
-    from .errors import SystemicFailure
-    from .storage import StorageFullError
-
-    seen: set[int] = set()
-    stack = [exc]
-    while stack:
-        current = stack.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, (UserError, SystemicFailure, StorageFullError)) and type(current).__module__.startswith(
-            "pixart_batch"
-        ):
-            return current
-        for attribute in ("cause", "__cause__", "__context__"):
-            inner = getattr(current, attribute, None)
-            if isinstance(inner, BaseException):
-                stack.append(inner)
-    return _cause_from_text(exc)
-
-
-def _cause_from_text(exc: BaseException) -> BaseException:
-    """Ray can carry a worker's exception chain as text only (pickling drops ``__cause__``): find our
-    error's class and message in it."""
-    import re
-
-    from . import errors, storage
-
-    found = re.findall(r"pixart_batch\.(errors|storage)\.(\w+): (.+)", str(exc))
-    for module_name, class_name, message in found:
-        cls = getattr(errors if module_name == "errors" else storage, class_name, None)
-        if isinstance(cls, type) and issubclass(cls, Exception):
-            return cls(errno.ENOSPC, message) if cls is storage.StorageFullError else cls(message)
-    return exc
-
-
 def configure_logging(verbose: bool) -> None:
     """The package's logger on the console: warnings (a failing batch, with the traceback of its
     original exception, once per group); with ``--verbose`` also INFO lines (each committed shard,
@@ -310,24 +262,6 @@ def configure_logging(verbose: bool) -> None:
     logger.propagate = False
 
 
-def _ray_token_error(exc: BaseException) -> str | None:
-    """Ray's ``AuthenticationError`` (``RAY_AUTH_MODE=token`` and no token here, or not the cluster's) as
-    one line naming what to set; None for any other error. Ray itself is not imported for this."""
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen and len(seen) < 20:
-        seen.append(current)
-        if type(current).__name__ == "AuthenticationError" and type(current).__module__.startswith("ray"):
-            wrong = "invalid" in str(current)
-            what = "this token is not the cluster's" if wrong else "no token found"
-            return (
-                f"Ray token authentication (RAY_AUTH_MODE=token): {what}; set RAY_AUTH_TOKEN_PATH to a file "
-                "holding the head's token (or RAY_AUTH_TOKEN to the token)"
-            )
-        current = current.__cause__ or current.__context__
-    return None
-
-
 def _stdout_closed() -> int:
     """The reader of stdout went away (``status OUT | head -1``): no traceback, and nothing more written
     there (stdout points at /dev/null, so Python's own flush at exit finds no pipe); exit 141
@@ -341,6 +275,7 @@ def _stdout_closed() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .api import ray_token_error, user_cause
     from .errors import SystemicFailure
     from .storage import StorageFullError
 
@@ -359,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("pixart-batch: terminated (SIGTERM); committed work is kept; re-run the same command to resume", file=sys.stderr)
         return 143
     except Exception as exc:
-        cause = _cause(exc)
+        cause = user_cause(exc)
         if isinstance(cause, UserError):
             print(f"pixart-batch: error: {first_line(cause, limit=None)}", file=sys.stderr)
             return 2
@@ -374,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "pixart-batch: terminated (SIGTERM); committed work is kept; re-run the same command to resume", file=sys.stderr
             )
             return 143
-        token = _ray_token_error(exc)
+        token = ray_token_error(exc)
         if token:
             print(f"pixart-batch: error: {token}", file=sys.stderr)
             return 2

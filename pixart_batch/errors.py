@@ -3,13 +3,22 @@
 Anything raised as a :class:`UserError` is printed by the CLI as one line
 (``pixart-batch: error: <message>``) with exit status 2 and no traceback.
 Messages name the file and line (or key/setting) that is wrong.
+
+:class:`UserError` (also ``pixart_batch.UserError`` and its alias ``pixart_batch.PixartBatchError``) is the
+one exception class a caller of the Python API (:mod:`pixart_batch.api`) catches: every bad input,
+config, checkpoint or output raises it (or a subclass below), and ``str(exc)`` is the CLI's message.
 """
 
 from __future__ import annotations
 
 
 class UserError(Exception):
-    """Bad input, config or environment: reported as one line, exit status 2."""
+    """Bad input, config or environment: reported as one line, exit status 2. The documented public
+    exception of the Python API (``pixart_batch.UserError``); its message is the CLI's line."""
+
+
+PixartBatchError = UserError
+"""Another name of :class:`UserError` (``pixart_batch.PixartBatchError``)."""
 
 
 class PromptFileError(UserError):

@@ -3,6 +3,10 @@
 In a terminal the progress line is rewritten in place (at most every 0.5 s); elsewhere (a log
 file, ``ray job logs``) it is printed as a new line every ``console.progress_interval_s``
 seconds, and once at the end, so a log stays short and still shows the run is alive.
+
+From Python (:mod:`pixart_batch.api`) the lines can go to a callback instead of stderr:
+:func:`reporting_to` sends each message (without the ``[pixart-batch]`` prefix) to it, and each progress
+line as it is due (never rewritten in place).
 """
 
 from __future__ import annotations
@@ -10,13 +14,34 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 PREFIX = "[pixart-batch]"
 
+_callback: Callable[[str], None] | None = None
+"""Where the console's lines go instead of stderr (:func:`reporting_to`); None: stderr."""
+
+
+@contextmanager
+def reporting_to(callback: Callable[[str], None] | None) -> Iterator[None]:
+    """Within the block, every line :func:`say` and :class:`Progress` would print to stderr is passed to
+    ``callback`` (the message alone, no prefix); None: stderr as usual. Process-wide (the progress
+    thread's lines included); the previous destination is restored on leaving."""
+    global _callback
+    previous, _callback = _callback, callback
+    try:
+        yield
+    finally:
+        _callback = previous
+
 
 def say(message: str, stream: TextIO | None = None) -> None:
+    callback = _callback
+    if stream is None and callback is not None:
+        callback(message)
+        return
     print(f"{PREFIX} {message}", file=stream or sys.stderr, flush=True)
 
 
@@ -30,9 +55,10 @@ class Progress:
 
     def __init__(self, total: int, interval_s: float, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
         self.total, self.interval_s = total, interval_s
+        self.callback = _callback if stream is None else None
         self.stream = stream or sys.stderr
         self.clock = clock
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.tty = self.callback is None and bool(getattr(self.stream, "isatty", lambda: False)())
         self.started = clock()
         self.done = self.failed = 0
         self._shown_at: float | None = None
@@ -63,6 +89,9 @@ class Progress:
             if (force or finished) and self._shown_counts == (done, failed):
                 return  # the final counts are shown once (a terminal's log, `script`, would show a rewrite twice)
             self._shown_at, self._shown_counts = now, (done, failed)
+            if self.callback is not None:
+                self.callback(self.line().removeprefix(PREFIX + " "))
+                return
             if self.tty:
                 self.stream.write("\r\033[K" + self.line())
                 self._open_line = True

@@ -93,6 +93,9 @@ class Executor(ABC):
     def start(self) -> None:  # noqa: B027  # optional hook
         """Set up what the phases need (after the output's lock is taken)."""
 
+    def close(self) -> None:  # noqa: B027  # optional hook
+        """Put back what :meth:`start` changed in the process (called when the run ends, however it ends)."""
+
     @abstractmethod
     def check_resources(self) -> None:
         """Refuse a run whose stages need more than there is (after :meth:`start`, before staging)."""

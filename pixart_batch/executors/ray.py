@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 import ray
@@ -115,10 +115,25 @@ def settle_native_stderr(path: str) -> str:
         return path
 
 
-def configure_data_context(config: RunConfig) -> None:
+CONTEXT_FIELDS: tuple[str, ...] = ("enable_progress_bars", "print_on_execution_start", "max_errored_blocks")
+CONTEXT_FIELDS += ("raise_original_map_exception", "execution_no_progress_timeout_s")
+"""The ``DataContext`` settings a run changes (and puts back when it ends: a later run or caller in the
+same process sees Ray's as they were)."""
+
+
+def configure_data_context(config: RunConfig) -> Callable[[], None]:
+    """Set the run's Ray Data settings; returns what puts them back."""
     from ray.data import DataContext
 
     context = DataContext.get_current()
+    logger = logging.getLogger("ray.data")
+    saved, level = {name: getattr(context, name) for name in CONTEXT_FIELDS}, logger.level
+
+    def restore() -> None:
+        for name, value in saved.items():
+            setattr(context, name, value)
+        logger.setLevel(level)
+
     context.enable_progress_bars = config.console.verbose
     if not config.console.verbose:
         context.print_on_execution_start = False  # the "Execution plan" lines
@@ -135,6 +150,7 @@ def configure_data_context(config: RunConfig) -> None:
     context.raise_original_map_exception = True
     # A deadlock (e.g. actors holding every CPU) must fail the run instead of hanging it.
     context.execution_no_progress_timeout_s = config.ray.no_progress_timeout_s
+    return restore
 
 
 def map_kwargs(stage: StageConfig, threads: int = 1) -> dict[str, Any]:
@@ -319,7 +335,15 @@ class RayExecutor(Executor):
 
     def start(self) -> None:
         init_ray(self.config)
-        configure_data_context(self.config)
+        self._restore: Callable[[], None] | None = configure_data_context(self.config)
+
+    def close(self) -> None:
+        """Ray stays up for a later run in this process (its native log lines still diverted to Ray's log
+        directory); the Ray Data settings this run changed are put back."""
+        restore = getattr(self, "_restore", None)
+        if restore is not None:
+            restore()
+            self._restore = None
 
     def check_resources(self) -> None:
         check_gpus(self.config)
@@ -379,7 +403,7 @@ class RayExecutor(Executor):
         # The sort is done before the T5 pool starts: Ray's sort tasks take a whole CPU (see ray_resources).
         ordered = todo.todo.sort(S.CAPTION_KEY).materialize()
         context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True
+        before, context.execution_options.preserve_order = context.execution_options.preserve_order, True
         try:
             small_blocks(ordered, stage.batch_size, task).map_batches(
                 stage_class("encode"),
@@ -387,7 +411,7 @@ class RayExecutor(Executor):
                 **map_kwargs(stage),
             ).write_datasink(StoreSink(writer), ray_remote_args={"num_cpus": task})  # I/O, beside T5
         finally:
-            context.execution_options.preserve_order = False
+            context.execution_options.preserve_order = before
 
     def plan(self, cleaned: Cleaned, writer: PlanWriter, shards: OutputFormat, dry_run: bool) -> Planned:
         """Everything here runs in Ray workers; the driver only sees counts."""

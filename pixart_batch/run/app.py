@@ -239,13 +239,16 @@ def execute(plan: RunPlan, log: Callable[[str], None] = say) -> dict[str, Any]:
     if warning:
         log(warning)
     executor = make_executor(plan.executor, plan.config, plan.spec)
-    # Ray started and its resources checked before the output is touched: a refusal leaves nothing behind.
-    executor.start()
-    executor.check_resources()
-    with OutputSession(output, plan.run_id, inputs=(plan.scan.path,), log=log) as session:
-        # Under the lock: another run may have changed the output's settings while this one started.
-        session.recheck(lambda: check_settings(output, plan.settings()))
-        return _phases(plan, session, executor, log)
+    try:
+        # Ray started and its resources checked before the output is touched: a refusal leaves nothing behind.
+        executor.start()
+        executor.check_resources()
+        with OutputSession(output, plan.run_id, inputs=(plan.scan.path,), log=log) as session:
+            # Under the lock: another run may have changed the output's settings while this one started.
+            session.recheck(lambda: check_settings(output, plan.settings()))
+            return _phases(plan, session, executor, log)
+    finally:
+        executor.close()
 
 
 def finish_unchanged(plan: RunPlan, log: Callable[[str], None] = say) -> dict[str, Any] | None:
