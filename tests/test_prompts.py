@@ -451,7 +451,8 @@ def test_csv_errors_name_file_and_line(tmp_path, row, pattern):
 
 def test_csv_missing_prompt_column(tmp_path):
     path = write(tmp_path, "p.csv", "id,text,width\n1,a,64\n")
-    expect_error(path, "", r"no 'prompt' column \(columns: id, text, width\); to read the prompts from 'text', pass --prompt-column text$")
+    hint = r"; to read the prompts from 'text', pass --prompt-column text$"
+    expect_error(path, "", r"no 'prompt' column \(columns: id, text, width\)" + hint)
 
 
 def test_csv_repeated_column(tmp_path):
@@ -527,7 +528,8 @@ def test_parquet_errors(tmp_path):
         ":row 2",
         r"'width' must be a positive integer \(got '64.5'\)",
     )
-    expect_error(parquet("f.parquet", {"text": ["a"], "id": [1]}), "", r"no 'prompt' column \(columns: text, id\); to read the prompts from 'text', pass --prompt-column text$")
+    hint = r"; to read the prompts from 'text', pass --prompt-column text$"
+    expect_error(parquet("f.parquet", {"text": ["a"], "id": [1]}), "", r"no 'prompt' column \(columns: text, id\)" + hint)
     expect_error(parquet("g.parquet", {"prompt": pa.array([], pa.string())}), "", r"no prompts \(file has no rows\)$")
     expect_error(
         parquet("h.parquet", {"prompt": ["a", "b", "c"], "id": ["x", "y", "x"]}),
