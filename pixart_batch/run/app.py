@@ -52,6 +52,7 @@ from .checks import (
     card_settings_warning,
     check_quantization,
     check_sizes,
+    damaged_files,
     finished_report,
     left_to_do,
     prompt_bytes,
@@ -408,15 +409,14 @@ def set_aside_damaged(
 ) -> None:
     """Move shards, store parts and failure files that cannot be read whole to ``quarantine/``;
     their images and embeddings are planned again like any missing ones."""
-    for shard in output.format.find_damaged():  # a shard goes aside with its companions (a tar's key index)
+    shards, failures, parts = damaged_files(output, store)
+    for shard in shards:  # a shard goes aside with its companions (a tar's key index)
         target = output.quarantine_shard(shard, run_id)
         report.quarantined.append({"file": shard.path, "reason": shard.reason, "moved_to": target})
         log(f"damaged file set aside: {shard.path} ({shard.reason}) -> {target}")
-    damaged = [(d, output.location) for d in output.find_damaged(output.failure_files(), S.KEY)]
     inside = store.location.is_local == output.location.is_local and store.uri.startswith(output.uri.rstrip("/") + "/")
     store_base = output.location if inside else store.location  # OUTPUT/quarantine/ for the output's own store
-    damaged += [(d, store_base) for d in output.find_damaged(store.part_files(), S.CAPTION_KEY, store.location)]
-    for item, location in damaged:
+    for item, location in [(d, output.location) for d in failures] + [(d, store_base) for d in parts]:
         target = output.quarantine(item, run_id, location)
         report.quarantined.append({"file": item.path, "reason": item.reason, "moved_to": target})
         log(f"damaged file set aside: {item.path} ({item.reason}) -> {target}")

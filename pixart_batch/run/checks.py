@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from ..config import RunConfig
     from ..output import OutputDataset
+    from ..output.formats import Damaged
     from ..prompts import PromptScan
     from ..spec import RunSpec
     from ..store import EmbeddingStore
@@ -143,17 +144,15 @@ def left_to_do(
 
     from .. import schema as S
 
-    damaged = [d.path for d in output.format.find_damaged()]
-    damaged += [d.path for d in output.find_damaged(output.failure_files(), S.KEY)]
-    damaged += [d.path for d in output.find_damaged(store.part_files(), S.CAPTION_KEY, store.location)]
-    if damaged:
-        return Left(f"{len(damaged)} damaged files to set aside")
+    damaged = damaged_files(output, store)
+    if any(damaged):
+        return Left(f"{sum(map(len, damaged))} damaged files to set aside")
     plan = output.read_plan()
     keys = plan.column(S.KEY).combine_chunks()
     expected = planned_keys(scan, images_per_prompt)
     if len(keys) != len(expected) or not pc.all(pc.is_in(expected, value_set=keys)).as_py():
         return Left("the latest plan is not this prompt file's")
-    missing = len(keys) - (pc.sum(pc.is_in(keys, value_set=committed_keys(output))).as_py() or 0)
+    missing = len(keys) - (pc.sum(pc.is_in(keys, value_set=output.format.key_array())).as_py() or 0)
     if missing:
         return Left(f"{missing} planned images not committed")
     captions = set(plan.column(S.CAPTION_KEY).unique().to_pylist())
@@ -163,6 +162,14 @@ def left_to_do(
     if unheld:
         return Left(f"{unheld} captions not in the embedding store")
     return Left(None, len(keys), len(captions), _empty_captions(plan), _buckets(plan), _labels(plan))
+
+
+def damaged_files(output: OutputDataset, store: EmbeddingStore) -> tuple[list[Damaged], list[Damaged], list[Damaged]]:
+    """What a run sets aside: the output's damaged shards, failure tables and the store's damaged parts."""
+    from .. import schema as S
+
+    failures = output.find_damaged(output.failure_files(), S.KEY)
+    return output.format.find_damaged(), failures, output.find_damaged(store.part_files(), S.CAPTION_KEY, store.location)
 
 
 def planned_keys(scan: PromptScan, images_per_prompt: int) -> pa.Array:
@@ -182,20 +189,6 @@ def planned_keys(scan: PromptScan, images_per_prompt: int) -> pa.Array:
     every = pa.chunked_array([*chunks, pa.array(ids, pa.string())], pa.string()).combine_chunks()
     keys = [pc.binary_join_element_wise(every, f"{index:05d}", "-") for index in range(images_per_prompt)]
     return pa.chunked_array(keys, pa.string()).combine_chunks()
-
-
-def committed_keys(output: OutputDataset) -> pa.Array:
-    """The keys of every committed shard, as one Arrow array (the key files were checked to read whole)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from .. import schema as S
-
-    location, columns = output.location, []
-    for path in output.format.key_files():
-        with location.fs.open_input_file(path) as handle:
-            columns.append(pq.read_table(handle, columns=[S.KEY]).column(0))
-    return pa.chunked_array([c for column in columns for c in column.chunks], pa.string()).combine_chunks()
 
 
 def _empty_captions(plan: pa.Table) -> int:

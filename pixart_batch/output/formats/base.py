@@ -126,16 +126,21 @@ class OutputFormat(ABC):
 
     def committed_keys(self) -> set[str]:
         """Keys of every readable key file (damaged shards are ``verify``'s and ``generate``'s business)."""
+        return set(self.key_array().to_pylist())
+
+    def key_array(self) -> pa.Array:
+        """:meth:`committed_keys` as one Arrow string array (millions of keys without Python objects)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        keys: set[str] = set()
+        chunks = []
         for path in self.key_files():
             try:
                 with self.location.fs.open_input_file(path) as handle:
-                    keys.update(pq.read_table(handle, columns=[S.KEY]).column(0).to_pylist())
+                    chunks += pq.read_table(handle, columns=[S.KEY]).column(0).chunks
             except Exception:
                 continue
-        return keys
+        return pa.chunked_array(chunks, pa.string()).combine_chunks()
 
     def key_file(self, shard: str) -> str:
         """The key file of the committed shard ``shard`` (the shard itself unless the format keeps an index)."""
