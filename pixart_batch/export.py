@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import schema as S
-from .errors import OutputError, UserError, first_line, one_line
+from .errors import OutputError, UserError, first_line
 from .expr import Column, Where, columns_of, parse_where
 from .output import OutputDataset, open_output
 from .output.formats import FORMATS, OutputFormat, in_lists
@@ -153,13 +153,9 @@ def _open_source(uri: str) -> _Source:
     shards = output.format.shard_files()
     if not shards:
         raise OutputError(f"{output.uri}: holds no images yet; nothing to export")
-    damaged = output.format.find_damaged()
-    if damaged:
-        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
-        raise OutputError(
-            f"{damaged[0].path}: damaged shard ({one_line(damaged[0].reason)}){more}; "
-            f"run `pixart-batch verify {output.uri}`, or re-run generate to set it aside and redo its images; nothing was written"
-        )
+    output.refuse_damaged_shards(
+        f"run `pixart-batch verify {output.uri}`, or re-run generate to set it aside and redo its images; nothing was written"
+    )
     settings = output.read_settings() or shard_settings(output) or {}
     names = S.label_names(settings)
     labels = tuple(names) if names else None

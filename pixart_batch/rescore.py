@@ -7,14 +7,14 @@ with the score column(s) added, committed atomically (a killed run leaves each s
 re-running skips the scored ones). No other column changes: the image bytes are copied as they are.
 Each format rewrites its own shards (:meth:`~pixart_batch.output.formats.OutputFormat.rewrite`): Parquet
 shards keep their row groups; a WebDataset tar is rewritten with each ``KEY.json`` carrying the scores
-(its image and ``KEY.txt`` members unchanged) and its key index recommitted.
+(its image and ``KEY.txt`` members unchanged) and its key index recommitted. A row whose image does not
+decode gets null scores.
 Everything is checked before anything is written (the score model's files as ``transformers`` will
 load them, the scoring identity, damaged shards), and again under the output's lock, in an
 :class:`~pixart_batch.output.session.OutputSession`. The scoring model's identity goes into
 ``settings.json`` first (under ``score``: the settings guard then refuses a generate run without the
 same scoring; put back if the command fails before a shard is rewritten) and into each new shard's
-metadata; the card is rewritten at the end. Each shard is rewritten through its format
-(:meth:`~pixart_batch.output.formats.OutputFormat.rewrite`); a row whose image does not decode gets null scores.
+metadata; the card is rewritten at the end.
 """
 
 from __future__ import annotations
@@ -85,13 +85,13 @@ def score_output(
                 todo.append(path)
         session.write_settings(settings)  # first: from now on a run without this scoring is refused
         scorer: Scorer | None = None
+        schema = S.shard_schema(settings)
         for path in todo:
             if scorer is None:
                 from .stages.score import Scorer
 
                 head = str(scoring.head) if scoring.head is not None else None
                 scorer = Scorer(ScoreSpec(scoring.source, head, dtype, device, batch_size, revision=scoring.revision))
-            schema = S.shard_schema(settings)
             result.rows += output.format.rewrite(path, settings, _ScoreRows(scorer, schema, result), schema)
             session.committed()
             result.shards_scored += 1
@@ -126,13 +126,9 @@ def _check_output(output: OutputDataset, identity: dict[str, Any]) -> dict[str, 
             f"not {json.dumps(identity, sort_keys=True)}; "
             "score with the same model and head, or export to a new output first"
         )
-    damaged = output.format.find_damaged()
-    if damaged:
-        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
-        raise OutputError(
-            f"{damaged[0].path}: damaged shard ({one_line(damaged[0].reason)}){more}; re-run pixart-batch generate "
-            "with the same command to set it aside and redo its images, then score; nothing was written"
-        )
+    output.refuse_damaged_shards(
+        "re-run pixart-batch generate with the same command to set it aside and redo its images, then score; nothing was written"
+    )
     return recorded
 
 

@@ -27,7 +27,7 @@ import posixpath
 from typing import TYPE_CHECKING, Any
 
 from .. import schema as S
-from ..errors import OutputError, a_or_an, first_line
+from ..errors import OutputError, a_or_an, first_line, one_line
 from ..ownership import LEGACY_SETTINGS_FILE, LOCK_FILE, MARKER_FILE
 from ..storage import (
     Location,
@@ -202,6 +202,14 @@ class OutputDataset:
 
         where = location or self.location
         return find_damaged(where, paths, lambda path: check_parquet(where, path, key_column))
+
+    def refuse_damaged_shards(self, then: str) -> None:
+        """Refuse (one line) an output with a damaged shard, for a command that only reads its shards:
+        the first one and how many more, then ``then`` (what to do)."""
+        damaged = self.format.find_damaged()
+        if damaged:
+            more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+            raise OutputError(f"{damaged[0].path}: damaged shard ({one_line(damaged[0].reason)}){more}; {then}")
 
     def quarantine(self, damaged: Damaged, run_id: str, location: Location | None = None) -> str:
         """Move a damaged file to ``quarantine/<run>/`` (never deleted): beside the output's own files, or
