@@ -91,7 +91,18 @@ LEFT_OUT = {"matplotlib", "contourpy", "kiwisolver", "fonttools", "cycler", "pyp
 """The gallery's plotting library and what it brings: a dependency of the project, but only ``pixart-batch
 gallery`` imports it (never generate or a Ray worker), so the GPU machine does without (53 MiB installed,
 about 8.5 MiB of archive)."""
-ROOTS = ["ray", "diffusers", "datasets", "webdataset", "ftfy", "beautifulsoup4", "torchao", "accelerate", "polars", "jsonschema"]
+ROOTS = [
+    "ray",
+    "diffusers",
+    "datasets",
+    "webdataset",
+    "ftfy",
+    "beautifulsoup4",
+    "torchao",
+    "accelerate",
+    "polars",
+    "jsonschema",
+]
 """What the project runs on the GPU that the image lacks: the dependencies of pyproject.toml, the test
 extra's webdataset and torchao (the fp8 and int8 sections), and Ray's jsonschema."""
 SKIPPED_EXTRAS = {"ray": {"data"}}
@@ -122,7 +133,12 @@ def needed() -> dict[str, str]:
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
 
-    environment = {**default_environment(), "python_version": "3.12", "python_full_version": "3.12.0", "sys_platform": "linux"}
+    environment = {
+        **default_environment(),
+        "python_version": "3.12",
+        "python_full_version": "3.12.0",
+        "sys_platform": "linux",
+    }
     found: dict[str, str] = {}
     todo = [(name, frozenset(SKIPPED_EXTRAS.get(name, ()))) for name in ROOTS]
     while todo:
@@ -133,14 +149,18 @@ def needed() -> dict[str, str]:
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
-            raise SystemExit(f"device_bundle: {name} is needed but not installed here (pip install -e '.[test]' first)") from None
+            raise SystemExit(
+                f"device_bundle: {name} is needed but not installed here (pip install -e '.[test]' first)"
+            ) from None
         if key in found:
             continue
         found[key] = dist.version
         for text in dist.requires or []:
             requirement = Requirement(text)
             marker = requirement.marker
-            wanted = marker is None or any(marker.evaluate({**environment, "extra": extra}) for extra in (*extras, ""))
+            wanted = marker is None or any(
+                marker.evaluate({**environment, "extra": extra}) for extra in (*extras, "")
+            )
             if wanted:
                 todo.append((requirement.name, frozenset(requirement.extras)))
     return dict(sorted(found.items()))
@@ -152,7 +172,9 @@ def installed_bytes(name: str) -> int:
     total = 0
     for file in dist.files or []:
         path = str(file)
-        if "__pycache__" in path or (name == "ray" and any(Path(path).match(p) or path.startswith(p + "/") for p in RAY_SLIM)):
+        if "__pycache__" in path or (
+            name == "ray" and any(Path(path).match(p) or path.startswith(p + "/") for p in RAY_SLIM)
+        ):
             continue
         located = Path(str(dist.locate_file(file)))
         if located.is_file():
@@ -163,9 +185,16 @@ def installed_bytes(name: str) -> int:
 def tree_bytes() -> int:
     """What a device call sends of the working tree: tracked files and untracked ones git does not ignore."""
     listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
     ).stdout
-    return sum((ROOT / name).stat().st_size for name in listed.decode().split("\0") if name and (ROOT / name).is_file())
+    return sum(
+        (ROOT / name).stat().st_size
+        for name in listed.decode().split("\0")
+        if name and (ROOT / name).is_file()
+    )
 
 
 def slim(site: Path) -> int:
@@ -208,13 +237,29 @@ def build(packages: dict[str, str], work: Path) -> Path:
     pip = [sys.executable, "-m", "pip", "-q"]
     subprocess.run([*pip, "download", "--no-deps", *common, "-d", str(WHEELS), *pins], check=True)
     wanted = {canonical(name): version for name, version in packages.items()}
-    wheels = [w for w in sorted(WHEELS.glob("*.whl")) if wanted.get(canonical(w.name.split("-")[0])) == w.name.split("-")[1]]
+    wheels = [
+        w
+        for w in sorted(WHEELS.glob("*.whl"))
+        if wanted.get(canonical(w.name.split("-")[0])) == w.name.split("-")[1]
+    ]
     subprocess.run(
-        [*pip, "install", "--no-deps", "--no-compile", "--no-index", *common, "--target", str(site), *map(str, wheels)],
+        [
+            *pip,
+            "install",
+            "--no-deps",
+            "--no-compile",
+            "--no-index",
+            *common,
+            "--target",
+            str(site),
+            *map(str, wheels),
+        ],
         check=True,
     )
     slimmed, stripped = slim(site), strip_binaries(site)
-    print(f"device_bundle: Ray slimmed by {slimmed / 2**20:.1f} MiB, binaries stripped by {stripped / 2**20:.1f} MiB")
+    print(
+        f"device_bundle: Ray slimmed by {slimmed / 2**20:.1f} MiB, binaries stripped by {stripped / 2**20:.1f} MiB"
+    )
     BUNDLE.parent.mkdir(exist_ok=True)
     with tarfile.open(BUNDLE, "w:xz", preset=6) as archive:
         for path in sorted(site.iterdir()):
@@ -224,7 +269,11 @@ def build(packages: dict[str, str], work: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dry-run", action="store_true", help="list what would be fetched and estimate the size; fetch nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list what would be fetched and estimate the size; fetch nothing",
+    )
     parser.add_argument("--json", action="store_true", help="print the dry run as JSON")
     args = parser.parse_args(argv)
     packages = needed()

@@ -59,19 +59,38 @@ def machine(device: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=("tiny", "small"), default="small", help="random checkpoint size (pixart_batch.tiny)")
+    parser.add_argument(
+        "--size",
+        choices=("tiny", "small"),
+        default="small",
+        help="random checkpoint size (pixart_batch.tiny)",
+    )
     parser.add_argument("--model", help="a checkpoint directory or hub id instead of a random one")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--dtype", default=None, help="DiT/VAE dtype (default float32 on CPU, float16 on CUDA)")
+    parser.add_argument(
+        "--dtype", default=None, help="DiT/VAE dtype (default float32 on CPU, float16 on CUDA)"
+    )
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--threshold", type=float, default=0.05, help="stages.denoise.step_cache_threshold (first-block)")
-    parser.add_argument("--interval", type=int, default=2, help="stages.denoise.step_cache_interval (pab, taylorseer)")
+    parser.add_argument(
+        "--threshold", type=float, default=0.05, help="stages.denoise.step_cache_threshold (first-block)"
+    )
+    parser.add_argument(
+        "--interval", type=int, default=2, help="stages.denoise.step_cache_interval (pab, taylorseer)"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="timed passes per mode; the least counts")
-    parser.add_argument("--modes", nargs="+", choices=tuple(STEP_CACHES), default=tuple(STEP_CACHES), help="step caches to run")
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        choices=tuple(STEP_CACHES),
+        default=tuple(STEP_CACHES),
+        help="step caches to run",
+    )
     parser.add_argument("--compile", action="store_true", help="also time the exact torch.compile path")
-    parser.add_argument("--no-append", action="store_true", help="print only; do not append to benchmarks/RESULTS.md")
+    parser.add_argument(
+        "--no-append", action="store_true", help="print only; do not append to benchmarks/RESULTS.md"
+    )
     args = parser.parse_args()
 
     import torch
@@ -124,7 +143,9 @@ def main() -> None:
 
     def run(name: str, **fields: object) -> tuple[float, np.ndarray]:
         denoiser = Denoiser(dataclasses.replace(base, **fields))
-        batches = [list(range(i, min(i + args.batch, args.images))) for i in range(0, args.images, args.batch)]
+        batches = [
+            list(range(i, min(i + args.batch, args.images))) for i in range(0, args.images, args.batch)
+        ]
         if args.device == "cuda" or fields.get("compile"):
             denoiser.denoise(rows(batches[0]), side, side)  # warm-up (and compilation)
         best = float("inf")
@@ -145,7 +166,11 @@ def main() -> None:
     if args.compile:
         modes["exact + compile"] = {"compile": True}
     for name, fields in ((name, STEP_CACHES[name]) for name in args.modes):
-        extra = {"step_cache_threshold": args.threshold} if name == "first-block" else {"step_cache_interval": args.interval}
+        extra = (
+            {"step_cache_threshold": args.threshold}
+            if name == "first-block"
+            else {"step_cache_interval": args.interval}
+        )
         modes[DenoiseStageConfig(**fields, **extra).fast_mode] = {**fields, **extra}  # type: ignore[arg-type]
     fp8_note = "fp8: not measured (needs CUDA compute capability >= 8.9)"
     if args.device == "cuda" and torch.cuda.get_device_capability() >= FP8_MIN_CAPABILITY:
@@ -182,7 +207,10 @@ def main() -> None:
         f"{args.images} images ({side}×{side}, {args.steps} steps, CFG 4.5, {dtype}, batches of {args.batch}), "
         "the same prompts and seeds in every mode; s/image is the DiT alone (after a warm-up batch on CUDA), the least of "
         f"{args.repeats} passes ({clock_note}); "
-        "pixels are decoded by the same exact VAE.\n\n" + table + "\n" + (f"\n{fp8_note}.\n" if fp8_note else "")
+        "pixels are decoded by the same exact VAE.\n\n"
+        + table
+        + "\n"
+        + (f"\n{fp8_note}.\n" if fp8_note else "")
     )
     with open(ROOT / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as handle:
         handle.write(section)

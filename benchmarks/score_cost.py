@@ -32,7 +32,10 @@ SHAPES = ["", " --ar 1:2", " --ar 2:1", " --hw 80:80", " --ar 3:4"]
 
 
 def prompts_file(path: Path, count: int) -> Path:
-    lines = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(6)) + SHAPES[i % len(SHAPES)] for i in range(count)]
+    lines = [
+        " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(6)) + SHAPES[i % len(SHAPES)]
+        for i in range(count)
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -61,7 +64,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--clip", default="tiny", help="stages.score.model: tiny (default) or a CLIP directory / hub id")
+    parser.add_argument(
+        "--clip", default="tiny", help="stages.score.model: tiny (default) or a CLIP directory / hub id"
+    )
     parser.add_argument("--size", default="tiny", choices=("tiny", "small"), help="the PixArt checkpoint")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--no-append", action="store_true")
@@ -81,9 +86,19 @@ def main() -> int:
         rates = [r["images_per_second"] for r in results[scored]]
         busy = [r["stage_busy_seconds"].get("score", 0.0) for r in results[scored]]
         share = [b / r["stage_seconds"]["generate"] for b, r in zip(busy, results[scored], strict=True)]
-        rows.append((scored, rates, statistics.median(busy), statistics.median(share), results[scored][0]["images_generated"]))
+        rows.append(
+            (
+                scored,
+                rates,
+                statistics.median(busy),
+                statistics.median(share),
+                results[scored][0]["images_generated"],
+            )
+        )
     base, best = statistics.median(rows[0][1]), max(rows[0][1])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
     import torch
 
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -45,7 +45,9 @@ def sink_class(base: str | None) -> Any:
         from pixart_batch.output.writers import ImageWriter
 
         return lambda *args: ImageSink(ImageWriter(*args))
-    source = subprocess.run(["git", "show", f"{base}:pixart_batch/sinks.py"], capture_output=True, text=True, check=True).stdout
+    source = subprocess.run(
+        ["git", "show", f"{base}:pixart_batch/sinks.py"], capture_output=True, text=True, check=True
+    ).stdout
     spec = importlib.util.spec_from_loader("pixart_batch._sinks_before", loader=None)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
@@ -135,13 +137,22 @@ def main() -> None:
         args.base = args.base if args.code == "before" else None
         measure(args)
         return
-    print(f"{args.rows} rows of {args.image_mb} MB images, row_group_size {args.row_group_size}, blocks of 8 rows")
+    print(
+        f"{args.rows} rows of {args.image_mb} MB images, row_group_size {args.row_group_size}, blocks of 8 rows"
+    )
     print("| code | rows_per_shard | shards | peak RSS above start MB | arrow pool peak MB | s |")
     print("|---|---:|---:|---:|---:|---:|")
     for code in ("before", "after"):
         for rows_per_shard in args.shards:
             command = [sys.executable, __file__, "--child", "--code", code, "--base", args.base]
-            command += ["--rows", str(args.rows), "--image-mb", str(args.image_mb), "--row-group-size", str(args.row_group_size)]
+            command += [
+                "--rows",
+                str(args.rows),
+                "--image-mb",
+                str(args.image_mb),
+                "--row-group-size",
+                str(args.row_group_size),
+            ]
             command += ["--rows-per-shard", str(rows_per_shard)]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:

@@ -37,7 +37,9 @@ BUCKETS = [(1024, 1024), (768, 1344), (1344, 768), (896, 1152), (1152, 896), (64
 
 
 def old_module(base: str) -> Any:
-    source = subprocess.run(["git", "show", f"{base}:pixart_batch/store.py"], capture_output=True, text=True, check=True).stdout
+    source = subprocess.run(
+        ["git", "show", f"{base}:pixart_batch/store.py"], capture_output=True, text=True, check=True
+    ).stdout
     spec = importlib.util.spec_from_loader("pixart_batch._store_before", loader=None)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
@@ -73,7 +75,13 @@ def write_old_part(store: Any, table: pa.Table) -> None:
         path,
         table.cast(new_store.store_schema()).sort_by(S.CAPTION_KEY),
         row_group_size=64,
-        compression={S.CAPTION_KEY: "zstd", S.CAPTION: "zstd", S.NUM_TOKENS: "zstd", S.TRUNCATED: "zstd", S.EMBEDDING: "none"},
+        compression={
+            S.CAPTION_KEY: "zstd",
+            S.CAPTION: "zstd",
+            S.NUM_TOKENS: "zstd",
+            S.TRUNCATED: "zstd",
+            S.EMBEDDING: "none",
+        },
         use_dictionary=[S.CAPTION_KEY, S.CAPTION],
         write_statistics=[S.CAPTION_KEY, S.NUM_TOKENS],
     )
@@ -101,7 +109,9 @@ class Counter:
         self.bytes = self.rows = 0
         original = pq.ParquetFile.read_row_groups
 
-        def counted(parquet: pq.ParquetFile, groups: list[int], columns: list[str] | None = None, **kw: Any) -> pa.Table:
+        def counted(
+            parquet: pq.ParquetFile, groups: list[int], columns: list[str] | None = None, **kw: Any
+        ) -> pa.Table:
             names = parquet.schema_arrow.names
             wanted = [names.index(c) for c in columns or names]
             for i in groups:
@@ -117,7 +127,9 @@ class Counter:
         pq.ParquetFile.read_row_groups = self.original  # type: ignore[method-assign]
 
 
-def replay(module: Any, root: str, identity: Any, plan: list[tuple[str, str]], batch: int, sizes: dict[str, int]) -> dict:
+def replay(
+    module: Any, root: str, identity: Any, plan: list[tuple[str, str]], batch: int, sizes: dict[str, int]
+) -> dict:
     store = module.EmbeddingStore(root, identity)
     index = store.index()
     for name in ("_FOOTERS", "_GROUPS"):
@@ -169,13 +181,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=500)
     parser.add_argument("--images-per-prompt", type=int, default=1)
-    parser.add_argument("--buckets", type=int, default=4, help=f"distinct bucket sizes (at most {len(BUCKETS)})")
+    parser.add_argument(
+        "--buckets", type=int, default=4, help=f"distinct bucket sizes (at most {len(BUCKETS)})"
+    )
     parser.add_argument("--batch", type=int, default=8, help="DiT batch size (rows per lookup)")
     parser.add_argument("--d-model", type=int, default=4096)
     parser.add_argument("--min-tokens", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=120)
     parser.add_argument(
-        "--cache-mb", type=float, default=new_store.CACHE_BYTES / 2**20, help="row-group cache of the current code"
+        "--cache-mb",
+        type=float,
+        default=new_store.CACHE_BYTES / 2**20,
+        help="row-group cache of the current code",
     )
     parser.add_argument("--base", default="63c0442", help="git revision of the 'before' store.py")
     args = parser.parse_args()
@@ -184,7 +201,11 @@ def main() -> None:
     new_store._CACHE.limit = int(args.cache_mb * 2**20)
     table, captions = build(args)
     sizes = dict(
-        zip(table.column(S.CAPTION_KEY).to_pylist(), (len(e) for e in table.column(S.EMBEDDING).to_pylist()), strict=True)
+        zip(
+            table.column(S.CAPTION_KEY).to_pylist(),
+            (len(e) for e in table.column(S.EMBEDDING).to_pylist()),
+            strict=True,
+        )
     )
     images = len(captions) * args.images_per_prompt
     identity = new_store.StoreIdentity(encoder="bench", d_model=args.d_model)
@@ -207,7 +228,9 @@ def main() -> None:
         f"mean embedding {np.mean(list(sizes.values())) / 1e6:.3f} MB, store {sum(sizes.values()) / 1e6:.0f} MB; "
         f"current code's cache {args.cache_mb:.0f} MiB"
     )
-    print("| code | store parts | plan order | rows read / embedding used | bytes read / used | MB read / image | replay s |")
+    print(
+        "| code | store parts | plan order | rows read / embedding used | bytes read / used | MB read / image | replay s |"
+    )
     print("|---|---|---|---:|---:|---:|---:|")
     for label, layout, order, st in results:
         rows = f"{st['rows'] / st['distinct']:.1f}"

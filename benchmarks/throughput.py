@@ -173,7 +173,12 @@ def _gpu_sample() -> tuple[float, float] | None:
     """``(memory used MB, utilisation %)`` of GPU 0 by nvidia-smi, None without one."""
     try:
         line = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.used,utilization.gpu", "--format=csv,noheader,nounits", "--id=0"],
+            [
+                "nvidia-smi",
+                "--query-gpu=memory.used,utilization.gpu",
+                "--format=csv,noheader,nounits",
+                "--id=0",
+            ],
             capture_output=True,
             text=True,
             timeout=5,
@@ -213,7 +218,12 @@ def measure(name: str, command: list[str], log: Path, gpu: bool, env: dict | Non
         done.set()
         if sampler:
             sampler.join()
-    result = {"wall_s": round(wall, 2), "exit": process.returncode, "peak_rss_MB": round(peak_rss / 1e6, 1), "log": str(log)}
+    result = {
+        "wall_s": round(wall, 2),
+        "exit": process.returncode,
+        "peak_rss_MB": round(peak_rss / 1e6, 1),
+        "log": str(log),
+    }
     if gpu_memory:
         result.update(gpu_peak_MB=max(gpu_memory), gpu_util_mean=round(sum(gpu_util) / len(gpu_util), 1))
     print(f"    {result}", flush=True)
@@ -264,7 +274,9 @@ def build_checkpoint(preset: str, work: Path, small: bool) -> tuple[Path, str]:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import gpu_check  # the XL builders: reused, not copied
 
-    ctx = gpu_check.Context(argparse.Namespace(small=small, out=str(work / "gpu_check"), workdir=str(work / "xl")))
+    ctx = gpu_check.Context(
+        argparse.Namespace(small=small, out=str(work / "gpu_check"), workdir=str(work / "xl"))
+    )
     gpu_check.build_section(ctx)
     # --small's sizes are 256 and 128; the 128 one (sample_size 16) has no diffusers bin table: 256 for both
     label = list(ctx.spec.sizes)[0 if preset == "xl-1024" or small else 1]
@@ -284,7 +296,9 @@ def write_config(base: str, checkpoint: Path, path: Path, small_xl: bool, preset
         # core (Ray then runs torch with that many threads), as the loop's process has them all.
         cores = os.cpu_count() or 1
         data["stages"]["denoise"].update(num_cpus=cores)
-        data["stages"]["decode"] = {k: v for k, v in data["stages"]["decode"].items() if k not in ("num_cpus", "concurrency")}
+        data["stages"]["decode"] = {
+            k: v for k, v in data["stages"]["decode"].items() if k not in ("num_cpus", "concurrency")
+        }
         data["stages"]["decode"]["colocate"] = True
         data.setdefault("ray", {})["num_cpus"] = cores + 2  # room for the small clean / write tasks beside it
     if small_xl:  # gpu_check --small on a CPU: 2 steps, as its own smoke test
@@ -346,7 +360,10 @@ def table(preset: str, results: dict, gpu: bool) -> list[str]:
             f"{r['peak_rss_MB']:.0f}",
         ]
         if gpu:
-            cells += [f"{r['gpu_peak_MB']:.0f}" if "gpu_peak_MB" in r else "", f"{r.get('gpu_util_mean', '')}"]
+            cells += [
+                f"{r['gpu_peak_MB']:.0f}" if "gpu_peak_MB" in r else "",
+                f"{r.get('gpu_util_mean', '')}",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -362,7 +379,10 @@ def judge(preset: str, results: dict) -> None:
     if preset == "tiny-cpu" and zero:
         for key, factor in (("b", 3.0), ("c", 1.5), ("d", 2.0)):
             if key in results:
-                results[key]["target"] = (f"wall ≤ {factor:g} × (0)", results[key]["wall_s"] <= factor * zero["wall_s"])
+                results[key]["target"] = (
+                    f"wall ≤ {factor:g} × (0)",
+                    results[key]["wall_s"] <= factor * zero["wall_s"],
+                )
 
 
 def machine() -> str:
@@ -380,8 +400,12 @@ def machine() -> str:
 
 def commit() -> str:
     found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
-    return (found.stdout.strip() or "unknown") + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    )
+    return (found.stdout.strip() or "unknown") + (
+        " (with uncommitted changes)" if dirty.stdout.strip() else ""
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -393,7 +417,10 @@ def run_benchmark(args: argparse.Namespace) -> int:
     preset = args.preset
     gpu = torch.cuda.is_available() and preset.startswith("xl")
     if preset.startswith("xl") and not gpu and not args.small:
-        print("throughput.py: the xl presets need a CUDA GPU (add --small for gpu_check's CPU sizes)", file=sys.stderr)
+        print(
+            "throughput.py: the xl presets need a CUDA GPU (add --small for gpu_check's CPU sizes)",
+            file=sys.stderr,
+        )
         return 2
     work = Path(args.workdir or tempfile.mkdtemp(prefix=f"throughput-{preset}-", dir="/tmp")).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -414,7 +441,11 @@ def run_benchmark(args: argparse.Namespace) -> int:
     from pixart_batch.config import load_config
 
     run_config = load_config(config)
-    env = dict(os.environ, RAY_DATA_DISABLE_PROGRESS_BARS="1", PYTHONPATH=f"{ROOT}:{os.environ.get('PYTHONPATH', '')}")
+    env = dict(
+        os.environ,
+        RAY_DATA_DISABLE_PROGRESS_BARS="1",
+        PYTHONPATH=f"{ROOT}:{os.environ.get('PYTHONPATH', '')}",
+    )
     python = sys.executable
     has_ray = importlib.util.find_spec("ray") is not None
     results: dict[str, dict] = {}
@@ -426,18 +457,43 @@ def run_benchmark(args: argparse.Namespace) -> int:
         results["0"] = measure("0", [python, "-c", code], out / "ray_init.log", gpu, env)
 
     loop_report = work / "loop_report.json"
-    loop = [python, str(Path(__file__).resolve()), "--loop", "--config", str(config), "--prompts", str(prompts)]
+    loop = [
+        python,
+        str(Path(__file__).resolve()),
+        "--loop",
+        "--config",
+        str(config),
+        "--prompts",
+        str(prompts),
+    ]
     results["a"] = measure(
-        "a", [*loop, "--out", str(work / "loop_images"), "--report", str(loop_report)], out / "loop.log", gpu, env
+        "a",
+        [*loop, "--out", str(work / "loop_images"), "--report", str(loop_report)],
+        out / "loop.log",
+        gpu,
+        env,
     )
     if loop_report.is_file():
         report = json.loads(loop_report.read_text())
         results["a"].update(images=report["images"], generate_images_per_s=report["images_per_second"])
-        print(f"    loop: load {report['load_seconds']} s, generate {report['generate_seconds']} s, {report}", flush=True)
+        print(
+            f"    loop: load {report['load_seconds']} s, generate {report['generate_seconds']} s, {report}",
+            flush=True,
+        )
 
     if has_ray:
         output = work / "output"
-        generate = [python, "-m", "pixart_batch", "generate", "--config", str(config), "--output", str(output), "--prompts"]
+        generate = [
+            python,
+            "-m",
+            "pixart_batch",
+            "generate",
+            "--config",
+            str(config),
+            "--output",
+            str(output),
+            "--prompts",
+        ]
         runs = [("b", prompts, output, []), ("c", prompts, output, []), ("d", more, output, [])]
         if not args.skip_ray_row:  # (b) again through the Ray executor: what a cluster run pays here
             runs.append(("b_ray", prompts, work / "output-ray", ["--executor", "ray"]))
@@ -452,7 +508,10 @@ def run_benchmark(args: argparse.Namespace) -> int:
                 busy=report.get("stage_busy_seconds") or {},
             )
     else:
-        notes.append(RAY_MISSING + "; the stages' own throughput against diffusers is gpu_check.py's `throughput` section")
+        notes.append(
+            RAY_MISSING
+            + "; the stages' own throughput against diffusers is gpu_check.py's `throughput` section"
+        )
         print(notes[-1], flush=True)
 
     judge(preset, results)
@@ -475,7 +534,9 @@ def run_benchmark(args: argparse.Namespace) -> int:
     text = "\n".join(lines).rstrip() + "\n"
     print("\n" + text, flush=True)
     (out / "throughput.md").write_text(text)
-    (out / "throughput.json").write_text(json.dumps({"preset": preset, "results": results, "notes": notes}, indent=2) + "\n")
+    (out / "throughput.json").write_text(
+        json.dumps({"preset": preset, "results": results, "notes": notes}, indent=2) + "\n"
+    )
     if args.append:
         with open(ROOT / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as handle:
             handle.write("\n" + text)
@@ -488,13 +549,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", choices=PRESETS)
     parser.add_argument("--prompts", help="number of generated prompts (loop mode: the prompt file)")
-    parser.add_argument("--out", help="results folder: throughput.md / .json and the logs (default: the work folder)")
-    parser.add_argument("--workdir", help="scratch folder: checkpoint, prompts, outputs (default: a new /tmp folder)")
-    parser.add_argument("--append", action="store_true", help="also append the table to the tracked benchmarks/RESULTS.md")
-    parser.add_argument("--no-append", action="store_true", help=argparse.SUPPRESS)  # the default now; still accepted
-    parser.add_argument("--small", action="store_true", help="xl presets: gpu_check's --small sizes (CPU smoke test)")
-    parser.add_argument("--skip-ray-row", action="store_true", help="do not add (b) forced through the Ray executor")
-    parser.add_argument("--loop", action="store_true", help=argparse.SUPPRESS)  # (a), run by the benchmark itself
+    parser.add_argument(
+        "--out", help="results folder: throughput.md / .json and the logs (default: the work folder)"
+    )
+    parser.add_argument(
+        "--workdir", help="scratch folder: checkpoint, prompts, outputs (default: a new /tmp folder)"
+    )
+    parser.add_argument(
+        "--append", action="store_true", help="also append the table to the tracked benchmarks/RESULTS.md"
+    )
+    parser.add_argument(
+        "--no-append", action="store_true", help=argparse.SUPPRESS
+    )  # the default now; still accepted
+    parser.add_argument(
+        "--small", action="store_true", help="xl presets: gpu_check's --small sizes (CPU smoke test)"
+    )
+    parser.add_argument(
+        "--skip-ray-row", action="store_true", help="do not add (b) forced through the Ray executor"
+    )
+    parser.add_argument(
+        "--loop", action="store_true", help=argparse.SUPPRESS
+    )  # (a), run by the benchmark itself
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -89,7 +89,9 @@ def _status(output: OutputDataset, holder: Holder | None) -> dict[str, Any]:
         if holder is not None:
             running = f"a run is writing this output ({holder.describe()})"
             raise OutputError(f"{output.uri}: no plan yet; {running}: try again later")
-        raise OutputError(f"{output.uri}: no plan yet (the first run stopped before planning); re-run generate")
+        raise OutputError(
+            f"{output.uri}: no plan yet (the first run stopped before planning); re-run generate"
+        )
     plan = output.read_plan(name=pointer).to_pylist()
     bucket_of = {row[S.KEY]: S.bucket_name(row[S.BUCKET_WIDTH], row[S.BUCKET_HEIGHT]) for row in plan}
     damaged = _damaged_shards(output, bucket_of)
@@ -116,7 +118,12 @@ def _status(output: OutputDataset, holder: Holder | None) -> dict[str, Any]:
         "total": {f: total[f] for f in fields},
         "not_in_plan": len(done - {row[S.KEY] for row in plan}),
         "damaged": [
-            {"path": shard["path"], "reason": shard["reason"], "images": _count(shard["keys"]), "buckets": shard["buckets"]}
+            {
+                "path": shard["path"],
+                "reason": shard["reason"],
+                "images": _count(shard["keys"]),
+                "buckets": shard["buckets"],
+            }
             for shard in damaged
         ],
         **({"dry_run": _dry_run_plan(output, done)} if dry and pointer == PLAN_POINTER_FILE else {}),
@@ -159,7 +166,9 @@ def _dry_run_plan(output: OutputDataset, done: set[str]) -> dict[str, int]:
     return {"planned": len(keys), "done": len(keys & done)}
 
 
-def _label_counts(output: OutputDataset, plan: list[dict[str, Any]], done: set[str], failed: Any) -> dict[str, Any]:
+def _label_counts(
+    output: OutputDataset, plan: list[dict[str, Any]], done: set[str], failed: Any
+) -> dict[str, Any]:
     """A labelled output's ``labels``: per class name (in id order), planned / done / failed images."""
     names = S.label_names(output.read_settings())
     if names is None or not plan or S.LABEL not in plan[0]:
@@ -310,7 +319,9 @@ def _verify_row(result: Verification, seen: dict[str, str], path: str, row: dict
                     f"{path}: {key}: image is {image.size[0]}x{image.size[1]}, row says {row[S.WIDTH]}x{row[S.HEIGHT]}"
                 )
     except Exception as exc:
-        result.problem(f"{path}: {key}: image does not decode ({first_line(exc, limit=None, with_type=True)})")
+        result.problem(
+            f"{path}: {key}: image does not decode ({first_line(exc, limit=None, with_type=True)})"
+        )
 
 
 def verify(uri: str) -> Verification:
@@ -367,7 +378,9 @@ def _verify_files(output: OutputDataset, result: Verification, seen: dict[str, s
             with store.fs.open_input_file(path) as handle:
                 pq.read_table(handle)
         except Exception as exc:
-            result.problem(f"{path}: unreadable embedding-store part ({first_line(exc, limit=None, with_type=True)})")
+            result.problem(
+                f"{path}: unreadable embedding-store part ({first_line(exc, limit=None, with_type=True)})"
+            )
     for path in output.failure_files():
         result.failure_tables += 1
         reason = check_parquet(output.location, path, S.KEY)

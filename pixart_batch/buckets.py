@@ -39,9 +39,16 @@ def aspect_ratio_table(sample_size: int) -> dict[str, list[float]]:
     )
     from diffusers.pipelines.pixart_alpha.pipeline_pixart_sigma import ASPECT_RATIO_2048_BIN
 
-    tables = {32: ASPECT_RATIO_256_BIN, 64: ASPECT_RATIO_512_BIN, 128: ASPECT_RATIO_1024_BIN, 256: ASPECT_RATIO_2048_BIN}
+    tables = {
+        32: ASPECT_RATIO_256_BIN,
+        64: ASPECT_RATIO_512_BIN,
+        128: ASPECT_RATIO_1024_BIN,
+        256: ASPECT_RATIO_2048_BIN,
+    }
     if sample_size not in tables:
-        raise UserError(f"transformer sample_size {sample_size} has no aspect-ratio table (known: 32, 64, 128, 256)")
+        raise UserError(
+            f"transformer sample_size {sample_size} has no aspect-ratio table (known: 32, 64, 128, 256)"
+        )
     return tables[sample_size]
 
 
@@ -64,7 +71,9 @@ def read_model_geometry(model_dir: str | Path, folders: dict[str, Path] | None =
     transformer, vae, text_encoder = configs["transformer"], configs["vae"], configs["text_encoder"]
     blocks = vae.get("block_out_channels", [0, 0, 0, 0])
     if not isinstance(blocks, list) or not blocks:
-        raise CheckpointError(f"{where['vae'] / 'config.json'}: 'block_out_channels' is {json.dumps(blocks)}, expected a list")
+        raise CheckpointError(
+            f"{where['vae'] / 'config.json'}: 'block_out_channels' is {json.dumps(blocks)}, expected a list"
+        )
     geometry = ModelGeometry(
         sample_size=_positive(transformer, "sample_size", where["transformer"]),
         vae_scale_factor=2 ** (len(blocks) - 1),
@@ -74,7 +83,13 @@ def read_model_geometry(model_dir: str | Path, folders: dict[str, Path] | None =
     # Components that must agree (model.components_from can pair any two checkpoints).
     pairs = [
         ("transformer", "caption_channels", geometry.text_dim, "text_encoder", "d_model"),
-        ("transformer", "in_channels", _positive(vae, "latent_channels", where["vae"], default=4), "vae", "latent_channels"),
+        (
+            "transformer",
+            "in_channels",
+            _positive(vae, "latent_channels", where["vae"], default=4),
+            "vae",
+            "latent_channels",
+        ),
     ]
     for name, key, other, other_name, other_key in pairs:
         value = configs[name].get(key, other)

@@ -23,13 +23,48 @@ ALPHA = {"pipeline_class": "PixArtAlphaPipeline", "max_sequence_length": 120}
 SIGMA = {"pipeline_class": "PixArtSigmaPipeline", "max_sequence_length": 300}
 
 PUBLISHED: dict[str, dict[str, Any]] = {
-    "PixArt-alpha/PixArt-XL-2-1024-MS": {**_XL2, **ALPHA, "sample_size": 128, "scheduler": "DPMSolverMultistepScheduler"},
-    "PixArt-alpha/PixArt-XL-2-512x512": {**_XL2, **ALPHA, "sample_size": 64, "scheduler": "DPMSolverMultistepScheduler"},
-    "PixArt-alpha/PixArt-LCM-XL-2-1024-MS": {**_XL2, **ALPHA, "sample_size": 128, "scheduler": "LCMScheduler"},
-    "PixArt-alpha/PixArt-Alpha-DMD-XL-2-512x512": {**_XL2, **ALPHA, "sample_size": 64, "scheduler": "DDPMScheduler"},
-    "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS": {**_XL2, **SIGMA, "sample_size": 128, "scheduler": "DPMSolverMultistepScheduler"},
-    "PixArt-alpha/PixArt-Sigma-XL-2-2K-MS": {**_XL2, **SIGMA, "sample_size": 256, "scheduler": "DPMSolverMultistepScheduler"},
-    "PixArt-alpha/PixArt-Sigma-XL-2-512-MS": {**_XL2, **SIGMA, "sample_size": 64, "scheduler": "DPMSolverMultistepScheduler"},
+    "PixArt-alpha/PixArt-XL-2-1024-MS": {
+        **_XL2,
+        **ALPHA,
+        "sample_size": 128,
+        "scheduler": "DPMSolverMultistepScheduler",
+    },
+    "PixArt-alpha/PixArt-XL-2-512x512": {
+        **_XL2,
+        **ALPHA,
+        "sample_size": 64,
+        "scheduler": "DPMSolverMultistepScheduler",
+    },
+    "PixArt-alpha/PixArt-LCM-XL-2-1024-MS": {
+        **_XL2,
+        **ALPHA,
+        "sample_size": 128,
+        "scheduler": "LCMScheduler",
+    },
+    "PixArt-alpha/PixArt-Alpha-DMD-XL-2-512x512": {
+        **_XL2,
+        **ALPHA,
+        "sample_size": 64,
+        "scheduler": "DDPMScheduler",
+    },
+    "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS": {
+        **_XL2,
+        **SIGMA,
+        "sample_size": 128,
+        "scheduler": "DPMSolverMultistepScheduler",
+    },
+    "PixArt-alpha/PixArt-Sigma-XL-2-2K-MS": {
+        **_XL2,
+        **SIGMA,
+        "sample_size": 256,
+        "scheduler": "DPMSolverMultistepScheduler",
+    },
+    "PixArt-alpha/PixArt-Sigma-XL-2-512-MS": {
+        **_XL2,
+        **SIGMA,
+        "sample_size": 64,
+        "scheduler": "DPMSolverMultistepScheduler",
+    },
 }
 """Hub id → ``sample_size`` (the transformer's latent side: 64 / 128 / 256 for 512² / 1024² / 2048²),
 ``vae_scale_factor``, ``text_dim`` (T5 ``d_model``), ``dit_width`` / ``dit_layers``, ``pipeline_class``

@@ -29,7 +29,9 @@ VERIFY_EXIT_STATUS = """exit status:
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     from .config import EXECUTORS
 
-    parser.add_argument("--config", help="YAML recipe (configs/tiny.yaml, configs/pixart-alpha-1024.yaml, ...)")
+    parser.add_argument(
+        "--config", help="YAML recipe (configs/tiny.yaml, configs/pixart-alpha-1024.yaml, ...)"
+    )
     parser.add_argument(
         "--prompts",
         required=True,
@@ -38,11 +40,17 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_column_arguments(parser)
     parser.add_argument("--output", required=True, help="output directory (local path, s3:// or gs://)")
-    parser.add_argument("--model", help="hub id or local checkpoint directory, or 'tiny' (overrides model.path)")
+    parser.add_argument(
+        "--model", help="hub id or local checkpoint directory, or 'tiny' (overrides model.path)"
+    )
     parser.add_argument("--store", help="embedding store root (default OUTPUT/embeddings)")
     parser.add_argument("--max-sequence-length", type=int, help="T5 token limit (120 for α, 300 for Σ)")
-    parser.add_argument("--verbose", action="store_true", default=None, help="show Ray's own log lines and progress bars")
-    parser.add_argument("--progress-interval", type=float, help="seconds between progress lines when not a terminal (30)")
+    parser.add_argument(
+        "--verbose", action="store_true", default=None, help="show Ray's own log lines and progress bars"
+    )
+    parser.add_argument(
+        "--progress-interval", type=float, help="seconds between progress lines when not a terminal (30)"
+    )
     parser.add_argument(
         "--executor",
         choices=EXECUTORS,
@@ -62,7 +70,9 @@ def _add_column_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pixart-batch", description="Batch PixArt-α / PixArt-Σ image datasets on Ray.")
+    parser = argparse.ArgumentParser(
+        prog="pixart-batch", description="Batch PixArt-α / PixArt-Σ image datasets on Ray."
+    )
     from . import __version__
     from .config import IMAGE_FORMATS, OUTPUT_FORMATS
     from .families import CHECKPOINT_SCHEDULER, FAMILY_NAMES, SCHEDULERS
@@ -73,16 +83,30 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="prompts → embedding store → images → sharded dataset")
     _add_run_arguments(generate)
     generate.add_argument("--seed", type=int, help="run seed (generation.seed)")
-    generate.add_argument("--images-per-prompt", type=int, help="images per prompt (generation.images_per_prompt)")
-    generate.add_argument("--batch-size", type=int, help="DiT and VAE batch size (stages.denoise/decode.batch_size)")
-    generate.add_argument("--steps", type=int, help="denoising steps (generation.num_inference_steps)")
-    generate.add_argument("--guidance-scale", type=float, help="CFG scale (generation.guidance_scale); <= 1 runs without CFG")
-    generate.add_argument("--scheduler", help=f"{CHECKPOINT_SCHEDULER} (default), {', '.join(SCHEDULERS)}")
-    generate.add_argument("--image-format", choices=IMAGE_FORMATS, help="image encoding (output.image_format)")
     generate.add_argument(
-        "--output-format", choices=OUTPUT_FORMATS, help="shard format (output.format): parquet or webdataset tars"
+        "--images-per-prompt", type=int, help="images per prompt (generation.images_per_prompt)"
     )
-    generate.add_argument("--dry-run", action="store_true", help="validate, clean and plan only (writes the plan; no models run)")
+    generate.add_argument(
+        "--batch-size", type=int, help="DiT and VAE batch size (stages.denoise/decode.batch_size)"
+    )
+    generate.add_argument("--steps", type=int, help="denoising steps (generation.num_inference_steps)")
+    generate.add_argument(
+        "--guidance-scale", type=float, help="CFG scale (generation.guidance_scale); <= 1 runs without CFG"
+    )
+    generate.add_argument("--scheduler", help=f"{CHECKPOINT_SCHEDULER} (default), {', '.join(SCHEDULERS)}")
+    generate.add_argument(
+        "--image-format", choices=IMAGE_FORMATS, help="image encoding (output.image_format)"
+    )
+    generate.add_argument(
+        "--output-format",
+        choices=OUTPUT_FORMATS,
+        help="shard format (output.format): parquet or webdataset tars",
+    )
+    generate.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate, clean and plan only (writes the plan; no models run)",
+    )
 
     encode = commands.add_parser("encode", help="build the embedding store only")
     _add_run_arguments(encode)
@@ -100,43 +124,79 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("output")
 
-    plan = commands.add_parser("plan", help="images per bucket, GPU-hours, cost and sizes of a run, before it starts")
+    plan = commands.add_parser(
+        "plan", help="images per bucket, GPU-hours, cost and sizes of a run, before it starts"
+    )
     plan.add_argument("prompts", metavar="PROMPTS", help="prompt file, folder or hf:// dataset (as generate)")
     _add_column_arguments(plan)
     plan.add_argument("--config", help="YAML recipe (its estimate: section sets the GPU kind and price)")
-    plan.add_argument("--model", help="hub id or local checkpoint directory, or 'tiny' (overrides model.path)")
-    plan.add_argument("--images-per-prompt", type=int, help="images per prompt (generation.images_per_prompt)")
+    plan.add_argument(
+        "--model", help="hub id or local checkpoint directory, or 'tiny' (overrides model.path)"
+    )
+    plan.add_argument(
+        "--images-per-prompt", type=int, help="images per prompt (generation.images_per_prompt)"
+    )
     plan.add_argument("--steps", type=int, help="denoising steps (generation.num_inference_steps)")
     plan.add_argument("--gpu", help="GPU kind of the estimate (estimate.gpu)")
-    plan.add_argument("--usd-per-gpu-hour", type=float, help="price of a GPU-hour (estimate.usd_per_gpu_hour)")
+    plan.add_argument(
+        "--usd-per-gpu-hour", type=float, help="price of a GPU-hour (estimate.usd_per_gpu_hour)"
+    )
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    gallery = commands.add_parser("gallery", help="a static HTML gallery of a sample of the images in OUTPUT/gallery/")
+    gallery = commands.add_parser(
+        "gallery", help="a static HTML gallery of a sample of the images in OUTPUT/gallery/"
+    )
     gallery.add_argument("output")
-    gallery.add_argument("--per-bucket", type=int, default=48, help="images per bucket or label page at most (48)")
+    gallery.add_argument(
+        "--per-bucket", type=int, default=48, help="images per bucket or label page at most (48)"
+    )
     gallery.add_argument("--max-images", type=int, default=2000, help="images shown in all at most (2000)")
-    gallery.add_argument("--thumb-size", type=int, default=256, help="longest side of a thumbnail in pixels (256)")
+    gallery.add_argument(
+        "--thumb-size", type=int, default=256, help="longest side of a thumbnail in pixels (256)"
+    )
     gallery.add_argument("--format", choices=("webp", "jpeg"), default="webp", help="thumbnail format (webp)")
-    gallery.add_argument("--where", metavar="EXPR", help="preview an export: what EXPR keeps and drops (as export)")
+    gallery.add_argument(
+        "--where", metavar="EXPR", help="preview an export: what EXPR keeps and drops (as export)"
+    )
 
-    export = commands.add_parser("export", help="the rows that satisfy --where, as a new self-contained dataset")
+    export = commands.add_parser(
+        "export", help="the rows that satisfy --where, as a new self-contained dataset"
+    )
     export.add_argument("output", help="the source output (only read)")
-    export.add_argument("--where", required=True, help="e.g. \"clip_score >= 28 and label in ['cat', 'dog']\"")
+    export.add_argument(
+        "--where", required=True, help="e.g. \"clip_score >= 28 and label in ['cat', 'dog']\""
+    )
     export.add_argument("--to", required=True, help="the new dataset's directory (new or empty)")
-    export.add_argument("--format", choices=OUTPUT_FORMATS, help="shard format of the export (default: the source's)")
+    export.add_argument(
+        "--format", choices=OUTPUT_FORMATS, help="shard format of the export (default: the source's)"
+    )
     export.add_argument("--per-label", type=int, help="at most N rows per label (the first N in shard order)")
-    score = commands.add_parser("score", help="add clip_score (and aesthetic_score) to an existing output's shards")
+    score = commands.add_parser(
+        "score", help="add clip_score (and aesthetic_score) to an existing output's shards"
+    )
     score.add_argument("output")
-    score.add_argument("--config", help="YAML recipe whose stages.score section gives the model, head, batch size, dtype")
+    score.add_argument(
+        "--config", help="YAML recipe whose stages.score section gives the model, head, batch size, dtype"
+    )
     score.add_argument("--model", help="CLIP model: hub id, local directory or 'tiny' (stages.score.model)")
     score.add_argument("--revision", help="hub revision of the CLIP model (stages.score.revision)")
-    score.add_argument("--aesthetic-head", help="safetensors linear head over the image embedding (stages.score.aesthetic_head)")
+    score.add_argument(
+        "--aesthetic-head",
+        help="safetensors linear head over the image embedding (stages.score.aesthetic_head)",
+    )
     score.add_argument("--batch-size", type=int, help="images per CLIP call (stages.score.batch_size)")
 
-    tiny = commands.add_parser("make-tiny-checkpoint", help="write a random tiny PixArt checkpoint (diffusers layout)")
+    tiny = commands.add_parser(
+        "make-tiny-checkpoint", help="write a random tiny PixArt checkpoint (diffusers layout)"
+    )
     tiny.add_argument("directory")
     tiny.add_argument("--seed", type=int, default=0)
-    tiny.add_argument("--family", default="alpha", choices=tuple(FAMILY_NAMES), help="PixArtAlphaPipeline or PixArtSigmaPipeline")
+    tiny.add_argument(
+        "--family",
+        default="alpha",
+        choices=tuple(FAMILY_NAMES),
+        help="PixArtAlphaPipeline or PixArtSigmaPipeline",
+    )
     tiny.add_argument(
         "--scheduler",
         default="dpm-solver++",
@@ -168,7 +228,9 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "make-tiny-checkpoint":
         from .tiny import build_tiny_checkpoint
 
-        path = build_tiny_checkpoint(args.directory, seed=args.seed, family=args.family, scheduler=args.scheduler, size=args.size)
+        path = build_tiny_checkpoint(
+            args.directory, seed=args.seed, family=args.family, scheduler=args.scheduler, size=args.size
+        )
         print(path)
         return 0
     if args.command == "status":
@@ -189,19 +251,30 @@ def run_command(args: argparse.Namespace) -> int:
         print("\n".join(result.lines()))
         return result.exit_code
     if args.command == "export":
-        print(api.export(args.output, args.where, args.to, format=args.format, per_label=args.per_label).summary())
+        print(
+            api.export(
+                args.output, args.where, args.to, format=args.format, per_label=args.per_label
+            ).summary()
+        )
         return 0
     if args.command == "score":
         config = api.load_run_config(args.config)
         configure_logging(config.console.verbose)
-        given = {"revision": args.revision, "aesthetic_head": args.aesthetic_head, "batch_size": args.batch_size}
+        given = {
+            "revision": args.revision,
+            "aesthetic_head": args.aesthetic_head,
+            "batch_size": args.batch_size,
+        }
         api.score(args.output, config=config, model=args.model, **given)
         return 0
     if args.command == "gallery":
         sizes = {"per_bucket": args.per_bucket, "max_images": args.max_images, "thumb_size": args.thumb_size}
         made = api.gallery(args.output, **sizes, format=args.format, where=args.where)
         for shard in made.skipped_shards:
-            print(f"pixart-batch: unreadable shard left out of the gallery: {shard} (pixart-batch verify)", file=sys.stderr)
+            print(
+                f"pixart-batch: unreadable shard left out of the gallery: {shard} (pixart-batch verify)",
+                file=sys.stderr,
+            )
         print(f"gallery: {made.shown} of {made.images} images in {made.buckets} buckets: {made.path}")
         if made.kept is not None:
             print(f"gallery: --where keeps {made.kept} of {made.images} images (kept.html, dropped.html)")
@@ -219,7 +292,9 @@ def _generate(args: argparse.Namespace) -> int:
     if args.command == "encode":
         report = api.encode(args.prompts, args.output, config=config, **_columns(args))
     else:
-        report = api.generate(args.prompts, args.output, config=config, dry_run=args.dry_run, **_columns(args))
+        report = api.generate(
+            args.prompts, args.output, config=config, dry_run=args.dry_run, **_columns(args)
+        )
     if report.images_failed:
         print(
             f"pixart-batch: {report.images_failed} images failed (see {args.output}/failures/); "
@@ -291,7 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("pixart-batch: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     except Terminated:
-        print("pixart-batch: terminated (SIGTERM); committed work is kept; re-run the same command to resume", file=sys.stderr)
+        print(
+            "pixart-batch: terminated (SIGTERM); committed work is kept; re-run the same command to resume",
+            file=sys.stderr,
+        )
         return 143
     except Exception as exc:
         cause = user_cause(exc)
@@ -306,7 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         if isinstance(cause, Terminated):
             print(
-                "pixart-batch: terminated (SIGTERM); committed work is kept; re-run the same command to resume", file=sys.stderr
+                "pixart-batch: terminated (SIGTERM); committed work is kept; re-run the same command to resume",
+                file=sys.stderr,
             )
             return 143
         token = ray_token_error(exc)

@@ -86,7 +86,11 @@ class GenerationConfig:
             )
         if self.timesteps is not None:
             steps = self.timesteps
-            if not steps or any(not 0 <= t < 1000 for t in steps) or any(a <= b for a, b in itertools.pairwise(steps)):
+            if (
+                not steps
+                or any(not 0 <= t < 1000 for t in steps)
+                or any(a <= b for a, b in itertools.pairwise(steps))
+            ):
                 raise ConfigError(
                     f"generation.timesteps: must be a non-empty, strictly decreasing list in [0, 1000), got {steps}"
                 )
@@ -119,7 +123,9 @@ class StageConfig:
             raise ConfigError(f"dtype: must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         sizes = self.pool_size()  # each size >= 1: checked with the other ranges (config_ranges)
         if sizes[0] > sizes[1]:
-            raise ConfigError(f"concurrency: must be a size >= 1 or [min, max] with 1 <= min <= max, got {self.concurrency}")
+            raise ConfigError(
+                f"concurrency: must be a size >= 1 or [min, max] with 1 <= min <= max, got {self.concurrency}"
+            )
 
     def pool_size(self) -> tuple[int, int]:
         """``(min, max)`` actor pool size."""
@@ -148,7 +154,9 @@ class EncodeStageConfig(StageConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.quantization not in QUANTIZATIONS:
-            raise ConfigError(f"quantization: must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
+            raise ConfigError(
+                f"quantization: must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -288,9 +296,13 @@ class OutputConfig:
 
     def __post_init__(self) -> None:
         if self.image_format not in IMAGE_FORMATS:
-            raise ConfigError(f"output.image_format: must be one of {', '.join(IMAGE_FORMATS)}, got {self.image_format!r}")
+            raise ConfigError(
+                f"output.image_format: must be one of {', '.join(IMAGE_FORMATS)}, got {self.image_format!r}"
+            )
         if self.format not in OUTPUT_FORMATS:
-            raise ConfigError(f"output.format: must be one of {', '.join(OUTPUT_FORMATS)}, got {self.format!r}")
+            raise ConfigError(
+                f"output.format: must be one of {', '.join(OUTPUT_FORMATS)}, got {self.format!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -355,7 +367,9 @@ class EstimateConfig:
 
     def __post_init__(self) -> None:
         if self.gpu not in gpu_kinds():
-            raise ConfigError(f"estimate.gpu: unknown GPU kind {self.gpu!r} (known: {', '.join(gpu_kinds())})")
+            raise ConfigError(
+                f"estimate.gpu: unknown GPU kind {self.gpu!r} (known: {', '.join(gpu_kinds())})"
+            )
 
 
 @dataclass(frozen=True)
@@ -405,7 +419,11 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 def _check_type(value: Any, hint: Any, name: str) -> Any:
     origin = typing.get_origin(hint)
-    options = typing.get_args(hint) if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) else (hint,)
+    options = (
+        typing.get_args(hint)
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None))
+        else (hint,)
+    )
     for option in options:
         if option is type(None) and value is None:
             return None
@@ -417,7 +435,11 @@ def _check_type(value: Any, hint: Any, name: str) -> Any:
             return value
         if option is str and isinstance(value, str):
             return value
-        if typing.get_origin(option) is list and isinstance(value, list) and all(isinstance(v, int) for v in value):
+        if (
+            typing.get_origin(option) is list
+            and isinstance(value, list)
+            and all(isinstance(v, int) for v in value)
+        ):
             return list(value)
     raise ConfigError(f"config key '{name}': expected {_type_name(hint)}, got {value!r}")
 

@@ -66,7 +66,9 @@ RANGES: dict[str, Range] = {
     "model.max_sequence_length": at_least(1),
     "generation.seed": SEED,
     "generation.images_per_prompt": Range(1, 99_999),  # image keys carry a 5-digit index
-    "generation.num_inference_steps": at_least(1),  # at most the scheduler's training steps: checked with the checkpoint
+    "generation.num_inference_steps": at_least(
+        1
+    ),  # at most the scheduler's training steps: checked with the checkpoint
     "generation.guidance_scale": at_least(0.0),  # <= 1: no classifier-free guidance
     "generation.width": at_least(8),  # at most the model's largest size: checked with the checkpoint
     "generation.height": at_least(8),
@@ -113,7 +115,9 @@ def numeric_fields(cls: type, prefix: str = "") -> dict[str, bool]:
             found.update(numeric_fields(hint, name + "."))
             continue
         options = set(typing.get_args(hint)) or {hint}
-        options |= {arg for option in options if typing.get_origin(option) is list for arg in typing.get_args(option)}
+        options |= {
+            arg for option in options if typing.get_origin(option) is list for arg in typing.get_args(option)
+        }
         if options & {int, float}:
             found[name] = float in options
     return found
@@ -137,7 +141,9 @@ def check_ranges(config: Any, prefix: str = "") -> None:
             if not allowed.contains(number):
                 each = "each must be" if isinstance(value, list) else "must be"
                 kind = "a finite number" if isinstance(number, float) else ""
-                raise ConfigError(f"{name}: {_shown(value)} is out of range ({each} {allowed.describe(kind)})")
+                raise ConfigError(
+                    f"{name}: {_shown(value)} is out of range ({each} {allowed.describe(kind)})"
+                )
 
 
 def reference() -> list[str]:

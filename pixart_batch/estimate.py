@@ -53,14 +53,27 @@ from typing import TYPE_CHECKING, Any
 from . import schema as S
 from .checkpoint_facts import COMPARED, shipped_facts
 from .errors import CheckpointError, HubUnavailableError, UserError, shorten
-from .measured import BYTES_PER_PIXEL, DTYPE_BYTES, MEASURED, REFERENCE_DIT_LAYERS, REFERENCE_DIT_WIDTH, figures, gpu_kinds
+from .measured import (
+    BYTES_PER_PIXEL,
+    DTYPE_BYTES,
+    MEASURED,
+    REFERENCE_DIT_LAYERS,
+    REFERENCE_DIT_WIDTH,
+    figures,
+    gpu_kinds,
+)
 
 if TYPE_CHECKING:
     from .config import RunConfig
     from .prompts import Prompts
     from .spec import RunSpec
 
-__all__ = ["BYTES_PER_PIXEL", "MEASURED", "REFERENCE_DIT_WIDTH", "gpu_kinds"]  # the measured figures, re-exported
+__all__ = [
+    "BYTES_PER_PIXEL",
+    "MEASURED",
+    "REFERENCE_DIT_WIDTH",
+    "gpu_kinds",
+]  # the measured figures, re-exported
 
 TOKEN_SAMPLE = 2000
 """Prompts sampled (uniformly, fixed seed) for counting tokens."""
@@ -123,8 +136,15 @@ def checkpoint_facts(config: RunConfig) -> CheckpointFacts:
     except HubUnavailableError as exc:
         if shipped is None:
             raise
-        reason = "HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0") else str(exc)
-        return replace(shipped, notes=(f"the hub was not reached ({shorten(reason, 160)}): planned from the shipped facts",))
+        reason = (
+            "HF_HUB_OFFLINE is set"
+            if os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0")
+            else str(exc)
+        )
+        return replace(
+            shipped,
+            notes=(f"the hub was not reached ({shorten(reason, 160)}): planned from the shipped facts",),
+        )
     if shipped is not None:
         differ = [
             f"{key} {getattr(shipped, key)} → {getattr(facts, key)}"
@@ -166,7 +186,8 @@ def facts_of(spec: RunSpec) -> CheckpointFacts:
         sample_size=spec.geometry.sample_size,
         vae_scale_factor=spec.geometry.vae_scale_factor,
         text_dim=spec.geometry.text_dim,
-        dit_width=int(transformer.get("num_attention_heads", 16)) * int(transformer.get("attention_head_dim", 72)),
+        dit_width=int(transformer.get("num_attention_heads", 16))
+        * int(transformer.get("attention_head_dim", 72)),
         dit_layers=int(transformer.get("num_layers", REFERENCE_DIT_LAYERS)),
         pipeline_class=spec.family.pipeline_class,
         max_sequence_length=spec.max_sequence_length,
@@ -216,7 +237,9 @@ class Estimate:
             rows[kind] = {"card": ref["card"], "basis": ref["basis"], "gpu_hours": _sig(hours)}
             rows[kind] |= {"gpu_hours_denoise_decode": _sig(dit_s / 3600), "gpu_hours_t5": _sig(t5_s / 3600)}
             rows[kind]["usd_total"] = None if usd is None else _sig(usd)
-            rows[kind]["usd_per_1000_images"] = None if usd is None or not self.images else _sig(usd / self.images * 1000)
+            rows[kind]["usd_per_1000_images"] = (
+                None if usd is None or not self.images else _sig(usd / self.images * 1000)
+            )
         return rows
 
     @property
@@ -231,7 +254,9 @@ class Estimate:
         return {
             "prompts": self.prompts,
             "images": self.images,
-            "buckets_width_x_height": dict(sorted(self.buckets.items(), key=lambda item: (-item[1], item[0]))),
+            "buckets_width_x_height": dict(
+                sorted(self.buckets.items(), key=lambda item: (-item[1], item[0]))
+            ),
             "model": self.model,
             "model_facts_from": self.facts_from,
             "gpu": self.gpu,
@@ -266,8 +291,16 @@ def _size_text(n: float) -> str:
 
 def format_estimate(estimate: Estimate) -> str:
     data = estimate.to_dict()
-    lines = [f"model: {data['model']} (from {data['model_facts_from']})", *(f"note: {note}" for note in data["notes"])]
-    lines += ["", f"{data['prompts']:,} prompts → {data['images']:,} images", "", "bucket (WIDTHxHEIGHT)   images      share"]
+    lines = [
+        f"model: {data['model']} (from {data['model_facts_from']})",
+        *(f"note: {note}" for note in data["notes"]),
+    ]
+    lines += [
+        "",
+        f"{data['prompts']:,} prompts → {data['images']:,} images",
+        "",
+        "bucket (WIDTHxHEIGHT)   images      share",
+    ]
     for bucket, count in data["buckets_width_x_height"].items():
         lines.append(f"{bucket:<22}{count:>8,}   {count / max(data['images'], 1):>7.1%}")
     if data.get("images_per_label"):
@@ -280,7 +313,10 @@ def format_estimate(estimate: Estimate) -> str:
         if price is not None
         else "no price given (estimate.usd_per_gpu_hour or --usd-per-gpu-hour)"
     )
-    lines += ["", f"GPU-hours (DiT + VAE, T5) and cost at {data['steps']} step{'s' * (data['steps'] != 1)} per GPU kind, {cost}"]
+    lines += [
+        "",
+        f"GPU-hours (DiT + VAE, T5) and cost at {data['steps']} step{'s' * (data['steps'] != 1)} per GPU kind, {cost}",
+    ]
     for kind, row in data["per_gpu"].items():
         hours = [fixed(row[key]) for key in ("gpu_hours", "gpu_hours_denoise_decode", "gpu_hours_t5")]
         usd = (
@@ -289,7 +325,9 @@ def format_estimate(estimate: Estimate) -> str:
             else f"  ${fixed(row['usd_total'], 3, 2)} total, ${fixed(row['usd_per_1000_images'], 3, 2)} per 1,000 images"
         )
         chosen = "  (estimate.gpu)" if kind == estimate.gpu else ""
-        lines.append(f"{kind:<6}{row['card']:<17}{row['basis']:<10}{hours[0]} GPU-hours ({hours[1]}, {hours[2]}){usd}{chosen}")
+        lines.append(
+            f"{kind:<6}{row['card']:<17}{row['basis']:<10}{hours[0]} GPU-hours ({hours[1]}, {hours[2]}){usd}{chosen}"
+        )
     lines.append(
         f"embedding store: at most {_size_text(data['store_bytes'])} ({data['distinct_captions']:,} distinct captions, "
         f"mean {data['mean_tokens']} tokens over {data['token_sample']:,} sampled, {data['tokens_counted_by']})"
@@ -318,17 +356,24 @@ def _count_tokens(captions: list[str], facts: CheckpointFacts) -> tuple[float, s
         return 0.0, "no prompts"
     try:
         if facts.tokenizer is None:
-            raise OSError("planned offline" if "shipped" in facts.source else "the checkpoint has no tokenizer/ folder")
+            raise OSError(
+                "planned offline" if "shipped" in facts.source else "the checkpoint has no tokenizer/ folder"
+            )
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(facts.tokenizer))
-        lengths = [min(len(ids), facts.max_sequence_length) for ids in tokenizer(captions, add_special_tokens=True).input_ids]
+        lengths = [
+            min(len(ids), facts.max_sequence_length)
+            for ids in tokenizer(captions, add_special_tokens=True).input_ids
+        ]
         return sum(lengths) / len(lengths), "the checkpoint's tokenizer"
     except Exception as exc:  # noqa: BLE001 - no tokenizer: a documented approximation instead
         # T5's SentencePiece vocabulary averages about 4 characters of English per token (+1 for EOS).
         lengths = [min(math.ceil(len(c) / 4) + 1, facts.max_sequence_length) for c in captions]
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        return sum(lengths) / len(lengths), f"approximated as characters/4 + 1 (tokenizer not loaded: {reason})"
+        return sum(lengths) / len(
+            lengths
+        ), f"approximated as characters/4 + 1 (tokenizer not loaded: {reason})"
 
 
 class DistinctCaptions:
@@ -368,7 +413,9 @@ class DistinctCaptions:
 
 
 def _digest_of(caption: str) -> int:
-    return int.from_bytes(hashlib.blake2b(caption.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+    return int.from_bytes(
+        hashlib.blake2b(caption.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
+    )
 
 
 def estimate_run(config: RunConfig, prompts: Prompts, facts: CheckpointFacts | None = None) -> Estimate:
@@ -418,7 +465,9 @@ def estimate_run(config: RunConfig, prompts: Prompts, facts: CheckpointFacts | N
         pixels += width * height * per_prompt
         texts.add(record.prompt)
         if facts.uses_negative:
-            texts.add_negative(record.negative_prompt if record.negative_prompt is not None else default_negative)
+            texts.add_negative(
+                record.negative_prompt if record.negative_prompt is not None else default_negative
+            )
     texts.flush()
     result.prompts, result.images = scan.count, scan.count * per_prompt
     result.buckets = Counter({S.bucket_name(w, h): count for (w, h), count in buckets.items()})
@@ -426,7 +475,10 @@ def estimate_run(config: RunConfig, prompts: Prompts, facts: CheckpointFacts | N
     for kind in gpu_kinds():
         kind_ref = figures(kind)
         result.per_gpu[kind] = (
-            sum(count * seconds_per_image(kind, h, w, generation.num_inference_steps) for (w, h), count in buckets.items()),
+            sum(
+                count * seconds_per_image(kind, h, w, generation.num_inference_steps)
+                for (w, h), count in buckets.items()
+            ),
             scan.count / kind_ref["t5_prompts_per_s"] * facts.max_sequence_length / kind_ref["t5_tokens"],
         )
     result.dit_gpu_seconds, result.t5_gpu_seconds = result.per_gpu[result.gpu]
@@ -481,8 +533,14 @@ def _notes(config: RunConfig, facts: CheckpointFacts, ref: dict[str, Any]) -> li
     notes = []
     denoise = config.stages.denoise
     if config.model.path == "tiny":
-        recipe = "this GPU recipe's buckets and costs need its own model" if denoise.num_gpus else "not a published checkpoint"
-        notes.append(f"this plans the tiny test model (random weights, small buckets): {recipe} (model.path or --model HUB_ID)")
+        recipe = (
+            "this GPU recipe's buckets and costs need its own model"
+            if denoise.num_gpus
+            else "not a published checkpoint"
+        )
+        notes.append(
+            f"this plans the tiny test model (random weights, small buckets): {recipe} (model.path or --model HUB_ID)"
+        )
     if denoise.num_gpus == 0:
         notes.append(
             f"this recipe runs on CPU (stages.denoise.num_gpus 0): the estimate is for one {ref['card']} ({config.estimate.gpu}) "
@@ -494,7 +552,9 @@ def _notes(config: RunConfig, facts: CheckpointFacts, ref: dict[str, Any]) -> li
             "the estimate is for PixArt-XL-2 at the same buckets"
         )
     if not facts.uses_negative:
-        notes.append("guidance_scale <= 1 (no CFG): measured with CFG; kept as an upper bound (no CFG-free run was measured)")
+        notes.append(
+            "guidance_scale <= 1 (no CFG): measured with CFG; kept as an upper bound (no CFG-free run was measured)"
+        )
     if denoise.dtype != ref["dtype"]:
         notes.append(f"stages.denoise.dtype is {denoise.dtype}; the measurement is {ref['dtype']}")
     return notes

@@ -58,7 +58,9 @@ class ExportResult:
     def summary(self) -> str:
         text = f"export: {self.rows_exported} of {self.rows_read} rows exported in {self.shards} {self.format} shards"
         if self.per_label is not None:
-            text += " (" + ", ".join(f"{name}: {count}" for name, count in sorted(self.per_label.items())) + ")"
+            text += (
+                " (" + ", ".join(f"{name}: {count}" for name, count in sorted(self.per_label.items())) + ")"
+            )
         return f"{text} -> {self.path}"
 
 
@@ -101,7 +103,9 @@ def export(
     if per_label is not None and per_label < 1:
         raise UserError(f"--per-label {per_label}: give a number of rows of at least 1")
     if per_label is not None and S.LABEL not in source.columns:
-        raise UserError(f"{source.output.uri}: --per-label needs a '{S.LABEL}' column, and this output's rows have none")
+        raise UserError(
+            f"{source.output.uri}: --per-label needs a '{S.LABEL}' column, and this output's rows have none"
+        )
     condition = parse_where(where, source.columns)
     location = _check_destination(source.output, to)
     result = ExportResult(source.output.uri, location.uri, name)
@@ -137,12 +141,18 @@ def unfinished_export(output: OutputDataset) -> str | None:
     if settings is None:
         names = {
             info.base_name
-            for info in output.location.fs.get_file_info(fs.FileSelector(output.location.path, allow_not_found=True))
+            for info in output.location.fs.get_file_info(
+                fs.FileSelector(output.location.path, allow_not_found=True)
+            )
         }
         left = {name for name in names if name not in (MARKER_FILE, LOCK_FILE) and not TMP_NAME.match(name)}
-        return None if left else "holds only the marker of a command that was stopped before it wrote anything"
+        return (
+            None if left else "holds only the marker of a command that was stopped before it wrote anything"
+        )
     if EXPORT_SETTING in settings and not is_file(output.location, output.location.join(CARD_FILE)):
-        source = settings[EXPORT_SETTING].get("source") if isinstance(settings[EXPORT_SETTING], dict) else None
+        source = (
+            settings[EXPORT_SETTING].get("source") if isinstance(settings[EXPORT_SETTING], dict) else None
+        )
         return f"an export of {source} that was stopped before it finished"
     return None
 
@@ -180,7 +190,9 @@ def _check_destination(source: OutputDataset, to: str) -> Location:
     not new or empty (read-only); an export that was stopped before it finished is started again."""
     place, inside = Place.of(to), Place.of(source.uri)
     if place.inside(inside):
-        raise OutputError(f"{place.uri}: lies inside the source output {inside.uri}; export to a folder outside it")
+        raise OutputError(
+            f"{place.uri}: lies inside the source output {inside.uri}; export to a folder outside it"
+        )
     not_inside_others(place, "the export")
     location = locate(to)
     if check_ours(location) and unfinished_export(OutputDataset(location.uri)) is None:
@@ -218,7 +230,9 @@ def _pick(
         except UserError:
             raise
         except Exception as exc:
-            raise OutputError(f"{path}: unreadable shard ({first_line(exc, with_type=True)}); nothing was written") from None
+            raise OutputError(
+                f"{path}: unreadable shard ({first_line(exc, with_type=True)}); nothing was written"
+            ) from None
     result.rows_exported = sum(kept.values())
     if S.LABEL in source.columns:
         result.per_label = {source.label_of(label): count for label, count in kept.items()}
@@ -239,7 +253,9 @@ def _copy(
     schema = source.features.arrow_schema
     for index, groups in sorted(picked.items()):
         path = source.shards[index]
-        writer = target.format.open_shard(target.format.shard_name(run_id, index, 0), settings, ROW_GROUP_SIZE, schema)
+        writer = target.format.open_shard(
+            target.format.shard_name(run_id, index, 0), settings, ROW_GROUP_SIZE, schema
+        )
         try:
             columns = source.format.readable_columns(path, list(source.features))
             for batch in in_lists(source.format.rows_of_groups(path, groups, columns), BATCH_ROWS):
@@ -250,7 +266,9 @@ def _copy(
             raise
         except Exception as exc:
             writer.abort()
-            raise OutputError(f"{path}: unreadable shard ({first_line(exc, with_type=True)}); nothing was exported") from None
+            raise OutputError(
+                f"{path}: unreadable shard ({first_line(exc, with_type=True)}); nothing was exported"
+            ) from None
         except BaseException:
             writer.abort()
             raise
@@ -271,7 +289,9 @@ def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def _write_plan(source: OutputDataset, target: OutputDataset, run_id: str, plan: list[dict[str, Any]]) -> None:
+def _write_plan(
+    source: OutputDataset, target: OutputDataset, run_id: str, plan: list[dict[str, Any]]
+) -> None:
     """The export's plan: exactly its rows, with the source's caption keys where its plan has them
     (streamed; the export holds no embedding store, so ``status`` counts none embedded)."""
     import pyarrow as pa
@@ -286,11 +306,15 @@ def _write_plan(source: OutputDataset, target: OutputDataset, run_id: str, plan:
     try:
         for path in source.plan_files():
             with source.location.fs.open_input_file(path) as handle:
-                for batch in pq.ParquetFile(handle).iter_batches(columns=[S.KEY, S.CAPTION_KEY, S.NEGATIVE_KEY]):
+                for batch in pq.ParquetFile(handle).iter_batches(
+                    columns=[S.KEY, S.CAPTION_KEY, S.NEGATIVE_KEY]
+                ):
                     for found in batch.to_pylist():
                         if found[S.KEY] in wanted:
                             wanted[found[S.KEY]].update(found)
     except Exception:
         pass  # an unreadable plan in the source: the export's plan lists its rows all the same
-    target.write_plan_part(run_id, pa.Table.from_pylist(plan, schema=S.plan_schema(labelled)), "part-00000.parquet")
+    target.write_plan_part(
+        run_id, pa.Table.from_pylist(plan, schema=S.plan_schema(labelled)), "part-00000.parquet"
+    )
     target.commit_plan(run_id, len(plan))

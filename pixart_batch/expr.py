@@ -64,9 +64,24 @@ class Where:
 
 _ORDER = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge}
 _EQUALITY = {ast.Eq: operator.eq, ast.NotEq: operator.ne}
-_SYMBOLS = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=", ast.In: "in"}
+_SYMBOLS = {
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.In: "in",
+}
 _SYMBOLS |= {ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not"}
-_FLIPPED = {ast.Lt: ast.Gt, ast.LtE: ast.GtE, ast.Gt: ast.Lt, ast.GtE: ast.LtE, ast.Eq: ast.Eq, ast.NotEq: ast.NotEq}
+_FLIPPED = {
+    ast.Lt: ast.Gt,
+    ast.LtE: ast.GtE,
+    ast.Gt: ast.Lt,
+    ast.GtE: ast.LtE,
+    ast.Eq: ast.Eq,
+    ast.NotEq: ast.NotEq,
+}
 _BOOLEANS = {"true": True, "false": False, "True": True, "False": False}
 _HELP = "use comparisons of a column with a literal, 'in [...]', 'and', 'or', 'not' and parentheses"
 MAX_NUMBER_CHARS = 100
@@ -171,7 +186,9 @@ class _Compiler:
         position = len(self.text.encode("utf-8")[:offset].decode("utf-8", "ignore")) + 1
         source = ast.get_source_segment(self.text, node) or ""
         shown = source if len(source) <= 40 else source[:39] + "…"
-        return ExpressionError(f"--where: {what} at position {position} ({shown!r})" + (f"; {hint}" if hint else ""))
+        return ExpressionError(
+            f"--where: {what} at position {position} ({shown!r})" + (f"; {hint}" if hint else "")
+        )
 
     def node(self, node: ast.AST, depth: int = 0) -> Predicate:
         if depth > MAX_DEPTH:
@@ -189,7 +206,9 @@ class _Compiler:
         if isinstance(node, ast.Name) and node.id not in _BOOLEANS:
             column = self.column(node)
             if column.kind != BOOL:
-                raise self.refuse(node, f"column '{column.name}' is a {column.kind}, not a bool: compare it with a value")
+                raise self.refuse(
+                    node, f"column '{column.name}' is a {column.kind}, not a bool: compare it with a value"
+                )
             name = column.name
             return lambda row: row.get(name) is True
         if _is_literal(node):
@@ -269,11 +288,15 @@ class _Compiler:
         ordered = op in _ORDER
         if column.kind == NUMBER:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise self.refuse(node, f"column '{column.name}' is a number; cannot compare it with {_kind_of(value)}")
+                raise self.refuse(
+                    node, f"column '{column.name}' is a number; cannot compare it with {_kind_of(value)}"
+                )
             return value
         if column.kind == STRING:
             if not isinstance(value, str):
-                raise self.refuse(node, f"column '{column.name}' is a string; cannot compare it with {_kind_of(value)}")
+                raise self.refuse(
+                    node, f"column '{column.name}' is a string; cannot compare it with {_kind_of(value)}"
+                )
             return value
         if column.kind == BOOL:
             if not isinstance(value, bool):
@@ -283,10 +306,13 @@ class _Compiler:
             return value
         # A class label: by name (compared in Unicode NFC, as labels are read), never by order.
         if ordered:
-            raise self.refuse(node, f"column '{column.name}' is a class label; use ==, !=, in or not in with class names")
+            raise self.refuse(
+                node, f"column '{column.name}' is a class label; use ==, !=, in or not in with class names"
+            )
         if not isinstance(value, str):
             raise self.refuse(
-                node, f"column '{column.name}' is a class label compared by class name ('{column.names[0]}'), not a number"
+                node,
+                f"column '{column.name}' is a class label compared by class name ('{column.names[0]}'), not a number",
             )
         wanted = _nfc(value)
         ids = frozenset(i for i, name in enumerate(column.names) if _nfc(name) == wanted)

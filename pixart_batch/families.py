@@ -96,7 +96,9 @@ def declared_classes(model_index: dict, where: str) -> dict[str, tuple[str, str]
                 f"{where}: unknown component {component!r} ({_short(value)}); only {', '.join(COMPONENTS)} are loaded"
             )
         if not (isinstance(value, list) and len(value) == 2):
-            raise CheckpointError(f"{where}: component {component!r} is declared as {_short(value)}, expected [library, class]")
+            raise CheckpointError(
+                f"{where}: component {component!r} is declared as {_short(value)}, expected [library, class]"
+            )
         library, cls = value
         if library is None and cls is None:
             continue
@@ -145,9 +147,13 @@ class CardSettings:
     """The shipped recipe that runs the card's settings."""
 
 
-LCM_CARD = CardSettings("LCM", 4, 0.0, None, max_steps=8, max_guidance=2.0, recipe="configs/pixart-lcm-1024.yaml")
+LCM_CARD = CardSettings(
+    "LCM", 4, 0.0, None, max_steps=8, max_guidance=2.0, recipe="configs/pixart-lcm-1024.yaml"
+)
 """PixArt-LCM's card: 4 steps, guidance 0 (LCMScheduler; a few more steps or a little guidance are fine)."""
-DMD_CARD = CardSettings("DMD", 1, 1.0, (400,), max_steps=2, max_guidance=1.5, recipe="configs/pixart-dmd-512.yaml")
+DMD_CARD = CardSettings(
+    "DMD", 1, 1.0, (400,), max_steps=2, max_guidance=1.5, recipe="configs/pixart-dmd-512.yaml"
+)
 """PixArt-α DMD's card: one step at timestep 400, guidance 1 (a one-step generator)."""
 CARDS = {"LCMScheduler": LCM_CARD}
 """Shipped scheduler class → the card its checkpoints carry (an LCM checkpoint ships ``LCMScheduler``)."""

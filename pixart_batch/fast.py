@@ -54,7 +54,9 @@ def check_fast_modes(config: RunConfig) -> None:
             "set stages.denoise.num_gpus or turn fp8 off"
         )
     if importlib.util.find_spec("torchao") is None:
-        raise UserError("stages.denoise.fp8 needs torchao (pip install torchao, or pip install -e '.[lowvram]')")
+        raise UserError(
+            "stages.denoise.fp8 needs torchao (pip install torchao, or pip install -e '.[lowvram]')"
+        )
     import torch
 
     if torch.cuda.is_available():
@@ -131,7 +133,12 @@ def sdpa_backends(device: str) -> Iterator[None]:
         return
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
+    order = [
+        SDPBackend.FLASH_ATTENTION,
+        SDPBackend.EFFICIENT_ATTENTION,
+        SDPBackend.CUDNN_ATTENTION,
+        SDPBackend.MATH,
+    ]
     with sdpa_kernel(order, set_priority=True):
         yield
 
@@ -221,7 +228,9 @@ class StepCache:
             HookRegistry.check_if_exists_or_initialize(self.transformer).reset_stateful_hooks()
 
 
-def step_cache_for(transformer: torch.nn.Module, spec: DenoiseSpec) -> Callable[[], contextlib.AbstractContextManager[None]]:
+def step_cache_for(
+    transformer: torch.nn.Module, spec: DenoiseSpec
+) -> Callable[[], contextlib.AbstractContextManager[None]]:
     """A context manager factory wrapping one pipeline call: the step cache's, or a no-op in exact mode."""
     if spec.step_cache == "none":
         return contextlib.nullcontext

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import TINY_MODEL, ModelConfig
 from .errors import CheckpointError, HubUnavailableError, first_line
-from .families import ALLOWED_CLASSES, COMPONENTS, FAMILIES, ModelFamily, declared_classes, family_of, scheduler_class_for
+from .families import (
+    ALLOWED_CLASSES,
+    COMPONENTS,
+    FAMILIES,
+    ModelFamily,
+    declared_classes,
+    family_of,
+    scheduler_class_for,
+)
 from .parsing import DuplicateKeyError, loads_json
 
 if TYPE_CHECKING:
@@ -120,7 +128,9 @@ def _read_model_index(root: Path) -> dict:
     return data
 
 
-def _present(root: Path, classes: dict[str, tuple[str, str]], weights: bool = True) -> dict[str, tuple[str, str]]:
+def _present(
+    root: Path, classes: dict[str, tuple[str, str]], weights: bool = True
+) -> dict[str, tuple[str, str]]:
     """The declared components whose folder exists, each checked (unless ``weights`` is False: configs
     only): safetensors weights, a tokenizer file."""
     found = {}
@@ -132,17 +142,23 @@ def _present(root: Path, classes: dict[str, tuple[str, str]], weights: bool = Tr
             found[component] = declared
             continue
         files = [p.name for p in folder.iterdir() if p.is_file()]
-        if component in ("text_encoder", "transformer", "vae") and not any(name.endswith(".safetensors") for name in files):
+        if component in ("text_encoder", "transformer", "vae") and not any(
+            name.endswith(".safetensors") for name in files
+        ):
             pickles = [name for name in files if name.endswith(PICKLE_SUFFIXES)]
             what = f"only pickle weights ({', '.join(sorted(pickles))})" if pickles else "no weights"
-            raise CheckpointError(f"{folder}: {what}; only safetensors are loaded (convert the checkpoint to safetensors)")
+            raise CheckpointError(
+                f"{folder}: {what}; only safetensors are loaded (convert the checkpoint to safetensors)"
+            )
         if component == "tokenizer" and not set(files) & {"spiece.model", "tokenizer.json"}:
             raise CheckpointError(f"{folder}: no spiece.model or tokenizer.json")
         found[component] = declared
     return found
 
 
-def _check_local(root: Path, base: Checkpoint | None = None, weights: bool = True) -> tuple[ModelFamily, tuple[Component, ...]]:
+def _check_local(
+    root: Path, base: Checkpoint | None = None, weights: bool = True
+) -> tuple[ModelFamily, tuple[Component, ...]]:
     """Check a checkpoint directory is a supported PixArt pipeline that loads from safetensors only
     (``weights`` False: its configs only); components it lacks come from ``base``
     (``model.components_from``) when one is given."""
@@ -166,7 +182,11 @@ def _check_local(root: Path, base: Checkpoint | None = None, weights: bool = Tru
         elif name in supplied and base is not None:
             components.append(Component(name, *supplied[name], base.name))
         else:
-            hint = " (set model.components_from to a checkpoint that has it)" if base is None else f" nor does {base.name}"
+            hint = (
+                " (set model.components_from to a checkpoint that has it)"
+                if base is None
+                else f" nor does {base.name}"
+            )
             raise CheckpointError(f"{root}: the checkpoint has no {name}{hint}")
     return family, tuple(components)
 
@@ -192,7 +212,8 @@ def resolve_model(config: ModelConfig, weights: bool = True) -> ResolvedModel:
     family, components = _check_local(primary.local_dir, base, weights)
     # A component from this checkpoint loads by the name the user gave (hub id or directory).
     components = tuple(
-        Component(c.name, c.library, c.cls, primary.name) if c.source == str(primary.local_dir) else c for c in components
+        Component(c.name, c.library, c.cls, primary.name) if c.source == str(primary.local_dir) else c
+        for c in components
     )
     used_base = base if base is not None and any(c.source == base.name for c in components) else None
     return ResolvedModel(primary.name, primary.local_dir, primary.revision, family, components, used_base)
@@ -225,7 +246,9 @@ def _resolve_hub(path: str, revision: str | None, weights: bool = True) -> Check
         local = Path(snapshot_download(path, revision=revision, allow_patterns=patterns))
     except Exception as exc:  # the hub raises many types; all mean "cannot get it"
         what = "checkpoint" if weights else "checkpoint configs"
-        raise HubUnavailableError(f"{path}: {what} not found locally or on the hub ({first_line(exc, limit=None)})") from None
+        raise HubUnavailableError(
+            f"{path}: {what} not found locally or on the hub ({first_line(exc, limit=None)})"
+        ) from None
     return Checkpoint(path, local, revision)
 
 
@@ -235,7 +258,9 @@ def _hash_components(model: ResolvedModel, components: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
     for component in components:
         checkpoint = model.checkpoint_of(component)
-        if checkpoint.is_hub:  # a hub id: its name and revision are part of what it is; a local dir is its files
+        if (
+            checkpoint.is_hub
+        ):  # a hub id: its name and revision are part of what it is; a local dir is its files
             digest.update(f"{component}@{checkpoint.name}@{checkpoint.revision}".encode())
         digest_folder(digest, checkpoint.local_dir / component, component)
     return digest.hexdigest()[:32]
@@ -305,7 +330,9 @@ def load_component(source: ModelSource, component: str, dtype: str = "float32", 
     where = source.component(component).source
     if component in ("tokenizer", "scheduler"):
         return cls.from_pretrained(where, subfolder=component)
-    module = cls.from_pretrained(where, subfolder=component, torch_dtype=torch_dtype(dtype), use_safetensors=True)
+    module = cls.from_pretrained(
+        where, subfolder=component, torch_dtype=torch_dtype(dtype), use_safetensors=True
+    )
     return module.to(device).eval()
 
 

@@ -62,7 +62,9 @@ def check_ours(location: Location) -> bool:
         raise
     except (OSError, ValueError) as exc:  # an unreachable bucket, no credentials, a bad URI
         text = str(exc).strip().splitlines()
-        raise OutputError(f"{location.uri}: cannot reach the output ({text[0] if text else type(exc).__name__})") from None
+        raise OutputError(
+            f"{location.uri}: cannot reach the output ({text[0] if text else type(exc).__name__})"
+        ) from None
 
 
 def _check_ours(location: Location) -> bool:
@@ -78,7 +80,9 @@ def _check_ours(location: Location) -> bool:
         except (OSError, ValueError):
             marker = None
         if not isinstance(marker, dict) or marker.get("tool") != "pixart-batch":
-            raise OutputError(f"{location.join(MARKER_FILE)}: damaged output marker; restore it or write to a new output")
+            raise OutputError(
+                f"{location.join(MARKER_FILE)}: damaged output marker; restore it or write to a new output"
+            )
         return True
     # The lock file, and the marker's own temporary while a run that holds the lock commits it.
     names = [name for name in _entries(location) if name != LOCK_FILE and not _is_marker_temporary(name)]
@@ -113,7 +117,9 @@ def _is_legacy_output(location: Location) -> bool:
 def write_marker(location: Location) -> None:
     path = location.join(MARKER_FILE)
     if not is_file(location, path):
-        write_bytes_atomic(location, path, (json.dumps({"tool": "pixart-batch", "created": _now()}) + "\n").encode())
+        write_bytes_atomic(
+            location, path, (json.dumps({"tool": "pixart-batch", "created": _now()}) + "\n").encode()
+        )
 
 
 def _now() -> str:
@@ -137,7 +143,11 @@ class Holder:
         try:
             record = json.loads(data)
             return cls(
-                str(record["host"]), int(record["pid"]), str(record["started"]), str(record["run_id"]), str(record["token"])
+                str(record["host"]),
+                int(record["pid"]),
+                str(record["started"]),
+                str(record["run_id"]),
+                str(record["token"]),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -195,7 +205,9 @@ class OutputLock:
         except OutputError:
             raise
         except OSError as exc:
-            raise OutputError(f"{self.location.uri}: output is not writable ({exc.strerror or exc})") from None
+            raise OutputError(
+                f"{self.location.uri}: output is not writable ({exc.strerror or exc})"
+            ) from None
         return self
 
     def _acquire_local(self) -> None:
@@ -203,7 +215,9 @@ class OutputLock:
 
         for _ in range(5):
             if os.path.islink(self.path):
-                raise OutputError(f"{self.path}: is a symbolic link; this tool does not follow links in its output")
+                raise OutputError(
+                    f"{self.path}: is a symbolic link; this tool does not follow links in its output"
+                )
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -213,9 +227,13 @@ class OutputLock:
                 raise self._busy(Holder.parse(data)) from None
             if self._same_file(fd):
                 break
-            os.close(fd)  # a holder removed the file (and its new folder) as this run opened it: open it again
+            os.close(
+                fd
+            )  # a holder removed the file (and its new folder) as this run opened it: open it again
         else:
-            raise OutputError(f"{self.path}: the lock file keeps being replaced; another program is removing it")
+            raise OutputError(
+                f"{self.path}: the lock file keeps being replaced; another program is removing it"
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, self._record(), 0)
         os.fsync(fd)

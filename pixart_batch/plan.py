@@ -40,7 +40,9 @@ class SizePlan:
     bucket_width: int
 
 
-def plan_size(record: PromptRecord, generation: GenerationConfig, geometry: ModelGeometry, table: dict) -> SizePlan:
+def plan_size(
+    record: PromptRecord, generation: GenerationConfig, geometry: ModelGeometry, table: dict
+) -> SizePlan:
     """Requested size → bucket, by diffusers' ``classify_height_width_bin``.
 
     ``--hw``/width+height: exact size, generated at its bucket and resized back;
@@ -62,7 +64,9 @@ def plan_size(record: PromptRecord, generation: GenerationConfig, geometry: Mode
 # --------------------------------------------------------------------------- batch forms (run in Ray workers)
 
 
-def prompt_chunk(records: list[PromptRecord], default_negative: str, label_ids: dict[str, int] | None = None) -> pa.Table:
+def prompt_chunk(
+    records: list[PromptRecord], default_negative: str, label_ids: dict[str, int] | None = None
+) -> pa.Table:
     """An Arrow table of staged prompts (the negative prompt default already applied; 0 in a
     size column means "not given"); with ``label_ids`` (a labelled run) each record's class id and
     template index (-1: none)."""
@@ -78,7 +82,9 @@ def prompt_chunk(records: list[PromptRecord], default_negative: str, label_ids: 
         {
             S.PROMPT_ID: [r.prompt_id for r in records],
             S.PROMPT: [r.prompt for r in records],
-            S.NEGATIVE_PROMPT: [r.negative_prompt if r.negative_prompt is not None else default_negative for r in records],
+            S.NEGATIVE_PROMPT: [
+                r.negative_prompt if r.negative_prompt is not None else default_negative for r in records
+            ],
             S.REQUESTED_WIDTH: pa.array([r.width or 0 for r in records], pa.int32()),
             S.REQUESTED_HEIGHT: pa.array([r.height or 0 for r in records], pa.int32()),
             S.ASPECT_RATIO: pa.array([r.aspect_ratio or 0.0 for r in records], pa.float64()),
@@ -93,7 +99,9 @@ def add_sizes(batch: dict, generation: GenerationConfig, geometry: ModelGeometry
     import numpy as np
 
     sizes = []
-    for width, height, ratio in zip(batch[S.REQUESTED_WIDTH], batch[S.REQUESTED_HEIGHT], batch[S.ASPECT_RATIO], strict=True):
+    for width, height, ratio in zip(
+        batch[S.REQUESTED_WIDTH], batch[S.REQUESTED_HEIGHT], batch[S.ASPECT_RATIO], strict=True
+    ):
         record = PromptRecord("", "", None, int(width) or None, int(height) or None, float(ratio) or None, "")
         sizes.append(plan_size(record, generation, geometry, table))
     batch[S.WIDTH] = np.array([s.width for s in sizes], dtype=np.int32)
@@ -118,6 +126,8 @@ def expand_images(batch: dict, images_per_prompt: int, run_seed: int) -> dict:
     ids = out[S.PROMPT_ID].tolist()
     out[S.IMAGE_INDEX] = indices
     out[S.KEY] = np.array([image_key(p, int(i)) for p, i in zip(ids, indices, strict=True)], dtype=object)
-    out[S.SEED] = np.array([image_seed(run_seed, p, int(i)) for p, i in zip(ids, indices, strict=True)], dtype=np.int64)
+    out[S.SEED] = np.array(
+        [image_seed(run_seed, p, int(i)) for p, i in zip(ids, indices, strict=True)], dtype=np.int64
+    )
     out[S.ERROR] = np.array([""] * len(ids), dtype=object)
     return out

@@ -53,7 +53,13 @@ def _clock(seconds: float) -> str:
 class Progress:
     """Images done / total, images/s, ETA and failures of the generate phase."""
 
-    def __init__(self, total: int, interval_s: float, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        total: int,
+        interval_s: float,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.total, self.interval_s = total, interval_s
         self.callback = _callback if stream is None else None
         self.stream = stream or sys.stderr

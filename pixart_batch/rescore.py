@@ -91,7 +91,9 @@ def score_output(
                 from .stages.score import Scorer
 
                 head = str(scoring.head) if scoring.head is not None else None
-                scorer = Scorer(ScoreSpec(scoring.source, head, dtype, device, batch_size, revision=scoring.revision))
+                scorer = Scorer(
+                    ScoreSpec(scoring.source, head, dtype, device, batch_size, revision=scoring.revision)
+                )
             result.rows += output.format.rewrite(path, settings, _ScoreRows(scorer, schema, result), schema)
             session.committed()
             result.shards_scored += 1
@@ -104,14 +106,18 @@ def score_output(
             f"{result.undecodable} images could not be decoded, their scores are null (first: {key}: {error}); "
             f"run pixart-batch verify {output.uri}"
         )
-    log(f"scored {result.rows} images in {result.shards_scored} shards ({result.shards_skipped} already scored) -> {output.uri}")
+    log(
+        f"scored {result.rows} images in {result.shards_scored} shards ({result.shards_skipped} already scored) -> {output.uri}"
+    )
     return result
 
 
 def _recorded(output: OutputDataset) -> dict[str, Any]:
     recorded = output.read_settings()
     if recorded is None:
-        raise OutputError(f"{output.location.join(SETTINGS_FILE)}: missing; score an output made by pixart-batch generate")
+        raise OutputError(
+            f"{output.location.join(SETTINGS_FILE)}: missing; score an output made by pixart-batch generate"
+        )
     return recorded
 
 
@@ -152,7 +158,9 @@ def _column_names(output: OutputDataset, path: str) -> list[str]:
         ) from None
 
 
-def scored_table(table: pa.Table, scorer: Scorer, schema: pa.Schema, result: ScoreResult | None = None) -> pa.Table:
+def scored_table(
+    table: pa.Table, scorer: Scorer, schema: pa.Schema, result: ScoreResult | None = None
+) -> pa.Table:
     """``table`` with ``clip_score`` (and ``aesthetic_score``) computed from its stored images and captions.
 
     A row whose image bytes do not decode gets null scores (counted in ``result``), never a crash."""

@@ -248,7 +248,13 @@ def features(names: list[str] | None = None, extra: tuple[str, ...] = ()) -> Fea
     }
     assert tuple(types) == OUTPUT_COLUMNS
     scores = {name: Value("float32") for name in extra if name in (CLIP_SCORE, AESTHETIC_SCORE)}
-    order = (*OUTPUT_COLUMNS[:-2], *scores, *OUTPUT_COLUMNS[-2:-1], *((LABEL,) if names is not None else ()), IMAGE)
+    order = (
+        *OUTPUT_COLUMNS[:-2],
+        *scores,
+        *OUTPUT_COLUMNS[-2:-1],
+        *((LABEL,) if names is not None else ()),
+        IMAGE,
+    )
     label = {LABEL: ClassLabel(names=names)} if names is not None else {}
     return Features({name: scores.get(name) or label.get(name) or types[name] for name in order})
 

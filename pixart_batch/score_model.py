@@ -69,7 +69,9 @@ def _check_folder(folder: Path, shown: str) -> int:
     if not any(name.endswith(".safetensors") for name in files):
         pickles = sorted(name for name in files if name.endswith(_PICKLES))
         what = f"only pickle weights ({', '.join(pickles)})" if pickles else "no weights"
-        raise CheckpointError(f"{shown}: {what}; only safetensors are loaded (convert the score model to safetensors)")
+        raise CheckpointError(
+            f"{shown}: {what}; only safetensors are loaded (convert the score model to safetensors)"
+        )
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -78,7 +80,9 @@ def _check_folder(folder: Path, shown: str) -> int:
         raise CheckpointError(f"{shown}/config.json: unreadable ({first_line(exc)})") from None
     if not isinstance(config, dict) or config.get("model_type") != "clip":
         kind = config.get("model_type") if isinstance(config, dict) else None
-        raise CheckpointError(f"{shown}: not a CLIP model (model_type {kind!r}); stages.score.model needs a CLIPModel")
+        raise CheckpointError(
+            f"{shown}: not a CLIP model (model_type {kind!r}); stages.score.model needs a CLIPModel"
+        )
     if not set(files) & {"tokenizer.json", "vocab.json"}:
         raise CheckpointError(f"{shown}: no tokenizer (tokenizer.json or vocab.json + merges.txt)")
     return int(config.get("projection_dim", 512))
@@ -99,7 +103,9 @@ def _locate(path: str, revision: str | None) -> tuple[str, Path]:
     try:
         return path, Path(snapshot_download(path, revision=revision, allow_patterns=_HUB_PATTERNS))
     except Exception as exc:  # the hub raises many types; all mean "cannot get it"
-        raise CheckpointError(f"{path}: score model not found locally or on the hub ({first_line(exc, limit=None)})") from None
+        raise CheckpointError(
+            f"{path}: score model not found locally or on the hub ({first_line(exc, limit=None)})"
+        ) from None
 
 
 def check_head(head: Path, dim: int) -> None:
@@ -112,7 +118,9 @@ def check_head(head: Path, dim: int) -> None:
         with safe_open(str(head), framework="pt") as handle:
             shapes = {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
     except Exception as exc:
-        raise ConfigError(f"stages.score.aesthetic_head: {head}: not a safetensors file ({first_line(exc)})") from None
+        raise ConfigError(
+            f"stages.score.aesthetic_head: {head}: not a safetensors file ({first_line(exc)})"
+        ) from None
     if shapes.get("weight") != [1, dim] or set(shapes) - {"weight", "bias"} or shapes.get("bias", [1]) != [1]:
         found = ", ".join(f"{name} {shape}" for name, shape in sorted(shapes.items())) or "no tensors"
         raise ConfigError(
@@ -121,7 +129,9 @@ def check_head(head: Path, dim: int) -> None:
         )
 
 
-def resolve_score_model(path: str, revision: str | None = None, head: str | None = None, dtype: str = "float32") -> ScoreModel:
+def resolve_score_model(
+    path: str, revision: str | None = None, head: str | None = None, dtype: str = "float32"
+) -> ScoreModel:
     """Find and check the score model (and head); one-line errors for a missing or unsafe one."""
     name, folder = _locate(path, revision)
     dim = _check_folder(folder, path if name == TINY_CLIP else str(folder) if name == "local model" else path)

@@ -272,7 +272,11 @@ class RunSpec:
             raise ValueError("a light RunSpec has no score model; build the full spec for stages.score")
         model = resolve_model(config.model, weights and not light)
         geometry = read_model_geometry(
-            model.local_dir, {name: model.checkpoint_of(name).local_dir / name for name in ("transformer", "vae", "text_encoder")}
+            model.local_dir,
+            {
+                name: model.checkpoint_of(name).local_dir / name
+                for name in ("transformer", "vae", "text_encoder")
+            },
         )
         if not light:  # a sample size without bins is refused here, before anything is written
             aspect_ratio_table(geometry.sample_size)
@@ -341,7 +345,9 @@ class RunSpec:
         from .store import StoreIdentity
 
         return StoreIdentity(
-            encoder=encoder_identity(self.model), d_model=self.geometry.text_dim, settings=self._values(Role.EMBEDDING)
+            encoder=encoder_identity(self.model),
+            d_model=self.geometry.text_dim,
+            settings=self._values(Role.EMBEDDING),
         )
 
     def settings(self) -> dict[str, Any]:
@@ -373,7 +379,9 @@ class RunSpec:
 
     def encode_spec(self) -> EncodeSpec:
         stage = self.config.stages.encode
-        return EncodeSpec(self.model.source, stage.dtype, stage.device, self.max_sequence_length, stage.quantization)
+        return EncodeSpec(
+            self.model.source, stage.dtype, stage.device, self.max_sequence_length, stage.quantization
+        )
 
     def denoise_spec(self) -> DenoiseSpec:
         stage, generation = self.config.stages.denoise, self.config.generation

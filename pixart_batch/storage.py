@@ -70,7 +70,9 @@ def locate(uri: str) -> Location:
             from .errors import UserError
 
             text = str(exc).strip().splitlines()
-            raise UserError(f"{uri}: cannot open this location ({text[0] if text else type(exc).__name__})") from None
+            raise UserError(
+                f"{uri}: cannot open this location ({text[0] if text else type(exc).__name__})"
+            ) from None
         return Location(filesystem, path.rstrip("/"), uri.rstrip("/"))
     local = os.path.abspath(os.path.expanduser(uri.removeprefix("file://")))
     return Location(fs.LocalFileSystem(), local, local)
@@ -105,7 +107,9 @@ def read_json_object(loc: Location, path: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def write_bytes_atomic(loc: Location, path: str, data: bytes, before_commit: Callable[[], None] | None = None) -> None:
+def write_bytes_atomic(
+    loc: Location, path: str, data: bytes, before_commit: Callable[[], None] | None = None
+) -> None:
     """Write ``data`` to ``path`` so that readers see the old file, or the new one whole.
 
     ``before_commit`` runs between writing the temporary file and renaming it (tests use it).
@@ -318,7 +322,8 @@ def _nested_roots(path: str, files: list[str]) -> list[str]:
         {
             posixpath.dirname(file_path)
             for file_path in files
-            if "/" in posixpath.relpath(file_path, path) and posixpath.basename(file_path) in NESTED_ROOT_FILES
+            if "/" in posixpath.relpath(file_path, path)
+            and posixpath.basename(file_path) in NESTED_ROOT_FILES
         }
     )
     return [root for root in roots if not any(root.startswith(other + "/") for other in roots)]
@@ -328,7 +333,11 @@ def _own_files(loc: Location, path: str) -> list[tuple[str, float | None]]:
     """:func:`_walk_files` without the files of outputs and stores nested below ``path``."""
     files = list(_walk_files(loc, path))
     nested = tuple(root + "/" for root in _nested_roots(path, [file_path for file_path, _ in files]))
-    return [(file_path, mtime) for file_path, mtime in files if not file_path.startswith(nested)] if nested else files
+    return (
+        [(file_path, mtime) for file_path, mtime in files if not file_path.startswith(nested)]
+        if nested
+        else files
+    )
 
 
 def remove_temporaries(

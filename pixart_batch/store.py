@@ -62,7 +62,11 @@ class StoreIdentity:
     encoder dtype, quantization, ..."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"encoder": self.encoder, "d_model": self.d_model, **{name: self.settings[name] for name in sorted(self.settings)}}
+        return {
+            "encoder": self.encoder,
+            "d_model": self.d_model,
+            **{name: self.settings[name] for name in sorted(self.settings)},
+        }
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
@@ -92,7 +96,9 @@ class EmbeddingStore:
         if not same:
             from .errors import OutputError
 
-            raise OutputError(f"{meta}: embedding store identity does not match its key; the store is damaged")
+            raise OutputError(
+                f"{meta}: embedding store identity does not match its key; the store is damaged"
+            )
         return True
 
     def open(self) -> EmbeddingStore:
@@ -189,7 +195,11 @@ class EmbeddingStore:
                         reads.bytes_read += groups.read_bytes[i]
                         reads.rows_read += table.num_rows
                         reads.groups_read += 1
-                        _CACHE.put((self.location.uri, path, i), decoded, sum(len(r[S.EMBEDDING]) for r in decoded.values()))
+                        _CACHE.put(
+                            (self.location.uri, path, i),
+                            decoded,
+                            sum(len(r[S.EMBEDDING]) for r in decoded.values()),
+                        )
                         rows_here.update(decoded)
             for key in candidates:
                 if key in rows_here:
@@ -229,7 +239,9 @@ def part_index(location: Location) -> list[tuple[str, str, str]]:
     return entries
 
 
-def held_keys(location: Location, keys: Iterable[str], index: list[tuple[str, str, str]] | None = None) -> set[str]:
+def held_keys(
+    location: Location, keys: Iterable[str], index: list[tuple[str, str, str]] | None = None
+) -> set[str]:
     """Which of ``keys`` the store folder ``location`` holds: only the parts whose key range holds a wanted
     key are read, and of them only the key column. A part that cannot be read holds none (``verify``
     names it, the next run sets it aside)."""
@@ -294,7 +306,9 @@ class _Groups:
         if self.sorted_ranges:
             i = bisect.bisect_right(self.mins, key) - 1
             return [i] if i >= 0 and key <= self.maxs[i] else []
-        return [i for i, (low, high) in enumerate(zip(self.mins, self.maxs, strict=True)) if low <= key <= high]
+        return [
+            i for i, (low, high) in enumerate(zip(self.mins, self.maxs, strict=True)) if low <= key <= high
+        ]
 
 
 _GROUPS: dict[tuple[str, str], _Groups] = {}
@@ -383,7 +397,9 @@ class AttachEmbeddings:
     the others): bytes read from storage, and embedding bytes of the batch's distinct keys.
     """
 
-    def __init__(self, root: str, identity: StoreIdentity, index: list[tuple[str, str, str]], negatives: bool = True) -> None:
+    def __init__(
+        self, root: str, identity: StoreIdentity, index: list[tuple[str, str, str]], negatives: bool = True
+    ) -> None:
         self.store = EmbeddingStore(root, identity)
         self.index = index
         self.negatives = negatives
@@ -398,8 +414,12 @@ class AttachEmbeddings:
         batch[S.TRUNCATED] = np.array([found[k][S.TRUNCATED] for k in keys], dtype=bool)
         batch[S.PROMPT_EMBEDDING] = np.array([found[k][S.EMBEDDING] for k in keys], dtype=object)
         if self.negatives:
-            batch[S.NEGATIVE_NUM_TOKENS] = np.array([found[k][S.NUM_TOKENS] for k in negative_keys], dtype=np.int32)
-            batch[S.NEGATIVE_EMBEDDING] = np.array([found[k][S.EMBEDDING] for k in negative_keys], dtype=object)
+            batch[S.NEGATIVE_NUM_TOKENS] = np.array(
+                [found[k][S.NUM_TOKENS] for k in negative_keys], dtype=np.int32
+            )
+            batch[S.NEGATIVE_EMBEDDING] = np.array(
+                [found[k][S.EMBEDDING] for k in negative_keys], dtype=object
+            )
         else:
             batch[S.NEGATIVE_NUM_TOKENS] = np.zeros(len(keys), dtype=np.int32)
             batch[S.NEGATIVE_EMBEDDING] = np.array([b""] * len(keys), dtype=object)
@@ -439,6 +459,8 @@ class StoreWriter:
         batch = concat(present)
         total = len(batch[S.CAPTION_KEY])
         for start in range(0, total, self.rows_per_part):
-            part = {name: batch[name][start : start + self.rows_per_part].tolist() for name in S.STORE_COLUMNS}
+            part = {
+                name: batch[name][start : start + self.rows_per_part].tolist() for name in S.STORE_COLUMNS
+            }
             store.write_part(pa.table(part))
         return StoreWriteResult(rows=total, busy_s=float(batch[S.BUSY_COLUMNS["encode"]].sum()))

@@ -203,7 +203,11 @@ def write_spiece_tokenizer(folder: str | os.PathLike) -> Path:
 
 
 def build_tiny_checkpoint(
-    directory: str | os.PathLike, seed: int = 0, family: str = "alpha", scheduler: str = "dpm-solver++", size: str = "tiny"
+    directory: str | os.PathLike,
+    seed: int = 0,
+    family: str = "alpha",
+    scheduler: str = "dpm-solver++",
+    size: str = "tiny",
 ) -> Path:
     """Write a random PixArt checkpoint to ``directory`` (created; must not exist or be empty).
 
@@ -294,7 +298,9 @@ def build_tiny_checkpoint(
         accepted = inspect.signature(sched_cls.__init__).parameters
         sched = sched_cls(**{k: v for k, v in _base_scheduler_config().items() if k in accepted})
         pipeline_cls = getattr(diffusers, FAMILY_NAMES[family].pipeline_class)
-        pipe = pipeline_cls(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=sched)
+        pipe = pipeline_cls(
+            tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=sched
+        )
         out = staging / "checkpoint"
         from transformers.utils import logging as transformers_logging
 
@@ -351,18 +357,24 @@ def _make_deterministic(directory: Path) -> None:
 
 def default_cache_dir() -> Path:
     """Where built tiny checkpoints are cached (``$PIXART_BATCH_CACHE`` or ``~/.cache/pixart_batch``)."""
-    root = os.environ.get("PIXART_BATCH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pixart_batch")
+    root = os.environ.get("PIXART_BATCH_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "pixart_batch"
+    )
     return Path(root)
 
 
-def cached_tiny_checkpoint(seed: int = 0, family: str = "alpha", scheduler: str = "dpm-solver++", size: str = "tiny") -> Path:
+def cached_tiny_checkpoint(
+    seed: int = 0, family: str = "alpha", scheduler: str = "dpm-solver++", size: str = "tiny"
+) -> Path:
     """The tiny checkpoint for ``seed``, built on first use and reused after.
 
     Concurrent first uses are safe: each builds in a private staging directory and
     the first rename wins; the others discard theirs.
     """
     suffix = "".join(
-        f"-{part}" for part in (scheduler if scheduler != "dpm-solver++" else "", size if size != "tiny" else "") if part
+        f"-{part}"
+        for part in (scheduler if scheduler != "dpm-solver++" else "", size if size != "tiny" else "")
+        if part
     )
     target = default_cache_dir() / f"tiny-pixart-{family}-seed{seed}{suffix}-v2"
     if (target / "model_index.json").is_file():
@@ -371,7 +383,9 @@ def cached_tiny_checkpoint(seed: int = 0, family: str = "alpha", scheduler: str 
 
     say(f"building the tiny checkpoint (first run only) -> {target}")
     return build_cached(
-        target, "model_index.json", lambda d: build_tiny_checkpoint(d, seed=seed, family=family, scheduler=scheduler, size=size)
+        target,
+        "model_index.json",
+        lambda d: build_tiny_checkpoint(d, seed=seed, family=family, scheduler=scheduler, size=size),
     )
 
 

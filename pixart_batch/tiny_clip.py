@@ -42,7 +42,11 @@ IMAGE_SIZE = 32
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2 / CLIP's reversible byte → printable character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -61,7 +65,9 @@ def write_clip_tokenizer_files(folder: Path) -> tuple[Path, Path, int]:
     vocab = {token: index for index, token in enumerate(tokens)}
     vocab_file, merges_file = folder / "vocab.json", folder / "merges.txt"
     vocab_file.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    merges_file.write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in _MERGES) + "\n", encoding="utf-8")
+    merges_file.write_text(
+        "#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in _MERGES) + "\n", encoding="utf-8"
+    )
     return vocab_file, merges_file, len(vocab)
 
 
@@ -73,7 +79,9 @@ def build_tiny_clip(directory: str | os.PathLike, seed: int = 0) -> Path:
 
     target = Path(directory)
     if target.exists() and not (target.is_dir() and not any(target.iterdir())):
-        raise UserError(f"{target}: exists and is not an empty directory; choose a new directory for the CLIP model")
+        raise UserError(
+            f"{target}: exists and is not an empty directory; choose a new directory for the CLIP model"
+        )
     target.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".tiny-clip-tokenizer-"))
     try:
@@ -109,7 +117,9 @@ def build_tiny_clip(directory: str | os.PathLike, seed: int = 0) -> Path:
             model = CLIPModel(config).eval()
         finally:
             hf_logging.set_verbosity(verbosity)
-        images = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+        images = CLIPImageProcessor(
+            size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+        )
         hf_logging.disable_progress_bar()  # its "Writing model shards" bar is not this tool's output
         model.save_pretrained(target, safe_serialization=True)
         CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(target)
@@ -120,4 +130,8 @@ def build_tiny_clip(directory: str | os.PathLike, seed: int = 0) -> Path:
 
 def cached_tiny_clip(seed: int = 0) -> Path:
     """The tiny CLIP for ``seed``, built on first use (in a private directory, the first rename wins)."""
-    return build_cached(default_cache_dir() / f"tiny-clip-seed{seed}-v1", "config.json", lambda d: build_tiny_clip(d, seed=seed))
+    return build_cached(
+        default_cache_dir() / f"tiny-clip-seed{seed}-v1",
+        "config.json",
+        lambda d: build_tiny_clip(d, seed=seed),
+    )

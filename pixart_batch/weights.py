@@ -27,7 +27,10 @@ def check_weights(model: ResolvedModel) -> None:
     for component in MODEL_COMPONENTS:
         folder = model.checkpoint_of(component).local_dir / component
         library, _ = model.source.class_of(component)
-        found = {_current_name(name): entry for name, entry in _header_shapes(folder, WEIGHT_FILES[library]).items()}
+        found = {
+            _current_name(name): entry
+            for name, entry in _header_shapes(folder, WEIGHT_FILES[library]).items()
+        }
         _compare(folder, component, found, *_expected_shapes(model, component, folder))
 
 
@@ -58,7 +61,9 @@ def _compare(
     """Refuse weights whose headers do not fit the ``expected`` parameter shapes (``tied``: names sharing a tensor)."""
     common = set(found) & set(expected)
     if not common:
-        raise CheckpointError(f"{folder}: its weights fit none of the {what}'s parameters; not this model's weights")
+        raise CheckpointError(
+            f"{folder}: its weights fit none of the {what}'s parameters; not this model's weights"
+        )
     for name in sorted(common):
         if _squeezed(found[name][1]) != _squeezed(expected[name]):
             raise CheckpointError(
@@ -100,12 +105,16 @@ def _header_shapes(folder: Path, name: str) -> dict[str, tuple[Path, tuple[int, 
             weight_map = json.loads(index.read_text())["weight_map"]
             files = sorted({folder / shard for shard in weight_map.values()})
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise CheckpointError(f"{index}: unreadable shard index ({first_line(exc, with_type=True)})") from None
+            raise CheckpointError(
+                f"{index}: unreadable shard index ({first_line(exc, with_type=True)})"
+            ) from None
     elif (folder / name).is_file():
         files = [folder / name]
     else:
         present = ", ".join(sorted(p.name for p in folder.glob("*.safetensors"))) or "none"
-        raise CheckpointError(f"{folder}: no {name} (safetensors found: {present}); the loader reads that file")
+        raise CheckpointError(
+            f"{folder}: no {name} (safetensors found: {present}); the loader reads that file"
+        )
     shapes = {}
     for path in files:
         try:
@@ -113,7 +122,9 @@ def _header_shapes(folder: Path, name: str) -> dict[str, tuple[Path, tuple[int, 
                 for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
                     shapes[key] = (path, tuple(handle.get_slice(key).get_shape()))
         except Exception as exc:  # safetensors raises its own error types, and OSError for a missing shard
-            raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(exc, with_type=True)})") from None
+            raise CheckpointError(
+                f"{path}: not a readable safetensors file ({first_line(exc, with_type=True)})"
+            ) from None
         _check_length(path)
     return shapes
 
@@ -127,10 +138,14 @@ def _check_length(path: Path) -> None:
         header = json.loads(handle.read(length))
     end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
     if path.stat().st_size < 8 + length + end:
-        raise CheckpointError(f"{path}: cut short ({path.stat().st_size} bytes, its header needs {8 + length + end})")
+        raise CheckpointError(
+            f"{path}: cut short ({path.stat().st_size} bytes, its header needs {8 + length + end})"
+        )
 
 
-def _expected_shapes(model: ResolvedModel, component: str, folder: Path) -> tuple[dict[str, tuple[int, ...]], list[list[str]]]:
+def _expected_shapes(
+    model: ResolvedModel, component: str, folder: Path
+) -> tuple[dict[str, tuple[int, ...]], list[list[str]]]:
     """The parameter shapes of the model ``folder``'s config builds (on the meta device: nothing allocated),
     and its parameters as groups of names that share one tensor (tied weights: one of them is saved)."""
     import torch

@@ -73,7 +73,9 @@ def encode_spec(tiny_model, max_len=120, dtype="float32", quantization="none") -
     from pixart_batch.config import ModelConfig
     from pixart_batch.models import resolve_model
 
-    return EncodeSpec(resolve_model(ModelConfig(path=str(tiny_model))).source, dtype, "cpu", max_len, quantization)
+    return EncodeSpec(
+        resolve_model(ModelConfig(path=str(tiny_model))).source, dtype, "cpu", max_len, quantization
+    )
 
 
 def hold_a_shard(output: Path) -> Path:

@@ -43,7 +43,9 @@ class Probe:
 
 
 def main(cards: int) -> None:
-    ray.init(address="local", num_cpus=2 * cards + 2, num_gpus=cards, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local", num_cpus=2 * cards + 2, num_gpus=cards, include_dashboard=False, log_to_driver=False
+    )
     layouts = {"fixed": cards, "growing": [1, cards]}
     for name, concurrency in layouts.items():
         config = tiny_config(
@@ -59,7 +61,11 @@ def main(cards: int) -> None:
         wait_for = cards if name == "fixed" else 0
         dataset = ray.data.range(cards * 8, override_num_blocks=cards * 8)
         for _, _, kwargs in model_pools(config):
-            constructor = {**kwargs.get("fn_constructor_kwargs", {}), "started": started, "wait_for": wait_for}
+            constructor = {
+                **kwargs.get("fn_constructor_kwargs", {}),
+                "started": started,
+                "wait_for": wait_for,
+            }
             dataset = dataset.map_batches(Probe, **{**kwargs, "fn_constructor_kwargs": constructor})
         rows = dataset.take_all()
         built = [json.loads(path.read_text()) for path in Path(started).glob("*.json")]

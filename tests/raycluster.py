@@ -43,7 +43,9 @@ WORKER_PORTS_PER_NODE = 100
 _random = random.Random()  # seeded from os.urandom: two sessions pick different worker ranges
 
 
-def ray_cli(*args: str, env: dict[str, str], cwd: Path, timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess:
+def ray_cli(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 180, check: bool = True
+) -> subprocess.CompletedProcess:
     ray = str(Path(sys.executable).parent / "ray")
     result = subprocess.run([ray, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
     if check and result.returncode != 0:
@@ -106,7 +108,9 @@ class Ports:
             first, last = _random.choice(starts)
             base = _random.randint(first, last)
             run = range(base, base + size)
-            if not any(p in self.taken or p in RAY_DEFAULT_PORTS for p in run) and all(_bindable(p) for p in run):
+            if not any(p in self.taken or p in RAY_DEFAULT_PORTS for p in run) and all(
+                _bindable(p) for p in run
+            ):
                 self.taken.update(run)
                 return base, base + size - 1
         raise RuntimeError(f"no free run of {size} ports found")
@@ -209,7 +213,11 @@ class Cluster:
         self.wanted_alive = 0
         self.submit_retries = 0
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PIXART_BATCH_FAULTS", "PIXART_BATCH_SLOW"))},
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("RAY_", "PIXART_BATCH_FAULTS", "PIXART_BATCH_SLOW"))
+            },
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
             "RAY_AUTH_MODE": "token",  # clients opt in to the token the head writes to ~/.ray/auth_token
             "HF_HUB_OFFLINE": "1",
@@ -220,7 +228,9 @@ class Cluster:
     def ray(
         self, *args: str, env: dict[str, str] | None = None, timeout: float = 180, check: bool = True
     ) -> subprocess.CompletedProcess:
-        return ray_cli(*args, env=self.env if env is None else env, cwd=self.root, timeout=timeout, check=check)
+        return ray_cli(
+            *args, env=self.env if env is None else env, cwd=self.root, timeout=timeout, check=check
+        )
 
     def all_ports(self) -> list[int | tuple[int, int]]:
         singles = [self.gcs_port, self.dashboard_port, self.client_server_port]
@@ -343,7 +353,9 @@ class Cluster:
             if wanted <= bound:
                 break
             if -1 in bound or time.monotonic() > deadline:
-                raise AssertionError(f"dashboard agents bound {sorted(bound)}, expected {sorted(wanted)}\n{self.log_tail()}")
+                raise AssertionError(
+                    f"dashboard agents bound {sorted(bound)}, expected {sorted(wanted)}\n{self.log_tail()}"
+                )
             time.sleep(0.5)
         timeout = max(deadline - time.monotonic(), 1)
         spec = {
@@ -362,7 +374,9 @@ class Cluster:
             timeout=timeout + 120,
         )
         if probe.returncode != 0:
-            raise AssertionError(f"cluster not ready:\n{probe.stdout[-2000:]}\n{probe.stderr[-3000:]}\n{self.log_tail()}")
+            raise AssertionError(
+                f"cluster not ready:\n{probe.stdout[-2000:]}\n{probe.stderr[-3000:]}\n{self.log_tail()}"
+            )
 
     def submit(
         self,
@@ -409,7 +423,9 @@ class Cluster:
         tails = []
         for name in ("dashboard.log", "dashboard_agent.log", "raylet.err", "gcs_server.err"):
             for path in sorted(p for d in self.temp_dirs for p in Path(d).glob(f"session_2*/logs/{name}")):
-                tails.append(f"--- {path}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+                tails.append(
+                    f"--- {path}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+                )
         return "\n".join(tails)
 
     def own_processes(self) -> list[psutil.Process]:

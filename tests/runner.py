@@ -14,7 +14,11 @@ import psutil
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIXART_BATCH_FAULTS", "PIXART_BATCH_SLOW", "RAY_ADDRESS"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PIXART_BATCH_FAULTS", "PIXART_BATCH_SLOW", "RAY_ADDRESS"))
+    }
     env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra})
     return env
 
@@ -57,14 +61,18 @@ def kill_tree(process: subprocess.Popen) -> None:
     psutil.wait_procs([p for p in tree if p.is_running()], timeout=30)
 
 
-def wait_for(condition: Callable[[], bool], process: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+def wait_for(
+    condition: Callable[[], bool], process: subprocess.Popen, log: Path, timeout: float = 300
+) -> None:
     """Poll until ``condition()``; fail with the log if the run ends or time runs out first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         if process.poll() is not None:
-            raise AssertionError(f"run ended (exit {process.returncode}) before the kill point:\n{log.read_text()[-3000:]}")
+            raise AssertionError(
+                f"run ended (exit {process.returncode}) before the kill point:\n{log.read_text()[-3000:]}"
+            )
         time.sleep(0.1)
     kill_tree(process)
     raise AssertionError(f"kill point not reached in {timeout}s:\n{log.read_text()[-3000:]}")

@@ -174,7 +174,9 @@ def test_api_twice_in_one_process_gives_the_clis_rows(tmp_path, capsys, tiny_mod
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     made: list = []
     worker = threading.Thread(  # not the main thread: no signal handler may be installed (none can be)
-        target=lambda: made.append(pixart_batch.generate(str(prompts), str(tmp_path / "b"), config=str(config)))
+        target=lambda: made.append(
+            pixart_batch.generate(str(prompts), str(tmp_path / "b"), config=str(config))
+        )
     )
     worker.start()
     worker.join()

@@ -21,14 +21,21 @@ from pixart_batch.cli import configure_logging, main
 from pixart_batch.run import run_generate
 
 ROOT = Path(__file__).resolve().parent.parent
-PROMPTS = ["a red fox in the snow", "a blue house by the sea", "a green tree on a hill --ar 1:2", "a cat --ar 1:2"]
+PROMPTS = [
+    "a red fox in the snow",
+    "a blue house by the sea",
+    "a green tree on a hill --ar 1:2",
+    "a cat --ar 1:2",
+]
 SMALL = {"output.rows_per_shard": 2, "output.row_group_size": 2, "ray.executor": "local"}
 
 
 def test_verbose_lets_the_third_party_import_warnings_speak():
     """Quiet by default (the package sets their level on import); --verbose hands them their own levels back."""
     code = "import logging, pixart_batch as p; print({logging.getLogger(n).getEffectiveLevel() for n in p.IMPORT_NOISE_LOGGERS})"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=60
+    )
     assert done.stdout.strip() == f"{{{logging.ERROR}}}", done.stderr
     try:
         configure_logging(True)
@@ -91,7 +98,9 @@ def test_status_marks_the_bucket_of_a_damaged_shard(copy, capsys):
     assert code == 0 and err == ""
     footer = out.splitlines()[-1]
     assert footer.startswith(f"damaged: 1 shard ({shard}: ")
-    assert footer.endswith(f"run `pixart-batch verify {output}`; the next run sets it aside and redoes its images")
+    assert footer.endswith(
+        f"run `pixart-batch verify {output}`; the next run sets it aside and redoes its images"
+    )
     if output_format == "webdataset":  # the key index still reads: its images are attributed to their buckets
         assert damaged["images"] == 2 and sum(damaged["buckets"].values()) == 2
         assert report["total"]["done"] == len(PROMPTS) - 2  # not done: the next run makes them again
@@ -112,7 +121,9 @@ def test_verify_counts_shards_and_prints_one_line_per_problem(copy, capsys):
     assert len(shards) == 2
     code, out, _ = _cli(capsys, "verify", str(output))
     assert code == 0
-    assert out == f"OK: {len(PROMPTS)} images in 2 shards (1 embedding-store part), 0 problems\n"  # not a tar's index too
+    assert (
+        out == f"OK: {len(PROMPTS)} images in 2 shards (1 embedding-store part), 0 problems\n"
+    )  # not a tar's index too
 
     # A store part whose footer reads but whose first page does not: Arrow's text has embedded newlines.
     (part,) = sorted((output / "embeddings").rglob("part-*.parquet"))
@@ -144,8 +155,16 @@ def test_commands_print_nothing_foreign_on_stderr(outputs, tiny_model, tmp_path)
     ]
     for args in commands:
         done = subprocess.run(
-            [sys.executable, "-m", "pixart_batch", *args], capture_output=True, text=True, env=cli_env(), timeout=300
+            [sys.executable, "-m", "pixart_batch", *args],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=300,
         )
         assert done.returncode == 0, done.stderr[-2000:]
-        foreign = [line for line in done.stderr.splitlines() if not line.startswith(("[pixart-batch]", "pixart-batch:"))]
+        foreign = [
+            line
+            for line in done.stderr.splitlines()
+            if not line.startswith(("[pixart-batch]", "pixart-batch:"))
+        ]
         assert not foreign, (args, foreign[:5])

@@ -46,7 +46,16 @@ def refused(capsys, args: list[str], output: Path, *needles: str) -> str:
 
 
 def generate(prompts: Path, output: Path, *extra: str) -> list[str]:
-    return ["generate", "--config", "configs/tiny.yaml", "--prompts", str(prompts), "--output", str(output), *extra]
+    return [
+        "generate",
+        "--config",
+        "configs/tiny.yaml",
+        "--prompts",
+        str(prompts),
+        "--output",
+        str(output),
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -62,10 +71,18 @@ def generate(prompts: Path, output: Path, *extra: str) -> list[str]:
         ("negative-hw.txt", b"a cat --hw -64:64\n", [":1:", "--hw"]),
         ("bad.jsonl", b'{"prompt": "a cat"}\n{"prompt": "a dog"\n', [":2:", "not valid JSON"]),
         ("noprompt.csv", b"text,id\na cat,1\n", ["no 'prompt' column"]),
-        ("dupes.jsonl", b'{"id": "x", "prompt": "a"}\n{"id": "x", "prompt": "b"}\n', [":2:", "duplicate id 'x'"]),
+        (
+            "dupes.jsonl",
+            b'{"id": "x", "prompt": "a"}\n{"id": "x", "prompt": "b"}\n',
+            [":2:", "duplicate id 'x'"],
+        ),
         ("zero.jsonl", b'{"prompt": "a", "width": 0, "height": 64}\n', [":1:", "width"]),
         ("negative.csv", b"prompt,width,height\na cat,64,-8\n", ["height"]),
-        ("twice.jsonl", b'{"prompt": "a"}\n{"prompt": "a cat", "prompt": "a dog"}\n', [":2: duplicate key 'prompt'"]),
+        (
+            "twice.jsonl",
+            b'{"prompt": "a"}\n{"prompt": "a cat", "prompt": "a dog"}\n',
+            [":2: duplicate key 'prompt'"],
+        ),
         ("twice.csv", b"prompt,tag,tag\na cat,x,y\n", ["column 'tag' appears more than once"]),
     ],
 )
@@ -76,7 +93,9 @@ def test_bad_prompt_files(tmp_path, capsys, existing_output, name, content, need
 
 
 def test_missing_prompt_file(tmp_path, capsys, existing_output):
-    refused(capsys, generate(tmp_path / "nope.txt", existing_output), existing_output, "nope.txt", "no such file")
+    refused(
+        capsys, generate(tmp_path / "nope.txt", existing_output), existing_output, "nope.txt", "no such file"
+    )
 
 
 def test_unknown_config_key(tmp_path, capsys, existing_output):
@@ -93,10 +112,15 @@ def test_unknown_config_key(tmp_path, capsys, existing_output):
     [
         ("model: {path: tiny, path: other}\n", ["c.yaml:1: duplicate key 'path'"]),
         ("model:\n  path: tiny\n  path: other\n", ["c.yaml:3: duplicate key 'path' (first on line 2)"]),
-        ("ray:\n  no_progress_timeout_s: -1\n", ["c.yaml: ray.no_progress_timeout_s: -1 is out of range (must be a finite"]),
+        (
+            "ray:\n  no_progress_timeout_s: -1\n",
+            ["c.yaml: ray.no_progress_timeout_s: -1 is out of range (must be a finite"],
+        ),
     ],
 )
-def test_duplicate_keys_and_out_of_range_numbers_in_a_config(tmp_path, capsys, existing_output, text, needles):
+def test_duplicate_keys_and_out_of_range_numbers_in_a_config(
+    tmp_path, capsys, existing_output, text, needles
+):
     prompts = tmp_path / "p.txt"
     prompts.write_text(GOOD)
     config = tmp_path / "c.yaml"
@@ -125,7 +149,11 @@ def test_pickle_checkpoint_is_refused(tmp_path, capsys, existing_output, tiny_mo
     weights = unsafe / "transformer" / "diffusion_pytorch_model.safetensors"
     weights.rename(weights.with_name("diffusion_pytorch_model.bin"))
     refused(
-        capsys, generate(prompts, existing_output, "--model", str(unsafe)), existing_output, "transformer", "only safetensors"
+        capsys,
+        generate(prompts, existing_output, "--model", str(unsafe)),
+        existing_output,
+        "transformer",
+        "only safetensors",
     )
 
 
@@ -187,16 +215,22 @@ def test_pipeline_class_that_is_not_a_string_is_refused(tmp_path, capsys, existi
     prompts = tmp_path / "p.txt"
     prompts.write_text(GOOD)
     args = generate(prompts, existing_output, "--model", str(checkpoint))
-    refused(capsys, args, existing_output, "model_index.json: '_class_name' is ['PixArtAlphaPipeline'], expected")
+    refused(
+        capsys, args, existing_output, "model_index.json: '_class_name' is ['PixArtAlphaPipeline'], expected"
+    )
 
 
 def test_quantization_without_its_package_is_refused(tmp_path, capsys, existing_output, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a)
+    )
     config = tmp_path / "int8.yaml"
-    config.write_text(Path("configs/tiny.yaml").read_text().replace("encode:  {", "encode:  {quantization: int8, "))
+    config.write_text(
+        Path("configs/tiny.yaml").read_text().replace("encode:  {", "encode:  {quantization: int8, ")
+    )
     prompts = tmp_path / "p.txt"
     prompts.write_text(GOOD)
     args = ["generate", "--config", str(config), "--prompts", str(prompts), "--output", str(existing_output)]

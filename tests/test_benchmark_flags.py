@@ -27,7 +27,9 @@ def test_throughput_appends_to_results_only_with_append(monkeypatch):
 
     monkeypatch.setattr(module, "run_benchmark", record)
     assert module.main(["--preset", "tiny-cpu"]) == 0
-    assert module.main(["--preset", "tiny-cpu", "--no-append"]) == 0  # the old flag: still accepted, the default now
+    assert (
+        module.main(["--preset", "tiny-cpu", "--no-append"]) == 0
+    )  # the old flag: still accepted, the default now
     assert module.main(["--preset", "tiny-cpu", "--append"]) == 0
     assert [args.append for args in seen] == [False, False, True]
     source = (ROOT / "benchmarks" / "throughput.py").read_text(encoding="utf-8")

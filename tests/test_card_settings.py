@@ -20,7 +20,17 @@ def dry_run(capsys, tmp_path, model: Path, *flags: str) -> list[str]:
     prompts.write_text("a cat\na dog\n")
     out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
     capsys.readouterr()
-    args = ["generate", "--config", TINY, "--prompts", str(prompts), "--output", str(out), "--model", str(model)]
+    args = [
+        "generate",
+        "--config",
+        TINY,
+        "--prompts",
+        str(prompts),
+        "--output",
+        str(out),
+        "--model",
+        str(model),
+    ]
     code = main([*args, "--executor", "local", "--dry-run", *flags])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -36,7 +46,9 @@ def test_an_lcm_checkpoint_run_with_the_tiny_recipe_is_warned_once(capsys, tmp_p
         "[pixart-batch] warning: this LCM checkpoint runs with 20 steps and guidance 4.5; its model card says 4 steps, "
         "guidance 0: use configs/pixart-lcm-1024.yaml (or --steps / --guidance-scale)"
     ]
-    assert dry_run(capsys, tmp_path, lcm, "--steps", "4", "--guidance-scale", "0") == []  # the card's settings
+    assert (
+        dry_run(capsys, tmp_path, lcm, "--steps", "4", "--guidance-scale", "0") == []
+    )  # the card's settings
     assert dry_run(capsys, tmp_path, lcm, "--steps", "8", "--guidance-scale", "1.5") == []  # within range
     assert len(dry_run(capsys, tmp_path, lcm, "--steps", "4")) == 1  # guidance alone is far
 
@@ -75,6 +87,9 @@ def test_the_recipes_named_are_shipped_and_follow_the_card():
 
     for card in (LCM_CARD, DMD_CARD):
         generation = load_config(str(ROOT / card.recipe)).generation
-        assert (generation.num_inference_steps, generation.guidance_scale) == (card.steps, card.guidance_scale)
+        assert (generation.num_inference_steps, generation.guidance_scale) == (
+            card.steps,
+            card.guidance_scale,
+        )
         assert card_warning(card, generation.num_inference_steps, generation.guidance_scale) is None
     assert tuple(load_config(str(ROOT / DMD_CARD.recipe)).generation.timesteps or ()) == DMD_CARD.timesteps

@@ -13,7 +13,9 @@ def test_phases_are_counted_against_cluster_gpus(monkeypatch):
     gpus = {"GPU": 0.0}
     monkeypatch.setattr(ray, "cluster_resources", lambda: dict(gpus))
     one = load_config("configs/one-gpu.yaml")
-    with pytest.raises(UserError, match=r"the encode stages need 1 GPUs at once \(encode 1×1\) but the Ray cluster has 0"):
+    with pytest.raises(
+        UserError, match=r"the encode stages need 1 GPUs at once \(encode 1×1\) but the Ray cluster has 0"
+    ):
         check_gpus(one)
     gpus["GPU"] = 1.0
     check_gpus(one)  # T5 alone, then one DiT + VAE actor: fits one card
@@ -29,7 +31,9 @@ def test_phases_are_counted_against_cluster_gpus(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("executor, needle", [("ray", "GPUs at once"), ("local", "ask for a GPU")])
-def test_gpu_recipe_on_a_cpu_cluster_is_refused_before_any_work(ray_session, tiny_model, tmp_path, capsys, executor, needle):
+def test_gpu_recipe_on_a_cpu_cluster_is_refused_before_any_work(
+    ray_session, tiny_model, tmp_path, capsys, executor, needle
+):
     from pixart_batch.cli import main
 
     prompts = tmp_path / "p.txt"

@@ -41,8 +41,14 @@ EDITS = {
         lambda ck: _config(ck, "transformer", sample_size="abc"),
         r"'sample_size' is \"abc\", expected a positive",
     ),
-    "no d_model": (lambda ck: _config(ck, "text_encoder", d_model=None), r"text_encoder/config.json: 'd_model' is missing"),
-    "vae blocks": (lambda ck: _config(ck, "vae", block_out_channels=5), r"'block_out_channels' is 5, expected a list"),
+    "no d_model": (
+        lambda ck: _config(ck, "text_encoder", d_model=None),
+        r"text_encoder/config.json: 'd_model' is missing",
+    ),
+    "vae blocks": (
+        lambda ck: _config(ck, "vae", block_out_channels=5),
+        r"'block_out_channels' is 5, expected a list",
+    ),
     "config a list": (
         lambda ck: (ck / "transformer" / "config.json").write_text("[1, 2]"),
         r"transformer/config.json: expected a JSON object, found a JSON list",
@@ -68,14 +74,19 @@ EDITS = {
         r"diffusion_pytorch_model.safetensors: not a readable safetensors file",
     ),
     "cut short": (
-        lambda ck: os.truncate(_weights(ck, "text_encoder"), _weights(ck, "text_encoder").stat().st_size - 100),
+        lambda ck: os.truncate(
+            _weights(ck, "text_encoder"), _weights(ck, "text_encoder").stat().st_size - 100
+        ),
         r"model.safetensors: not a readable safetensors file",
     ),
     "variant only": (
         lambda ck: _weights(ck, "vae").rename(ck / "vae" / "diffusion_pytorch_model.fp16.safetensors"),
         r"vae: no diffusion_pytorch_model.safetensors \(safetensors found: diffusion_pytorch_model.fp16.safetensors\)",
     ),
-    "no bins": (lambda ck: _config(ck, "transformer", sample_size=8), r"transformer sample_size 8 has no aspect-ratio table"),
+    "no bins": (
+        lambda ck: _config(ck, "transformer", sample_size=8),
+        r"transformer sample_size 8 has no aspect-ratio table",
+    ),
 }
 
 
@@ -94,7 +105,9 @@ def test_the_shipped_tiny_checkpoints_pass(tmp_path):
     from pixart_batch.tiny import build_tiny_checkpoint
 
     for family, scheduler in (("alpha", "dpm-solver++"), ("sigma", "dpm-solver++"), ("alpha", "lcm")):
-        folder = build_tiny_checkpoint(tmp_path / f"{family}-{scheduler}", seed=1, family=family, scheduler=scheduler)
+        folder = build_tiny_checkpoint(
+            tmp_path / f"{family}-{scheduler}", seed=1, family=family, scheduler=scheduler
+        )
         RunSpec.build(tiny_config(**{"model.path": str(folder)}))
 
 
@@ -111,7 +124,9 @@ def test_a_sharded_checkpoint_is_read_through_its_index(tiny_model, tmp_path):
         save_file({key: tensors[key] for key in keys}, checkpoint / "transformer" / file)
     weights.unlink()
     index = {"metadata": {}, "weight_map": {key: file for file, keys in halves.items() for key in keys}}
-    (checkpoint / "transformer" / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index))
+    (checkpoint / "transformer" / "diffusion_pytorch_model.safetensors.index.json").write_text(
+        json.dumps(index)
+    )
     RunSpec.build(tiny_config(**{"model.path": str(checkpoint)}))
     (checkpoint / "transformer" / "part-2.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"part-2.safetensors: not a readable safetensors file"):

@@ -16,7 +16,9 @@ def test_help_does_not_import_heavy_modules():
 
 
 def test_console_script_help_runs():
-    result = subprocess.run([sys.executable, "-m", "pixart_batch", "generate", "--help"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pixart_batch", "generate", "--help"], capture_output=True, text=True
+    )
     assert result.returncode == 0
     for flag in (
         "--config",
@@ -42,7 +44,9 @@ def test_make_tiny_checkpoint_command(tmp_path):
 def test_version_is_the_installed_distributions():
     from importlib.metadata import version
 
-    result = subprocess.run([sys.executable, "-m", "pixart_batch", "--version"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pixart_batch", "--version"], capture_output=True, text=True
+    )
     assert result.returncode == 0 and result.stdout.strip() == f"pixart-batch {version('pixart_batch')}"
 
 
@@ -59,5 +63,7 @@ def test_make_tiny_checkpoint_where_a_parent_or_the_directory_is_a_file(tmp_path
         capsys.readouterr()
         assert main(["make-tiny-checkpoint", str(target)]) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"pixart-batch: error: {needle}; choose a new directory") and err.count("\n") == 1, err
+        assert (
+            err.startswith(f"pixart-batch: error: {needle}; choose a new directory") and err.count("\n") == 1
+        ), err
     assert somefile.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["somefile"]

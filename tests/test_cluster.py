@@ -46,7 +46,9 @@ def test_ray_job_submit_no_wait_status_and_logs(cluster, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\na dog --ar 1:2\na fox --hw 96:160\n")
     output = tmp_path / "out"
-    submission = cluster.submit("--config", "configs/tiny.yaml", "--prompts", str(prompts), "--output", str(output), wait=False)
+    submission = cluster.submit(
+        "--config", "configs/tiny.yaml", "--prompts", str(prompts), "--output", str(output), wait=False
+    )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         status = cluster.ray("job", "status", "--address", cluster.address, submission).stdout.upper()
@@ -57,9 +59,15 @@ def test_ray_job_submit_no_wait_status_and_logs(cluster, tmp_path):
     assert "SUCCEEDED" in status, status + logs[-3000:]
     # The driver's own lines reach the job logs (phases, progress, summary, with the Ray executor a
     # job always uses); Ray's INFO lines, Ray Data's plans and progress dumps do not.
-    assert re.search(r"\[pixart-batch\] done in [0-9.]+ s: 3 images generated.*\(ray executor\)", logs), logs[-3000:]
+    assert re.search(r"\[pixart-batch\] done in [0-9.]+ s: 3 images generated.*\(ray executor\)", logs), logs[
+        -3000:
+    ]
     assert "[pixart-batch] generate: 3/3 images (100%)" in logs
-    ray_lines = [line for line in logs.splitlines() if re.search(r" INFO .*\.py:\d+ --|Execution plan|core_worker\.cc", line)]
+    ray_lines = [
+        line
+        for line in logs.splitlines()
+        if re.search(r" INFO .*\.py:\d+ --|Execution plan|core_worker\.cc", line)
+    ]
     assert not ray_lines, ray_lines[:5]
     assert _count_rows(output) == 3
     assert (
@@ -102,7 +110,9 @@ def test_actors_land_on_both_nodes(cluster, tmp_path):
         "print(json.dumps({'nodes': nodes, 'actors': actors}))\n"
     )
     found = json.loads(
-        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=cluster.env, check=True)
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=cluster.env, check=True
+        )
         .stdout.strip()
         .splitlines()[-1]
     )
@@ -137,9 +147,14 @@ def test_submit_retries_only_the_not_ready_answer(monkeypatch):
     import raycluster
 
     not_ready = subprocess.CompletedProcess(
-        [], 1, "", f"RuntimeError: Request failed with status code 500: {raycluster.NOT_READY}, please try again later.."
+        [],
+        1,
+        "",
+        f"RuntimeError: Request failed with status code 500: {raycluster.NOT_READY}, please try again later..",
     )
-    other = subprocess.CompletedProcess([], 1, "", "RuntimeError: Request failed with status code 400: bad entrypoint")
+    other = subprocess.CompletedProcess(
+        [], 1, "", "RuntimeError: Request failed with status code 400: bad entrypoint"
+    )
     done = subprocess.CompletedProcess([], 0, "Job 'x' submitted successfully", "")
     monkeypatch.setattr(raycluster.time, "sleep", lambda seconds: None)
     cluster = Cluster(ROOT)

@@ -80,8 +80,14 @@ def test_overrides_win_and_none_is_skipped():
     [
         ("model: {path: A, path: B}\n", ":1: duplicate key 'path'"),
         ("model:\n  path: A\n  path: B\n", ":3: duplicate key 'path' (first on line 2)"),
-        ("generation:\n  seed: 1\ngeneration:\n  seed: 2\n", ":3: duplicate key 'generation' (first on line 1)"),
-        ("stages:\n  denoise:\n    batch_size: 2\n    dtype: float32\n    batch_size: 4\n", ":5: duplicate key 'batch_size'"),
+        (
+            "generation:\n  seed: 1\ngeneration:\n  seed: 2\n",
+            ":3: duplicate key 'generation' (first on line 1)",
+        ),
+        (
+            "stages:\n  denoise:\n    batch_size: 2\n    dtype: float32\n    batch_size: 4\n",
+            ":5: duplicate key 'batch_size'",
+        ),
         ("stages: {decode: {concurrency: [1, 2], concurrency: 1}}\n", ":1: duplicate key 'concurrency'"),
     ],
 )
@@ -96,7 +102,9 @@ def test_duplicate_keys_are_refused_with_file_and_line(tmp_path, text, where):
 def test_yaml_merge_keys_still_override():
     from pixart_batch.parsing import load_yaml
 
-    assert load_yaml("base: &b {seed: 1, images_per_prompt: 2}\ngeneration:\n  <<: *b\n  seed: 3\n")["generation"] == {
+    assert load_yaml("base: &b {seed: 1, images_per_prompt: 2}\ngeneration:\n  <<: *b\n  seed: 3\n")[
+        "generation"
+    ] == {
         "seed": 3,
         "images_per_prompt": 2,
     }
@@ -105,7 +113,10 @@ def test_yaml_merge_keys_still_override():
 def test_json_duplicate_keys_name_their_lines():
     from pixart_batch.parsing import DuplicateKeyError, loads_json
 
-    assert loads_json('{"a": [{"b": 1}, {"b": 2}], "c": {"a": 1}}') == {"a": [{"b": 1}, {"b": 2}], "c": {"a": 1}}
+    assert loads_json('{"a": [{"b": 1}, {"b": 2}], "c": {"a": 1}}') == {
+        "a": [{"b": 1}, {"b": 2}],
+        "c": {"a": 1},
+    }
     text = '{\n  "a": {"x": "\\"x\\"", \n   "x": 2},\n  "b": 1,\n  "b": 2\n}'
     with pytest.raises(DuplicateKeyError) as info:
         loads_json(text)
@@ -125,7 +136,11 @@ def test_every_numeric_field_has_a_range_and_the_readme_lists_them():
     from pixart_batch.config_ranges import RANGES, numeric_fields, range_of, reference
 
     fields = numeric_fields(RunConfig)
-    assert "ray.no_progress_timeout_s" in fields and "stages.denoise.concurrency" in fields and "generation.timesteps" in fields
+    assert (
+        "ray.no_progress_timeout_s" in fields
+        and "stages.denoise.concurrency" in fields
+        and "generation.timesteps" in fields
+    )
     assert [name for name in fields if range_of(name) is None] == []
     used = {name for name in RANGES if any(range_of(field) is RANGES[name] for field in fields)}
     assert used == set(RANGES), "RANGES names fields that do not exist"
@@ -146,7 +161,9 @@ def test_a_numeric_field_without_a_range_is_caught():
     Extended = dataclasses.make_dataclass(
         "Extended", [("retries", int, dataclasses.field(default=3))], bases=(RayConfig,), frozen=True
     )
-    Config = dataclasses.make_dataclass("Config", [("ray", Extended, dataclasses.field(default_factory=Extended))])
+    Config = dataclasses.make_dataclass(
+        "Config", [("ray", Extended, dataclasses.field(default_factory=Extended))]
+    )
     with pytest.raises(TypeError, match="ray.retries has no range"):
         check_ranges(Config())
 
@@ -154,20 +171,47 @@ def test_a_numeric_field_without_a_range_is_caught():
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("ray: {no_progress_timeout_s: -1}", "ray.no_progress_timeout_s: -1 is out of range (must be a finite number > 0)"),
-        ("ray: {no_progress_timeout_s: 0}", "ray.no_progress_timeout_s: 0 is out of range (must be a finite number > 0)"),
-        ("ray: {no_progress_timeout_s: .inf}", "ray.no_progress_timeout_s: inf is out of range (must be a finite number > 0)"),
+        (
+            "ray: {no_progress_timeout_s: -1}",
+            "ray.no_progress_timeout_s: -1 is out of range (must be a finite number > 0)",
+        ),
+        (
+            "ray: {no_progress_timeout_s: 0}",
+            "ray.no_progress_timeout_s: 0 is out of range (must be a finite number > 0)",
+        ),
+        (
+            "ray: {no_progress_timeout_s: .inf}",
+            "ray.no_progress_timeout_s: inf is out of range (must be a finite number > 0)",
+        ),
         ("ray: {num_cpus: 0}", "ray.num_cpus: 0 is out of range (must be >= 1)"),
-        ("stages: {encode: {num_gpus: .nan}}", "stages.encode.num_gpus: nan is out of range (must be a finite number >= 0)"),
+        (
+            "stages: {encode: {num_gpus: .nan}}",
+            "stages.encode.num_gpus: nan is out of range (must be a finite number >= 0)",
+        ),
         ("stages: {write: {batch_size: 0}}", "stages.write.batch_size: 0 is out of range (must be >= 1)"),
-        ("stages: {denoise: {concurrency: [0, 2]}}", "stages.denoise.concurrency: [0, 2] is out of range (each must be >= 1)"),
-        ("failures: {max_rate: 1.5}", "failures.max_rate: 1.5 is out of range (must be a finite number in (0, 1])"),
-        ("failures: {max_rate: 0}", "failures.max_rate: 0 is out of range (must be a finite number in (0, 1])"),
+        (
+            "stages: {denoise: {concurrency: [0, 2]}}",
+            "stages.denoise.concurrency: [0, 2] is out of range (each must be >= 1)",
+        ),
+        (
+            "failures: {max_rate: 1.5}",
+            "failures.max_rate: 1.5 is out of range (must be a finite number in (0, 1])",
+        ),
+        (
+            "failures: {max_rate: 0}",
+            "failures.max_rate: 0 is out of range (must be a finite number in (0, 1])",
+        ),
         ("generation: {seed: -1}", "generation.seed: -1 is out of range (must be in [0, 2**63))"),
-        ("generation: {images_per_prompt: 100000}", "generation.images_per_prompt: 100000 is out of range (must be in 1..99999)"),
+        (
+            "generation: {images_per_prompt: 100000}",
+            "generation.images_per_prompt: 100000 is out of range (must be in 1..99999)",
+        ),
         ("model: {tiny_seed: -2}", "model.tiny_seed: -2 is out of range (must be in [0, 2**63))"),
         ("output: {image_quality: 0}", "output.image_quality: 0 is out of range (must be in 1..100)"),
-        ("console: {progress_interval_s: -5}", "console.progress_interval_s: -5 is out of range (must be a finite number > 0)"),
+        (
+            "console: {progress_interval_s: -5}",
+            "console.progress_interval_s: -5 is out of range (must be a finite number > 0)",
+        ),
     ],
 )
 def test_numbers_out_of_range_are_refused_in_one_line(tmp_path, text, message):
@@ -181,7 +225,9 @@ def test_numbers_out_of_range_are_refused_in_one_line(tmp_path, text, message):
 def test_ranges_hold_for_overrides_and_direct_construction():
     from pixart_batch.config import RayConfig
 
-    with pytest.raises(ConfigError, match=r"^generation.num_inference_steps: 0 is out of range \(must be >= 1\)$"):
+    with pytest.raises(
+        ConfigError, match=r"^generation.num_inference_steps: 0 is out of range \(must be >= 1\)$"
+    ):
         with_overrides(RunConfig(), {"generation.num_inference_steps": 0})
     with pytest.raises(ConfigError, match=r"^ray.local_max_images: -1 is out of range"):
         RunConfig(ray=RayConfig(local_max_images=-1))

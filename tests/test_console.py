@@ -16,7 +16,13 @@ from runner import cli_env
 from pixart_batch.progress import Progress
 
 ROOT = Path(__file__).parent.parent
-DEMO = ["generate", "--config", str(ROOT / "configs" / "tiny.yaml"), "--prompts", str(ROOT / "examples" / "prompts.txt")]
+DEMO = [
+    "generate",
+    "--config",
+    str(ROOT / "configs" / "tiny.yaml"),
+    "--prompts",
+    str(ROOT / "examples" / "prompts.txt"),
+]
 
 
 class Clock:
@@ -68,7 +74,11 @@ def _in_pty(args: list[str], timeout: float = 600) -> str:
     """Run the CLI with stdout and stderr on a pseudo-terminal; everything it printed."""
     leader, follower = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "pixart_batch", *args], stdout=follower, stderr=follower, env=cli_env(), start_new_session=True
+        [sys.executable, "-m", "pixart_batch", *args],
+        stdout=follower,
+        stderr=follower,
+        env=cli_env(),
+        start_new_session=True,
     )
     os.close(follower)
     chunks = []
@@ -111,7 +121,16 @@ def test_verbose_restores_rays_lines(tmp_path, tiny_model):
 
 def test_not_a_terminal_prints_progress_lines(tmp_path, tiny_model):
     done = subprocess.run(
-        [sys.executable, "-m", "pixart_batch", *DEMO, "--output", str(tmp_path / "out"), "--progress-interval", "0.001"],
+        [
+            sys.executable,
+            "-m",
+            "pixart_batch",
+            *DEMO,
+            "--output",
+            str(tmp_path / "out"),
+            "--progress-interval",
+            "0.001",
+        ],
         capture_output=True,
         text=True,
         env=cli_env(),
@@ -119,7 +138,9 @@ def test_not_a_terminal_prints_progress_lines(tmp_path, tiny_model):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     progress = [line for line in done.stderr.splitlines() if "] generate: " in line]
-    assert len(progress) >= 2 and "\r" not in done.stderr  # one line per update (batches of 8 → 3), no rewrites
+    assert (
+        len(progress) >= 2 and "\r" not in done.stderr
+    )  # one line per update (batches of 8 → 3), no rewrites
     assert progress[-1].startswith("[pixart-batch] generate: 22/22 images (100%)")
 
 

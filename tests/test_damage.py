@@ -82,11 +82,22 @@ def _cli(capsys, *args: str) -> tuple[int, str]:
 
 
 def _generate(prompts, output, *extra) -> list[str]:
-    return ["generate", "--config", "configs/tiny.yaml", "--prompts", str(prompts), "--output", str(output), *extra]
+    return [
+        "generate",
+        "--config",
+        "configs/tiny.yaml",
+        "--prompts",
+        str(prompts),
+        "--output",
+        str(output),
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("output_format", ["parquet", "webdataset"])
-def test_damaged_shard_and_store_part_are_named_set_aside_and_redone(request, tmp_path, capsys, output_format):
+def test_damaged_shard_and_store_part_are_named_set_aside_and_redone(
+    request, tmp_path, capsys, output_format
+):
     import pyarrow.parquet as pq
 
     fixture = "finished" if output_format == "parquet" else "finished_webdataset"
@@ -98,7 +109,9 @@ def test_damaged_shard_and_store_part_are_named_set_aside_and_redone(request, tm
         rows_in_shard = pq.read_metadata(shard).num_rows
     else:
         shard = sorted((output / "data").rglob("*.tar"))[0]
-        rows_in_shard = pq.read_metadata(shard.with_name(shard.name.replace(".tar", ".keys.parquet"))).num_rows
+        rows_in_shard = pq.read_metadata(
+            shard.with_name(shard.name.replace(".tar", ".keys.parquet"))
+        ).num_rows
     part = sorted((output / "embeddings").rglob("part-*.parquet"))[0]
     captions_in_part = pq.read_metadata(part).num_rows
     _truncate(shard)
@@ -110,10 +123,15 @@ def test_damaged_shard_and_store_part_are_named_set_aside_and_redone(request, tm
     report = run_generate(config, str(prompts), str(output))
     moved = {Path(item["file"]).name for item in report["quarantined"]}
     assert moved == {shard.name, part.name}
-    quarantined = sorted(p.name for p in (output / "quarantine").rglob("*") if p.is_file() and not p.name.endswith(".txt"))
+    quarantined = sorted(
+        p.name for p in (output / "quarantine").rglob("*") if p.is_file() and not p.name.endswith(".txt")
+    )
     companions = [] if output_format == "parquet" else [shard.name.replace(".tar", ".keys.parquet")]
     assert quarantined == sorted([shard.name, part.name, *companions])  # a tar goes aside with its key index
-    assert report["images_generated"] == rows_in_shard and report["images_skipped"] == len(PROMPTS) - rows_in_shard
+    assert (
+        report["images_generated"] == rows_in_shard
+        and report["images_skipped"] == len(PROMPTS) - rows_in_shard
+    )
     assert report["embeddings_encoded"] == captions_in_part  # only the lost captions are encoded again
     final = _images(output)
     assert final.keys() == reference.keys()
@@ -210,10 +228,16 @@ def test_two_runs_one_output_then_a_dead_holder_is_taken_over(tmp_path):
         deadline = time.monotonic() + 300
         while first.poll() is None and second.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        loser, loser_log, holder = (second, log_b, first) if second.poll() is not None else (first, log_a, second)
+        loser, loser_log, holder = (
+            (second, log_b, first) if second.poll() is not None else (first, log_a, second)
+        )
         assert loser.returncode == 2, loser_log.read_text()[-2000:]
         text = loser_log.read_text()
-        assert "another pixart-batch run holds this output" in text and f"pid {holder.pid}" in text and "Traceback" not in text
+        assert (
+            "another pixart-batch run holds this output" in text
+            and f"pid {holder.pid}" in text
+            and "Traceback" not in text
+        )
         # SIGKILL the holder mid-run; the next run takes over and finishes.
         holder_log = log_a if holder is first else log_b
         wait_for(lambda: any((output / "data").rglob("train-*.parquet")), holder, holder_log)
@@ -272,7 +296,9 @@ def test_systemic_failure_stops_early_with_the_cause(tmp_path):
     assert run_cli(command, log, PIXART_BATCH_FAULTS="denoise:*") == 1
     text = log.read_text()
     line = [row for row in text.splitlines() if row.startswith("pixart-batch: stopped:")]
-    assert line and "injected fault in denoise" in line[0] and "failures.max_consecutive 5" in line[0], text[-3000:]
+    assert line and "injected fault in denoise" in line[0] and "failures.max_consecutive 5" in line[0], text[
+        -3000:
+    ]
     assert "Traceback" in text  # the original exception is logged once per failing group ...
     assert not list(output.rglob("train-*.parquet"))  # ... and the run stopped long before 40 images
 
@@ -324,12 +350,21 @@ def test_sigterm_stops_like_ctrl_c(tmp_path):
 def test_relative_paths_inside_a_ray_job_are_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
     code, text = _cli(
-        capsys, "generate", "--config", "configs/tiny.yaml", "--prompts", "examples/prompts.txt", "--output", "out/x"
+        capsys,
+        "generate",
+        "--config",
+        "configs/tiny.yaml",
+        "--prompts",
+        "examples/prompts.txt",
+        "--output",
+        "out/x",
     )
     assert code == 2 and "--output out/x" in text and "absolute path" in text
 
 
-@pytest.mark.parametrize("extra, needle", [(["--steps", "5000"], "generation.num_inference_steps"), ([], None)])
+@pytest.mark.parametrize(
+    "extra, needle", [(["--steps", "5000"], "generation.num_inference_steps"), ([], None)]
+)
 def test_limits_are_checked_before_anything_starts(tmp_path, capsys, extra, needle):
     if needle is None:
         prompts = tmp_path / "big.txt"
@@ -390,5 +425,7 @@ def test_a_metadata_key_of_the_wrong_type_is_named_with_its_type(tmp_path):
     from pixart_batch.output import OutputDataset
 
     (tmp_path / "plan.json").write_text('{"run": "abc", "images": "3"}')
-    with pytest.raises(OutputError, match=r"plan.json: damaged plan pointer \('images' missing or not an int\)"):
+    with pytest.raises(
+        OutputError, match=r"plan.json: damaged plan pointer \('images' missing or not an int\)"
+    ):
         OutputDataset(str(tmp_path)).plan_pointer()

@@ -27,17 +27,31 @@ def _module():
 
 
 def test_dry_run_names_exactly_what_the_gpu_image_lacks():
-    done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--json"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--json"], capture_output=True, text=True, timeout=120
+    )
     result = json.loads(done.stdout)
     packages = result["packages"]
-    for needed in ("ray", "diffusers", "datasets", "webdataset", "ftfy", "beautifulsoup4", "torchao", "jsonschema", "polars"):
+    for needed in (
+        "ray",
+        "diffusers",
+        "datasets",
+        "webdataset",
+        "ftfy",
+        "beautifulsoup4",
+        "torchao",
+        "jsonschema",
+        "polars",
+    ):
         assert needed in packages, needed
     bundle = _module()
     assert not set(packages) & bundle.ON_DEVICE  # nothing the image already has
     assert "grpcio" not in packages and "opentelemetry-sdk" not in packages  # no dashboard stack
     from importlib.metadata import version
 
-    assert packages["ray"] == version("ray") and packages["diffusers"] == version("diffusers")  # the versions CI runs
+    assert packages["ray"] == version("ray") and packages["diffusers"] == version(
+        "diffusers"
+    )  # the versions CI runs
     assert result["limit_bytes"] == 64 * 2**20 and result["tree_bytes"] > 0 and result["estimate_bytes"] > 0
     assert done.returncode == (0 if result["fits"] else 1)
 
@@ -68,5 +82,7 @@ def test_a_slimmed_and_stripped_ray_still_runs_a_ray_data_join(tmp_path):
         "print('ok')\n"
     )
     env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run([sys.executable, "-c", job, str(site)], capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", job, str(site)], capture_output=True, text=True, timeout=300, env=env
+    )
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]

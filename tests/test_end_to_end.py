@@ -34,7 +34,9 @@ def mixed_run(tmp_path_factory, ray_session, tiny_model):
 def jsonl_run(tmp_path_factory, ray_session, tiny_model):
     root = tmp_path_factory.mktemp("jsonl")
     prompts = copy_prompts("with_ids.jsonl", root)
-    report = run_generate(tiny_config(**{"generation.negative_prompt": "ugly"}), str(prompts), str(root / "out"))
+    report = run_generate(
+        tiny_config(**{"generation.negative_prompt": "ugly"}), str(prompts), str(root / "out")
+    )
     return prompts, root / "out", report
 
 
@@ -77,7 +79,9 @@ def test_truncated_and_empty_captions_are_generated_and_counted(mixed_run):
     truncated = [row for row in rows.values() if row["truncated"]]
     assert truncated and all(row["num_tokens"] == 120 for row in truncated)
     assert report["images_with_truncated_caption"] == len(truncated)
-    empty = [row for row in rows.values() if row["caption"] == ""]  # the CJK prompt: diffusers' cleaning drops it all
+    empty = [
+        row for row in rows.values() if row["caption"] == ""
+    ]  # the CJK prompt: diffusers' cleaning drops it all
     assert empty and report["captions_empty"] == len({row["prompt_id"] for row in empty})
     assert all(row["num_tokens"] == 1 for row in empty)  # just </s>, as diffusers encodes ""
 
@@ -122,7 +126,11 @@ def test_rows_reproduce_with_plain_diffusers(request, which, tiny_pipeline):
         )
         if (row["height"], row["width"]) == (row["bucket_height"], row["bucket_width"]):
             image = tiny_pipeline(
-                row["prompt"], height=row["bucket_height"], width=row["bucket_width"], use_resolution_binning=False, **common
+                row["prompt"],
+                height=row["bucket_height"],
+                width=row["bucket_width"],
+                use_resolution_binning=False,
+                **common,
             ).images[0]
             checked += 1
         else:  # diffusers' own resolution binning maps the requested size to the same bucket and resizes back
@@ -138,7 +146,13 @@ def test_rows_reproduce_with_plain_diffusers(request, which, tiny_pipeline):
 def test_batch_size_does_not_change_images(tmp_path, mixed_run, ray_session):
     prompts, output_8, _ = mixed_run
     run_generate(
-        tiny_config(**{"generation.images_per_prompt": 2, "stages.denoise.batch_size": 1, "stages.decode.batch_size": 1}),
+        tiny_config(
+            **{
+                "generation.images_per_prompt": 2,
+                "stages.denoise.batch_size": 1,
+                "stages.decode.batch_size": 1,
+            }
+        ),
         str(prompts),
         str(tmp_path / "b1"),
     )

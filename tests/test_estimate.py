@@ -15,7 +15,9 @@ from pixart_batch.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = str(ROOT / "configs" / "tiny.yaml")
-PROMPTS = str(ROOT / "examples" / "prompts.txt")  # mixed sizes: --ar 1:4, --ar 2:3, --hw 200:300 and the default square
+PROMPTS = str(
+    ROOT / "examples" / "prompts.txt"
+)  # mixed sizes: --ar 1:4, --ar 2:3, --hw 200:300 and the default square
 
 
 def run_plan(capsys, *args: str) -> tuple[int, str, str]:
@@ -73,7 +75,9 @@ def test_the_model_reproduces_the_measurement_and_scales():
     assert estimate.seconds_per_image("h200", 1024, 1024, 20) == pytest.approx(ref["s_per_image"])
     # DiT part linear in steps, VAE part fixed
     dit = ref["s_per_image"] - ref["vae_s_per_image"]
-    assert estimate.seconds_per_image("h200", 1024, 1024, 40) == pytest.approx(2 * dit + ref["vae_s_per_image"])
+    assert estimate.seconds_per_image("h200", 1024, 1024, 40) == pytest.approx(
+        2 * dit + ref["vae_s_per_image"]
+    )
     # 512²: a quarter of the tokens, less than a quarter of the DiT time (attention is quadratic)
     small = estimate.seconds_per_image("h200", 512, 512, 20)
     assert ref["vae_s_per_image"] / 4 < small < ref["s_per_image"] / 4
@@ -85,7 +89,10 @@ def test_the_model_reproduces_the_measurement_and_scales():
     ("args", "message"),
     [
         (["--gpu", "a100"], "estimate.gpu: unknown GPU kind 'a100' (known: h100, h200)"),
-        (["--usd-per-gpu-hour", "-1"], "estimate.usd_per_gpu_hour: -1 is out of range (must be a finite number > 0)"),
+        (
+            ["--usd-per-gpu-hour", "-1"],
+            "estimate.usd_per_gpu_hour: -1 is out of range (must be a finite number > 0)",
+        ),
     ],
 )
 def test_bad_estimate_settings_are_one_line_errors(tiny_model, tmp_path, monkeypatch, capsys, args, message):
@@ -138,7 +145,9 @@ def test_the_store_estimate_counts_distinct_captions(tiny_model, tmp_path, capsy
         code, out, err = run_plan(capsys, str(path), "--config", TINY, "--json")
         assert code == 0, err
         estimates.append(json.loads(out))
-    assert estimates[0]["prompts"] == 3000 and estimates[0]["distinct_captions"] == 2  # the caption and "" (CFG)
+    assert (
+        estimates[0]["prompts"] == 3000 and estimates[0]["distinct_captions"] == 2
+    )  # the caption and "" (CFG)
     assert estimates[0]["store_bytes"] == estimates[1]["store_bytes"]
     code, out, _ = run_plan(capsys, str(same), "--config", TINY)
     assert "(2 distinct captions, mean" in out
@@ -158,7 +167,12 @@ def test_without_cleaning_the_captions_are_counted_exactly(tiny_model, tmp_path,
     config = tmp_path / "c.yaml"
     config.write_text(Path(TINY).read_text().replace("clean_caption: true", "clean_caption: false"))
     prompts = tmp_path / "p.jsonl"
-    lines = [{"prompt": "A Cat"}, {"prompt": "a cat"}, {"prompt": "a dog", "negative_prompt": "blurry"}, {"prompt": "blurry"}]
+    lines = [
+        {"prompt": "A Cat"},
+        {"prompt": "a cat"},
+        {"prompt": "a dog", "negative_prompt": "blurry"},
+        {"prompt": "blurry"},
+    ]
     prompts.write_text("".join(json.dumps(line) + "\n" for line in lines))
     code, out, err = run_plan(capsys, str(prompts), "--config", str(config), "--json")
     assert code == 0, err
@@ -173,7 +187,9 @@ def test_distinct_captions_in_bounded_memory():
         counter.add(f"caption {n % 100}")
     assert counter.count() == 100
     sample = counter.sample()
-    assert len(sample) == 10 == len(set(sample)) and len(counter._kept) == 10  # one entry per distinct caption
+    assert (
+        len(sample) == 10 == len(set(sample)) and len(counter._kept) == 10
+    )  # one entry per distinct caption
     again = estimate.DistinctCaptions(sample_size=10)
     for n in reversed(range(100)):
         again.add(f"caption {n}")
@@ -218,7 +234,9 @@ def test_every_shipped_recipe_plans_offline(offline, tmp_path, capsys, recipe):
     assert code == 0, err
     data = json.loads(out)
     side = 8 * PUBLISHED[config.model.path]["sample_size"]
-    assert any(bucket == f"{side}x{side}" for bucket in data["buckets_width_x_height"])  # the checkpoint's class
+    assert any(
+        bucket == f"{side}x{side}" for bucket in data["buckets_width_x_height"]
+    )  # the checkpoint's class
     assert data["model_facts_from"].startswith("the shipped facts") and "HF_HUB_OFFLINE" in data["notes"][0]
     assert not (tmp_path / "hf").exists() or not any((tmp_path / "hf").rglob("*.json"))  # nothing downloaded
 
@@ -247,18 +265,26 @@ def test_offline_plan_in_a_fresh_process(tmp_path):
 def test_the_cost_is_the_measured_seconds_times_the_price(offline, tmp_path, capsys):
     """1024² at 20 steps with CFG on an H200: within 10 % of 0.8485 s/image × $3.5/h; the H100 row is scaled."""
     config = str(ROOT / "configs" / "pixart-alpha-1024.yaml")
-    code, out, err = run_plan(capsys, square_prompts(tmp_path), "--config", config, "--usd-per-gpu-hour", "3.5", "--json")
+    code, out, err = run_plan(
+        capsys, square_prompts(tmp_path), "--config", config, "--usd-per-gpu-hour", "3.5", "--json"
+    )
     assert code == 0, err
     data = json.loads(out)
     assert data["buckets_width_x_height"] == {"1024x1024": 100}
     expected = estimate.MEASURED["h200"]["s_per_image"] * 3.5 / 3600 * 1000
     assert data["usd_per_1000_images"] == pytest.approx(expected, rel=0.10)
     per_gpu = data["per_gpu"]
-    assert set(per_gpu) == {"h100", "h200"} and per_gpu["h200"]["basis"] == "measured" and per_gpu["h100"]["basis"] == "scaled"
+    assert (
+        set(per_gpu) == {"h100", "h200"}
+        and per_gpu["h200"]["basis"] == "measured"
+        and per_gpu["h100"]["basis"] == "scaled"
+    )
     assert per_gpu["h200"]["usd_per_1000_images"] == data["usd_per_1000_images"]
     assert per_gpu["h100"]["usd_per_1000_images"] > per_gpu["h200"]["usd_per_1000_images"]
 
-    code, out, err = run_plan(capsys, square_prompts(tmp_path), "--config", config, "--gpu", "h100", "--usd-per-gpu-hour", "3.5")
+    code, out, err = run_plan(
+        capsys, square_prompts(tmp_path), "--config", config, "--gpu", "h100", "--usd-per-gpu-hour", "3.5"
+    )
     assert code == 0, err
     assert "h100  NVIDIA H100 SXM  scaled" in out and "h200  NVIDIA H200      measured" in out
     assert "(estimate.gpu)" in next(line for line in out.splitlines() if line.startswith("h100 "))
@@ -276,7 +302,12 @@ def test_one_number_style(offline, tmp_path, capsys):
     ]
     assert estimate.fixed(0.0181, 3, 2) == "0.0181" and estimate.fixed(6.3222, 3, 2) == "6.32"
     code, out, err = run_plan(
-        capsys, PROMPTS, "--config", str(ROOT / "configs" / "pixart-dmd-512.yaml"), "--usd-per-gpu-hour", "3.5"
+        capsys,
+        PROMPTS,
+        "--config",
+        str(ROOT / "configs" / "pixart-dmd-512.yaml"),
+        "--usd-per-gpu-hour",
+        "3.5",
     )
     assert code == 0, err
     import re
@@ -306,7 +337,10 @@ def test_the_hubs_configs_win_and_a_disagreement_is_noted(monkeypatch):
     monkeypatch.setattr(estimate, "facts_of", lambda spec: replace(shipped, sample_size=64, source="hub"))
     facts = estimate.checkpoint_facts(config)
     assert facts.sample_size == 64 and len(facts.notes) == 1
-    assert "the hub's configs differ from the shipped facts (sample_size 128 → 64); the hub's are used" in facts.notes[0]
+    assert (
+        "the hub's configs differ from the shipped facts (sample_size 128 → 64); the hub's are used"
+        in facts.notes[0]
+    )
     monkeypatch.setattr(estimate, "facts_of", lambda spec: shipped)
     assert estimate.checkpoint_facts(config).notes == ()  # agreeing: nothing to say
 

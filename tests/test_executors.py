@@ -24,7 +24,9 @@ def _rows(output) -> dict[str, dict]:
     rows = {}
     for path in sorted((output / "data").rglob("train-*.parquet")):
         for row in pq.read_table(path).to_pylist():
-            row["pixels"] = np.asarray(Image.open(io.BytesIO(row.pop("image")["bytes"])).convert("RGB"), dtype=np.int16)
+            row["pixels"] = np.asarray(
+                Image.open(io.BytesIO(row.pop("image")["bytes"])).convert("RGB"), dtype=np.int16
+            )
             rows[row["key"]] = row
     return rows
 
@@ -35,7 +37,9 @@ def both(tmp_path_factory, ray_session, tiny_model):
     prompts = copy_prompts("mixed.txt", root)
     config = {"generation.images_per_prompt": 2, "output.rows_per_shard": 5}
     reports = {}
-    reports["ray"] = run_generate(tiny_config(**config, **{"ray.executor": "ray"}), str(prompts), str(root / "ray"))
+    reports["ray"] = run_generate(
+        tiny_config(**config, **{"ray.executor": "ray"}), str(prompts), str(root / "ray")
+    )
     # The local executor runs its stages in this process: record, as each DiT batch starts, how many
     # shards are already committed (visible under data/).
     import pixart_batch.stages.common as common
@@ -48,7 +52,9 @@ def both(tmp_path_factory, ray_session, tiny_model):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(common, "stall", record)
-        reports["local"] = run_generate(tiny_config(**config, **{"ray.executor": "local"}), str(prompts), str(root / "local"))
+        reports["local"] = run_generate(
+            tiny_config(**config, **{"ray.executor": "local"}), str(prompts), str(root / "local")
+        )
     reports["local"]["committed_at_denoise"] = committed_at_denoise
     return root, reports
 
@@ -61,7 +67,16 @@ def test_ray_and_local_make_the_same_rows(both):
     assert ray_rows.keys() == local_rows.keys() and len(ray_rows) == reports["ray"]["images_planned"]
     for key, row in ray_rows.items():
         other = local_rows[key]
-        for column in ("seed", "caption", "prompt", "width", "height", "bucket_width", "bucket_height", "scheduler"):
+        for column in (
+            "seed",
+            "caption",
+            "prompt",
+            "width",
+            "height",
+            "bucket_width",
+            "bucket_height",
+            "scheduler",
+        ):
             assert row[column] == other[column], (key, column)
         # Only the torch thread count differs (Ray gives a fractional-CPU actor one thread).
         assert np.abs(row["pixels"] - other["pixels"]).max() <= 2, key
@@ -75,7 +90,9 @@ def test_local_shards_are_committed_as_they_fill(both):
     shards = sorted((root / "local" / "data").rglob("train-*.parquet"))
     sizes = [pq.ParquetFile(path).metadata.num_rows for path in shards]
     assert sum(sizes) == reports["local"]["images_generated"]
-    assert all(size <= 5 for size in sizes) and sum(size < 5 for size in sizes) <= 1  # only the last one is short
+    assert (
+        all(size <= 5 for size in sizes) and sum(size < 5 for size in sizes) <= 1
+    )  # only the last one is short
     # Committed while the run was still generating: before the last DiT batch, every shard its
     # earlier batches filled was already under data/ (a run that commits at the end shows none).
     seen = reports["local"]["committed_at_denoise"]
@@ -133,7 +150,9 @@ def test_local_run_asking_for_a_gpu_without_one_is_refused_before_writing(tmp_pa
     prompts = copy_prompts("mixed.txt", tmp_path)
     output = tmp_path / "out"
     with pytest.raises(UserError, match="stages denoise ask for a GPU"):
-        plan_run(tiny_config(**{"ray.executor": "local", "stages.denoise.num_gpus": 1}), str(prompts), str(output))
+        plan_run(
+            tiny_config(**{"ray.executor": "local", "stages.denoise.num_gpus": 1}), str(prompts), str(output)
+        )
     assert not output.exists()
 
 
@@ -152,7 +171,9 @@ def test_a_local_run_imports_no_ray(tmp_path, tiny_model):
         "loaded = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))\n"
         "print(json.dumps({'made': report['images_generated'], 'ray': loaded}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, check=True
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["made"] > 0
     assert result["ray"] == []

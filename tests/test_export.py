@@ -30,7 +30,9 @@ PROMPTS = [
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+    }
 
 
 def cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -198,7 +200,9 @@ def test_export_has_exactly_the_rows_that_satisfy_the_expression(made, capsys):
 def test_per_label_keeps_the_first_n_of_each_class(made, capsys):
     root, _, labelled = made
     before = snapshot(labelled)
-    code, out, err = cli(capsys, str(labelled), "--where", "seed >= 0", "--to", str(root / "balanced"), "--per-label", "2")
+    code, out, err = cli(
+        capsys, str(labelled), "--where", "seed >= 0", "--to", str(root / "balanced"), "--per-label", "2"
+    )
     assert code == 0, err
     rows = shard_rows(labelled, [S.KEY, S.LABEL])
     expected, kept = [], {0: 0, 1: 0, 2: 0}
@@ -217,33 +221,45 @@ def test_per_label_keeps_the_first_n_of_each_class(made, capsys):
 def test_webdataset_export_loads_and_exports_again(made, capsys):
     root, _, labelled = made
     tars = root / "ex-tars"
-    code, out, err = cli(capsys, str(labelled), "--where", "label != 'bird'", "--to", str(tars), "--format", "webdataset")
+    code, out, err = cli(
+        capsys, str(labelled), "--where", "label != 'bird'", "--to", str(tars), "--format", "webdataset"
+    )
     assert code == 0, err
     expected = [r[S.KEY] for r in shard_rows(labelled, [S.KEY, S.LABEL]) if r[S.LABEL] != 0]
     dataset = load(tars)
     assert dataset["__key__"] == expected
-    assert [NAMES[row[S.LABEL]] for row in dataset["json"]] != [] and all(row[S.LABEL] != 0 for row in dataset["json"])
+    assert [NAMES[row[S.LABEL]] for row in dataset["json"]] != [] and all(
+        row[S.LABEL] != 0 for row in dataset["json"]
+    )
     from pixart_batch.audit import verify
 
     assert verify(str(tars)).ok
     # A WebDataset source: its labels by name again (settings.json), back to Parquet.
-    code, out, err = cli(capsys, str(tars), "--where", "label == 'dog'", "--to", str(root / "back"), "--format", "parquet")
+    code, out, err = cli(
+        capsys, str(tars), "--where", "label == 'dog'", "--to", str(root / "back"), "--format", "parquet"
+    )
     assert code == 0, err
     back = load(root / "back")
-    assert back[S.KEY] == [key for key, row in zip(dataset["__key__"], dataset["json"], strict=True) if row[S.LABEL] == 2]
+    assert back[S.KEY] == [
+        key for key, row in zip(dataset["__key__"], dataset["json"], strict=True) if row[S.LABEL] == 2
+    ]
     assert back.features[S.LABEL].names == NAMES
 
 
 @pytest.mark.slow
 def test_an_unlabelled_output_exports_and_refuses_per_label(made, capsys):
     root, plain, _ = made
-    code, out, err = cli(capsys, str(plain), "--where", "bucket_width > bucket_height or seed < 0", "--to", str(root / "x"))
+    code, out, err = cli(
+        capsys, str(plain), "--where", "bucket_width > bucket_height or seed < 0", "--to", str(root / "x")
+    )
     assert code == 2 and "comparison of two columns" in err and not (root / "x").exists()
     code, out, err = cli(capsys, str(plain), "--where", "bucket_width >= 300", "--to", str(root / "wide"))
     assert code == 0, err
     wide = [r[S.KEY] for r in shard_rows(plain, [S.KEY, S.BUCKET_WIDTH]) if r[S.BUCKET_WIDTH] >= 300]
     assert load(root / "wide")[S.KEY] == wide and wide
-    code, out, err = cli(capsys, str(plain), "--where", "seed >= 0", "--to", str(root / "y"), "--per-label", "1")
+    code, out, err = cli(
+        capsys, str(plain), "--where", "seed >= 0", "--to", str(root / "y"), "--per-label", "1"
+    )
     assert code == 2 and "--per-label needs a 'label' column" in err and not (root / "y").exists()
 
 
@@ -257,21 +273,43 @@ def test_refusals_are_one_line_and_write_nothing(made, capsys, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     cases = [
-        ([str(labelled), "--where", "clip_scor > 1", "--to", str(tmp_path / "a")], "unknown column 'clip_scor'"),
-        ([str(labelled), "--where", "prompt > 3", "--to", str(tmp_path / "a")], "column 'prompt' is a string"),
+        (
+            [str(labelled), "--where", "clip_scor > 1", "--to", str(tmp_path / "a")],
+            "unknown column 'clip_scor'",
+        ),
+        (
+            [str(labelled), "--where", "prompt > 3", "--to", str(tmp_path / "a")],
+            "column 'prompt' is a string",
+        ),
         ([str(labelled), "--where", "seed >>", "--to", str(tmp_path / "a")], "syntax error at position"),
         ([str(labelled), "--where", "seed < 0", "--to", str(tmp_path / "a")], "no row satisfies"),
-        ([str(labelled), "--where", "seed >= 0", "--to", str(tmp_path / "a"), "--per-label", "0"], "at least 1"),
-        ([str(labelled), "--where", "seed >= 0", "--to", str(foreign)], "is not empty and was not written by pixart-batch"),
+        (
+            [str(labelled), "--where", "seed >= 0", "--to", str(tmp_path / "a"), "--per-label", "0"],
+            "at least 1",
+        ),
+        (
+            [str(labelled), "--where", "seed >= 0", "--to", str(foreign)],
+            "is not empty and was not written by pixart-batch",
+        ),
         ([str(labelled), "--where", "seed >= 0", "--to", str(plain)], "is a pixart-batch output already"),
-        ([str(labelled), "--where", "seed >= 0", "--to", str(labelled / "exports" / "a")], "lies inside the source output"),
-        ([str(labelled), "--where", "seed >= 0", "--to", str(plain / "data" / "a")], "which the pixart-batch output"),
+        (
+            [str(labelled), "--where", "seed >= 0", "--to", str(labelled / "exports" / "a")],
+            "lies inside the source output",
+        ),
+        (
+            [str(labelled), "--where", "seed >= 0", "--to", str(plain / "data" / "a")],
+            "which the pixart-batch output",
+        ),
         ([str(foreign), "--where", "seed >= 0", "--to", str(tmp_path / "a")], "not a pixart-batch output"),
     ]
     for args, needle in cases:
         code, out, err = cli(capsys, *args)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, (args, err)
-        assert not (tmp_path / "a").exists() and not (labelled / "exports").exists() and not (plain / "data" / "a").exists()
+        assert (
+            not (tmp_path / "a").exists()
+            and not (labelled / "exports").exists()
+            and not (plain / "data" / "a").exists()
+        )
     assert snapshot(labelled) == before
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
     code, out, err = cli(capsys, str(labelled), "--where", "seed >= 0", "--to", str(empty))
@@ -327,7 +365,9 @@ def test_a_shard_without_a_later_column_reads_it_as_missing(made, capsys, tmp_pa
     shard = sorted((older / "data").rglob("*.parquet"))[0]
     table = pq.read_table(shard)
     pq.write_table(table.drop_columns([S.FAST_MODE]), shard)  # as shards written before fast_mode existed
-    code, out, err = cli(capsys, str(older), "--where", "fast_mode == 'exact' or seed >= 0", "--to", str(tmp_path / "x"))
+    code, out, err = cli(
+        capsys, str(older), "--where", "fast_mode == 'exact' or seed >= 0", "--to", str(tmp_path / "x")
+    )
     assert code == 0, err
     dataset = load(tmp_path / "x")
     assert dataset.num_rows == table.num_rows and set(dataset[S.FAST_MODE]) == {None}

@@ -57,7 +57,8 @@ def _check_rows_reproduce(rows, pipeline_class, model, limit=4, **extra):
         if (row["height"], row["width"]) != (row["bucket_height"], row["bucket_width"]):
             continue
         delta = np.abs(
-            _reproduce(pipeline_class, model, row, **extra) - np.asarray(row["image"].convert("RGB"), dtype=np.int16)
+            _reproduce(pipeline_class, model, row, **extra)
+            - np.asarray(row["image"].convert("RGB"), dtype=np.int16)
         ).max()
         assert delta <= 2, (row["key"], delta)
         checked += 1
@@ -74,12 +75,18 @@ def test_lcm_checkpoint_end_to_end(tmp_path, ray_session):
     model = cached_tiny_checkpoint(0, scheduler="lcm")
     prompts = tmp_path / "p.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
-    config = tiny_config(**{"model.path": str(model), "generation.num_inference_steps": 4, "generation.guidance_scale": 0.0})
+    config = tiny_config(
+        **{"model.path": str(model), "generation.num_inference_steps": 4, "generation.guidance_scale": 0.0}
+    )
     report = run_generate(config, str(prompts), str(tmp_path / "out"))
     assert report["images_generated"] == len(PROMPTS)
-    assert report["embeddings_encoded"] == len(PROMPTS)  # the captions only: no negative branch, no negative embedding
+    assert report["embeddings_encoded"] == len(
+        PROMPTS
+    )  # the captions only: no negative branch, no negative embedding
     rows = _rows(tmp_path / "out")
-    assert {(r["scheduler"], r["num_inference_steps"], r["guidance_scale"]) for r in rows} == {("LCMScheduler", 4, 0.0)}
+    assert {(r["scheduler"], r["num_inference_steps"], r["guidance_scale"]) for r in rows} == {
+        ("LCMScheduler", 4, 0.0)
+    }
     _check_rows_reproduce(rows, "PixArtAlphaPipeline", model)
 
 
@@ -112,5 +119,19 @@ def test_sigma_checkpoint_end_to_end_with_sigkill_and_resume(tmp_path):
 
     # The α tiny checkpoint writing into the same store gets its own store key (different encoder settings).
     config = recipe_file(config, {**overrides, "model.path": "tiny"})
-    assert run_cli(["encode", "--config", str(config), "--prompts", str(prompts), "--output", str(tmp_path / "alpha")], log) == 0
+    assert (
+        run_cli(
+            [
+                "encode",
+                "--config",
+                str(config),
+                "--prompts",
+                str(prompts),
+                "--output",
+                str(tmp_path / "alpha"),
+            ],
+            log,
+        )
+        == 0
+    )
     assert len([p for p in (tmp_path / "shared-store").iterdir() if p.is_dir()]) == 2

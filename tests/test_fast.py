@@ -11,19 +11,34 @@ import torch
 from helpers import hold_a_shard
 
 from pixart_batch import schema as S
-from pixart_batch.config import ConfigError, DenoiseStageConfig, GenerationConfig, ModelConfig, RunConfig, StagesConfig
+from pixart_batch.config import (
+    ConfigError,
+    DenoiseStageConfig,
+    GenerationConfig,
+    ModelConfig,
+    RunConfig,
+    StagesConfig,
+)
 from pixart_batch.errors import OutputError, UserError
 from pixart_batch.spec import RunSpec
 from pixart_batch.tensors import tensor_to_bytes
 
-PROMPTS = ["a red fox in the snow", "a cute cat sitting on a chair, oil painting, warm light, very detailed", "x"]
+PROMPTS = [
+    "a red fox in the snow",
+    "a cute cat sitting on a chair, oil painting, warm light, very detailed",
+    "x",
+]
 BUCKET = (256, 256)
 
 
 def _spec(tiny_model, steps: int = 6, **denoise) -> RunSpec:
     stages = StagesConfig(denoise=DenoiseStageConfig(batch_size=3, **denoise))
     return RunSpec.build(
-        RunConfig(model=ModelConfig(path=str(tiny_model)), generation=GenerationConfig(num_inference_steps=steps), stages=stages)
+        RunConfig(
+            model=ModelConfig(path=str(tiny_model)),
+            generation=GenerationConfig(num_inference_steps=steps),
+            stages=stages,
+        )
     )
 
 
@@ -74,7 +89,9 @@ def exact(tiny_model, embedded):
 # --------------------------------------------------------------------------- torch.compile (exact mode)
 
 
-def test_compiled_dit_makes_the_eager_images_and_compiles_a_bucket_once(tiny_model, embedded, exact, monkeypatch, tmp_path):
+def test_compiled_dit_makes_the_eager_images_and_compiles_a_bucket_once(
+    tiny_model, embedded, exact, monkeypatch, tmp_path
+):
     from pixart_batch.stages.denoise import Denoiser
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
@@ -86,7 +103,9 @@ def test_compiled_dit_makes_the_eager_images_and_compiles_a_bucket_once(tiny_mod
     try:
         torch.compiler.set_stance("fail_on_recompile")  # another size and other prompt lengths: no recompile
         second = denoiser.denoise(_rows(embedded, [2], [3]), *BUCKET)
-        third = denoiser.denoise(_rows(embedded, [2, 0, 1, 2], [3, 1, 2, 3]), *BUCKET)  # more than a batch: two calls
+        third = denoiser.denoise(
+            _rows(embedded, [2, 0, 1, 2], [3, 1, 2, 3]), *BUCKET
+        )  # more than a batch: two calls
     finally:
         torch.compiler.set_stance("default")
     compiled = torch.cat([first, second])
@@ -125,7 +144,10 @@ def test_no_compiler_falls_back_to_eager_with_one_line(tiny_model, monkeypatch):
 @pytest.mark.parametrize(
     "mode",
     [
-        {"step_cache": "first-block", "step_cache_threshold": 1.0},  # the random tiny DiT changes a lot per step
+        {
+            "step_cache": "first-block",
+            "step_cache_threshold": 1.0,
+        },  # the random tiny DiT changes a lot per step
         {"step_cache": "pab", "step_cache_interval": 3},
         {"step_cache": "taylorseer", "step_cache_interval": 2},
     ],
@@ -157,19 +179,35 @@ def test_fast_modes_enter_the_settings_guard_and_every_row(tiny_model, tmp_path)
     assert cached.row_constants()[S.FAST_MODE] == "pab(interval=2)"
     output = OutputDataset(str(tmp_path / "out"))
     output.write_json(SETTINGS_FILE, exact.settings())
-    assert "holds no images yet" in (check_settings(output, cached.settings()) or "")  # nothing to protect yet
+    assert "holds no images yet" in (
+        check_settings(output, cached.settings()) or ""
+    )  # nothing to protect yet
     hold_a_shard(tmp_path / "out")
     with pytest.raises(OutputError, match="setting 'stages.denoise.step_cache' is \"pab\"") as info:
         check_settings(output, cached.settings())
     assert "\n" not in str(info.value)
-    check_settings(output, _spec(tiny_model, step_cache_threshold=0.5).settings())  # unused by exact mode: no change
+    check_settings(
+        output, _spec(tiny_model, step_cache_threshold=0.5).settings()
+    )  # unused by exact mode: no change
     check_settings(output, _spec(tiny_model, compile=True).settings())  # exact mode
     batch = {
         S.KEY: np.array(["k"], dtype=object),
         "image_bytes": np.array([b"x"], dtype=object),
-        **{c: np.array([0]) for c in S.OUTPUT_COLUMNS if c not in (S.KEY, S.IMAGE) and c not in cached.row_constants()},
+        **{
+            c: np.array([0])
+            for c in S.OUTPUT_COLUMNS
+            if c not in (S.KEY, S.IMAGE) and c not in cached.row_constants()
+        },
     }
-    for column in (S.PROMPT_ID, S.PROMPT, S.CAPTION, S.NEGATIVE_PROMPT, S.NEGATIVE_CAPTION, S.SCHEDULER, S.SHA256):
+    for column in (
+        S.PROMPT_ID,
+        S.PROMPT,
+        S.CAPTION,
+        S.NEGATIVE_PROMPT,
+        S.NEGATIVE_CAPTION,
+        S.SCHEDULER,
+        S.SHA256,
+    ):
         batch[column] = np.array(["s"], dtype=object)
     batch[S.TRUNCATED] = np.array([False])
     table = to_table(batch, cached.row_constants(), cached.settings())
@@ -180,7 +218,10 @@ def test_fast_mode_names():
     assert DenoiseStageConfig(step_cache="first-block", step_cache_threshold=0.1, fp8=True).fast_mode == (
         "first-block(threshold=0.1)+fp8"
     )
-    assert DenoiseStageConfig(step_cache="taylorseer", step_cache_interval=4).fast_mode == "taylorseer(interval=4)"
+    assert (
+        DenoiseStageConfig(step_cache="taylorseer", step_cache_interval=4).fast_mode
+        == "taylorseer(interval=4)"
+    )
 
 
 # --------------------------------------------------------------------------- fp8 and config checks
@@ -206,8 +247,14 @@ def test_fp8_without_a_capable_gpu_is_refused_in_one_line(monkeypatch):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("step_cache: teacache", "stages.denoise.step_cache: must be one of none, first-block, pab, taylorseer"),
-        ("step_cache_threshold: 0", "stages.denoise.step_cache_threshold: 0 is out of range (must be a finite number > 0)"),
+        (
+            "step_cache: teacache",
+            "stages.denoise.step_cache: must be one of none, first-block, pab, taylorseer",
+        ),
+        (
+            "step_cache_threshold: 0",
+            "stages.denoise.step_cache_threshold: 0 is out of range (must be a finite number > 0)",
+        ),
         ("step_cache_interval: 0", "stages.denoise.step_cache_interval: 0 is out of range (must be >= 1)"),
         ("compile: 1", "stages.denoise.compile': expected bool"),
         ("fp8: yes please", "stages.denoise.fp8': expected bool"),
@@ -265,7 +312,10 @@ def test_sub_batches_cover_every_row_once_in_length_order():
     counts = [5, 120, 7, 118, 6, 119, 30] * 5
     groups = sub_batches(counts, 64)
     assert sorted(i for g in groups for i in g) == list(range(len(counts))) and len(groups) > 1
-    assert all(max(counts[i] for i in a) <= min(counts[i] for i in b) for a, b in zip(groups, groups[1:], strict=False))
+    assert all(
+        max(counts[i] for i in a) <= min(counts[i] for i in b)
+        for a, b in zip(groups, groups[1:], strict=False)
+    )
     assert sub_batches([10] * 32) == [list(range(32))]  # nothing to save: one call
 
 

@@ -139,7 +139,9 @@ def test_files_cards_and_thumbnails(made):
         with Image.open(gallery / "thumbs" / name) as image:
             assert image.format == "WEBP" and max(image.size) <= 256
     for row in rows:
-        page = (gallery / f"bucket-{row['bucket_width']}x{row['bucket_height']}.html").read_text(encoding="utf-8")
+        page = (gallery / f"bucket-{row['bucket_width']}x{row['bucket_height']}.html").read_text(
+            encoding="utf-8"
+        )
         parsed = Page(page)
         assert row["key"] in parsed.keys()
         assert f"{row['key']} · seed {row['seed']} · {row['width']}x{row['height']}" in parsed.texts["meta"]
@@ -190,7 +192,9 @@ def test_hostile_prompts_are_escaped(made):
     assert HOSTILE in shown and ATTRIBUTE in shown and UNICODE in shown
     assert "&lt;script&gt;alert(&quot;pwned&quot;)&lt;/script&gt;" in "".join(pages.values())
     long = [text for text in shown if text.startswith("a very long prompt")]
-    assert long and all(text.endswith(f"… ({len(LONG.strip())} characters)") and len(text) < 2100 for text in long)
+    assert long and all(
+        text.endswith(f"… ({len(LONG.strip())} characters)") and len(text) < 2100 for text in long
+    )
 
 
 def test_rerun_is_identical_and_a_smaller_sample_removes_stale_files(made, tmp_path, capsys):
@@ -204,9 +208,15 @@ def test_rerun_is_identical_and_a_smaller_sample_removes_stale_files(made, tmp_p
     assert "gallery: 2 of 14 images in 3 buckets" in capsys.readouterr().out
     thumbs = sorted((output / "gallery" / "thumbs").iterdir())
     assert len(thumbs) == 2 and all(p.suffix == ".jpg" for p in thumbs)
-    keys = [key for page in sorted((output / "gallery").glob("bucket-*.html")) for key in Page(page.read_text()).keys()]
+    keys = [
+        key
+        for page in sorted((output / "gallery").glob("bucket-*.html"))
+        for key in Page(page.read_text()).keys()
+    ]
     assert sorted(f"{k}.jpg" for k in keys) == [p.name for p in thumbs]
-    assert len(list((output / "gallery").glob("bucket-*.html"))) == 3  # every bucket keeps its page (and count)
+    assert (
+        len(list((output / "gallery").glob("bucket-*.html"))) == 3
+    )  # every bucket keeps its page (and count)
     assert not [p for p in output.rglob(".tmp-*")]
 
 
@@ -279,11 +289,16 @@ def _ranked(output: Path) -> dict[str, list[str]]:
 def test_sample_is_stratified_capped_and_by_row_groups(tmp_path):
     for layout in (0, 1):
         output = _synthetic(tmp_path, layout)
-        assert main(["gallery", str(output), "--per-bucket", "10", "--max-images", "20", "--thumb-size", "16"]) == 0
+        assert (
+            main(["gallery", str(output), "--per-bucket", "10", "--max-images", "20", "--thumb-size", "16"])
+            == 0
+        )
         shown = _shown(output)
         counts = {name: len(keys) for name, keys in shown.items()}
         assert sum(counts.values()) == 20 and counts["176x352"] == 3  # the small bucket shows all it has
-        assert max(counts.values()) <= 10 and abs(counts["256x256"] - counts["352x176"]) <= 1  # handed out rank by rank
+        assert (
+            max(counts.values()) <= 10 and abs(counts["256x256"] - counts["352x176"]) <= 1
+        )  # handed out rank by rank
         ranked = _ranked(output)
         for name, keys in shown.items():
             assert keys == ranked[name][: len(keys)]  # the smallest ranks, in order
@@ -299,7 +314,11 @@ def test_sample_is_stratified_capped_and_by_row_groups(tmp_path):
     # The defaults cap at 48 per bucket.
     first = tmp_path / "synthetic-0"
     assert main(["gallery", str(first)]) == 0
-    assert {name: len(keys) for name, keys in _shown(first).items()} == {"256x256": 48, "352x176": 48, "176x352": 3}
+    assert {name: len(keys) for name, keys in _shown(first).items()} == {
+        "256x256": 48,
+        "352x176": 48,
+        "176x352": 3,
+    }
     index = (first / "gallery" / "index.html").read_text()
     assert "1003 images in 3 buckets · 99 shown" in index
 
@@ -341,7 +360,9 @@ def test_refuses_a_directory_that_is_not_an_output(tmp_path, capsys):
     before = _snapshot(foreign)
     assert main(["gallery", str(foreign)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"pixart-batch: error: {foreign}: not a pixart-batch output")
+    assert err.count("\n") == 1 and err.startswith(
+        f"pixart-batch: error: {foreign}: not a pixart-batch output"
+    )
     assert _snapshot(foreign) == before and not (foreign / "gallery").exists()
     missing = tmp_path / "nothing-here"
     assert main(["gallery", str(missing)]) == 2
@@ -401,7 +422,14 @@ def chromium():
 
 def _browser(chromium: str, tmp_path: Path, *arguments: str) -> str:
     profile = tmp_path / "chromium-profile"
-    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}", *arguments]
+    command = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        f"--user-data-dir={profile}",
+        *arguments,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -444,7 +472,9 @@ def test_browser_text_filter(made, chromium, tmp_path):
     for query in ("lighthouse", "LIGHTHOUSE%20cliff"):
         dom = _browser(chromium, tmp_path, "--dump-dom", page.as_uri() + "#q=" + query)
         assert _body(dom).get("data-visible") == "2"
-        visible = [_value(a, "data-key") for tag, a in Page(dom).tags if tag == "figure" and "hidden" not in a]
+        visible = [
+            _value(a, "data-key") for tag, a in Page(dom).tags if tag == "figure" and "hidden" not in a
+        ]
         assert sorted(visible) == sorted(r["key"] for r in lighthouse)
     dom = _browser(chromium, tmp_path, "--dump-dom", page.as_uri() + "#q=no-such-words-anywhere")
     assert _body(dom).get("data-visible") == "0"
@@ -454,7 +484,9 @@ def test_browser_text_filter(made, chromium, tmp_path):
 def test_browser_index_filter_counts_every_shown_image(made, chromium, tmp_path):
     index = made / "gallery" / "index.html"
     dom = _browser(chromium, tmp_path, "--dump-dom", index.as_uri() + "#q=lighthouse")
-    assert _body(dom).get("data-visible") == "2"  # both lighthouse images, whether or not the strip shows them
+    assert (
+        _body(dom).get("data-visible") == "2"
+    )  # both lighthouse images, whether or not the strip shows them
     assert "of 14 shown images match" in index.read_text(encoding="utf-8")
 
 
@@ -484,4 +516,9 @@ def test_settings_are_readable_values():
     assert readable({"a": 1, "b": None}) == "a: 1; b: —"
     assert readable("") == "(empty)"
     page = index_page(Overview(View("out"), 0, {}, settings={"checkpoint": "tiny", "revision": None}), [])
-    assert "<td>tiny</td>" in page and "<td>—</td>" in page and "<td>null" not in page and "&quot;tiny&quot;" not in page
+    assert (
+        "<td>tiny</td>" in page
+        and "<td>—</td>" in page
+        and "<td>null" not in page
+        and "&quot;tiny&quot;" not in page
+    )

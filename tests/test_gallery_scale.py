@@ -47,7 +47,9 @@ def test_each_pass_reads_only_what_it_needs(synthetic, monkeypatch, capsys):
     assert main(["gallery", str(synthetic), "--per-bucket", "5", "--thumb-size", "16", "--where", where]) == 0
     out = capsys.readouterr().out
     small = {S.KEY, S.BUCKET_WIDTH, S.BUCKET_HEIGHT, S.LABEL, S.CLIP_SCORE, S.AESTHETIC_SCORE, S.SEED}
-    assert len(first) == ROWS // PER_SHARD and all(set(columns) <= small for columns in first)  # every shard, once
+    assert len(first) == ROWS // PER_SHARD and all(
+        set(columns) <= small for columns in first
+    )  # every shard, once
     assert all(S.SEED in columns for columns in first)  # what --where names
     assert {S.IMAGE, S.PROMPT, S.CAPTION} <= set(second[0][0])
     # 3 buckets + 10 labels + kept / dropped, 5 images each: a few of the 120 row groups hold them all

@@ -19,7 +19,13 @@ SECTIONS = ("env", "build", "throughput")
 def test_gpu_check_small(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
-    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--small", "--sections", ",".join(SECTIONS[1:])]
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "gpu_check.py"),
+        "--small",
+        "--sections",
+        ",".join(SECTIONS[1:]),
+    ]
     done = subprocess.run(
         [*command, "--out", str(out), "--workdir", str(tmp_path / "work")],
         capture_output=True,
@@ -54,16 +60,34 @@ def test_gpu_check_e2e_small_runs_the_cli_through_ray_kills_and_resumes(tmp_path
     first shards and resumed, ``verify`` passing on both."""
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(ROOT), CUDA_VISIBLE_DEVICES="")
-    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--small", "--sections", "build,throughput,e2e"]
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "gpu_check.py"),
+        "--small",
+        "--sections",
+        "build,throughput,e2e",
+    ]
     done = subprocess.run(
-        [*command, "--out", str(out), "--workdir", str(tmp_path / "work")], capture_output=True, text=True, env=env, timeout=900
+        [*command, "--out", str(out), "--workdir", str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     e2e = json.loads((out / "gpu_check.json").read_text())["e2e"]
     assert "--executor ray" in e2e["command"]
-    assert (e2e["generate_exit"], e2e["verify_exit"], e2e["images_generated"], e2e["images_failed"]) == (0, 0, 22, 0)
+    assert (e2e["generate_exit"], e2e["verify_exit"], e2e["images_generated"], e2e["images_failed"]) == (
+        0,
+        0,
+        22,
+        0,
+    )
     assert math.isfinite(e2e["ratio_over_diffusers_loop"]) and e2e["gpu_sampling"] == "no nvidia-smi"
     resumed = e2e["kill_and_resume"]
-    assert resumed["verify_exit"] == 0 and resumed["resume_images_generated"] + resumed["resume_images_skipped"] == 22
+    assert (
+        resumed["verify_exit"] == 0
+        and resumed["resume_images_generated"] + resumed["resume_images_skipped"] == 22
+    )
     if not resumed["finished_before_the_kill"]:
         assert resumed["shards_when_killed"] >= 1 and resumed["resume_images_skipped"] >= 4

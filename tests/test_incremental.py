@@ -36,7 +36,9 @@ def first_run(tmp_path_factory, ray_session, tiny_model):
 
 def test_rerun_does_no_work_and_changes_no_image(first_run):
     root, prompts, output, first = first_run
-    assert first["images_generated"] == 3 and first["embeddings_encoded"] == 4  # 3 captions + the empty negative
+    assert (
+        first["images_generated"] == 3 and first["embeddings_encoded"] == 4
+    )  # 3 captions + the empty negative
     shards = {k: v for k, v in snapshot(output).items() if k.startswith(("data/", "embeddings/"))}
     again = run_generate(tiny_config(), str(prompts), str(output))
     assert (again["images_generated"], again["images_skipped"]) == (0, 3)
@@ -106,7 +108,9 @@ def test_changed_settings_are_refused_and_output_untouched(tmp_path, first_run, 
 
         flags[flags.index("CKPT")] = str(build_tiny_checkpoint(tmp_path / "other", seed=9))
     target = output
-    if setting == "generation.images_per_prompt":  # an output recorded with 2 images per prompt, re-run asking for 1
+    if (
+        setting == "generation.images_per_prompt"
+    ):  # an output recorded with 2 images per prompt, re-run asking for 1
         import shutil
 
         target = tmp_path / "grown"

@@ -74,8 +74,12 @@ def test_images_per_class_round_robin_and_ratios_stable(tmp_path):
     assert len(cats) == len(fish) == 5
     # 4 combinations for the cat: the 5th record repeats the first with another id (its repeat index)
     assert cats[4].prompt == cats[0].prompt and cats[4].prompt_id != cats[0].prompt_id
-    assert [r.prompt for r in fish] == ["a photo of a goldfish", "a drawing of a goldfish"] * 2 + ["a photo of a goldfish"]
-    assert {r.aspect_ratio for r in records} <= {1.0, 0.75} and {r.negative_prompt for r in records} == {"blurry"}
+    assert [r.prompt for r in fish] == ["a photo of a goldfish", "a drawing of a goldfish"] * 2 + [
+        "a photo of a goldfish"
+    ]
+    assert {r.aspect_ratio for r in records} <= {1.0, 0.75} and {r.negative_prompt for r in records} == {
+        "blurry"
+    }
     again = read_prompts(_yaml(tmp_path, text.replace("goldfish:", "goldfish:\n  zebra:"), "more.yaml"))
     kept = {r.prompt_id: r.aspect_ratio for r in again}
     assert all(kept[r.prompt_id] == r.aspect_ratio for r in records)
@@ -89,20 +93,35 @@ def test_example_recipe_has_ten_classes():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("classes: {cat: }\ntemplates: [a photo of a cat]\n", ":2: template 'a photo of a cat' must hold exactly one {}"),
+        (
+            "classes: {cat: }\ntemplates: [a photo of a cat]\n",
+            ":2: template 'a photo of a cat' must hold exactly one {}",
+        ),
         ("classes: {cat: }\ntemplates: ['a {} and a {}']\n", "must hold exactly one {}"),
         ("classes: {cat: }\ntemplates: ['a {0}']\n", "must hold exactly one {}"),
         ("classes: {}\ntemplates: ['a {}']\n", ":1: 'classes' must be a non-empty mapping"),
         ("templates: ['a {}']\n", "'classes' must be a non-empty mapping"),
         ("classes:\n  cat:\n  12:\ntemplates: ['a {}']\n", ":3: class names must be strings, not int"),
-        ("classes: {cat: }\ntemplates: ['a {}']\nimages_per_class: 0\n", ":3: 'images_per_class' must be an integer"),
-        ("classes: {cat: }\ntemplates: ['a {}']\nimages_per_class: true\n", "'images_per_class' must be an integer"),
+        (
+            "classes: {cat: }\ntemplates: ['a {}']\nimages_per_class: 0\n",
+            ":3: 'images_per_class' must be an integer",
+        ),
+        (
+            "classes: {cat: }\ntemplates: ['a {}']\nimages_per_class: true\n",
+            "'images_per_class' must be an integer",
+        ),
         ("classes: {cat: }\ntemplates: ['a {}']\ncolours: [red]\n", ":3: unknown key 'colours'"),
-        ("classes:\n  cat:\n  cat: kitty\ntemplates: ['a {}']\n", ":3: duplicate key 'cat' (first on line 2)"),
+        (
+            "classes:\n  cat:\n  cat: kitty\ntemplates: ['a {}']\n",
+            ":3: duplicate key 'cat' (first on line 2)",
+        ),
         ("classes: {cat: [kitty, kitty]}\ntemplates: ['a {}']\n", "'kitty' is given twice"),
         ("classes: {cat: [3]}\ntemplates: ['a {}']\n", "must be non-empty strings (got int)"),
         ("classes: {cat: }\ntemplates: ['a {}']\naspect_ratios: ['wide']\n", "'aspect_ratios'"),
-        ("classes: {cat: }\ntemplates: ['a {}']\nnegative_prompt: [x]\n", "'negative_prompt' must be a string"),
+        (
+            "classes: {cat: }\ntemplates: ['a {}']\nnegative_prompt: [x]\n",
+            "'negative_prompt' must be a string",
+        ),
         ("classes: [cat\n", "not valid YAML"),
         ("- cat\n", "a mapping with 'classes' and 'templates'"),
     ],
@@ -111,7 +130,9 @@ def test_class_file_errors_are_one_line_with_the_file(tmp_path, text, message):
     path = _yaml(tmp_path, text)
     with pytest.raises(PromptFileError) as info:
         scan_prompts(path)
-    assert str(info.value).startswith(str(path)) and message in str(info.value) and "\n" not in str(info.value)
+    assert (
+        str(info.value).startswith(str(path)) and message in str(info.value) and "\n" not in str(info.value)
+    )
 
 
 # --------------------------------------------------------------------------- the label field
@@ -136,7 +157,9 @@ def test_label_in_jsonl_csv_parquet(tmp_path):
 def test_some_records_unlabelled_is_refused_naming_the_line(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"prompt": "a cat", "label": "cat"}\n{"prompt": "a dog"}\n')
-    with pytest.raises(PromptFileError, match=r"p\.jsonl:2: no 'label', but other records have one \(first at .*:1\)"):
+    with pytest.raises(
+        PromptFileError, match=r"p\.jsonl:2: no 'label', but other records have one \(first at .*:1\)"
+    ):
         scan_prompts(path)
     path.write_text('{"prompt": "a dog"}\n{"prompt": "a cat", "label": "cat"}\n')
     with pytest.raises(PromptFileError, match=r"p\.jsonl:1: no 'label'"):
@@ -144,7 +167,8 @@ def test_some_records_unlabelled_is_refused_naming_the_line(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("label", "message"), [("3", "'label' must be a string"), ('""', "'label' is empty"), ('"a\\u0000b"', "NUL")]
+    ("label", "message"),
+    [("3", "'label' must be a string"), ('""', "'label' is empty"), ('"a\\u0000b"', "NUL")],
 )
 def test_bad_labels_are_refused(tmp_path, label, message):
     path = tmp_path / "p.jsonl"
@@ -224,7 +248,9 @@ def test_labels_reach_every_row(tmp_path, tiny_model, executor_env, fmt):
     card = (output / "README.md").read_text()
     assert "## Images per label" in card and "| 2 | tabby cat | 2 |" in card
     plan = pa.concat_tables([pq.read_table(p) for p in sorted((output / "plan").rglob("*.parquet"))])
-    assert sorted(set(plan.column(S.TEMPLATE).to_pylist())) == [0, 1] and plan.column(S.LABEL).type == pa.int64()
+    assert (
+        sorted(set(plan.column(S.TEMPLATE).to_pylist())) == [0, 1] and plan.column(S.LABEL).type == pa.int64()
+    )
     if executor_env == "local" and fmt == "parquet":
         from pixart_batch.gallery import build_gallery
 
@@ -233,7 +259,10 @@ def test_labels_reach_every_row(tmp_path, tiny_model, executor_env, fmt):
     dataset = load_dataset(str(output), split="train", cache_dir=str(tmp_path / "hf-cache"))
     if fmt == "parquet":
         assert dataset.features[S.LABEL] == ClassLabel(names=names)
-        got = {(row["prompt"], dataset.features[S.LABEL].int2str(row[S.LABEL])) for row in dataset.remove_columns("image")}
+        got = {
+            (row["prompt"], dataset.features[S.LABEL].int2str(row[S.LABEL]))
+            for row in dataset.remove_columns("image")
+        }
     else:
         assert all(row["cls"] == row["json"][S.LABEL] for row in dataset)
         assert all(names[row["json"][S.LABEL]] == row["json"][S.LABEL_NAME] for row in dataset)
@@ -254,7 +283,9 @@ def test_rerun_with_a_new_class_appends_its_name(tmp_path, tiny_model):
     assert second["images_skipped"] == 6 and second["images_generated"] == 2
     names = ["axolotl", "goldfish", "tabby cat", "aardvark"]  # appended, not sorted in: old ids stay
     assert json.loads((output / "settings.json").read_text())[S.LABEL_NAMES_SETTING] == names
-    dataset = load_dataset(str(output), split="train", cache_dir=str(tmp_path / "hf-cache")).remove_columns("image")
+    dataset = load_dataset(str(output), split="train", cache_dir=str(tmp_path / "hf-cache")).remove_columns(
+        "image"
+    )
     assert dataset.features[S.LABEL] == ClassLabel(names=names)
     by_label = {(row["prompt_id"], names[row[S.LABEL]]) for row in dataset}
     assert {label for _, label in by_label} == set(names) and len(dataset) == 8
@@ -262,7 +293,11 @@ def test_rerun_with_a_new_class_appends_its_name(tmp_path, tiny_model):
     old = [p for p in (output / "data").rglob("*.parquet") if pq.read_table(p).num_rows]
     for path in old:
         table = pq.read_table(path, columns=["prompt", S.LABEL]).to_pylist()
-        assert all(names[row[S.LABEL]] == "tabby cat" for row in table if row["prompt"].endswith(("tabby cat", "tabby")))
+        assert all(
+            names[row[S.LABEL]] == "tabby cat"
+            for row in table
+            if row["prompt"].endswith(("tabby cat", "tabby"))
+        )
     # a run lacking a class keeps the list (also when the guard falls back on the shards' settings,
     # which grew between the runs); an unlabelled run over a labelled output is refused
     (output / "settings.json").unlink()
@@ -280,7 +315,9 @@ def test_damaged_label_names_in_settings_are_one_line(tmp_path, names):
     from pixart_batch.output import OutputDataset
 
     (tmp_path / "settings.json").write_text(f'{{"{S.LABEL_NAMES_SETTING}": {names}}}')
-    with pytest.raises(OutputError, match="damaged settings .'output.label_names' is not a list of distinct names"):
+    with pytest.raises(
+        OutputError, match="damaged settings .'output.label_names' is not a list of distinct names"
+    ):
         OutputDataset(str(tmp_path)).validate_metadata()
 
 
@@ -306,7 +343,9 @@ def test_labelled_run_over_unlabelled_images_is_refused(tmp_path, tiny_model):
     config = tiny_config(**{"ray.executor": "local"})
     run_generate(config, str(plain), str(tmp_path / "out"))
     before = sorted(p.name for p in (tmp_path / "out").rglob("*"))
-    with pytest.raises(OutputError, match=r"setting 'output.label_names' is \[.*\] but this output was generated with null"):
+    with pytest.raises(
+        OutputError, match=r"setting 'output.label_names' is \[.*\] but this output was generated with null"
+    ):
         plan_run(config, str(_yaml(tmp_path, THREE)), str(tmp_path / "out"))
     assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == before
 
@@ -321,10 +360,23 @@ def test_a_generated_class_set_exports_balanced_with_its_class_names(tmp_path, t
     _, output = _run(tmp_path, "local", "parquet")
     before = {str(p): p.read_bytes() for p in output.rglob("*") if p.is_file()}
     target = tmp_path / "export"
-    code = main(["export", str(output), "--where", "label in ['goldfish', 'tabby cat']", "--to", str(target), "--per-label", "1"])
+    code = main(
+        [
+            "export",
+            str(output),
+            "--where",
+            "label in ['goldfish', 'tabby cat']",
+            "--to",
+            str(target),
+            "--per-label",
+            "1",
+        ]
+    )
     assert code == 0, capsys.readouterr()
     assert {str(p): p.read_bytes() for p in output.rglob("*") if p.is_file()} == before
-    dataset = load_dataset(str(target), split="train", cache_dir=str(tmp_path / "hf-cache")).remove_columns("image")
+    dataset = load_dataset(str(target), split="train", cache_dir=str(tmp_path / "hf-cache")).remove_columns(
+        "image"
+    )
     names = ["axolotl", "goldfish", "tabby cat"]
     assert dataset.features[S.LABEL] == ClassLabel(names=names)  # ids as in the source
     assert sorted(names[row[S.LABEL]] for row in dataset) == ["goldfish", "tabby cat"]

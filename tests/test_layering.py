@@ -89,7 +89,10 @@ def test_no_module_imports_another_modules_private_names():
         f"{name} imports {imported} from {module}"
         for name, path in MODULES.items()
         for module, imported in _imports(name, path)
-        if module.startswith("pixart_batch") and module != name and imported.startswith("_") and not imported.startswith("__")
+        if module.startswith("pixart_batch")
+        and module != name
+        and imported.startswith("_")
+        and not imported.startswith("__")
     ]
     assert private == []
 

@@ -33,7 +33,9 @@ def test_lost_summary_is_deterministic():
 
 def test_a_run_says_which_captions_lost_their_text(tmp_path, capsys, tiny_model):
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("一只可爱的猫坐在椅子上\n海边的一座蓝色房子\na red fox in the snow\n", encoding="utf-8")
+    prompts.write_text(
+        "一只可爱的猫坐在椅子上\n海边的一座蓝色房子\na red fox in the snow\n", encoding="utf-8"
+    )
     output = tmp_path / "out"
     capsys.readouterr()
     code = main(

@@ -29,17 +29,25 @@ def test_every_config_field_has_a_role():
 def test_an_unclassified_field_is_caught():
     """Adding a config field without deciding whether it changes embeddings or images fails."""
     Extended = dataclasses.make_dataclass(
-        "Extended", [("sharpness", float, dataclasses.field(default=0.0))], bases=(GenerationConfig,), frozen=True
+        "Extended",
+        [("sharpness", float, dataclasses.field(default=0.0))],
+        bases=(GenerationConfig,),
+        frozen=True,
     )
     Config = dataclasses.make_dataclass(
-        "Config", [("generation", Extended, dataclasses.field(default_factory=Extended))], bases=(RunConfig,), frozen=True
+        "Config",
+        [("generation", Extended, dataclasses.field(default_factory=Extended))],
+        bases=(RunConfig,),
+        frozen=True,
     )
     with pytest.raises(TypeError, match="generation.sharpness"):
         check_classified(Config)
 
 
 def _spec(path, **generation) -> RunSpec:
-    return RunSpec.build(RunConfig(model=ModelConfig(path=str(path)), generation=GenerationConfig(**generation)))
+    return RunSpec.build(
+        RunConfig(model=ModelConfig(path=str(path)), generation=GenerationConfig(**generation))
+    )
 
 
 def test_roles_drive_store_key_settings_and_rows(tiny_model):
@@ -48,7 +56,10 @@ def test_roles_drive_store_key_settings_and_rows(tiny_model):
     assert identity["model.max_sequence_length"] == 120 and identity["stages.encode.quantization"] == "none"
     assert "generation.seed" not in identity and "stages.encode.batch_size" not in identity
     settings = spec.settings()
-    assert settings["generation.scheduler"] == "checkpoint" and settings["scheduler_class"] == "DPMSolverMultistepScheduler"
+    assert (
+        settings["generation.scheduler"] == "checkpoint"
+        and settings["scheduler_class"] == "DPMSolverMultistepScheduler"
+    )
     assert "stages.denoise.batch_size" not in settings and "output.store" not in settings
     # An image setting changes the guard, not the store; an embedding setting changes both.
     steps = _spec(tiny_model, num_inference_steps=7)
@@ -81,25 +92,49 @@ def _copy(tiny_model, tmp_path, edit) -> str:
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda i: i.update(_class_name="StableDiffusionPipeline"), "pipeline class 'StableDiffusionPipeline' is not supported"),
+        (
+            lambda i: i.update(_class_name="StableDiffusionPipeline"),
+            "pipeline class 'StableDiffusionPipeline' is not supported",
+        ),
         (
             lambda i: i.update(scheduler=["my_package", "MyScheduler"]),
             r"scheduler is my_package.MyScheduler, which is not loaded",
         ),
-        (lambda i: i.update(transformer=["diffusers", "UNet2DConditionModel"]), "transformer is diffusers.UNet2DConditionModel"),
+        (
+            lambda i: i.update(transformer=["diffusers", "UNet2DConditionModel"]),
+            "transformer is diffusers.UNet2DConditionModel",
+        ),
         (lambda i: i.update(tokenizer=["transformers", "AutoTokenizer"]), "no custom or remote code"),
         (lambda i: i.update(safety_checker=["pipeline", "Checker"]), "unknown component 'safety_checker'"),
         (lambda i: i.pop("vae"), "has no vae .set model.components_from"),
         (lambda i: i.update(vae="AutoencoderKL"), r"expected \[library, class\]"),
-        (lambda i: i.update(_class_name=["PixArtAlphaPipeline"]), r"'_class_name' is \['PixArtAlphaPipeline'\], expected"),
-        (lambda i: i.update(_class_name={"a": 1}), r"'_class_name' is \{'a': 1\}, expected a pipeline class name \(a string\)$"),
+        (
+            lambda i: i.update(_class_name=["PixArtAlphaPipeline"]),
+            r"'_class_name' is \['PixArtAlphaPipeline'\], expected",
+        ),
+        (
+            lambda i: i.update(_class_name={"a": 1}),
+            r"'_class_name' is \{'a': 1\}, expected a pipeline class name \(a string\)$",
+        ),
         (lambda i: i.update(_class_name=3), r"'_class_name' is 3, expected"),
         (lambda i: i.update(_class_name=None), r"'_class_name' is None, expected"),
         (lambda i: i.pop("_class_name"), r"'_class_name' is missing, expected"),
-        (lambda i: i.update(vae=[["diffusers"], "AutoencoderKL"]), r"as \[\['diffusers'\], 'AutoencoderKL'\], expected \[lib"),
-        (lambda i: i.update(scheduler=["diffusers", {"x": 1}]), r"expected \[library, class\] \(two strings\)$"),
-        (lambda i: i.update(tokenizer=[None, "T5Tokenizer"]), r"'tokenizer' is declared as \[None, 'T5Tokenizer'\]"),
-        (lambda i: i.update(vae=[1] * 500), r"declared as \[1, 1, [1, ]+\.\.\., expected \[library, class\]$"),
+        (
+            lambda i: i.update(vae=[["diffusers"], "AutoencoderKL"]),
+            r"as \[\['diffusers'\], 'AutoencoderKL'\], expected \[lib",
+        ),
+        (
+            lambda i: i.update(scheduler=["diffusers", {"x": 1}]),
+            r"expected \[library, class\] \(two strings\)$",
+        ),
+        (
+            lambda i: i.update(tokenizer=[None, "T5Tokenizer"]),
+            r"'tokenizer' is declared as \[None, 'T5Tokenizer'\]",
+        ),
+        (
+            lambda i: i.update(vae=[1] * 500),
+            r"declared as \[1, 1, [1, ]+\.\.\., expected \[library, class\]$",
+        ),
     ],
 )
 def test_unknown_or_remote_classes_are_refused_in_one_line(tiny_model, tmp_path, edit, message):
@@ -112,7 +147,11 @@ def test_unknown_or_remote_classes_are_refused_in_one_line(tiny_model, tmp_path,
 @pytest.mark.parametrize(
     "file, text, where",
     [
-        ("model_index.json", '{"_class_name": "PixArtAlphaPipeline",\n "_class_name": "PixArtSigmaPipeline"}', ":2:"),
+        (
+            "model_index.json",
+            '{"_class_name": "PixArtAlphaPipeline",\n "_class_name": "PixArtSigmaPipeline"}',
+            ":2:",
+        ),
         ("transformer/config.json", '{"sample_size": 32,\n "in_channels": 4,\n "sample_size": 64}', ":3:"),
     ],
 )
@@ -121,7 +160,11 @@ def test_duplicate_keys_in_checkpoint_configs_are_refused(tiny_model, tmp_path, 
     target = tmp_path / "ck" / file
     if file != "model_index.json":  # the rest of the real config stays, with one key given twice
         real = json.loads(target.read_text())
-        text = text[:-1] + ",\n" + json.dumps({k: v for k, v in real.items() if k not in ("sample_size", "in_channels")})[1:]
+        text = (
+            text[:-1]
+            + ",\n"
+            + json.dumps({k: v for k, v in real.items() if k not in ("sample_size", "in_channels")})[1:]
+        )
     target.write_text(text)
     with pytest.raises(CheckpointError, match=rf"^{target}{where} duplicate key '\w+' \(first on line 1\)$"):
         _spec(path)
@@ -134,7 +177,9 @@ def test_components_from_errors_name_the_config_key(tiny_model, tmp_path):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model_index.json").write_text('{"_class_name": ["x"]}')
-    with pytest.raises(CheckpointError, match=r"^model.components_from: .*broken/model_index.json: '_class_name' is"):
+    with pytest.raises(
+        CheckpointError, match=r"^model.components_from: .*broken/model_index.json: '_class_name' is"
+    ):
         RunSpec.build(RunConfig(model=ModelConfig(path=str(tiny_model), components_from=str(broken))))
 
 
@@ -142,7 +187,9 @@ def test_legacy_transformer_class_loads_through_diffusers_remapping(tiny_model, 
     """Older hub checkpoints declare the generic Transformer2DModel; diffusers maps it to PixArt's."""
     from pixart_batch.models import load_component
 
-    spec = _spec(_copy(tiny_model, tmp_path, lambda i: i.update(transformer=["diffusers", "Transformer2DModel"])))
+    spec = _spec(
+        _copy(tiny_model, tmp_path, lambda i: i.update(transformer=["diffusers", "Transformer2DModel"]))
+    )
     assert type(load_component(spec.model.source, "transformer")).__name__ == "PixArtTransformer2DModel"
 
 
@@ -209,7 +256,10 @@ def _stage_images(spec: RunSpec, prompts, seeds, sizes, negative="") -> tuple[li
     from pixart_batch.stages.encode import TextEncoder
 
     n = len(prompts)
-    batch = {S.PROMPT: np.array(prompts, dtype=object), S.NEGATIVE_PROMPT: np.array([negative] * n, dtype=object)}
+    batch = {
+        S.PROMPT: np.array(prompts, dtype=object),
+        S.NEGATIVE_PROMPT: np.array([negative] * n, dtype=object),
+    }
     batch = CaptionCleaner(spec.clean_spec())(batch)
     encoder = TextEncoder(spec.encode_spec())
     captions = list(batch[S.CAPTION]) + [batch[S.NEGATIVE_CAPTION][0]]
@@ -238,7 +288,15 @@ def _stage_images(spec: RunSpec, prompts, seeds, sizes, negative="") -> tuple[li
 
 
 def _plain(
-    path, pipeline_class: str, scheduler: str | None, prompt: str, seed: int, height: int, width: int, binning: bool, **call
+    path,
+    pipeline_class: str,
+    scheduler: str | None,
+    prompt: str,
+    seed: int,
+    height: int,
+    width: int,
+    binning: bool,
+    **call,
 ) -> np.ndarray:
     pipe = getattr(diffusers, pipeline_class).from_pretrained(path, use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
@@ -314,7 +372,18 @@ def test_lcm_checkpoint_runs_its_own_scheduler_without_cfg():
     assert not spec.uses_negative and not spec.denoise_spec().cfg
     images, ran = _stage_images(spec, PROMPTS[:1], [5], [(256, 256, 256, 256)], negative="ugly")
     assert ran == ["LCMScheduler"]
-    plain = _plain(path, "PixArtAlphaPipeline", None, PROMPTS[0], 5, 256, 256, False, num_inference_steps=4, guidance_scale=0.0)
+    plain = _plain(
+        path,
+        "PixArtAlphaPipeline",
+        None,
+        PROMPTS[0],
+        5,
+        256,
+        256,
+        False,
+        num_inference_steps=4,
+        guidance_scale=0.0,
+    )
     assert _max_delta(images[0], plain) <= 2
 
 
@@ -378,19 +447,34 @@ def test_resize_back_is_exactly_diffusers_binning(tiny_model):
     requested = [(30, 43), (96, 160), (200, 90)]
     buckets = [PixArtImageProcessor.classify_height_width_bin(h, w, ratios=table) for h, w in requested]
     images, _ = _stage_images(
-        spec, [*PROMPTS, "a lighthouse"], [1, 2, 3], [(*b, *r) for b, r in zip(buckets, requested, strict=True)]
+        spec,
+        [*PROMPTS, "a lighthouse"],
+        [1, 2, 3],
+        [(*b, *r) for b, r in zip(buckets, requested, strict=True)],
     )
     assert [image.shape[:2] for image in images] == requested
     for prompt, seed, image, (h, w), (bh, bw) in zip(
         [*PROMPTS, "a lighthouse"], [1, 2, 3], images, requested, buckets, strict=True
     ):
         plain = _plain(
-            tiny_model, "PixArtAlphaPipeline", None, prompt, seed, h, w, True, negative_prompt="", num_inference_steps=4
+            tiny_model,
+            "PixArtAlphaPipeline",
+            None,
+            prompt,
+            seed,
+            h,
+            w,
+            True,
+            negative_prompt="",
+            num_inference_steps=4,
         )
         if diffusers_resize_is_whole(bh, bw, h, w):
             assert _max_delta(image, plain) <= 2
         else:
-            assert plain.shape[:2] != (h, w)  # diffusers' own output is broken here (a strip); ours has the size asked
+            assert plain.shape[:2] != (
+                h,
+                w,
+            )  # diffusers' own output is broken here (a strip); ours has the size asked
 
 
 def test_int8_text_encoder_deviation_is_reported_and_small(tiny_model, capsys):
@@ -400,7 +484,11 @@ def test_int8_text_encoder_deviation_is_reported_and_small(tiny_model, capsys):
 
     from pixart_batch.stages.encode import TextEncoder
 
-    captions = [f"a photo of {w} in the {p}, detailed" for w in ("a cat", "two dogs", "a red car") for p in ("snow", "city")]
+    captions = [
+        f"a photo of {w} in the {p}, detailed"
+        for w in ("a cat", "two dogs", "a red car")
+        for p in ("snow", "city")
+    ]
     reference, counts, _ = TextEncoder(encode_spec(tiny_model)).encode(captions)
     deviation = {}
     for name, kwargs in (("bfloat16", {"dtype": "bfloat16"}), ("int8", {"quantization": "int8"})):
@@ -412,7 +500,9 @@ def test_int8_text_encoder_deviation_is_reported_and_small(tiny_model, capsys):
     with capsys.disabled():
         print(
             "\n  T5 embedding deviation from float32 (tiny checkpoint): "
-            + ", ".join(f"{k}: max |Δ| {v[0]:.4f}, mean |Δ|/mean |x| {v[1]:.4f}" for k, v in deviation.items())
+            + ", ".join(
+                f"{k}: max |Δ| {v[0]:.4f}, mean |Δ|/mean |x| {v[1]:.4f}" for k, v in deviation.items()
+            )
         )
     assert deviation["int8"][1] < 0.05 and deviation["bfloat16"][1] < 0.05
     assert deviation["int8"][0] > 0  # really quantized

@@ -27,18 +27,24 @@ def test_dry_run_plans_without_running_models(tmp_path, ray_session, tiny_model)
     prompts = tmp_path / "p.txt"
     prompts.write_text("a cat\na dog --ar 1:2\na fox --hw 96:160\n")
     output = tmp_path / "out"
-    report = run_generate(tiny_config(**{"generation.images_per_prompt": 3}), str(prompts), str(output), dry_run=True)
+    report = run_generate(
+        tiny_config(**{"generation.images_per_prompt": 3}), str(prompts), str(output), dry_run=True
+    )
     assert report["images_planned"] == 9 and report["images_generated"] == 0
     assert not (output / "embeddings").exists() or not list((output / "embeddings").rglob("part-*.parquet"))
     assert sum(report["buckets"].values()) == 9 and len(report["buckets"]) == 3
     table = status(str(output))
-    assert table["total"] == {"planned": 9, "embedded": 0, "done": 0, "failed": 0} and table["plan"] == "dry run"
+    assert (
+        table["total"] == {"planned": 9, "embedded": 0, "done": 0, "failed": 0} and table["plan"] == "dry run"
+    )
     assert json.loads((output / "dry_run.json").read_text())["images"] == 9
     assert not (output / "plan.json").exists()  # a dry run never becomes the plan verify checks
     assert not (output / ".work").exists() or not list((output / ".work").rglob("*"))
 
 
-def test_status_of_an_encode_only_output_and_of_a_dry_run_after_a_finished_run(tmp_path, ray_session, tiny_model):
+def test_status_of_an_encode_only_output_and_of_a_dry_run_after_a_finished_run(
+    tmp_path, ray_session, tiny_model
+):
     from pixart_batch.audit import format_status
 
     prompts = tmp_path / "p.txt"
@@ -48,7 +54,9 @@ def test_status_of_an_encode_only_output_and_of_a_dry_run_after_a_finished_run(t
     run_generate(config, str(prompts), str(output), encode_only=True)
     table = status(str(output))
     assert table["captions"] == 3 and table["total"]["planned"] == 0
-    assert "an encode-only output (pixart-batch encode): 3 captions in its embedding store" in format_status(table)
+    assert "an encode-only output (pixart-batch encode): 3 captions in its embedding store" in format_status(
+        table
+    )
     run_generate(config, str(prompts), str(output))
     more = tmp_path / "more.txt"
     more.write_text("a cat\na dog --ar 1:2\na fox\na owl\n")

@@ -21,7 +21,9 @@ PROBE = Path(__file__).with_name("placement_probe.py")
 @pytest.mark.slow
 @pytest.mark.parametrize("cards", [1, 2, 8])
 def test_every_actor_gets_a_whole_card(cards):
-    done = subprocess.run([sys.executable, str(PROBE), str(cards)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(PROBE), str(cards)], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert {r["layout"] for r in results} == {"fixed", "growing"}
@@ -31,7 +33,10 @@ def test_every_actor_gets_a_whole_card(cards):
         for pid, gpus in result["served"] + result["started"]:
             gpus_of[pid].add(gpus)
         for pid, gpus in gpus_of.items():
-            assert len(gpus) == 1 and len(next(iter(gpus)).split(",")) == 1, (pid, gpus)  # one whole card, always the same
+            assert len(gpus) == 1 and len(next(iter(gpus)).split(",")) == 1, (
+                pid,
+                gpus,
+            )  # one whole card, always the same
         cards_used = [next(iter(g)) for g in gpus_of.values()]
         assert len(cards_used) == len(set(cards_used)), result  # no card shared by two actors
         if result["layout"] == "fixed":
@@ -40,7 +45,9 @@ def test_every_actor_gets_a_whole_card(cards):
 
 
 def test_colocated_pool_takes_the_denoise_resources_and_two_batches_per_gpu_actor():
-    config = tiny_config(**{"stages.denoise.num_gpus": 1.0, "stages.denoise.concurrency": 8, "stages.decode.colocate": True})
+    config = tiny_config(
+        **{"stages.denoise.num_gpus": 1.0, "stages.denoise.concurrency": 8, "stages.decode.colocate": True}
+    )
     [(name, reports, kwargs)] = model_pools(config)
     assert name == "generate" and reports and kwargs["num_gpus"] == 1.0 and kwargs["max_concurrency"] == 2
     separate = model_pools(tiny_config())
@@ -57,7 +64,15 @@ def test_check_gpus_counts_a_colocated_pool_once(monkeypatch):
     import pixart_batch.executors.ray as pipeline
 
     monkeypatch.setattr(pipeline.ray, "cluster_resources", lambda: {"GPU": 8.0})
-    check_gpus(tiny_config(**{"stages.denoise.num_gpus": 1.0, "stages.denoise.concurrency": 8, "stages.decode.colocate": True}))
+    check_gpus(
+        tiny_config(
+            **{
+                "stages.denoise.num_gpus": 1.0,
+                "stages.denoise.concurrency": 8,
+                "stages.decode.colocate": True,
+            }
+        )
+    )
     with pytest.raises(Exception, match="need 12 GPUs"):
         check_gpus(
             tiny_config(
@@ -102,7 +117,9 @@ def test_colocated_actor_overlaps_vae_and_dit_but_never_shares_a_model(monkeypat
                 # The first batch's VAE blocks until the second batch's DiT has started: they overlap,
                 # or this times out (a DiT waiting on the VAE's lock never starts).
                 first_vae_waited.set()
-                assert second_dit_started.wait(timeout=30), "the second DiT call never started while the first VAE ran"
+                assert second_dit_started.wait(timeout=30), (
+                    "the second DiT call never started while the first VAE ran"
+                )
             with guard:
                 busy[name] -= 1
             return {**batch, column: batch["key"]}

@@ -64,7 +64,10 @@ def write_jsonl(tmp_path: Path, rows: list, name: str = "p.jsonl") -> Path:
         ("a -- b --- c", ("a -- b --- c", None, None, None)),
         ("use --art 1:2 and --arx", ("use --art 1:2 and --arx", None, None, None)),
         ("glued--ar 1:2", ("glued--ar 1:2", None, None, None)),
-        ("https://example.com/x.png?a=1&b=2 --ar 1:1", ("https://example.com/x.png?a=1&b=2", None, None, 1.0)),
+        (
+            "https://example.com/x.png?a=1&b=2 --ar 1:1",
+            ("https://example.com/x.png?a=1&b=2", None, None, 1.0),
+        ),
     ],
 )
 def test_parse_prompt_line(line, expected):
@@ -180,7 +183,9 @@ def test_txt_flag_errors_name_file_and_line(tmp_path, line, pattern):
 def test_txt_crlf_and_bom(tmp_path):
     plain = read_prompts(write(tmp_path, "a.txt", "one --ar 1:2\ntwo\n"))
     crlf_bom = read_prompts(write(tmp_path, "b.txt", b"\xef\xbb\xbfone --ar 1:2\r\ntwo\r\n"))
-    assert [(r.prompt_id, r.prompt, r.aspect_ratio) for r in plain] == [(r.prompt_id, r.prompt, r.aspect_ratio) for r in crlf_bom]
+    assert [(r.prompt_id, r.prompt, r.aspect_ratio) for r in plain] == [
+        (r.prompt_id, r.prompt, r.aspect_ratio) for r in crlf_bom
+    ]
     assert crlf_bom[0].prompt == "one"
     assert crlf_bom[1].prompt == "two"
 
@@ -220,7 +225,9 @@ def test_ids_stable_when_appending_and_inserting(tmp_path):
     base = ["a cat", "a dog --ar 1:2", "a bird", "a cat"]
     original = {r.prompt: r.prompt_id for r in read_prompts(write(tmp_path, "a.txt", "\n".join(base)))}
     appended = read_prompts(write(tmp_path, "b.txt", "\n".join(base + ["a fish", "a cat"])))
-    inserted = read_prompts(write(tmp_path, "c.txt", "\n".join(["new first"] + base[:2] + ["\n", "new"] + base[2:])))
+    inserted = read_prompts(
+        write(tmp_path, "c.txt", "\n".join(["new first"] + base[:2] + ["\n", "new"] + base[2:]))
+    )
     for records in (appended, inserted):
         ids = [r.prompt_id for r in records]
         for prompt in ("a dog", "a bird"):
@@ -250,11 +257,15 @@ def test_same_prompt_gets_same_id_in_every_format(tmp_path):
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     txt = read_prompts(write(tmp_path, "p.txt", "a cat --hw 64:96\nplain\n"))
-    jsonl = read_prompts(write_jsonl(tmp_path, [{"prompt": "a cat --hw 64:96"}, {"prompt": "plain", "extra": 1}]))
+    jsonl = read_prompts(
+        write_jsonl(tmp_path, [{"prompt": "a cat --hw 64:96"}, {"prompt": "plain", "extra": 1}])
+    )
     csv_records = read_prompts(write(tmp_path, "p.csv", "prompt\na cat --hw 64:96\nplain\n"))
     pq.write_table(pa.table({"prompt": ["a cat --hw 64:96", "plain"]}), tmp_path / "p.parquet")
     parquet = read_prompts(tmp_path / "p.parquet")
-    as_columns = read_prompts(write_jsonl(tmp_path, [{"prompt": "a cat", "width": 96, "height": 64}], "c.jsonl"))
+    as_columns = read_prompts(
+        write_jsonl(tmp_path, [{"prompt": "a cat", "width": 96, "height": 64}], "c.jsonl")
+    )
     expected = [derived("a cat --hw 64:96"), derived("plain")]
     for records in (txt, jsonl, csv_records, parquet):
         assert [r.prompt_id for r in records] == expected
@@ -288,10 +299,16 @@ def test_jsonl_file_with_ids():
     records = read_prompts(path)
     assert len(records) == 9
     cat, dog, fruit, lighthouse, bold, city, cactus, cactus2, kitten = records
-    assert cat == PromptRecord("cat-01", "a cat sitting on a mat", "blurry, low quality", 64, 96, None, f"{path}:1")
+    assert cat == PromptRecord(
+        "cat-01", "a cat sitting on a mat", "blurry, low quality", 64, 96, None, f"{path}:1"
+    )
     assert (dog.prompt_id, dog.width, dog.height, dog.negative_prompt) == ("dog_02", 96, 64, None)
     assert (fruit.prompt_id, fruit.negative_prompt) == ("3", "")
-    assert (lighthouse.prompt, lighthouse.aspect_ratio, lighthouse.width) == ("a lighthouse at dusk", 4 / 3, None)
+    assert (lighthouse.prompt, lighthouse.aspect_ratio, lighthouse.width) == (
+        "a lighthouse at dusk",
+        4 / 3,
+        None,
+    )
     assert lighthouse.prompt_id == derived("a lighthouse at dusk --ar 4:3")
     assert lighthouse.source == f"{path}:4"
     assert (bold.prompt, bold.width, bold.height) == ("<b>bold</b> &amp; text on a sign", 80, 80)
@@ -312,7 +329,10 @@ def test_ndjson_extension_and_case(tmp_path):
 
 
 JSONL_ERRORS = [
-    ('{"prompt": "a", ', r"not valid JSON \(Expecting property name enclosed in double quotes at column 16\)"),
+    (
+        '{"prompt": "a", ',
+        r"not valid JSON \(Expecting property name enclosed in double quotes at column 16\)",
+    ),
     ("just text", r"not valid JSON \(Expecting value at column 1\)"),
     ('["a cat"]', r"expected a JSON object with a 'prompt' key, got list"),
     ('"a cat"', r"expected a JSON object with a 'prompt' key, got str"),
@@ -344,7 +364,10 @@ JSONL_ERRORS = [
     ({"prompt": "a", "id": 1.5}, r"'id' must be a string or an integer, not float"),
     ({"prompt": "a", "id": True}, r"'id' must be a string or an integer, not bool"),
     ('{"prompt": "bad \\ud800 surrogate"}', r"text contains an unpaired surrogate escape"),
-    ('{"prompt": "a", "id": "n", "negative_prompt": "\\udfff"}', r"text contains an unpaired surrogate escape"),
+    (
+        '{"prompt": "a", "id": "n", "negative_prompt": "\\udfff"}',
+        r"text contains an unpaired surrogate escape",
+    ),
     ('{"prompt": "a cat", "prompt": "a dog"}', r"duplicate key 'prompt'$"),
     ('{"prompt": "a", "meta": {"x": [1, {"y": 1, "y": 2}]}}', r"duplicate key 'y'$"),
     ('{"prompt": "a", "w\\u0069dth": 64, "width": 64}', r"duplicate key 'width'$"),
@@ -373,7 +396,9 @@ def test_jsonl_invalid_utf8(tmp_path):
 
 
 def test_duplicate_explicit_ids(tmp_path):
-    path = write_jsonl(tmp_path, [{"id": "x", "prompt": "a"}, {"prompt": "b"}, "", {"id": "x", "prompt": "c"}])
+    path = write_jsonl(
+        tmp_path, [{"id": "x", "prompt": "a"}, {"prompt": "b"}, "", {"id": "x", "prompt": "c"}]
+    )
     expect_error(path, ":4", r"duplicate id 'x' \(first at line 1\)$")
 
 
@@ -385,14 +410,20 @@ def test_duplicate_int_and_string_id(tmp_path):
 def test_derived_id_colliding_with_explicit_id(tmp_path):
     taken = derived("a cat")
     path = write_jsonl(tmp_path, [{"prompt": "a cat"}, {"id": taken, "prompt": "other"}])
-    message = expect_error(path, ":2", rf"id '{taken}' derived from the text at line 1 equals the explicit id at line 2")
+    message = expect_error(
+        path, ":2", rf"id '{taken}' derived from the text at line 1 equals the explicit id at line 2"
+    )
     assert "give the row at line 1 an explicit id" in message
     path = write_jsonl(tmp_path, [{"id": taken, "prompt": "other"}, {"prompt": "a cat"}], "b.jsonl")
-    expect_error(path, ":2", rf"id '{taken}' derived from the text at line 2 equals the explicit id at line 1")
+    expect_error(
+        path, ":2", rf"id '{taken}' derived from the text at line 2 equals the explicit id at line 1"
+    )
 
 
 def test_mixed_explicit_and_derived_ids(tmp_path):
-    records = read_prompts(write_jsonl(tmp_path, [{"id": "a", "prompt": "x"}, {"prompt": "x"}, {"prompt": "x"}]))
+    records = read_prompts(
+        write_jsonl(tmp_path, [{"id": "a", "prompt": "x"}, {"prompt": "x"}, {"prompt": "x"}])
+    )
     assert [r.prompt_id for r in records] == ["a", derived("x"), derived("x") + "-1"]
 
 
@@ -413,9 +444,13 @@ def test_csv_quoting_newlines_and_line_numbers(tmp_path):
     records = read_prompts(path)
     assert records == [
         PromptRecord("a1", "a cat, sitting", "blurry", 64, 96, None, f"{path}:2"),
-        PromptRecord(derived("a two-line\nprompt --ar 1:2"), "a two-line\nprompt", None, None, None, 0.5, f"{path}:4"),
+        PromptRecord(
+            derived("a two-line\nprompt --ar 1:2"), "a two-line\nprompt", None, None, None, 0.5, f"{path}:4"
+        ),
         PromptRecord("b2", 'quoted "word" here', None, 80, 80, None, f"{path}:7"),
-        PromptRecord(derived("<b>bold</b> &amp; text"), "<b>bold</b> &amp; text", None, None, None, None, f"{path}:8"),
+        PromptRecord(
+            derived("<b>bold</b> &amp; text"), "<b>bold</b> &amp; text", None, None, None, None, f"{path}:8"
+        ),
     ]
 
 
@@ -464,7 +499,9 @@ def test_csv_repeated_column(tmp_path):
 
 def test_csv_empty_and_header_only(tmp_path):
     expect_error(write(tmp_path, "a.csv", ""), "", r"no prompts \(file is empty\)$")
-    expect_error(write(tmp_path, "b.csv", "prompt,id\n\n,\n"), "", r"no prompts \(no rows after the header\)$")
+    expect_error(
+        write(tmp_path, "b.csv", "prompt,id\n\n,\n"), "", r"no prompts \(no rows after the header\)$"
+    )
 
 
 def test_csv_invalid_utf8(tmp_path):
@@ -499,7 +536,9 @@ def test_parquet_rows_types_and_batches(tmp_path):
     pq.write_table(table, path, row_group_size=3000)
     records = read_prompts(path)
     assert len(records) == n
-    assert records[0] == PromptRecord(derived("prompt 0\0ugly"), "prompt 0", "ugly", None, None, None, f"{path}:row 1")
+    assert records[0] == PromptRecord(
+        derived("prompt 0\0ugly"), "prompt 0", "ugly", None, None, None, f"{path}:row 1"
+    )
     assert records[1] == PromptRecord("1", "prompt 1", None, 64, 96, None, f"{path}:row 2")
     assert (records[2].aspect_ratio, records[2].prompt_id) == (0.5, derived("prompt 2 --ar 1:2"))
     assert records[-1].source == f"{path}:row {n}"
@@ -529,8 +568,14 @@ def test_parquet_errors(tmp_path):
         r"'width' must be a positive integer \(got '64.5'\)",
     )
     hint = r"; to read the prompts from 'text', pass --prompt-column text$"
-    expect_error(parquet("f.parquet", {"text": ["a"], "id": [1]}), "", r"no 'prompt' column \(columns: text, id\)" + hint)
-    expect_error(parquet("g.parquet", {"prompt": pa.array([], pa.string())}), "", r"no prompts \(file has no rows\)$")
+    expect_error(
+        parquet("f.parquet", {"text": ["a"], "id": [1]}),
+        "",
+        r"no 'prompt' column \(columns: text, id\)" + hint,
+    )
+    expect_error(
+        parquet("g.parquet", {"prompt": pa.array([], pa.string())}), "", r"no prompts \(file has no rows\)$"
+    )
     expect_error(
         parquet("h.parquet", {"prompt": ["a", "b", "c"], "id": ["x", "y", "x"]}),
         ":row 3",
@@ -622,16 +667,26 @@ FIXED_IDS: dict[str, list[tuple[str | dict[str, object], str | None]]] = {
 
 def test_ids_of_ordinary_prompts_unchanged(tmp_path):
     for name, rows in FIXED_IDS.items():
-        lines = [row if isinstance(row, str) else json.dumps(row, ensure_ascii=False) + "\n" for row, _ in rows]
+        lines = [
+            row if isinstance(row, str) else json.dumps(row, ensure_ascii=False) + "\n" for row, _ in rows
+        ]
         records = read_prompts(write(tmp_path, name, "".join(lines)))
         assert [r.prompt_id for r in records] == [prompt_id for _, prompt_id in rows if prompt_id], name
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
     table = pa.table(
-        {"prompt": ["a cat", "a cat"], "negative_prompt": [None, "ugly"], "width": [None, 512], "height": [None, 1024]}
+        {
+            "prompt": ["a cat", "a cat"],
+            "negative_prompt": [None, "ugly"],
+            "width": [None, 512],
+            "height": [None, 1024],
+        }
     )
     pq.write_table(table, tmp_path / "b.parquet")
-    assert [r.prompt_id for r in read_prompts(tmp_path / "b.parquet")] == ["p51e4674156077982", "peec4a66822109e43"]
+    assert [r.prompt_id for r in read_prompts(tmp_path / "b.parquet")] == [
+        "p51e4674156077982",
+        "peec4a66822109e43",
+    ]
 
 
 def test_nul_in_text_is_refused(tmp_path):
@@ -769,7 +824,13 @@ TOO_LARGE = r"is too large \(got '[^']*'\); sizes are at most 2147483647 pixels 
 
 
 @pytest.mark.parametrize(
-    "line", ["a --hw 2147483648:64", "a --hw 64:99999999999", "a --hw " + "9" * 5000 + ":1", "a --hw 000" + "9" * 20 + ":1"]
+    "line",
+    [
+        "a --hw 2147483648:64",
+        "a --hw 64:99999999999",
+        "a --hw " + "9" * 5000 + ":1",
+        "a --hw 000" + "9" * 20 + ":1",
+    ],
 )
 def test_hw_flag_beyond_32_bits(tmp_path, line):
     expect_error(write(tmp_path, "p.txt", f"ok\n{line}\n"), ":2", "--hw " + TOO_LARGE)
@@ -785,18 +846,26 @@ def test_jsonl_size_beyond_32_bits(tmp_path, key, value):
 
 
 def test_table_sizes_beyond_32_bits(tmp_path):
-    expect_error(write(tmp_path, "p.csv", "prompt,width,height\na,64,2147483648\n"), ":2", "'height' " + TOO_LARGE)
-    expect_error(write(tmp_path, "q.csv", f"prompt,width,height\na,{'9' * 5000},1\n"), ":2", "'width' " + TOO_LARGE)
+    expect_error(
+        write(tmp_path, "p.csv", "prompt,width,height\na,64,2147483648\n"), ":2", "'height' " + TOO_LARGE
+    )
+    expect_error(
+        write(tmp_path, "q.csv", f"prompt,width,height\na,{'9' * 5000},1\n"), ":2", "'width' " + TOO_LARGE
+    )
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
-    pq.write_table(pa.table({"prompt": ["a", "b"], "width": [64, 2**40], "height": [64, 64]}), tmp_path / "p.parquet")
+    pq.write_table(
+        pa.table({"prompt": ["a", "b"], "width": [64, 2**40], "height": [64, 64]}), tmp_path / "p.parquet"
+    )
     expect_error(tmp_path / "p.parquet", ":row 2", "'width' " + TOO_LARGE)
     pq.write_table(pa.table({"prompt": ["a"], "width": [2.0**31], "height": [64.0]}), tmp_path / "q.parquet")
     expect_error(tmp_path / "q.parquet", ":row 1", "'width' " + TOO_LARGE)
 
 
 def test_largest_size_fits_int32(tmp_path):
-    records = read_prompts(write(tmp_path, "p.csv", "prompt,width,height\na,2147483647,0002147483647\nb --hw 2147483647:1,,\n"))
+    records = read_prompts(
+        write(tmp_path, "p.csv", "prompt,width,height\na,2147483647,0002147483647\nb --hw 2147483647:1,,\n")
+    )
     assert [(r.width, r.height) for r in records] == [(2**31 - 1, 2**31 - 1), (1, 2**31 - 1)]
     pytest.importorskip("pyarrow")
     from pixart_batch.plan import prompt_chunk
@@ -844,7 +913,9 @@ def test_fifo_is_refused_without_blocking(tmp_path):
     link = tmp_path / "link.jsonl"
     link.symlink_to(fifo)
     kind, value = _in_thread(lambda: read_prompts(link))
-    assert kind == "raised" and re.fullmatch(re.escape(f"{link}: is a named pipe (FIFO), ") + NOT_REGULAR, str(value))
+    assert kind == "raised" and re.fullmatch(
+        re.escape(f"{link}: is a named pipe (FIFO), ") + NOT_REGULAR, str(value)
+    )
 
 
 def test_directory_device_and_socket_are_refused(tmp_path):
@@ -872,7 +943,9 @@ def test_symlink_to_regular_file_is_fine(tmp_path):
 
 # --------------------------------------------------------------------------- validated and staged from the same bytes
 
-CHANGED = r"the prompt file changed while the run was starting \(.+\); re-run when it is no longer being written$"
+CHANGED = (
+    r"the prompt file changed while the run was starting \(.+\); re-run when it is no longer being written$"
+)
 
 
 def test_scan_fingerprint_is_of_the_bytes_read(tmp_path):

@@ -31,7 +31,9 @@ def _demo(root: Path, output_format: str = "parquet") -> Path:
     prompts = root / "prompts.txt"
     prompts.write_text("a lighthouse on a cliff\na tall tower --ar 1:2\n", encoding="utf-8")
     output = root / "demo"
-    config = tiny_config(**{"ray.executor": "local", "generation.num_inference_steps": 2, "output.format": output_format})
+    config = tiny_config(
+        **{"ray.executor": "local", "generation.num_inference_steps": 2, "output.format": output_format}
+    )
     run_generate(config, str(prompts), str(output))
     return output
 
@@ -67,7 +69,9 @@ def test_readme_webdataset_reader_runs_without_warnings(tmp_path, tiny_model):
     assert found, "README's WebDataset reader is gone"
     output = _demo(tmp_path, "webdataset")
     expression = found.group(1).replace("OUTPUT", output.as_posix())
-    _run_without_warnings(f"import webdataset\nfrom glob import glob\nsamples = list({expression})\nassert len(samples) == 2\n")
+    _run_without_warnings(
+        f"import webdataset\nfrom glob import glob\nsamples = list({expression})\nassert len(samples) == 2\n"
+    )
 
 
 def section_commands(section: str) -> list[list[str]]:

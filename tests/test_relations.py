@@ -31,7 +31,12 @@ def a_store(path: Path) -> Path:
 
 
 def check(output, store=None, prompts=None, checkpoints=()):
-    check_relations(str(output), str(store) if store else str(Path(output) / "embeddings"), prompts and str(prompts), checkpoints)
+    check_relations(
+        str(output),
+        str(store) if store else str(Path(output) / "embeddings"),
+        prompts and str(prompts),
+        checkpoints,
+    )
 
 
 def refused(match: str, *args, **kwargs) -> str:
@@ -84,7 +89,9 @@ def test_store_shared_through_another_outputs_embeddings_is_fine(tmp_path):
 
 def test_store_inside_another_store(tmp_path):
     keyed = a_store(tmp_path / "shared" / "0123456789abcdef")
-    refused("the embedding store lies inside the embedding store", tmp_path / "out", store=keyed / "parts" / "s")
+    refused(
+        "the embedding store lies inside the embedding store", tmp_path / "out", store=keyed / "parts" / "s"
+    )
 
 
 def test_prompt_file_and_checkpoint_where_the_run_writes(tmp_path):
@@ -140,7 +147,9 @@ def test_object_store_uris(s3, tmp_path):
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+    }
 
 
 def generate(capsys, *args: str, command: str = "generate") -> tuple[int, str, str]:
@@ -175,9 +184,15 @@ def test_nested_output_and_store_are_refused_before_anything_is_written(made, ca
     [key] = [p.name for p in (out / "embeddings").iterdir()]
     cases = [
         (["--output", str(out / "embeddings" / key / "parts" / "zz")], "the output lies inside"),
-        (["--output", str(root / "other"), "--store", str(out / "data" / "store")], "the embedding store lies inside"),
+        (
+            ["--output", str(root / "other"), "--store", str(out / "data" / "store")],
+            "the embedding store lies inside",
+        ),
         (["--output", str(out / "data" / "nested")], "the output lies inside"),
-        (["--output", str(out), "--prompts", str(out / "gallery" / "prompts.txt")], "the prompt file lies inside"),
+        (
+            ["--output", str(out), "--prompts", str(out / "gallery" / "prompts.txt")],
+            "the prompt file lies inside",
+        ),
     ]
     for args, message in cases:
         if "--prompts" not in args:
@@ -189,7 +204,9 @@ def test_nested_output_and_store_are_refused_before_anything_is_written(made, ca
 
 
 @pytest.mark.slow
-def test_a_checkpoint_refused_for_its_sample_size_leaves_nothing_and_the_corrected_run_succeeds(tmp_path, capsys, tiny_model):
+def test_a_checkpoint_refused_for_its_sample_size_leaves_nothing_and_the_corrected_run_succeeds(
+    tmp_path, capsys, tiny_model
+):
     import shutil
 
     bad = tmp_path / "bad"
@@ -205,7 +222,9 @@ def test_a_checkpoint_refused_for_its_sample_size_leaves_nothing_and_the_correct
     out.mkdir()
     code, _, err = generate(capsys, "--prompts", str(prompts), "--output", str(out), "--model", str(bad))
     assert code == 2 and list(out.iterdir()) == []  # empty, as it was
-    code, _, err = generate(capsys, "--prompts", str(prompts), "--output", str(out), "--model", str(tiny_model))
+    code, _, err = generate(
+        capsys, "--prompts", str(prompts), "--output", str(out), "--model", str(tiny_model)
+    )
     assert code == 0, err
 
 
@@ -221,8 +240,9 @@ def test_an_output_without_images_is_taken_over_by_other_settings(tmp_path, caps
     assert json.loads((out / "settings.json").read_text())["generation.seed"] == 0
     code, captured, err = generate(capsys, "--prompts", str(prompts), "--output", str(out), "--seed", "2")
     assert code == 0, err
-    assert "holds no images yet: this run's settings replace its earlier ones (setting 'generation.seed' was 0, now 2)" in (
-        captured + err
+    assert (
+        "holds no images yet: this run's settings replace its earlier ones (setting 'generation.seed' was 0, now 2)"
+        in (captured + err)
     )
     assert json.loads((out / "settings.json").read_text())["generation.seed"] == 2
     # Now it holds an image: the guard protects it.
@@ -263,7 +283,9 @@ def test_a_dry_run_writes_its_own_report(made, tmp_path, capsys):
     report, config = (copy / "run_report.json").read_bytes(), (copy / "run_config.json").read_bytes()
     code, _, err = generate(capsys, "--prompts", str(prompts), "--output", str(copy), "--dry-run")
     assert code == 0, err
-    assert (copy / "run_report.json").read_bytes() == report and (copy / "run_config.json").read_bytes() == config
+    assert (copy / "run_report.json").read_bytes() == report and (
+        copy / "run_config.json"
+    ).read_bytes() == config
     assert json.loads((copy / "dry_run_report.json").read_text())["dry_run"] is True
 
 
@@ -278,7 +300,17 @@ def test_a_run_refused_for_its_gpus_leaves_nothing(tmp_path, capsys, tiny_model,
     recipe = recipe_file(tmp_path / "gpu.yaml", {"stages.denoise.num_gpus": 1})
     capsys.readouterr()
     code = main(
-        ["generate", "--config", str(recipe), "--prompts", str(prompts), "--output", str(tmp_path / "out"), "--executor", "ray"]
+        [
+            "generate",
+            "--config",
+            str(recipe),
+            "--prompts",
+            str(prompts),
+            "--output",
+            str(tmp_path / "out"),
+            "--executor",
+            "ray",
+        ]
     )
     err = capsys.readouterr().err
     assert code == 2 and "need 1 GPUs at once" in err

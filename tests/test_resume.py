@@ -94,8 +94,12 @@ def _command(prompts, config, output, executor: str = "auto", output_format: str
 
 
 # The format axis on the local executor only (CI time); test_writers.py runs Ray with WebDataset.
-@pytest.mark.parametrize("executor, output_format", [("ray", "parquet"), ("local", "parquet"), ("local", "webdataset")])
-def test_sigkill_during_encode_denoise_and_shard_writes_then_resume(tmp_path, workload, executor, output_format):
+@pytest.mark.parametrize(
+    "executor, output_format", [("ray", "parquet"), ("local", "parquet"), ("local", "webdataset")]
+)
+def test_sigkill_during_encode_denoise_and_shard_writes_then_resume(
+    tmp_path, workload, executor, output_format
+):
     prompts, config, reference = workload
     output = tmp_path / "out"
     command = _command(prompts, config, output, executor, output_format)
@@ -113,9 +117,13 @@ def test_sigkill_during_encode_denoise_and_shard_writes_then_resume(tmp_path, wo
     run = start_cli(command, log, PIXART_BATCH_SLOW="denoise:0.7")
     wait_for(lambda: len(_shards(output)) >= 1, run, log)
     kill_tree(run)
-    assert f"{len(encoded_before)} reused" in log.read_text()  # the first run's embeddings were not re-encoded
+    assert (
+        f"{len(encoded_before)} reused" in log.read_text()
+    )  # the first run's embeddings were not re-encoded
     store_keys = _store_keys(output)
-    assert len(store_keys) == len(set(store_keys)) == len(PROMPTS) + 1  # every caption + the empty negative, once each
+    assert (
+        len(store_keys) == len(set(store_keys)) == len(PROMPTS) + 1
+    )  # every caption + the empty negative, once each
     done_before = {path.name for path in _shards(output)}
 
     # 3. Killed while a shard is being written (its temporary file exists, not yet renamed).

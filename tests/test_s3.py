@@ -81,7 +81,9 @@ def test_s3_prompts_store_and_dataset_with_kill_and_resume(tmp_path, s3, tiny_mo
     assert _keys(client, f"runs/{executor}/embeddings/")  # the store lives in the bucket too
 
     assert run_cli(command, log, **env) == 0, log.read_text()[-3000:]
-    report = json.loads(client.get_object(Bucket="pixart", Key=f"runs/{executor}/run_report.json")["Body"].read())
+    report = json.loads(
+        client.get_object(Bucket="pixart", Key=f"runs/{executor}/run_report.json")["Body"].read()
+    )
     assert report["images_skipped"] == len(partial) and report["images_generated"] == 12 - len(partial)
     assert report["embeddings_encoded"] == 0
     rows = _rows(client, f"runs/{executor}")

@@ -51,7 +51,9 @@ def prompts(tmp_path_factory) -> Path:
 def _config(executor="local", score=True, head=None, **extra):
     overrides = {"ray.executor": executor, "output.rows_per_shard": 2, "output.row_group_size": 1}
     if score:
-        overrides.update({"stages.score.enabled": True, "stages.score.model": "tiny", "stages.score.batch_size": 3})
+        overrides.update(
+            {"stages.score.enabled": True, "stages.score.model": "tiny", "stages.score.batch_size": 3}
+        )
         overrides["stages.score.aesthetic_head"] = str(head) if head else None
     return tiny_config(**{**overrides, **extra})
 
@@ -66,7 +68,9 @@ def _rows(output: Path) -> dict[str, dict]:
     return rows
 
 
-def _plain_scores(clip_dir: Path, rows: dict[str, dict], head: Path | None) -> dict[str, tuple[float, float | None]]:
+def _plain_scores(
+    clip_dir: Path, rows: dict[str, dict], head: Path | None
+) -> dict[str, tuple[float, float | None]]:
     """What a user computes with plain transformers from each stored image and its caption, one at a time."""
     import torch
     from PIL import Image
@@ -79,7 +83,9 @@ def _plain_scores(clip_dir: Path, rows: dict[str, dict], head: Path | None) -> d
     out = {}
     for key, row in rows.items():
         image = Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB")
-        inputs = processor(text=[row["caption"]], images=[image], return_tensors="pt", padding=True, truncation=True)
+        inputs = processor(
+            text=[row["caption"]], images=[image], return_tensors="pt", padding=True, truncation=True
+        )
         with torch.no_grad():
             result = model(**inputs)
         image_embeds = result.image_embeds / result.image_embeds.norm(dim=-1, keepdim=True)
@@ -123,7 +129,9 @@ def test_jpeg_scores_are_those_of_the_stored_jpeg(tmp_path, prompts, clip_dir, t
     assert all("aesthetic_score" not in row for row in rows.values())
 
 
-def test_an_unscored_output_has_no_score_columns_and_the_guard_keeps_scored_outputs_scored(tmp_path, prompts, scored, capsys):
+def test_an_unscored_output_has_no_score_columns_and_the_guard_keeps_scored_outputs_scored(
+    tmp_path, prompts, scored, capsys
+):
     output = tmp_path / "plain"
     run_generate(_config(score=False), str(prompts), str(output))
     assert all("clip_score" not in row for row in _rows(output).values())
@@ -197,7 +205,9 @@ def test_score_command_interrupted_then_resumed(tmp_path, prompts, monkeypatch):
     import pyarrow.parquet as pq
 
     with_scores = [s for s in shards if "clip_score" in pq.read_schema(s).names]
-    assert len(with_scores) == 1 and all(pq.read_table(s).num_rows == 1 for s in shards)  # each old or new, whole
+    assert len(with_scores) == 1 and all(
+        pq.read_table(s).num_rows == 1 for s in shards
+    )  # each old or new, whole
     result = rescore.score_output(str(output), "tiny")
     assert result.shards_scored == len(PROMPTS) - 1 and result.shards_skipped == 1
     assert all("clip_score" in pq.read_schema(s).names for s in shards)

@@ -19,7 +19,11 @@ LOCK = ".pixart-batch.lock"
 
 def snapshot(directory: Path) -> dict[str, bytes]:
     """Every file under ``directory`` but the lock file."""
-    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file() and p.name != LOCK}
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != LOCK
+    }
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -51,7 +55,9 @@ def copy_of(made: Path, tmp_path: Path, name: str = "copy") -> Path:
 
 
 # -- 1: two exports into one new folder
-def test_an_export_that_finds_the_folder_finished_under_the_lock_removes_nothing(made, tmp_path, capsys, monkeypatch):
+def test_an_export_that_finds_the_folder_finished_under_the_lock_removes_nothing(
+    made, tmp_path, capsys, monkeypatch
+):
     from pixart_batch import export as export_module
 
     target = tmp_path / "new"
@@ -61,7 +67,9 @@ def test_an_export_that_finds_the_folder_finished_under_the_lock_removes_nothing
         picked = real_pick(*args, **kwargs)
         if not done:  # the short export, started a moment later, finishes while this one reads its source
             done.append(None)
-            done[0] = main(["export", str(made), "--where", "image_index == 0 and seed >= 0", "--to", str(target)])
+            done[0] = main(
+                ["export", str(made), "--where", "image_index == 0 and seed >= 0", "--to", str(target)]
+            )
         return picked
 
     monkeypatch.setattr(export_module, "_pick", another_export_finishes_first)
@@ -71,7 +79,9 @@ def test_an_export_that_finds_the_folder_finished_under_the_lock_removes_nothing
     monkeypatch.undo()
     code, out, err = run(capsys, "verify", str(target))
     assert code == 0, out + err  # the finished export is whole
-    assert (target / "README.md").is_file() and len(list((target / "data").rglob("*.parquet"))) == len(PROMPTS)
+    assert (target / "README.md").is_file() and len(list((target / "data").rglob("*.parquet"))) == len(
+        PROMPTS
+    )
 
 
 def test_an_export_stopped_before_it_finished_is_started_again(made, tmp_path, capsys, monkeypatch):
@@ -134,7 +144,11 @@ def test_an_image_that_does_not_decode_gets_null_scores(made, tmp_path, capsys):
     code, out, err = run(capsys, "score", str(output), "--model", "tiny")
     assert code == 0, err
     assert "1 images could not be decoded, their scores are null" in err, err
-    scores = {row["key"]: row["clip_score"] for s in (output / "data").rglob("*.parquet") for row in pq.read_table(s).to_pylist()}
+    scores = {
+        row["key"]: row["clip_score"]
+        for s in (output / "data").rglob("*.parquet")
+        for row in pq.read_table(s).to_pylist()
+    }
     assert scores[table.column("key")[0].as_py()] is None
     assert sum(score is not None for score in scores.values()) == len(PROMPTS) - 1
     code, out, err = run(capsys, "score", str(output), "--model", "tiny")
@@ -142,7 +156,9 @@ def test_an_image_that_does_not_decode_gets_null_scores(made, tmp_path, capsys):
 
 
 # -- 4: a score model whose real weight file is missing
-def test_a_score_model_without_the_file_transformers_loads_is_refused_before_writing(made, tmp_path, capsys, prompts):
+def test_a_score_model_without_the_file_transformers_loads_is_refused_before_writing(
+    made, tmp_path, capsys, prompts
+):
     import torch
     from safetensors.torch import save_file
 
@@ -227,7 +243,16 @@ def test_a_prompt_file_named_like_a_temporary_is_never_removed(made, tmp_path, c
     recipe = recipe_file(tmp_path / "recipe.yaml", {"output.rows_per_shard": 1})
     for _ in range(2):
         code, out, err = run(
-            capsys, "generate", "--config", str(recipe), "--prompts", str(mine), "--output", str(output), "--executor", "local"
+            capsys,
+            "generate",
+            "--config",
+            str(recipe),
+            "--prompts",
+            str(mine),
+            "--output",
+            str(output),
+            "--executor",
+            "local",
         )
         assert code == 0, err
         assert mine.is_file() and not stray.exists()

@@ -91,7 +91,9 @@ def test_streams_shards_like_the_whole_table_writer(tmp_path):
     for n, start in enumerate(range(0, 19, 6)):
         piece = {k: v[start : start + 6] for k, v in rows.items()}
         table = to_table(piece, CONSTANTS, SETTINGS)
-        write_parquet_atomic(locate(str(tmp_path)), str(reference), table, row_group_size=4, compression="zstd")
+        write_parquet_atomic(
+            locate(str(tmp_path)), str(reference), table, row_group_size=4, compression="zstd"
+        )
         want, got = pq.ParquetFile(reference), pq.ParquetFile(out / names[n])
         assert got.schema_arrow == want.schema_arrow
         assert got.schema_arrow.metadata == want.schema_arrow.metadata
@@ -158,7 +160,10 @@ def test_stream_writer_on_an_object_store(monkeypatch):
         assert loc.fs.get_file_info(loc.join("x.parquet")).size == size
         with loc.fs.open_input_file(loc.join("x.parquet")) as handle:
             assert pq.read_table(handle).equals(table)
-        with pytest.raises(ValueError), ParquetStreamWriter(loc, loc.join("y.parquet"), table.schema) as writer:
+        with (
+            pytest.raises(ValueError),
+            ParquetStreamWriter(loc, loc.join("y.parquet"), table.schema) as writer,
+        ):
             writer.write(table)
             raise ValueError("crash before commit")
         from pyarrow import fs

@@ -15,7 +15,9 @@ from pixart_batch.prompts import PromptRecord
 from pixart_batch.spec import CleanSpec
 from pixart_batch.store import EmbeddingStore, StoreIdentity, caption_key
 
-IDENTITY = StoreIdentity(encoder="x", d_model=32, settings={"model.max_sequence_length": 120, "model.clean_caption": True})
+IDENTITY = StoreIdentity(
+    encoder="x", d_model=32, settings={"model.max_sequence_length": 120, "model.clean_caption": True}
+)
 
 NASTY = [
     "<b>bold</b> &amp; text, a poster of a cat",
@@ -52,7 +54,9 @@ def test_missing_cleaning_dependency_is_refused(monkeypatch):
     from pixart_batch.stages import clean
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(clean.importlib.util, "find_spec", lambda name, *a: None if name == "ftfy" else real(name, *a))
+    monkeypatch.setattr(
+        clean.importlib.util, "find_spec", lambda name, *a: None if name == "ftfy" else real(name, *a)
+    )
     with pytest.raises(UserError, match="ftfy"):
         clean.CaptionCleaner(CleanSpec(True, "PixArtAlphaPipeline"))
     clean.CaptionCleaner(CleanSpec(False, "PixArtAlphaPipeline"))  # cleaning off needs neither
@@ -80,7 +84,11 @@ def test_stored_embeddings_repad_to_diffusers_encode_prompt(tmp_path, tiny_model
     assert batch[S.NUM_TOKENS][-1] == 120
     identity = IDENTITY
     store = EmbeddingStore(str(tmp_path / "store"), identity).open()
-    store.write_part(pa.table({k: batch[k].tolist() for k in (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)}))
+    store.write_part(
+        pa.table(
+            {k: batch[k].tolist() for k in (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)}
+        )
+    )
     found = store.lookup(batch[S.CAPTION_KEY].tolist())
     for caption, key in zip(captions, batch[S.CAPTION_KEY], strict=True):
         embeds, mask, _, _ = tiny_pipeline.encode_prompt(
@@ -102,7 +110,11 @@ def test_store_holds_valid_tokens_only(tmp_path, tiny_model):
     batch = _encode(tiny_model, captions)
     identity = IDENTITY
     store = EmbeddingStore(str(tmp_path / "store"), identity).open()
-    store.write_part(pa.table({k: batch[k].tolist() for k in (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)}))
+    store.write_part(
+        pa.table(
+            {k: batch[k].tolist() for k in (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)}
+        )
+    )
     (path,) = store.part_files()
     file_bytes = os.path.getsize(path)
     payload = int(batch[S.NUM_TOKENS].sum()) * 32 * 4
@@ -120,7 +132,11 @@ def test_store_location_is_keyed_by_identity(tmp_path):
         "stages.encode.dtype": "float32",
         "stages.encode.quantization": "none",
     }
-    keys = {IDENTITY.key(), StoreIdentity("y", 32, IDENTITY.settings).key(), StoreIdentity("x", 64, IDENTITY.settings).key()}
+    keys = {
+        IDENTITY.key(),
+        StoreIdentity("y", 32, IDENTITY.settings).key(),
+        StoreIdentity("x", 64, IDENTITY.settings).key(),
+    }
     base = StoreIdentity("x", 32, settings)
     keys.add(base.key())
     for name, value in (
@@ -135,7 +151,9 @@ def test_store_location_is_keyed_by_identity(tmp_path):
 
 def test_seeds_depend_on_run_seed_prompt_and_index_only():
     assert image_seed(0, "a", 0) == image_seed(0, "a", 0)
-    assert len({image_seed(0, "a", 0), image_seed(1, "a", 0), image_seed(0, "b", 0), image_seed(0, "a", 1)}) == 4
+    assert (
+        len({image_seed(0, "a", 0), image_seed(1, "a", 0), image_seed(0, "b", 0), image_seed(0, "a", 1)}) == 4
+    )
     assert 0 <= image_seed(123, "x", 7) < 2**63
     assert "." not in image_key("p1", 3)
 
@@ -166,9 +184,9 @@ def test_lookup_opens_only_parts_whose_key_range_holds_the_key(tmp_path, tiny_mo
     import pyarrow as pa
 
     batch = _encode(tiny_model, [f"caption {i}" for i in range(40)])
-    table = pa.table({k: batch[k].tolist() for k in (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)}).sort_by(
-        S.CAPTION_KEY
-    )
+    table = pa.table(
+        {k: batch[k].tolist() for k in (S.CAPTION_KEY, S.CAPTION, S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING)}
+    ).sort_by(S.CAPTION_KEY)
     identity = IDENTITY
     store = EmbeddingStore(str(tmp_path / "store"), identity).open()
     low_part, high_part = store.write_part(table.slice(0, 20)), store.write_part(table.slice(20))

@@ -112,7 +112,9 @@ def _check_resumed(command: list[str], output: Path, log: Path, committed: set[s
     assert main(["verify", str(output)]) == 0
 
 
-@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
 def test_a_stopped_local_run_commits_every_counted_image_then_resumes(tmp_path, tiny_model, signum, status):
     command, output, log = _setup(tmp_path)
     command += ["--executor", "local"]
@@ -194,7 +196,9 @@ def test_a_stoppable_stage_returns_no_rows_for_a_batch_given_after_the_stop(tmp_
 
 
 @pytest.mark.parametrize(
-    "signum, raised", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)], ids=["SIGINT", "SIGTERM"]
+    "signum, raised",
+    [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)],
+    ids=["SIGINT", "SIGTERM"],
 )
 def test_the_first_signal_asks_for_a_stop_and_the_second_abandons(tmp_path, capsys, signum, raised):
     before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}

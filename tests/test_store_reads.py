@@ -59,7 +59,13 @@ def write_old_part(store: EmbeddingStore, table: pa.Table) -> str:
         path,
         table,
         row_group_size=64,
-        compression={S.CAPTION_KEY: "zstd", S.CAPTION: "zstd", S.NUM_TOKENS: "zstd", S.TRUNCATED: "zstd", S.EMBEDDING: "none"},
+        compression={
+            S.CAPTION_KEY: "zstd",
+            S.CAPTION: "zstd",
+            S.NUM_TOKENS: "zstd",
+            S.TRUNCATED: "zstd",
+            S.EMBEDDING: "none",
+        },
         use_dictionary=[S.CAPTION_KEY, S.CAPTION],
         write_statistics=[S.CAPTION_KEY, S.NUM_TOKENS],
     )
@@ -105,7 +111,11 @@ def test_attach_embeddings_counts_bytes(tmp_path):
     }
     out = AttachEmbeddings(store.root, IDENTITY, store.index())(dict(batch))
     sizes = dict(zip(keys, (len(e) for e in table.column(S.EMBEDDING).to_pylist()), strict=True))
-    assert out["_store_bytes_used"].tolist() == [sizes[keys[0]] + sizes[keys[5]] + sizes[caption_key("")], 0, 0]
+    assert out["_store_bytes_used"].tolist() == [
+        sizes[keys[0]] + sizes[keys[5]] + sizes[caption_key("")],
+        0,
+        0,
+    ]
     assert out["_store_bytes_read"][0] >= out["_store_bytes_used"][0] > 0
     again = AttachEmbeddings(store.root, IDENTITY, store.index())(dict(batch))
     assert again["_store_bytes_read"].sum() == 0  # cached in this process

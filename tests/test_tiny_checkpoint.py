@@ -28,7 +28,11 @@ def test_tiny_checkpoint_is_deterministic_per_seed_and_safetensors_only(tmp_path
     b = _digest(build_tiny_checkpoint(tmp_path / "b", seed=3))
     c = _digest(build_tiny_checkpoint(tmp_path / "c", seed=4))
     assert a == b
-    weights = [name for name in a if name.split("/")[0] in ("text_encoder", "transformer", "vae") and not name.endswith(".json")]
+    weights = [
+        name
+        for name in a
+        if name.split("/")[0] in ("text_encoder", "transformer", "vae") and not name.endswith(".json")
+    ]
     assert weights and all(name.endswith(".safetensors") for name in weights)
     assert {name.split("/")[0] for name in a} == {
         "model_index.json",
@@ -94,16 +98,24 @@ def test_spiece_tokenizer_matches_the_vocabulary_and_t5_conventions(tiny_model):
 
     processor = spm.SentencePieceProcessor(model_file=str(tiny_model / "tokenizer" / "spiece.model"))
     vocab = tiny_vocab()
-    assert [processor.id_to_piece(i) for i in range(processor.get_piece_size())] == [piece for piece, _ in vocab]
+    assert [processor.id_to_piece(i) for i in range(processor.get_piece_size())] == [
+        piece for piece, _ in vocab
+    ]
     assert (processor.pad_id(), processor.eos_id(), processor.unk_id(), processor.bos_id()) == (0, 1, 2, -1)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model / "tokenizer")
-    assert len(tokenizer) == len(vocab) + 100  # T5's 100 sentinel ids, as tokenizer_config.json's extra_ids says
+    assert (
+        len(tokenizer) == len(vocab) + 100
+    )  # T5's 100 sentinel ids, as tokenizer_config.json's extra_ids says
     ids = tokenizer("a cute cat").input_ids
     assert ids == processor.encode("a cute cat") + [1]
-    assert tokenizer("ｃａｔ").input_ids == tokenizer("cat").input_ids  # NFKC folds full-width letters, as T5 does
+    assert (
+        tokenizer("ｃａｔ").input_ids == tokenizer("cat").input_ids
+    )  # NFKC folds full-width letters, as T5 does
 
 
-@pytest.mark.parametrize("family, scheduler", [("sigma", "dpm-solver++"), ("alpha", "lcm"), ("alpha", "ddpm")])
+@pytest.mark.parametrize(
+    "family, scheduler", [("sigma", "dpm-solver++"), ("alpha", "lcm"), ("alpha", "ddpm")]
+)
 def test_families_and_shipped_schedulers_load_with_their_own_pipeline(tmp_path, family, scheduler):
     import json
 

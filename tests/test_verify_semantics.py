@@ -40,7 +40,9 @@ time.sleep(600)
 def _hold(path: Path) -> subprocess.Popen:
     """Another process that takes the output's lock (as a run does) and keeps it until killed."""
     command = [sys.executable, "-c", HOLD, str(path)]
-    holder = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+    holder = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env()
+    )
     assert holder.stdout is not None
     line = holder.stdout.readline()
     assert line == "held\n", holder.stderr.read() if holder.stderr else line

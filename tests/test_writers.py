@@ -20,7 +20,16 @@ pytestmark = pytest.mark.slow
 
 PROMPTS = ["a red fox in the snow --ar 1:2", "a blue house by the sea", "a green tree on a hill --hw 96:160"]
 SMALL = {"output.rows_per_shard": 2, "generation.images_per_prompt": 2}
-HUB_SIZE_CATEGORIES = {"n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M", "100M<n<1B", "1B<n<10B"}
+HUB_SIZE_CATEGORIES = {
+    "n<1K",
+    "1K<n<10K",
+    "10K<n<100K",
+    "100K<n<1M",
+    "1M<n<10M",
+    "10M<n<100M",
+    "100M<n<1B",
+    "1B<n<10B",
+}
 
 
 def _run(prompts: Path, output: Path, output_format: str, executor: str) -> dict:
@@ -51,8 +60,12 @@ def _check_card(output: Path, data_files: str, image_feature: str) -> None:
     # DatasetCard.validate() posts to the Hub (network); offline, the card is parsed and checked here.
     card = DatasetCard.load(output / "README.md")
     data = card.data.to_dict()
-    assert data["task_categories"] == ["text-to-image"] and set(data["size_categories"]) <= HUB_SIZE_CATEGORIES
-    assert data["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": data_files}]}]
+    assert (
+        data["task_categories"] == ["text-to-image"] and set(data["size_categories"]) <= HUB_SIZE_CATEGORIES
+    )
+    assert data["configs"] == [
+        {"config_name": "default", "data_files": [{"split": "train", "path": data_files}]}
+    ]
     assert data["generation"]["output.format"] in data["tags"]
     assert "| 256x256 | 2 |" in card.text and "(sample_grid.jpg)" in card.text
     from PIL import Image
@@ -125,5 +138,7 @@ def test_output_format_is_checked_and_on_the_command_line():
         with_overrides(tiny_config(), {"output.format": "tar"})
     from pixart_batch.cli import _overrides, build_parser
 
-    args = build_parser().parse_args(["generate", "--prompts", "p", "--output", "o", "--output-format", "webdataset"])
+    args = build_parser().parse_args(
+        ["generate", "--prompts", "p", "--output", "o", "--output-format", "webdataset"]
+    )
     assert _overrides(args)["output.format"] == "webdataset"

@@ -71,8 +71,12 @@ class PixartBatchStages:
                 S.SEED: ints([r.seed for r in chunk]),
                 S.NUM_TOKENS: ints([r.embedding.shape[0] for r in chunk]),
                 S.NEGATIVE_NUM_TOKENS: ints([r.negative.shape[0] for r in chunk]),
-                S.PROMPT_EMBEDDING: objects([tensor_to_bytes(r.embedding.to(self.embedding_dtype)) for r in chunk]),
-                S.NEGATIVE_EMBEDDING: objects([tensor_to_bytes(r.negative.to(self.embedding_dtype)) for r in chunk]),
+                S.PROMPT_EMBEDDING: objects(
+                    [tensor_to_bytes(r.embedding.to(self.embedding_dtype)) for r in chunk]
+                ),
+                S.NEGATIVE_EMBEDDING: objects(
+                    [tensor_to_bytes(r.negative.to(self.embedding_dtype)) for r in chunk]
+                ),
                 S.BUCKET_HEIGHT: ints([r.height for r in chunk]),
                 S.BUCKET_WIDTH: ints([r.width for r in chunk]),
                 S.HEIGHT: ints([r.height for r in chunk]),  # requested size = bucket: no resize back
@@ -97,7 +101,11 @@ def family_of_checkpoint(model_dir: Path) -> dict:
     from pixart_batch.families import family_of
 
     family = family_of(json.loads((model_dir / "model_index.json").read_text()), str(model_dir))
-    return {"name": family.name, "pipeline_class": family.pipeline_class, "max_sequence_length": family.max_sequence_length}
+    return {
+        "name": family.name,
+        "pipeline_class": family.pipeline_class,
+        "max_sequence_length": family.max_sequence_length,
+    }
 
 
 def quantize_text_encoder_int8(model, dtype: torch.dtype, device: str, max_sequence_length: int):
@@ -116,17 +124,26 @@ def quantize_text_encoder_int8(model, dtype: torch.dtype, device: str, max_seque
         from pixart_batch.spec import EncodeSpec
         from pixart_batch.stages.encode import load_text_encoder
 
-        source = ModelSource("in-memory", (Component("text_encoder", "transformers", "T5EncoderModel", "in-memory"),))
+        source = ModelSource(
+            "in-memory", (Component("text_encoder", "transformers", "T5EncoderModel", "in-memory"),)
+        )
         spec = EncodeSpec(
-            model=source, dtype=DTYPE_NAMES[dtype], device=device, max_sequence_length=max_sequence_length, quantization="int8"
+            model=source,
+            dtype=DTYPE_NAMES[dtype],
+            device=device,
+            max_sequence_length=max_sequence_length,
+            quantization="int8",
         )
     except Exception as exc:  # noqa: BLE001 - the adapter is out of date: quantize the way it would
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
         quantize_(model, Int8WeightOnlyConfig(), device=device)
-        return model.to(
-            device
-        ), f"quantize_(model, Int8WeightOnlyConfig(), device=...) directly (adapter: {type(exc).__name__}: {exc})"[:300]
+        return (
+            model.to(device),
+            f"quantize_(model, Int8WeightOnlyConfig(), device=...) directly (adapter: {type(exc).__name__}: {exc})"[
+                :300
+            ],
+        )
     original = models.load_component
     models.load_component = lambda *args, **kwargs: model
     try:
@@ -140,7 +157,9 @@ def quantize_text_encoder_int8(model, dtype: torch.dtype, device: str, max_seque
     )
 
 
-def e2e_commands(config: str, model: Path, prompts: Path, output: Path, steps: int | None) -> tuple[list[str], list[str]]:
+def e2e_commands(
+    config: str, model: Path, prompts: Path, output: Path, steps: int | None
+) -> tuple[list[str], list[str]]:
     """The CLI commands of the end-to-end run: ``generate`` and ``verify``."""
     generate = [
         sys.executable,
@@ -166,7 +185,14 @@ def e2e_commands(config: str, model: Path, prompts: Path, output: Path, steps: i
 def e2e_report(output: Path) -> dict:
     """The numbers of ``OUTPUT/run_report.json`` this check reports."""
     report = json.loads((output / "run_report.json").read_text())
-    keys = ("images_generated", "images_skipped", "images_failed", "images_per_second", "embeddings_encoded", "stage_seconds")
+    keys = (
+        "images_generated",
+        "images_skipped",
+        "images_failed",
+        "images_per_second",
+        "embeddings_encoded",
+        "stage_seconds",
+    )
     return {key: report.get(key) for key in keys}
 
 

@@ -20,7 +20,9 @@ def accepted(cls, config: dict) -> dict:
     return {key: value for key, value in config.items() if key in parameters}
 
 
-def build_transformer(ctx: Context, sample_size: int, dtype: torch.dtype, seed: int, config: dict | None = None):
+def build_transformer(
+    ctx: Context, sample_size: int, dtype: torch.dtype, seed: int, config: dict | None = None
+):
     """A random PixArt-XL-2 transformer built on the device (fp32 init, then cast)."""
     from diffusers import PixArtTransformer2DModel
 
@@ -28,7 +30,9 @@ def build_transformer(ctx: Context, sample_size: int, dtype: torch.dtype, seed: 
         config = dict(config or ctx.spec.transformer, sample_size=sample_size)
         model = PixArtTransformer2DModel(**accepted(PixArtTransformer2DModel, config))
     seeded_init_(model, seed)
-    return model.to(ctx.device, dtype).eval()  # .to(device) too: buffers made from numpy stay on the CPU otherwise
+    return model.to(
+        ctx.device, dtype
+    ).eval()  # .to(device) too: buffers made from numpy stay on the CPU otherwise
 
 
 def build_vae(ctx: Context, dtype: torch.dtype, seed: int, config: dict | None = None):
@@ -55,7 +59,9 @@ def vae_scale_factor(ctx: Context) -> int:
     return 2 ** (len(ctx.spec.vae["block_out_channels"]) - 1)
 
 
-def make_rows(ctx: Context, buckets: list[tuple[int, int]], lengths: list[int], seeds: list[int], seed: int) -> list[Row]:
+def make_rows(
+    ctx: Context, buckets: list[tuple[int, int]], lengths: list[int], seeds: list[int], seed: int
+) -> list[Row]:
     """Rows with random embeddings (T5-like scale) of the given valid lengths; one shared empty negative."""
     generator = torch.Generator("cpu").manual_seed(seed)
     d_model = ctx.spec.transformer["caption_channels"]
@@ -105,7 +111,9 @@ def tiny_tokenizer(workdir: Path) -> tuple[Path, dict]:
     from pixart_batch.tiny import build_tiny_checkpoint
 
     tiny = workdir / "tiny-checkpoint"
-    if not (tiny / "model_index.json").is_file():  # built once per workdir: every section that needs T5 shares it
+    if not (
+        tiny / "model_index.json"
+    ).is_file():  # built once per workdir: every section that needs T5 shares it
         build_tiny_checkpoint(tiny)
     index = json.loads((tiny / "model_index.json").read_text())
     return tiny / "tokenizer", {key: index[key] for key in ("tokenizer", "text_encoder")}
@@ -144,7 +152,13 @@ def text_encoder_base(workdir: Path, d_model: int) -> Path:
 
 
 def run_spec(
-    model_dir: Path, dtype: torch.dtype, device: str, embedding_dtype: torch.dtype, d_model: int, steps: int, guidance: float
+    model_dir: Path,
+    dtype: torch.dtype,
+    device: str,
+    embedding_dtype: torch.dtype,
+    d_model: int,
+    steps: int,
+    guidance: float,
 ):
     """``pixart_batch.spec.RunSpec`` of a built checkpoint: a ``RunConfig`` with these settings, then
     ``RunSpec.build`` (its stage specs: ``denoise_spec()``, ``decode_spec()``, ...)."""

@@ -20,14 +20,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="GPU check: pixart_batch at the real PixArt-XL-2 sizes, random weights, one card."
     )
-    parser.add_argument("--out", default=os.environ.get("OUT") or "gpu_check_out", help="results folder ($OUT)")
-    parser.add_argument("--small", action="store_true", help="tiny sizes, 2 steps, 2 images (CPU float32 without CUDA)")
+    parser.add_argument(
+        "--out", default=os.environ.get("OUT") or "gpu_check_out", help="results folder ($OUT)"
+    )
+    parser.add_argument(
+        "--small", action="store_true", help="tiny sizes, 2 steps, 2 images (CPU float32 without CUDA)"
+    )
     parser.add_argument(
         "--sections",
         default=",".join(name for name, _ in SECTIONS),
         help="comma-separated subset of: " + ", ".join(name for name, _ in SECTIONS),
     )
-    parser.add_argument("--workdir", help="scratch folder for checkpoints (default: a new /tmp/gpu_check-* folder)")
+    parser.add_argument(
+        "--workdir", help="scratch folder for checkpoints (default: a new /tmp/gpu_check-* folder)"
+    )
     parser.add_argument("--keep-workdir", action="store_true", help="keep the checkpoints after the run")
     args = parser.parse_args(argv)
     wanted = [name.strip() for name in args.sections.split(",") if name.strip()]

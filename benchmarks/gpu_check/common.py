@@ -100,4 +100,6 @@ def seeded_init_(module: torch.nn.Module, seed: int) -> None:
                 param.copy_(torch.randn(param.shape, generator=generator, device=device) * 0.02)
             else:
                 fan_in = param.shape[1:].numel() if param.ndim > 1 else param.numel()
-                param.copy_(torch.randn(param.shape, generator=generator, device=device) / max(fan_in, 1) ** 0.5)
+                param.copy_(
+                    torch.randn(param.shape, generator=generator, device=device) / max(fan_in, 1) ** 0.5
+                )

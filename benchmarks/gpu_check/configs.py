@@ -118,9 +118,16 @@ FULL = Spec(
 )
 SMALL = Spec(
     transformer=dict(
-        TRANSFORMER_XL2, num_attention_heads=2, attention_head_dim=32, num_layers=2, cross_attention_dim=64, caption_channels=64
+        TRANSFORMER_XL2,
+        num_attention_heads=2,
+        attention_head_dim=32,
+        num_layers=2,
+        cross_attention_dim=64,
+        caption_channels=64,
     ),
-    vae=dict(VAE_SD, block_out_channels=(32, 32, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=256),
+    vae=dict(
+        VAE_SD, block_out_channels=(32, 32, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=256
+    ),
     t5=dict(T5_XXL, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
     sizes={
         "256": (32, [(256, 256), (256, 256), (192, 336), (192, 336)]),

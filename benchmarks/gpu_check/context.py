@@ -24,15 +24,25 @@ class Context:
         self.cuda = torch.cuda.is_available()
         self.device = "cuda" if self.cuda else "cpu"
         half = self.cuda
-        self.dit_dtype = torch.float16 if half else torch.float32  # parity, throughput (the pipeline's fp16 recipe)
-        self.embedding_dtype = torch.bfloat16 if half else torch.float32  # the encoder's dtype in configs/one-gpu.yaml
+        self.dit_dtype = (
+            torch.float16 if half else torch.float32
+        )  # parity, throughput (the pipeline's fp16 recipe)
+        self.embedding_dtype = (
+            torch.bfloat16 if half else torch.float32
+        )  # the encoder's dtype in configs/one-gpu.yaml
         self.t5_dtype = torch.bfloat16 if half else torch.float32
         self.dit_step_dtype = torch.bfloat16 if half else torch.float32
         self.vae_dtype = torch.float16 if half else torch.float32
         self.out = Path(args.out).resolve()
-        self.workdir = Path(args.workdir).resolve() if args.workdir else Path(tempfile.mkdtemp(prefix="gpu_check-", dir="/tmp"))
+        self.workdir = (
+            Path(args.workdir).resolve()
+            if args.workdir
+            else Path(tempfile.mkdtemp(prefix="gpu_check-", dir="/tmp"))
+        )
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.command = os.environ.get("GPU_CHECK_COMMAND") or "python3 benchmarks/gpu_check.py " + " ".join(sys.argv[1:])
+        self.command = os.environ.get("GPU_CHECK_COMMAND") or "python3 benchmarks/gpu_check.py " + " ".join(
+            sys.argv[1:]
+        )
         self.results: dict = {"meta": {}, "sections": {}}
 
     def checkpoint(self, label: str) -> Path:

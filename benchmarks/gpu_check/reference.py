@@ -14,13 +14,22 @@ from gpu_check.context import Context
 def load_diffusers(ctx: Context, checkpoint: Path, pipeline_class: str = "PixArtAlphaPipeline"):
     import diffusers
 
-    pipe = getattr(diffusers, pipeline_class).from_pretrained(str(checkpoint), torch_dtype=ctx.dit_dtype).to(ctx.device)
+    pipe = (
+        getattr(diffusers, pipeline_class)
+        .from_pretrained(str(checkpoint), torch_dtype=ctx.dit_dtype)
+        .to(ctx.device)
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def run_diffusers(
-    ctx: Context, pipe, rows: list[Row], pad_to: int | None, output_type: str = "np", max_sequence_length: int | None = None
+    ctx: Context,
+    pipe,
+    rows: list[Row],
+    pad_to: int | None,
+    output_type: str = "np",
+    max_sequence_length: int | None = None,
 ):
     """Plain diffusers on precomputed embeddings, rows of one bucket, one CPU generator per image.
 
@@ -79,5 +88,11 @@ def groups_of(rows: list[Row]) -> dict[tuple[int, int], list[int]]:
 
 
 def compare(a: list[np.ndarray], b: list[np.ndarray]) -> dict:
-    diff = np.concatenate([np.abs(x.astype(np.int16) - y.astype(np.int16)).ravel() for x, y in zip(a, b, strict=True)])
-    return {"max_abs": int(diff.max()), "mean_abs": round(float(diff.mean()), 4), "pass": bool(diff.max() <= 2)}
+    diff = np.concatenate(
+        [np.abs(x.astype(np.int16) - y.astype(np.int16)).ravel() for x, y in zip(a, b, strict=True)]
+    )
+    return {
+        "max_abs": int(diff.max()),
+        "mean_abs": round(float(diff.mean()), 4),
+        "pass": bool(diff.max() <= 2),
+    }

@@ -69,14 +69,19 @@ def markdown(ctx: Context) -> str:
                 continue
             for key, name in parity_rows(spec.max_tokens).items():
                 c = info.get(key, {})
-                max_abs, mean_abs, ok = _cell(c.get("max_abs")), _cell(c.get("mean_abs"), "{:.4f}"), _cell(c.get("pass"))
+                max_abs, mean_abs, ok = (
+                    _cell(c.get("max_abs")),
+                    _cell(c.get("mean_abs"), "{:.4f}"),
+                    _cell(c.get("pass")),
+                )
                 lines.append(f"| {label} | {name} | {max_abs} | {mean_abs} | {ok} |")
         if healthy:
             lines += [
                 "",
                 "Images not degenerate (pixel std; mean abs Δ between two seeds): "
                 + "; ".join(
-                    f"{label}: {info.get('pixel_std')}, {info.get('mean_abs_between_seeds')}" for label, info in healthy.items()
+                    f"{label}: {info.get('pixel_std')}, {info.get('mean_abs_between_seeds')}"
+                    for label, info in healthy.items()
                 ),
             ]
 
@@ -176,7 +181,9 @@ def sigma_markdown(ctx: Context) -> list[str]:
     lines += ["| comparison | max abs Δ | mean abs Δ | pass |", "|---|---:|---:|---|"]
     for key, name in parity_rows(spec.sigma_max_tokens).items():
         c = parity.get(key, {})
-        lines.append(f"| {name} | {_cell(c.get('max_abs'))} | {_cell(c.get('mean_abs'), '{:.4f}')} | {_cell(c.get('pass'))} |")
+        lines.append(
+            f"| {name} | {_cell(c.get('max_abs'))} | {_cell(c.get('mean_abs'), '{:.4f}')} | {_cell(c.get('pass'))} |"
+        )
     lines += [
         "",
         f"Images not degenerate (pixel std; mean abs Δ between two seeds): {parity.get('pixel_std')}, "
@@ -211,7 +218,9 @@ def lowvram_markdown(ctx: Context) -> list[str]:
             f"| {t5.get('dtype')} | {m(bf16.get('weights_GB'))} | {m(bf16.get('peak_GB'))} | {_cell(bf16.get('encode_s'))} |"
         )
         if "skipped" in int8 or "error" in int8:
-            lines.append(f"| int8 weight-only (torchao) | {int8.get('skipped') or 'failed: ' + int8['error'][:120]} | | |")
+            lines.append(
+                f"| int8 weight-only (torchao) | {int8.get('skipped') or 'failed: ' + int8['error'][:120]} | | |"
+            )
         elif int8:
             lines.append(
                 f"| int8 weight-only (torchao {int8.get('torchao')}) | {m(int8.get('weights_GB'))} | "

@@ -118,7 +118,9 @@ class Executor(ABC):
         holds, and (unless ``dry_run``) sort by bucket, then caption key."""
 
     @abstractmethod
-    def generate(self, planned: Planned, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits) -> ImageWriteResult:
+    def generate(
+        self, planned: Planned, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits
+    ) -> ImageWriteResult:
         """Embeddings → DiT → VAE → encoded images → committed shards; stops with :class:`SystemicFailure`."""
 
 
@@ -142,7 +144,9 @@ def clean_and_size(
     batch[S.NEGATIVE_KEY] = np.array([caption_key(c) for c in batch[S.NEGATIVE_CAPTION]], dtype=object)
     batch[S.EMPTY_CAPTION] = np.array([not c for c in batch[S.CAPTION]], dtype=np.int64)
     pairs = zip(batch[S.PROMPT].tolist(), batch[S.CAPTION].tolist(), strict=True)
-    batch[S.LOST_PROMPT] = np.array([prompt if lost_text(prompt, caption) else "" for prompt, caption in pairs], dtype=object)
+    batch[S.LOST_PROMPT] = np.array(
+        [prompt if lost_text(prompt, caption) else "" for prompt, caption in pairs], dtype=object
+    )
     return add_sizes(batch, generation, geometry, table)
 
 
@@ -219,7 +223,9 @@ class FailureCounter:
             self.consecutive = 0
         finished = self.ok + self.failed
         rate = self.failed / finished if finished else 0.0
-        if self.failed and (self.consecutive >= self.max_consecutive or (finished >= self.rate_after and rate > self.max_rate)):
+        if self.failed and (
+            self.consecutive >= self.max_consecutive or (finished >= self.rate_after and rate > self.max_rate)
+        ):
             error, count = self.errors.most_common(1)[0]
             return (
                 f"stopped: {self.failed} of {finished} images failed ({self.consecutive} in a row; limits: "

@@ -92,9 +92,15 @@ class LocalExecutor(Executor):
             with output_fs.open_input_file(path) as handle:
                 tables.append(pq.read_table(handle))
         table = pa.concat_tables(tables)
-        staged: Batch = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
-        prompts = clean_and_size(staged, self.spec.clean_spec(), self.config.generation, self.spec.geometry, self.spec.table)
-        return Cleaned(prompts, int(prompts[S.EMPTY_CAPTION].sum()), *lost_summary(prompts[S.LOST_PROMPT].tolist()))
+        staged: Batch = {
+            name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names
+        }
+        prompts = clean_and_size(
+            staged, self.spec.clean_spec(), self.config.generation, self.spec.geometry, self.spec.table
+        )
+        return Cleaned(
+            prompts, int(prompts[S.EMPTY_CAPTION].sum()), *lost_summary(prompts[S.LOST_PROMPT].tolist())
+        )
 
     def to_encode(self, cleaned: Cleaned, store: EmbeddingStore) -> ToEncode:
         captions = caption_rows(cleaned.prompts, self.spec.uses_negative)
@@ -130,9 +136,13 @@ class LocalExecutor(Executor):
         columns = (S.KEY, S.CAPTION_KEY, S.BUCKET_WIDTH, S.BUCKET_HEIGHT)
         remaining = take(remaining, np.lexsort(tuple(remaining[name] for name in columns)))
         todo = rows(remaining)
-        return Planned(remaining if todo and not dry_run else None, written.rows, todo, written.buckets, written.labels)
+        return Planned(
+            remaining if todo and not dry_run else None, written.rows, todo, written.buckets, written.labels
+        )
 
-    def generate(self, planned: Planned, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits) -> ImageWriteResult:
+    def generate(
+        self, planned: Planned, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits
+    ) -> ImageWriteResult:
         from ..output.writers import ImageWriteResult
         from ..stages.write import ImageEncoder
         from ..store import AttachEmbeddings
@@ -142,11 +152,15 @@ class LocalExecutor(Executor):
         counter = FailureCounter(limits.max_consecutive, limits.max_rate, limits.rate_after)
         attach = AttachEmbeddings(store.root, store.identity, store.index(), self.spec.uses_negative)
         # DiT then VAE in this process (decoding in chunks of stages.decode.batch_size).
-        model = monitored(stage_class("generate"), counter.record, report_success=True)(**self.spec.generate_kwargs())
+        model = monitored(stage_class("generate"), counter.record, report_success=True)(
+            **self.spec.generate_kwargs()
+        )
         encode = ImageEncoder(self.config.output.image_format, self.config.output.image_quality)
         score = None  # quality scores on the decoded pixels, before they are encoded (stages.score)
         if stages.score.enabled:
-            score = monitored(stage_class("score"), counter.record, report_success=False)(spec=self.spec.score_spec())
+            score = monitored(stage_class("score"), counter.record, report_success=False)(
+                spec=self.spec.score_spec()
+            )
         progress = Progress(rows(remaining), self.config.console.progress_interval_s)
         # A graceful stop (first SIGINT / SIGTERM): the batch being made finishes, no new one starts, the
         # rows made so far are written (the open shard as a short one), then the interrupt is raised.

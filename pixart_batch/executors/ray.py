@@ -75,7 +75,9 @@ def init_ray(config: RunConfig) -> None:
     instance (``address="local"``: never silently join some other Ray running on this machine)."""
     from ..signals import install_signal_handlers
 
-    if os.environ.get("PIXART_BATCH_FORBID_RAY"):  # the test suite's guard: tests not marked slow start no Ray
+    if os.environ.get(
+        "PIXART_BATCH_FORBID_RAY"
+    ):  # the test suite's guard: tests not marked slow start no Ray
         raise UserError("PIXART_BATCH_FORBID_RAY is set: this run may not use Ray (a test not marked slow)")
     if ray.is_initialized():
         return
@@ -102,7 +104,9 @@ def settle_native_stderr(path: str) -> str:
     import shutil
 
     try:
-        node = ray._private.worker.global_worker.node  # Ray has no public accessor of the driver's log directory
+        node = (
+            ray._private.worker.global_worker.node
+        )  # Ray has no public accessor of the driver's log directory
         assert node is not None
         logs = node.get_logs_dir_path()
         target = os.path.join(logs, f"pixart-batch-driver-{os.getpid()}.err")
@@ -441,9 +445,13 @@ class RayExecutor(Executor):
             # in the store (sorted by caption key), so lookups read about what they use.
             remaining = remaining.sort([S.BUCKET_HEIGHT, S.BUCKET_WIDTH, S.CAPTION_KEY, S.KEY]).materialize()
         todo = remaining.count()
-        return Planned(remaining if todo and not dry_run else None, written.rows, todo, written.buckets, written.labels)
+        return Planned(
+            remaining if todo and not dry_run else None, written.rows, todo, written.buckets, written.labels
+        )
 
-    def generate(self, planned: Planned, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits) -> ImageWriteResult:
+    def generate(
+        self, planned: Planned, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits
+    ) -> ImageWriteResult:
         from ..output.writers import ImageWriteResult
 
         stages, task = self.config.stages, self.config.ray.task_num_cpus
@@ -474,12 +482,17 @@ class RayExecutor(Executor):
             dataset = dataset.map_batches(
                 # A stopping run starts no new DiT batch; latents already made are still decoded.
                 stoppable(stage, flag) if name in ("generate", "denoise") else stage,
-                fn_constructor_kwargs=self.spec.generate_kwargs() if name == "generate" else {"spec": self.spec.stage_spec(name)},
+                fn_constructor_kwargs=self.spec.generate_kwargs()
+                if name == "generate"
+                else {"spec": self.spec.stage_spec(name)},
                 **kwargs,
             )
         dataset = dataset.map_batches(
             encode_images,  # type: ignore[arg-type]  # Ray types fn as fn(batch); fn_kwargs supplies the rest
-            fn_kwargs={"image_format": self.config.output.image_format, "quality": self.config.output.image_quality},
+            fn_kwargs={
+                "image_format": self.config.output.image_format,
+                "quality": self.config.output.image_quality,
+            },
             batch_size=stages.write.batch_size,
             batch_format="numpy",
             num_cpus=stages.write.num_cpus,  # PNG encoding: CPU work kept off the GPU actors

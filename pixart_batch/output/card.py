@@ -31,13 +31,18 @@ def label_counts(output: OutputDataset, names: list[str]) -> dict[str, int]:
     """A labelled output's committed images per class name of the latest plan (every class listed)."""
     done = output.committed_keys()
     plan = output.read_plan([S.KEY, S.LABEL]).to_pydict()
-    counts = Counter(names[number] for key, number in zip(plan[S.KEY], plan[S.LABEL], strict=True) if key in done)
+    counts = Counter(
+        names[number] for key, number in zip(plan[S.KEY], plan[S.LABEL], strict=True) if key in done
+    )
     return {name: counts.get(name, 0) for name in names}
 
 
 def label_feature(names: list[str]) -> dict[str, Any]:
     """The card's ``dataset_info.features`` entry of ``label``: a ``ClassLabel`` over ``names``."""
-    return {"name": S.LABEL, "dtype": {"class_label": {"names": {str(number): name for number, name in enumerate(names)}}}}
+    return {
+        "name": S.LABEL,
+        "dtype": {"class_label": {"names": {str(number): name for number, name in enumerate(names)}}},
+    }
 
 
 def _labels_section(output: OutputDataset, names: list[str] | None) -> str:
@@ -53,7 +58,10 @@ def _labels_section(output: OutputDataset, names: list[str] | None) -> str:
 
 
 def write_card(
-    output: OutputDataset, settings: dict[str, Any], counts: dict[str, Any], features: list[dict[str, Any]] | None = None
+    output: OutputDataset,
+    settings: dict[str, Any],
+    counts: dict[str, Any],
+    features: list[dict[str, Any]] | None = None,
 ) -> None:
     """``README.md``: a Hub dataset card whose ``configs`` point at the shards, so ``load_dataset(OUTPUT)``
     and a Hub upload of the folder read them; with the generation settings, the images per bucket and
@@ -80,7 +88,9 @@ def write_card(
         task_categories=["text-to-image"],
         tags=["synthetic", "pixart", "pixart-batch", described["format"]],
         size_categories=[_size_category(images)],
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": described["data_files"]}]}],
+        configs=[
+            {"config_name": "default", "data_files": [{"split": "train", "path": described["data_files"]}]}
+        ],
         **extra,
         generation=settings,
     )
@@ -111,7 +121,11 @@ def with_score_features(features: list[dict[str, Any]], columns: tuple[str, ...]
     """The card's features with the score columns (float32) before ``sha256``."""
     present = {entry.get("name") for entry in features}
     at = next((i for i, entry in enumerate(features) if entry.get("name") == S.SHA256), len(features))
-    return features[:at] + [{"name": name, "dtype": "float32"} for name in columns if name not in present] + features[at:]
+    return (
+        features[:at]
+        + [{"name": name, "dtype": "float32"} for name in columns if name not in present]
+        + features[at:]
+    )
 
 
 def score_text(settings: dict[str, Any]) -> str:
@@ -119,7 +133,11 @@ def score_text(settings: dict[str, Any]) -> str:
     score = settings.get(S.SCORE_SETTING)
     if not score:
         return ""
-    head = " and `aesthetic_score` (a linear head over the CLIP image embedding)" if score.get("aesthetic_head") else ""
+    head = (
+        " and `aesthetic_score` (a linear head over the CLIP image embedding)"
+        if score.get("aesthetic_head")
+        else ""
+    )
     return (
         f"Every row has `clip_score` (100 × cosine similarity of the CLIP image and text embeddings of the image "
         f"and its `caption`, model `{score.get('model')}`){head}: filter with e.g. "
@@ -164,7 +182,9 @@ def write_sample_grid(
         top = y * (cell + label)
         draw.text((4, top + 3), name, fill="black")
         for x, thumb in enumerate(found[name]):
-            grid.paste(thumb, (x * cell + (cell - thumb.width) // 2, top + label + (cell - thumb.height) // 2))
+            grid.paste(
+                thumb, (x * cell + (cell - thumb.width) // 2, top + label + (cell - thumb.height) // 2)
+            )
     buffer = io.BytesIO()
     grid.save(buffer, format="JPEG", quality=85)
     write_bytes_atomic(output.location, output.location.join(SAMPLE_GRID_FILE), buffer.getvalue())

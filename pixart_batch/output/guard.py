@@ -45,7 +45,9 @@ def shard_settings(output: OutputDataset) -> dict[str, Any] | None:
             if changed_setting(found, settings) is None:  # grown since (more images, more classes)
                 found = settings
             elif changed_setting(settings, found) is not None:
-                raise OutputError(f"{path}: records other settings than the output's other shards; this output mixes settings")
+                raise OutputError(
+                    f"{path}: records other settings than the output's other shards; this output mixes settings"
+                )
             continue
         found = settings
     return found
@@ -73,7 +75,9 @@ def check_settings(output: OutputDataset, settings: dict[str, Any]) -> str | Non
     if isinstance(recorded.get(EXPORT_SETTING), dict) and EXPORT_SETTING not in settings:
         raise OutputError(_export_refusal(output, recorded[EXPORT_SETTING]))
     hint = (
-        f" (to score the images it holds: pixart-batch score {output.uri})" if name == S.SCORE_SETTING and before is None else ""
+        f" (to score the images it holds: pixart-batch score {output.uri})"
+        if name == S.SCORE_SETTING and before is None
+        else ""
     )
     raise OutputError(
         f"{output.uri}: setting '{name}' is {_shown(now)} but this output was generated with {_shown(before)}; "
@@ -108,7 +112,12 @@ def changed_setting(recorded: dict[str, Any], settings: dict[str, Any]) -> tuple
             continue
         if name in GROWABLE_SETTINGS and isinstance(before, int) and isinstance(now, int) and now > before:
             continue
-        if name in GROWABLE_SETTINGS and isinstance(before, list) and isinstance(now, list) and now[: len(before)] == before:
+        if (
+            name in GROWABLE_SETTINGS
+            and isinstance(before, list)
+            and isinstance(now, list)
+            and now[: len(before)] == before
+        ):
             continue  # names appended (a labelled output's classes): the earlier ones keep their ids
         if name not in recorded and name in leaf_fields() and now == default_of(name):
             continue  # a setting added after this output was made, at its default: the images it made

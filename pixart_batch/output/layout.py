@@ -126,7 +126,9 @@ class OutputDataset:
         self.read_object(REPORT_FILE, {}, "run report", RECREATE)
         self.read_object(CONFIG_FILE, {}, "run config", RECREATE)
 
-    def read_object(self, name: str, required: dict[str, type], what: str, fix: str = RESTORE) -> dict[str, Any] | None:
+    def read_object(
+        self, name: str, required: dict[str, type], what: str, fix: str = RESTORE
+    ) -> dict[str, Any] | None:
         """A JSON metadata file of the output, validated (None when it does not exist).
 
         Garbage — not JSON, not an object, a key missing or of the wrong type — is one line naming
@@ -140,10 +142,14 @@ class OutputDataset:
         except (OSError, ValueError, RecursionError) as exc:
             raise OutputError(f"{path}: damaged {what} ({first_line(exc, with_type=True)}); {fix}") from None
         if not isinstance(data, dict):
-            raise OutputError(f"{path}: damaged {what} (a JSON {type(data).__name__}, expected an object); {fix}")
+            raise OutputError(
+                f"{path}: damaged {what} (a JSON {type(data).__name__}, expected an object); {fix}"
+            )
         for key, kind in required.items():
             if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool) and kind is not bool:
-                raise OutputError(f"{path}: damaged {what} ('{key}' missing or not {a_or_an(kind.__name__)}); {fix}")
+                raise OutputError(
+                    f"{path}: damaged {what} ('{key}' missing or not {a_or_an(kind.__name__)}); {fix}"
+                )
         return data
 
     def read_settings(self) -> dict[str, Any] | None:
@@ -152,14 +158,22 @@ class OutputDataset:
         settings = self.read_object(SETTINGS_FILE, {}, "settings")
         names = (settings or {}).get(S.LABEL_NAMES_SETTING)
         if names is not None and (
-            not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names)
+            not isinstance(names, list)
+            or not all(isinstance(n, str) for n in names)
+            or len(set(names)) != len(names)
         ):
             path = self.location.join(SETTINGS_FILE)
-            raise OutputError(f"{path}: damaged settings ('{S.LABEL_NAMES_SETTING}' is not a list of distinct names); {RESTORE}")
+            raise OutputError(
+                f"{path}: damaged settings ('{S.LABEL_NAMES_SETTING}' is not a list of distinct names); {RESTORE}"
+            )
         return settings
 
     def write_json(self, name: str, data: Any) -> None:
-        write_bytes_atomic(self.location, self.location.join(name), (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+        write_bytes_atomic(
+            self.location,
+            self.location.join(name),
+            (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(),
+        )
 
     # -- preparing a run
     def check_writable(self) -> None:
@@ -196,7 +210,9 @@ class OutputDataset:
         remove_tree(self.location, path)
 
     # -- damaged files
-    def find_damaged(self, paths: list[str], key_column: str, location: Location | None = None) -> list[Damaged]:
+    def find_damaged(
+        self, paths: list[str], key_column: str, location: Location | None = None
+    ) -> list[Damaged]:
         """The Parquet files among ``paths`` that :func:`~.formats.check_parquet` rejects."""
         from .formats import check_parquet
 
@@ -209,7 +225,9 @@ class OutputDataset:
         damaged = self.format.find_damaged()
         if damaged:
             more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
-            raise OutputError(f"{damaged[0].path}: damaged shard ({one_line(damaged[0].reason)}){more}; {then}")
+            raise OutputError(
+                f"{damaged[0].path}: damaged shard ({one_line(damaged[0].reason)}){more}; {then}"
+            )
 
     def quarantine(self, damaged: Damaged, run_id: str, location: Location | None = None) -> str:
         """Move a damaged file to ``quarantine/<run>/`` (never deleted): beside the output's own files, or
@@ -241,7 +259,9 @@ class OutputDataset:
         return list_files(self.location, self.location.join(FAILURES_DIR), suffix=".parquet")
 
     def write_failures(self, table: pa.Table, name: str) -> None:
-        write_parquet_atomic(self.location, self.location.join(FAILURES_DIR, name), table.cast(S.failure_schema()))
+        write_parquet_atomic(
+            self.location, self.location.join(FAILURES_DIR, name), table.cast(S.failure_schema())
+        )
 
     def committed_failures(self) -> dict[str, str]:
         """``{key: error}`` of failed images that are not (yet) in the dataset."""
@@ -286,14 +306,18 @@ class OutputDataset:
             self.write_json(PLAN_POINTER_FILE, {"run": run_id, "images": images})
             if is_file(self.location, self.location.join(DRY_RUN_POINTER_FILE)):
                 self.location.fs.delete_file(self.location.join(DRY_RUN_POINTER_FILE))
-        for info in self.location.fs.get_file_info(fs.FileSelector(self.location.join(PLAN_DIR), allow_not_found=True)):
+        for info in self.location.fs.get_file_info(
+            fs.FileSelector(self.location.join(PLAN_DIR), allow_not_found=True)
+        ):
             if info.type == fs.FileType.Directory and info.base_name not in keep:
                 remove_tree(self.location, info.path)
 
     def plan_pointer(self, name: str = PLAN_POINTER_FILE) -> dict[str, Any] | None:
         data = self.read_object(name, {"run": str, "images": int}, "plan pointer", RECREATE)
         if data is not None and not data["run"].isalnum():
-            raise OutputError(f"{self.location.join(name)}: damaged plan pointer (run {data['run']!r}); {RECREATE}")
+            raise OutputError(
+                f"{self.location.join(name)}: damaged plan pointer (run {data['run']!r}); {RECREATE}"
+            )
         return data
 
     def plan_files(self, name: str = PLAN_POINTER_FILE) -> list[str]:
@@ -328,12 +352,16 @@ def open_output(uri: str) -> OutputDataset:
 
 def store_location(output: OutputDataset) -> Location | None:
     """Where the output's embedding store is (``store.json``; a relative pointer is inside the output)."""
-    pointer = output.read_object(STORE_POINTER_FILE, {"uri": str}, "store pointer", "delete it and re-run generate")
+    pointer = output.read_object(
+        STORE_POINTER_FILE, {"uri": str}, "store pointer", "delete it and re-run generate"
+    )
     if pointer is None:
         return None
     uri = pointer["uri"]
     if "://" in uri or uri.startswith("/"):
         return locate(uri)
     if ".." in uri.split("/"):
-        raise OutputError(f"{output.location.join(STORE_POINTER_FILE)}: damaged store pointer (leaves the output); restore it")
+        raise OutputError(
+            f"{output.location.join(STORE_POINTER_FILE)}: damaged store pointer (leaves the output); restore it"
+        )
     return output.location.child(*uri.split("/"))

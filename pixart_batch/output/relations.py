@@ -52,7 +52,9 @@ class Place:
             scheme, rest = uri.split("://", 1)
             rest, _, query = rest.partition("?")
             path = posixpath.normpath("/" + rest).lstrip("/")
-            return cls(f"{scheme}?{query}", path, locate(f"{scheme}://{path}" + (f"?{query}" if query else "")))
+            return cls(
+                f"{scheme}?{query}", path, locate(f"{scheme}://{path}" + (f"?{query}" if query else ""))
+            )
         local = os.path.realpath(os.path.expanduser(uri.removeprefix("file://")))
         return cls("file", local, locate(local))
 
@@ -62,7 +64,9 @@ class Place:
 
     def inside(self, other: Place) -> bool:
         """``self`` is ``other`` or lies below it."""
-        return self.scope == other.scope and (self.path == other.path or self.path.startswith(other.path.rstrip("/") + "/"))
+        return self.scope == other.scope and (
+            self.path == other.path or self.path.startswith(other.path.rstrip("/") + "/")
+        )
 
     def first_part_below(self, other: Place) -> str | None:
         """The first path component of ``self`` below ``other`` (None when not below it)."""
@@ -78,7 +82,11 @@ class Place:
             if not parent or parent == path:
                 return
             path = parent
-            yield Place(self.scope, path, Location(self.location.fs, path, path if self.scope == "file" else self._uri(path)))
+            yield Place(
+                self.scope,
+                path,
+                Location(self.location.fs, path, path if self.scope == "file" else self._uri(path)),
+            )
 
     def _uri(self, path: str) -> str:
         return f"{self.scope.split('?')[0]}://{path}"
@@ -94,7 +102,9 @@ def check_relations(output: str, store: str, prompts: str | None, checkpoints: I
     out, into = Place.of(output), Place.of(store)
     own_store = into == out.child(STORE_DIR)  # the default: OUTPUT/embeddings
     if not own_store and out.inside(into):
-        raise OutputError(f"{out.uri}: the output lies inside the embedding store {into.uri}; choose an output outside it")
+        raise OutputError(
+            f"{out.uri}: the output lies inside the embedding store {into.uri}; choose an output outside it"
+        )
     not_inside_others(out, "the output", RESERVED_DIRS)
     if not own_store:
         part = into.first_part_below(out)
@@ -122,7 +132,9 @@ def check_relations(output: str, store: str, prompts: str | None, checkpoints: I
         place = Place.of(path)
         for target, rule in written:
             if place.inside(target):
-                raise OutputError(f"{place.uri}: {what} lies inside {target.uri}, which {rule}; move it or choose another output")
+                raise OutputError(
+                    f"{place.uri}: {what} lies inside {target.uri}, which {rule}; move it or choose another output"
+                )
         if what == "the checkpoint" and out.inside(place) and place.inside(out):
             raise OutputError(f"{out.uri}: the output is the checkpoint's folder; choose another output")
 
@@ -147,7 +159,9 @@ def _not_a_file(place: Place, what: str) -> None:
         except OSError:
             return  # unreadable (a bucket's root): the run's own checks say so
         if kind == fs.FileType.File:
-            raise OutputError(f"{place.uri}: {what} folder would be inside the file {ancestor.uri}; choose a folder")
+            raise OutputError(
+                f"{place.uri}: {what} folder would be inside the file {ancestor.uri}; choose a folder"
+            )
         if kind == fs.FileType.Directory:
             return
 
@@ -159,7 +173,9 @@ def not_inside_others(place: Place, what: str, reserved: tuple[str, ...] = RESER
         location = ancestor.location
         try:
             if _is_store(location):
-                raise OutputError(f"{place.uri}: {what} lies inside the embedding store {ancestor.uri}; choose another place")
+                raise OutputError(
+                    f"{place.uri}: {what} lies inside the embedding store {ancestor.uri}; choose another place"
+                )
             if not is_output(location):
                 continue
         except OSError:

@@ -112,7 +112,9 @@ class OutputSession:
             if line:
                 self.log(line)
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         emptied = False
         try:
             if kind is not None:
@@ -191,7 +193,9 @@ class OutputSession:
         """Say that data (a shard) was committed: from now on a failure keeps the settings it was made with."""
         self.data_committed = True
 
-    def write_card(self, settings: dict[str, Any], counts: dict[str, Any], features: list[dict[str, Any]] | None = None) -> None:
+    def write_card(
+        self, settings: dict[str, Any], counts: dict[str, Any], features: list[dict[str, Any]] | None = None
+    ) -> None:
         from .card import write_card
 
         self._write(CARD_FILE, lambda: write_card(self.output, settings, counts, features=features))

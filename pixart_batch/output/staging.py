@@ -16,7 +16,11 @@ PROMPT_CHUNK_ROWS = 50_000
 
 
 def stage_prompts(
-    output: OutputDataset, run_id: str, scan: PromptScan, default_negative: str, label_names: list[str] | None = None
+    output: OutputDataset,
+    run_id: str,
+    scan: PromptScan,
+    default_negative: str,
+    label_names: list[str] | None = None,
 ) -> list[str]:
     """Write the chunks of the scanned prompt file (with class ids by ``label_names`` for a labelled
     run); returns their paths. On failure the run's work folder is removed (nothing half-staged stays)."""
@@ -29,7 +33,9 @@ def stage_prompts(
 
     def flush() -> None:
         path = output.work_path(run_id, "prompts", f"part-{len(paths):05d}.parquet")
-        write_parquet_atomic(output.location, path, prompt_chunk(chunk, default_negative, label_ids), compression="zstd")
+        write_parquet_atomic(
+            output.location, path, prompt_chunk(chunk, default_negative, label_ids), compression="zstd"
+        )
         paths.append(path)
         chunk.clear()
 

@@ -108,7 +108,11 @@ class ImageWriter:
         output_format: str = DEFAULT_FORMAT,
     ) -> None:
         self.output_uri, self.run_id, self.constants, self.settings = output_uri, run_id, constants, settings
-        self.rows_per_shard, self.row_group_size, self.output_format = rows_per_shard, row_group_size, output_format
+        self.rows_per_shard, self.row_group_size, self.output_format = (
+            rows_per_shard,
+            row_group_size,
+            output_format,
+        )
 
     def write(self, batches: Iterable[Batch], task: int) -> ImageWriteResult:
         """Stream the healthy rows into shards of ``rows_per_shard`` rows, row group by row group.
@@ -121,7 +125,9 @@ class ImageWriter:
 
         output = OutputDataset(self.output_uri, self.output_format)
         result = ImageWriteResult()
-        failures: dict[str, list[Any]] = {name: [] for name in (S.KEY, S.PROMPT_ID, S.IMAGE_INDEX, S.ERROR, S.TRACEBACK)}
+        failures: dict[str, list[Any]] = {
+            name: [] for name in (S.KEY, S.PROMPT_ID, S.IMAGE_INDEX, S.ERROR, S.TRACEBACK)
+        }
         shard = _Shard(output, self, task)
         try:
             for batch in batches:
@@ -146,7 +152,8 @@ class ImageWriter:
                     shard.add(to_table(piece, self.constants, self.settings))
                     result.truncated += int(piece[S.TRUNCATED].sum())
                     result.buckets.update(
-                        S.bucket_name(w, h) for h, w in zip(piece[S.BUCKET_HEIGHT], piece[S.BUCKET_WIDTH], strict=True)
+                        S.bucket_name(w, h)
+                        for h, w in zip(piece[S.BUCKET_HEIGHT], piece[S.BUCKET_WIDTH], strict=True)
                     )
                     if S.LABEL in piece:
                         result.labels.update(int(number) for number in piece[S.LABEL].tolist())
@@ -181,7 +188,9 @@ class _Shard:
     def add(self, table: pa.Table) -> None:
         if self.writer is None:
             self.name = self.output.format.shard_name(self.sink.run_id, self.task, self.number)
-            self.writer = self.output.format.open_shard(self.name, self.sink.settings, self.sink.row_group_size)
+            self.writer = self.output.format.open_shard(
+                self.name, self.sink.settings, self.sink.row_group_size
+            )
         self.writer.write(table)
         self.rows += table.num_rows
 
@@ -217,7 +226,8 @@ class PlanWriter:
         table = pa.table({name: batch[name] for name in S.plan_schema(labelled).names})
         OutputDataset(self.output_uri).write_plan_part(self.run_id, table, f"part-{task:05d}.parquet")
         buckets = Counter(
-            S.bucket_name(w, h) for h, w in zip(batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist(), strict=True)
+            S.bucket_name(w, h)
+            for h, w in zip(batch[S.BUCKET_HEIGHT].tolist(), batch[S.BUCKET_WIDTH].tolist(), strict=True)
         )
         labels = Counter(int(number) for number in batch[S.LABEL].tolist()) if labelled else Counter()
         return PlanWriteResult(rows=len(batch[S.KEY]), buckets=buckets, labels=labels)

@@ -194,7 +194,10 @@ def read_class_file(path: str | os.PathLike[str], name: str, tally: Tally) -> Cl
     templates = _strings(templates, "templates", at("templates"))
     for template in templates:
         if not _one_placeholder(template):
-            fail(at("templates"), f"template {quote(template)} must hold exactly one {{}} (where the class text goes)")
+            fail(
+                at("templates"),
+                f"template {quote(template)} must hold exactly one {{}} (where the class text goes)",
+            )
     negative = spec.get("negative_prompt")
     if negative is not None and not isinstance(negative, str):
         fail(at("negative_prompt"), f"'negative_prompt' must be a string, not {type(negative).__name__}")
@@ -207,9 +210,14 @@ def read_class_file(path: str | os.PathLike[str], name: str, tally: Tally) -> Cl
     ratios = tuple((r.strip(), parse_ratio(r, "'aspect_ratios'", at("aspect_ratios"))) for r in ratio_texts)
     per_class = spec.get("images_per_class")
     if per_class is not None and (
-        isinstance(per_class, bool) or not isinstance(per_class, int) or not 1 <= per_class <= MAX_IMAGES_PER_CLASS
+        isinstance(per_class, bool)
+        or not isinstance(per_class, int)
+        or not 1 <= per_class <= MAX_IMAGES_PER_CLASS
     ):
-        fail(at("images_per_class"), f"'images_per_class' must be an integer in 1..{MAX_IMAGES_PER_CLASS} (got {per_class!r})")
+        fail(
+            at("images_per_class"),
+            f"'images_per_class' must be an integer in 1..{MAX_IMAGES_PER_CLASS} (got {per_class!r})",
+        )
     entries = _classes(classes, at)
     return ClassFile(name, entries, tuple(templates), negative, ratios, per_class)
 
@@ -221,7 +229,10 @@ def _classes(classes: dict[Any, Any], at: Callable[..., str]) -> tuple[ClassEntr
     for class_name, synonyms in classes.items():
         where = at("classes", str(class_name))
         if not isinstance(class_name, str):
-            fail(where, f"class names must be strings, not {type(class_name).__name__} ({class_name!r}); quote it")
+            fail(
+                where,
+                f"class names must be strings, not {type(class_name).__name__} ({class_name!r}); quote it",
+            )
         label = label_of(class_name, where)
         assert label is not None
         if label in first:
@@ -258,7 +269,9 @@ def iter_classes(path: str | os.PathLike[str], name: str, ids: IdMaker, tally: T
             index, template, text = combos[number % len(combos)]
             repeat = str(number // len(combos))
             base = _digest(entry.written, text, template, repeat)
-            ratio_text, ratio = ratios[int.from_bytes(base[:8], "big") % len(ratios)] if ratios else ("", None)
+            ratio_text, ratio = (
+                ratios[int.from_bytes(base[:8], "big") % len(ratios)] if ratios else ("", None)
+            )
             digest = _digest(entry.written, text, template, repeat, ratio_text) if ratios else base
             prompt = template.format(text).strip()
             prompt_id = f"c{digest[:8].hex()}"

@@ -60,7 +60,9 @@ def explicit_id(value: Any, source: str, column: str = "id") -> str:
     return value
 
 
-def duplicate_id(name: str, record: PromptRecord, explicit: bool, earlier: PromptRecord, earlier_explicit: bool) -> NoReturn:
+def duplicate_id(
+    name: str, record: PromptRecord, explicit: bool, earlier: PromptRecord, earlier_explicit: bool
+) -> NoReturn:
     """Raise the error for ``record`` reusing the id of the ``earlier`` one."""
 
     def where(r: PromptRecord) -> str:

@@ -85,7 +85,9 @@ def scan_prompts(path: Prompts) -> PromptScan:
     values, counts = np.unique(digests, return_counts=True)
     repeated = frozenset(int(v) for v in values[counts > 1])
     clash = bool(lookalikes) and _derived_clash(lookalikes, values, counts)
-    explicit_counts = np.unique(np.frombuffer(explicit, dtype=np.uint64), return_counts=True)[1] if len(explicit) else None
+    explicit_counts = (
+        np.unique(np.frombuffer(explicit, dtype=np.uint64), return_counts=True)[1] if len(explicit) else None
+    )
     if clash or (explicit_counts is not None and (explicit_counts > 1).any()):
         _raise_duplicate(source, repeated, tally.fingerprint())
     names = tuple(sorted(labels.names))
@@ -125,7 +127,10 @@ class _Labels:
                 self.first_labelled = record.source
             if record.label not in self.names:
                 if len(self.names) >= MAX_LABELS:
-                    fail(record.source, f"more than {MAX_LABELS:,} distinct labels; an output has at most that many classes")
+                    fail(
+                        record.source,
+                        f"more than {MAX_LABELS:,} distinct labels; an output has at most that many classes",
+                    )
                 self.names.add(record.label)
         if self.first_labelled is not None and self.first_unlabelled is not None:
             fail(

@@ -167,7 +167,9 @@ class CheckedRaw(io.RawIOBase):
         super().close()
 
 
-def open_binary(path: str | os.PathLike[str], tally: Tally, seekable: bool = False) -> io.BufferedReader | CheckedRaw:
+def open_binary(
+    path: str | os.PathLike[str], tally: Tally, seekable: bool = False
+) -> io.BufferedReader | CheckedRaw:
     """Open a prompt file for binary reading, through :mod:`pixart_batch.storage` (the one place that
     touches storage).
 

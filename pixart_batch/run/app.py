@@ -301,7 +301,9 @@ def finish_unchanged(plan: RunPlan, log: Callable[[str], None] = say) -> dict[st
     return final
 
 
-def _phases(plan: RunPlan, session: OutputSession, executor: Executor, log: Callable[[str], None]) -> dict[str, Any]:
+def _phases(
+    plan: RunPlan, session: OutputSession, executor: Executor, log: Callable[[str], None]
+) -> dict[str, Any]:
     config, output = plan.config, session.output
     report = RunReport(
         prompts=plan.scan.count,
@@ -342,7 +344,9 @@ def _phases(plan: RunPlan, session: OutputSession, executor: Executor, log: Call
             f"embedding store {store.uri}: {todo.count} captions to encode, {todo.reused} reused "
             f"({CAPTIONS_NOTE.format(prompts=plan.scan.count)})"
         )
-        executor.encode(todo, StoreWriter(plan.store_root, plan.identity, rows_per_part=config.output.store_rows_per_part))
+        executor.encode(
+            todo, StoreWriter(plan.store_root, plan.identity, rows_per_part=config.output.store_rows_per_part)
+        )
         report.stage_seconds["encode"] = time.perf_counter() - start
 
     # -- plan and generate
@@ -354,7 +358,9 @@ def _phases(plan: RunPlan, session: OutputSession, executor: Executor, log: Call
         report.images_planned, report.images_skipped = planned.planned, planned.planned - planned.todo
         report.buckets = dict(sorted(planned.buckets.items()))
         if plan.label_names is not None:
-            report.labels = {plan.label_names[number]: count for number, count in sorted(planned.labels.items())}
+            report.labels = {
+                plan.label_names[number]: count for number, count in sorted(planned.labels.items())
+            }
         report.stage_seconds["plan"] = time.perf_counter() - start
         log(
             f"{'dry run: ' if plan.dry_run else ''}planned {planned.planned} images in {len(planned.buckets)} buckets; "
@@ -366,7 +372,9 @@ def _phases(plan: RunPlan, session: OutputSession, executor: Executor, log: Call
                 session.committed()  # shards may be committed from here on: the settings stay
                 made = executor.generate(planned, store, image_writer(plan, output), _limits(config))
                 report.add_generated(made, time.perf_counter() - start)
-            session.write_card(plan.settings(), {"images_total": report.images_planned, "prompts": report.prompts})
+            session.write_card(
+                plan.settings(), {"images_total": report.images_planned, "prompts": report.prompts}
+            )
 
     # -- the report
     final = report.close(time.time() - plan.started)
@@ -414,8 +422,12 @@ def set_aside_damaged(
         target = output.quarantine_shard(shard, run_id)
         report.quarantined.append({"file": shard.path, "reason": shard.reason, "moved_to": target})
         log(f"damaged file set aside: {shard.path} ({shard.reason}) -> {target}")
-    inside = store.location.is_local == output.location.is_local and store.uri.startswith(output.uri.rstrip("/") + "/")
-    store_base = output.location if inside else store.location  # OUTPUT/quarantine/ for the output's own store
+    inside = store.location.is_local == output.location.is_local and store.uri.startswith(
+        output.uri.rstrip("/") + "/"
+    )
+    store_base = (
+        output.location if inside else store.location
+    )  # OUTPUT/quarantine/ for the output's own store
     for item, location in [(d, output.location) for d in failures] + [(d, store_base) for d in parts]:
         target = output.quarantine(item, run_id, location)
         report.quarantined.append({"file": item.path, "reason": item.reason, "moved_to": target})
@@ -430,7 +442,10 @@ def report_left_alone(
     log: Callable[[str], None],
 ) -> None:
     """Another output or store nested where this one keeps its files: never read, moved or counted as ours."""
-    for location, path in ((output.location, output.data_path()), (store.location, store.location.join("parts"))):
+    for location, path in (
+        (output.location, output.data_path()),
+        (store.location, store.location.join("parts")),
+    ):
         for root in nested_roots(location, path):
             report.left_alone.append(root)
             log(f"left alone: {root} holds another pixart-batch output or store; move it out of {path}")

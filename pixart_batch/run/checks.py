@@ -164,12 +164,18 @@ def left_to_do(
     return Left(None, len(keys), len(captions), _empty_captions(plan), _buckets(plan), _labels(plan))
 
 
-def damaged_files(output: OutputDataset, store: EmbeddingStore) -> tuple[list[Damaged], list[Damaged], list[Damaged]]:
+def damaged_files(
+    output: OutputDataset, store: EmbeddingStore
+) -> tuple[list[Damaged], list[Damaged], list[Damaged]]:
     """What a run sets aside: the output's damaged shards, failure tables and the store's damaged parts."""
     from .. import schema as S
 
     failures = output.find_damaged(output.failure_files(), S.KEY)
-    return output.format.find_damaged(), failures, output.find_damaged(store.part_files(), S.CAPTION_KEY, store.location)
+    return (
+        output.format.find_damaged(),
+        failures,
+        output.find_damaged(store.part_files(), S.CAPTION_KEY, store.location),
+    )
 
 
 def planned_keys(scan: PromptScan, images_per_prompt: int) -> pa.Array:

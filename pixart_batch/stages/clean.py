@@ -13,7 +13,11 @@ from ..spec import CleanSpec
 
 def require_cleaning_dependencies() -> None:
     """diffusers silently turns cleaning off without ftfy/bs4; a batch run must refuse instead."""
-    missing = [name for name, module in (("ftfy", "ftfy"), ("beautifulsoup4", "bs4")) if importlib.util.find_spec(module) is None]
+    missing = [
+        name
+        for name, module in (("ftfy", "ftfy"), ("beautifulsoup4", "bs4"))
+        if importlib.util.find_spec(module) is None
+    ]
     if missing:
         raise UserError(
             f"caption cleaning needs {' and '.join(missing)} (pip install {' '.join(missing)}); "

@@ -57,7 +57,11 @@ def run_groups(
     stall(stage)
     size = len(batch[S.KEY])
     errors = batch[S.ERROR].astype(object).copy()
-    tracebacks = batch[S.TRACEBACK].astype(object).copy() if S.TRACEBACK in batch else np.array([""] * size, dtype=object)
+    tracebacks = (
+        batch[S.TRACEBACK].astype(object).copy()
+        if S.TRACEBACK in batch
+        else np.array([""] * size, dtype=object)
+    )
     outputs: list[object] = [b""] * size
     keys = batch[S.KEY].tolist()
     healthy = [i for i in range(size) if not errors[i]]
@@ -72,7 +76,9 @@ def run_groups(
                 tracebacks[indices[0]] = traceback.format_exc()[-8000:]
                 return
             if first:  # the original exception, once per group (not once per split)
-                log.warning("%s: a group of %d images failed; retrying in halves", stage, len(indices), exc_info=True)
+                log.warning(
+                    "%s: a group of %d images failed; retrying in halves", stage, len(indices), exc_info=True
+                )
             half = len(indices) // 2
             attempt(group, indices[:half], False)
             attempt(group, indices[half:], False)
@@ -82,7 +88,9 @@ def run_groups(
 
     for group, positions in group_rows([group_of(i) for i in healthy]).items():
         attempt(group, [healthy[p] for p in positions])
-    column = np.empty(size, dtype=object)  # element by element: numpy would turn a list of equal-length bytes into a 2-D array
+    column = np.empty(
+        size, dtype=object
+    )  # element by element: numpy would turn a list of equal-length bytes into a 2-D array
     for index, value in enumerate(outputs):
         column[index] = value
     batch[output_column] = column

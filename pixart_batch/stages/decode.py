@@ -87,7 +87,9 @@ class Decoder:
             images = resize_back(images, height, width)
             array = self.processor.postprocess(images, output_type="np")
         if array.shape[1:3] != (height, width):  # never silently: the row becomes a failure naming it
-            raise RuntimeError(f"decoded image is {array.shape[1]}x{array.shape[2]}, expected {height}x{width}")
+            raise RuntimeError(
+                f"decoded image is {array.shape[1]}x{array.shape[2]}, expected {height}x{width}"
+            )
         return (array * 255).round().astype(np.uint8)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -97,7 +99,11 @@ class Decoder:
 
         def process(sizes: tuple[int, ...], indices: list[int]) -> list[bytes]:
             bucket_h, bucket_w, height, width = sizes
-            shape = (spec.latent_channels, bucket_h // spec.vae_scale_factor, bucket_w // spec.vae_scale_factor)
+            shape = (
+                spec.latent_channels,
+                bucket_h // spec.vae_scale_factor,
+                bucket_w // spec.vae_scale_factor,
+            )
             latents = torch.stack([bytes_to_tensor(batch[S.LATENTS][i], "float32", shape) for i in indices])
             images = self.decode(latents, height, width)
             return [images[position].tobytes() for position in range(len(indices))]

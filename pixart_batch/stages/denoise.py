@@ -62,13 +62,17 @@ class Denoiser:
         self.scheduler_name = type(self.pipeline.scheduler).__name__
         self.dtype = torch_dtype(spec.dtype)
 
-    def _padded(self, blobs: list[bytes], counts: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _padded(
+        self, blobs: list[bytes], counts: list[int], length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
 
         embeds = torch.zeros(len(blobs), length, self.spec.text_dim, dtype=self.dtype)
         mask = torch.zeros(len(blobs), length, dtype=torch.long)
         for row, (blob, count) in enumerate(zip(blobs, counts, strict=True)):
-            embeds[row, :count] = bytes_to_tensor(blob, self.spec.embedding_dtype, (count, self.spec.text_dim)).to(self.dtype)
+            embeds[row, :count] = bytes_to_tensor(
+                blob, self.spec.embedding_dtype, (count, self.spec.text_dim)
+            ).to(self.dtype)
             mask[row, :count] = 1
         return embeds.to(self.spec.device), mask.to(self.spec.device)
 

@@ -45,7 +45,9 @@ def load_text_encoder(spec: EncodeSpec):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype(spec.dtype)
         )
     if spec.device != "cuda":
-        raise UserError(f"stages.encode.quantization {spec.quantization}: bitsandbytes needs a GPU (set stages.encode.num_gpus)")
+        raise UserError(
+            f"stages.encode.quantization {spec.quantization}: bitsandbytes needs a GPU (set stages.encode.num_gpus)"
+        )
     cls = component_type(spec.model, "text_encoder")
     return cls.from_pretrained(
         spec.model.component("text_encoder").source,
@@ -71,7 +73,9 @@ def sub_batches(counts: list[int], call_cost: int = CALL_COST_TOKENS) -> list[li
     best = [0] + [0] * len(order)  # best[j]: least cost of the first j sorted rows
     cut = [0] * (len(order) + 1)
     for end in range(1, len(order) + 1):
-        best[end], cut[end] = min((best[start] + (end - start) * lengths[end - 1] + call_cost, start) for start in range(end))
+        best[end], cut[end] = min(
+            (best[start] + (end - start) * lengths[end - 1] + call_cost, start) for start in range(end)
+        )
     groups = []
     end = len(order)
     while end > 0:
@@ -134,10 +138,13 @@ class TextEncoder:
         counts = [len(row) for row in ids]
         hidden: torch.Tensor | None = None
         for group in sub_batches(counts):
-            padded = self.tokenizer.pad({"input_ids": [ids[i] for i in group]}, padding="longest", return_tensors="pt")
+            padded = self.tokenizer.pad(
+                {"input_ids": [ids[i] for i in group]}, padding="longest", return_tensors="pt"
+            )
             with torch.inference_mode():
                 out = self.text_encoder(
-                    padded["input_ids"].to(self.device), attention_mask=padded["attention_mask"].to(self.device)
+                    padded["input_ids"].to(self.device),
+                    attention_mask=padded["attention_mask"].to(self.device),
                 )[0]
             if hidden is None:
                 hidden = out.new_zeros(len(captions), max(counts), out.shape[-1])
@@ -153,6 +160,10 @@ class TextEncoder:
         hidden, counts, truncated = self.encode(captions)
         batch[S.NUM_TOKENS] = np.array(counts, dtype=np.int32)
         batch[S.TRUNCATED] = np.array(truncated, dtype=bool)
-        batch[S.EMBEDDING] = np.array([tensor_to_bytes(hidden[i, :n]) for i, n in enumerate(counts)], dtype=object)
-        batch[S.BUSY_COLUMNS["encode"]] = np.full(len(captions), (time.perf_counter() - start) / max(len(captions), 1))
+        batch[S.EMBEDDING] = np.array(
+            [tensor_to_bytes(hidden[i, :n]) for i, n in enumerate(counts)], dtype=object
+        )
+        batch[S.BUSY_COLUMNS["encode"]] = np.full(
+            len(captions), (time.perf_counter() - start) / max(len(captions), 1)
+        )
         return batch

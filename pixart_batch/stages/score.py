@@ -103,7 +103,10 @@ class Scorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         def process(_: None, indices: list[int]) -> list[tuple[float, float]]:
-            images = [self.stored_image(batch[S.PIXELS][i], int(batch[S.HEIGHT][i]), int(batch[S.WIDTH][i])) for i in indices]
+            images = [
+                self.stored_image(batch[S.PIXELS][i], int(batch[S.HEIGHT][i]), int(batch[S.WIDTH][i]))
+                for i in indices
+            ]
             return self.score(images, [str(batch[S.CAPTION][i]) for i in indices])
 
         batch = run_groups(batch, "score", lambda i: None, process, "_scores")

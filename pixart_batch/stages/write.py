@@ -41,5 +41,7 @@ class ImageEncoder:
 
         batch = run_groups(batch, "write", lambda i: None, process, S.IMAGE_BYTES)
         del batch[S.PIXELS]
-        batch[S.SHA256] = np.array([hashlib.sha256(b).hexdigest() if b else "" for b in batch[S.IMAGE_BYTES]], dtype=object)
+        batch[S.SHA256] = np.array(
+            [hashlib.sha256(b).hexdigest() if b else "" for b in batch[S.IMAGE_BYTES]], dtype=object
+        )
         return batch

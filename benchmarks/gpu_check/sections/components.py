@@ -34,7 +34,9 @@ def t5_section(ctx: Context) -> None:
         mask = torch.ones_like(ids)
         with torch.inference_mode():
             seconds = median_time(
-                lambda model=model, ids=ids, mask=mask: model(input_ids=ids, attention_mask=mask).last_hidden_state
+                lambda model=model, ids=ids, mask=mask: (
+                    model(input_ids=ids, attention_mask=mask).last_hidden_state
+                )
             )
         result[f"prompts_per_s_{length}"] = round(spec.t5_batch / seconds, 1)
     result["peak_memory_GB"] = peak_gb()
@@ -52,7 +54,11 @@ def dit_step_section(ctx: Context) -> None:
     free_memory()
     reset_peak()
     result = ctx.results.setdefault("dit_step", {})
-    result.update(dtype=DTYPE_NAMES[ctx.dit_step_dtype], size=f"{sample_size * 8}x{sample_size * 8}", tokens=spec.max_tokens)
+    result.update(
+        dtype=DTYPE_NAMES[ctx.dit_step_dtype],
+        size=f"{sample_size * 8}x{sample_size * 8}",
+        tokens=spec.max_tokens,
+    )
     d_model, dtype, device = spec.transformer["caption_channels"], ctx.dit_step_dtype, ctx.device
     for batch in spec.component_batches:
         n = 2 * batch
@@ -66,13 +72,15 @@ def dit_step_section(ctx: Context) -> None:
         }
         with torch.inference_mode():
             seconds = median_time(
-                lambda model=model, latents=latents, encoder=encoder, mask=mask, timestep=timestep, added=added: model(
-                    latents,
-                    encoder_hidden_states=encoder,
-                    encoder_attention_mask=mask,
-                    timestep=timestep,
-                    added_cond_kwargs=added,
-                    return_dict=False,
+                lambda model=model, latents=latents, encoder=encoder, mask=mask, timestep=timestep, added=added: (
+                    model(
+                        latents,
+                        encoder_hidden_states=encoder,
+                        encoder_attention_mask=mask,
+                        timestep=timestep,
+                        added_cond_kwargs=added,
+                        return_dict=False,
+                    )
                 ),
                 warmup=2,
                 reps=5,
@@ -97,7 +105,9 @@ def vae_section(ctx: Context) -> None:
         latents = torch.randn(batch, 4, sample_size, sample_size, device=ctx.device, dtype=ctx.vae_dtype)
         with torch.inference_mode():
             seconds = median_time(
-                lambda model=model, latents=latents: model.decode(latents / model.config.scaling_factor, return_dict=False)[0]
+                lambda model=model, latents=latents: model.decode(
+                    latents / model.config.scaling_factor, return_dict=False
+                )[0]
             )
         result[f"s_per_image_b{batch}"] = round(seconds / batch, 4)
     result["peak_memory_GB"] = peak_gb()
@@ -117,10 +127,16 @@ def sigma_section(ctx: Context) -> None:
     result = ctx.results.setdefault("sigma", {})
     vae, vae_s = timed(lambda: build_vae(ctx, ctx.dit_dtype, seed=21, config=sigma_vae_config(spec.vae)))
     transformer, transformer_s = timed(
-        lambda: build_transformer(ctx, sample_size, ctx.dit_dtype, seed=20, config=sigma_transformer_config(spec.transformer))
+        lambda: build_transformer(
+            ctx, sample_size, ctx.dit_dtype, seed=20, config=sigma_transformer_config(spec.transformer)
+        )
     )
     pipe = PixArtSigmaPipeline(
-        tokenizer=None, text_encoder=None, vae=vae, transformer=transformer, scheduler=DPMSolverMultistepScheduler(**SCHEDULER)
+        tokenizer=None,
+        text_encoder=None,
+        vae=vae,
+        transformer=transformer,
+        scheduler=DPMSolverMultistepScheduler(**SCHEDULER),
     )
     target = ctx.workdir / f"pixart-sigma-xl2-{label}"
     shutil.rmtree(target, ignore_errors=True)
@@ -155,7 +171,10 @@ def sigma_section(ctx: Context) -> None:
     result["parity"] = parity
     result["pass"] = all(parity[key]["pass"] for key in parity_rows(spec.sigma_max_tokens))
     print(f"  {label}: {json.dumps({k: v for k, v in parity.items() if k != 'rows'})}", flush=True)
-    if parity["stages_pipeline"] != "PixArtSigmaPipeline" or parity["diffusers_pipeline"] != "PixArtSigmaPipeline":
+    if (
+        parity["stages_pipeline"] != "PixArtSigmaPipeline"
+        or parity["diffusers_pipeline"] != "PixArtSigmaPipeline"
+    ):
         raise RuntimeError(
             f"expected PixArtSigmaPipeline on both sides, got diffusers {parity['diffusers_pipeline']}, "
             f"stages {parity['stages_pipeline']}"

@@ -49,7 +49,10 @@ def env_section(ctx: Context) -> None:
         diffusers=diffusers.__version__,
         transformers=transformers.__version__,
         torchao=_installed_version("torchao"),
-        dtypes={name: DTYPE_NAMES[getattr(ctx, f"{name}_dtype")] for name in ("dit", "embedding", "t5", "dit_step", "vae")},
+        dtypes={
+            name: DTYPE_NAMES[getattr(ctx, f"{name}_dtype")]
+            for name in ("dit", "embedding", "t5", "dit_step", "vae")
+        },
         workdir=str(ctx.workdir),
     )
     for key, value in meta.items():
@@ -60,9 +63,13 @@ def build_section(ctx: Context) -> None:
     """The 1024 and 512 checkpoints: transformer + VAE + scheduler (no text encoder, no tokenizer)."""
     from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
 
-    dropped = sorted(set(ctx.spec.transformer) - set(accepted(PixArtTransformer2DModel, ctx.spec.transformer)))
+    dropped = sorted(
+        set(ctx.spec.transformer) - set(accepted(PixArtTransformer2DModel, ctx.spec.transformer))
+    )
     if dropped:
-        print(f"  transformer config keys this diffusers does not take (ignored, as from_pretrained does): {dropped}")
+        print(
+            f"  transformer config keys this diffusers does not take (ignored, as from_pretrained does): {dropped}"
+        )
     info = ctx.results.setdefault("build", {})
     vae, seconds = timed(lambda: build_vae(ctx, ctx.dit_dtype, seed=1))
     info["vae_build_s"] = round(seconds, 2)
@@ -82,7 +89,9 @@ def build_section(ctx: Context) -> None:
         )
         target = ctx.checkpoint(label)
         shutil.rmtree(target, ignore_errors=True)
-        _, seconds = timed(lambda pipe=pipe, target=target: pipe.save_pretrained(target, safe_serialization=True))
+        _, seconds = timed(
+            lambda pipe=pipe, target=target: pipe.save_pretrained(target, safe_serialization=True)
+        )
         size_mb = sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) / 1e6
         info[f"checkpoint_{label}_save_s"] = round(seconds, 2)
         info[f"checkpoint_{label}_MB"] = round(size_mb, 1)
@@ -102,7 +111,11 @@ def parity_for(ctx: Context, label: str) -> dict:
     _, buckets = spec.sizes[label]
     offset = 100 * list(spec.sizes).index(label)
     rows = make_rows(
-        ctx, buckets, list(spec.prompt_lengths), seeds=[offset + 11, offset + 22, offset + 33, offset + 44], seed=offset + 7
+        ctx,
+        buckets,
+        list(spec.prompt_lengths),
+        seeds=[offset + 11, offset + 22, offset + 33, offset + 44],
+        seed=offset + 7,
     )
     return parity_check(ctx, ctx.checkpoint(label), rows, spec.max_tokens, "PixArtAlphaPipeline", label)
 
@@ -155,7 +168,10 @@ def parity_check(
 
     stacked = np.stack([image.astype(np.float32) for image in batch4[:2]])  # the two square rows
     result = {
-        "rows": [{"height": r.height, "width": r.width, "num_tokens": r.embedding.shape[0], "seed": r.seed} for r in rows],
+        "rows": [
+            {"height": r.height, "width": r.width, "num_tokens": r.embedding.shape[0], "seed": r.seed}
+            for r in rows
+        ],
         "diffusers_pipeline": diffusers_class,
         "stages_pipeline": stages_class,
         "stages_b4_vs_diffusers_same_inputs": compare(batch4, same_inputs),
@@ -164,7 +180,9 @@ def parity_check(
         "stages_b1_vs_b4": compare(batch1, batch4),
         # non-degenerate images: pixels vary, different seeds give different images
         "pixel_std": round(float(stacked.std()), 2),
-        "saturated_fraction": round(float(np.mean([(image == 0).mean() + (image == 255).mean() for image in batch4])), 4),
+        "saturated_fraction": round(
+            float(np.mean([(image == 0).mean() + (image == 255).mean() for image in batch4])), 4
+        ),
         "mean_abs_between_seeds": round(float(np.abs(stacked[0] - stacked[1]).mean()), 2),
     }
     result["non_degenerate"] = result["pixel_std"] > 5 and result["mean_abs_between_seeds"] > 5
@@ -231,7 +249,9 @@ def throughput_section(ctx: Context) -> None:
     run_diffusers(ctx, pipe, warmup, pad_to=spec.max_tokens, output_type="pil")
     reset_peak()
     _, seconds = timed(
-        lambda pipe=pipe: [run_diffusers(ctx, pipe, batch, pad_to=spec.max_tokens, output_type="pil") for batch in batches]
+        lambda pipe=pipe: [
+            run_diffusers(ctx, pipe, batch, pad_to=spec.max_tokens, output_type="pil") for batch in batches
+        ]
     )
     record("a_diffusers_loop", seconds)
     del pipe
@@ -257,5 +277,6 @@ def throughput_section(ctx: Context) -> None:
     ratio = result["b_pixart_batch_stages"]["images_per_s"] / result["a_diffusers_loop"]["images_per_s"]
     result["ratio_b_over_a_images_per_s"] = round(ratio, 3)
     ctx.results.setdefault("memory_GB", {}).update(
-        pipe_baseline=result["a_diffusers_loop"]["peak_memory_GB"], stages=result["b_pixart_batch_stages"]["peak_memory_GB"]
+        pipe_baseline=result["a_diffusers_loop"]["peak_memory_GB"],
+        stages=result["b_pixart_batch_stages"]["peak_memory_GB"],
     )

@@ -35,7 +35,12 @@ class GpuSampler:
         return self
 
     def _run(self) -> None:
-        query = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits", "--id=0"]
+        query = [
+            "nvidia-smi",
+            "--query-gpu=utilization.gpu,memory.used",
+            "--format=csv,noheader,nounits",
+            "--id=0",
+        ]
         while not self._stop.is_set():
             try:
                 text = subprocess.run(query, capture_output=True, text=True, timeout=5).stdout.strip()
@@ -75,7 +80,9 @@ def _run(command: list[str], env: dict, timeout: int) -> tuple[int, str, float]:
 
 def _shards(output: Path) -> int:
     files = (output / "data").rglob("*")
-    return sum(1 for path in files if path.suffix in (".parquet", ".tar") and not path.name.startswith((".", "_")))
+    return sum(
+        1 for path in files if path.suffix in (".parquet", ".tar") and not path.name.startswith((".", "_"))
+    )
 
 
 def kill_and_resume(generate: list[str], output: Path, env: dict, timeout: int) -> dict:
@@ -120,7 +127,9 @@ def e2e_section(ctx: Context) -> None:
     result = ctx.results.setdefault("e2e", {})
     missing = [name for name in E2E_MODULES if importlib.util.find_spec(name) is None]
     if missing:
-        result["skipped"] = f"not installed here: {', '.join(missing)} (carry .bundle: benchmarks/device_bundle.sh)"
+        result["skipped"] = (
+            f"not installed here: {', '.join(missing)} (carry .bundle: benchmarks/device_bundle.sh)"
+        )
         print(f"  skipped: {result['skipped']}", flush=True)
         return
     spec = ctx.spec
@@ -144,7 +153,9 @@ def e2e_section(ctx: Context) -> None:
     result.update(e2e_report(output))
     result.update(sampler.summary())
     stages = result.get("stage_seconds") or {}
-    result["outside_stages_s"] = round(seconds - sum(stages.values()), 1)  # Ray's start, model loading between phases
+    result["outside_stages_s"] = round(
+        seconds - sum(stages.values()), 1
+    )  # Ray's start, model loading between phases
     loop = ctx.results.get("throughput", {}).get("a_diffusers_loop", {}).get("images_per_s")
     if loop and result.get("images_per_second"):
         result["ratio_over_diffusers_loop"] = round(result["images_per_second"] / loop, 3)
@@ -156,7 +167,9 @@ def e2e_section(ctx: Context) -> None:
 
     resumed = ctx.workdir / "e2e-resumed"
     shutil.rmtree(resumed, ignore_errors=True)
-    generate, verify = e2e_commands(small_shards(config, ctx.workdir), checkpoint, prompts, resumed, steps=steps)
+    generate, verify = e2e_commands(
+        small_shards(config, ctx.workdir), checkpoint, prompts, resumed, steps=steps
+    )
     result["kill_and_resume"] = kill_and_resume(generate, resumed, env, spec.e2e_timeout_s)
     code, text, _ = _run(verify, env, 300)
     result["kill_and_resume"]["verify_exit"] = code

@@ -10,7 +10,16 @@ import torch
 
 from gpu_check.adapter import quantize_text_encoder_int8
 from gpu_check.builders import build_t5, build_vae, vae_scale_factor
-from gpu_check.common import DTYPE_NAMES, allocated_gb, free_memory, median_time, peak_gb, reserved_gb, reset_peak, timed
+from gpu_check.common import (
+    DTYPE_NAMES,
+    allocated_gb,
+    free_memory,
+    median_time,
+    peak_gb,
+    reserved_gb,
+    reset_peak,
+    timed,
+)
 from gpu_check.context import Context
 
 
@@ -181,7 +190,9 @@ def lowvram_vae(ctx: Context, result: dict) -> None:
         del images
         return pixels, info
 
-    decode(latents(1, spec.lowvram_vae_latents[0] // 2, seed=99))  # warm-up (first-call setup off the timings)
+    decode(
+        latents(1, spec.lowvram_vae_latents[0] // 2, seed=99)
+    )  # warm-up (first-call setup off the timings)
     for index, side in enumerate(spec.lowvram_vae_latents):
         z = latents(1, side, seed=40 + index)
         vae.disable_tiling()

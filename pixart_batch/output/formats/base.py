@@ -89,7 +89,9 @@ class OutputFormat(ABC):
         """``foreign_suffixes``: what the other registered formats' files end with (the registry
         passes them), so a shard of mine is never mistaken for another format's file."""
         self.location = location
-        self.foreign_suffixes = tuple(s for s in foreign_suffixes if s != self.suffix and s.endswith(self.suffix))
+        self.foreign_suffixes = tuple(
+            s for s in foreign_suffixes if s != self.suffix and s.endswith(self.suffix)
+        )
 
     def data_path(self, *parts: str) -> str:
         return self.location.join(DATA_DIR, *parts)
@@ -110,11 +112,17 @@ class OutputFormat(ABC):
     # -- reading
     def owns(self, path: str) -> bool:
         """Whether ``path`` is one of my shards (not a companion, not another format's file)."""
-        return path.endswith(self.suffix) and not path.endswith(self.foreign_suffixes + self.companion_suffixes)
+        return path.endswith(self.suffix) and not path.endswith(
+            self.foreign_suffixes + self.companion_suffixes
+        )
 
     def shard_files(self) -> list[str]:
         """The committed shards (sorted)."""
-        return [path for path in list_files(self.location, self.data_path(), suffix=self.suffix) if self.owns(path)]
+        return [
+            path
+            for path in list_files(self.location, self.data_path(), suffix=self.suffix)
+            if self.owns(path)
+        ]
 
     def detect(self) -> bool:
         """Whether the output holds shards of this format."""
@@ -175,7 +183,9 @@ class OutputFormat(ABC):
         of a shard alone (Parquet row groups) gives several groups; the default is one group of every row."""
         yield 0, ({name: row.get(name) for name in columns} for row in self.read_rows(path))
 
-    def rows_of_groups(self, path: str, groups: dict[int, set[str]], columns: list[str]) -> Iterator[dict[str, Any]]:
+    def rows_of_groups(
+        self, path: str, groups: dict[int, set[str]], columns: list[str]
+    ) -> Iterator[dict[str, Any]]:
         """The rows whose key is in ``groups[group]``, reading only those groups (see :meth:`row_groups`)."""
         wanted = set().union(*groups.values()) if groups else set()
         for row in self.read_rows(path):

@@ -47,7 +47,11 @@ class ParquetFormat(OutputFormat):
 
         with self.location.fs.open_input_file(path) as handle:
             parquet = pq.ParquetFile(handle)
-            missing = [c for c in S.OUTPUT_COLUMNS if c not in parquet.schema_arrow.names and c not in S.ADDED_COLUMNS]
+            missing = [
+                c
+                for c in S.OUTPUT_COLUMNS
+                if c not in parquet.schema_arrow.names and c not in S.ADDED_COLUMNS
+            ]
             if missing:
                 raise ValueError(f"missing columns {', '.join(missing)}")
             for batch in parquet.iter_batches(batch_size=64):  # a few images held at a time
@@ -61,7 +65,9 @@ class ParquetFormat(OutputFormat):
             for index in range(parquet.metadata.num_row_groups):
                 yield index, iter(parquet.read_row_group(index, columns=columns).to_pylist())
 
-    def rows_of_groups(self, path: str, groups: dict[int, set[str]], columns: list[str]) -> Iterator[dict[str, Any]]:
+    def rows_of_groups(
+        self, path: str, groups: dict[int, set[str]], columns: list[str]
+    ) -> Iterator[dict[str, Any]]:
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
@@ -70,7 +76,9 @@ class ParquetFormat(OutputFormat):
             parquet = pq.ParquetFile(handle)
             for group, keys in sorted(groups.items()):
                 table = parquet.read_row_group(group, columns=columns)
-                table = table.filter(pc.is_in(table.column(S.KEY), value_set=pa.array(sorted(keys), pa.string())))
+                table = table.filter(
+                    pc.is_in(table.column(S.KEY), value_set=pa.array(sorted(keys), pa.string()))
+                )
                 yield from table.to_pylist()
 
     def _schema(self, path: str) -> pa.Schema:

@@ -28,7 +28,15 @@ from typing import TYPE_CHECKING, Any
 from ... import schema as S
 from ...errors import first_line
 from ...faults import raise_if_full, stall
-from ...storage import Location, discard_spill, is_file, list_files, publish_file, spill_path, write_parquet_atomic
+from ...storage import (
+    Location,
+    discard_spill,
+    is_file,
+    list_files,
+    publish_file,
+    spill_path,
+    write_parquet_atomic,
+)
 from .base import DATA_GLOB, OutputFormat, ShardWriter, check_parquet
 
 if TYPE_CHECKING:
@@ -111,7 +119,9 @@ class WebDatasetFormat(OutputFormat):
         if sorted(found) != sorted(keys):
             return f"{len(found)} samples in the tar, {len(keys)} keys in its index"
         incomplete = [
-            key for key, extensions in found.items() if not {"json", "txt"} <= extensions or len(extensions - {"cls"}) != 3
+            key
+            for key, extensions in found.items()
+            if not {"json", "txt"} <= extensions or len(extensions - {"cls"}) != 3
         ]
         if incomplete:
             return f"sample {incomplete[0]} lacks its image, .json or .txt"
@@ -210,7 +220,9 @@ class _TarShard(ShardWriter):
             self.file.close()
             raise_if_full(posixpath.basename(self.path))
             size = os.path.getsize(self.tmp)
-            write_parquet_atomic(self.loc, self.index, pa.table({S.KEY: self.keys}, schema=S.key_index_schema(self.settings)))
+            write_parquet_atomic(
+                self.loc, self.index, pa.table({S.KEY: self.keys}, schema=S.key_index_schema(self.settings))
+            )
             publish_file(self.loc, self.tmp, self.path, before_commit=lambda: stall("shard-commit"))
             self.closed = True
             return int(size)
