@@ -42,7 +42,7 @@ def prompts_file(path: Path, count: int) -> Path:
 
 def one_run(prompts: Path, output: Path, scored: bool, args: argparse.Namespace) -> dict:
     from pixart_batch.config import load_config, with_overrides
-    from pixart_batch.run.app import execute, plan_run
+    from pixart_batch.run.app import execute, prepare_run
 
     overrides: dict = {"ray.executor": "local", "console.progress_interval_s": 3600.0}
     if args.size == "small":
@@ -53,7 +53,7 @@ def one_run(prompts: Path, output: Path, scored: bool, args: argparse.Namespace)
         overrides.update({"stages.score.enabled": True, "stages.score.model": args.clip})
     config = with_overrides(load_config(ROOT / "configs" / "tiny.yaml"), overrides)
     shutil.rmtree(output, ignore_errors=True)
-    return execute(plan_run(config, str(prompts), str(output)), log=lambda _: None)
+    return execute(prepare_run(config, str(prompts), str(output)), log=lambda _: None)
 
 
 def machine() -> str:

@@ -20,7 +20,7 @@ Measured, each as its own process, one after the other on one prompt file with m
   (a) the plain diffusers loop (``--loop``, below): ``PixArtAlphaPipeline.from_pretrained``, prompts
       grouped by requested size, batches of the config's DiT batch size per group, one
       ``torch.Generator("cpu").manual_seed(seed)`` per image (the seed and size pixart_batch plans for
-      that image: ``plan.image_seed`` / ``plan.plan_size``), diffusers' own resolution binning, each
+      that image: ``plan.image_seed`` / ``plan.choose_size``), diffusers' own resolution binning, each
       image PNG-encoded and written to a file. No Ray.
   (b) ``pixart-batch generate --config C --prompts P --output O``
   (c) the same command again (nothing to do)
@@ -88,7 +88,7 @@ def loop_main(args: argparse.Namespace) -> int:
 
     from pixart_batch.buckets import aspect_ratio_table, read_model_geometry
     from pixart_batch.config import load_config
-    from pixart_batch.plan import image_key, image_seed, plan_size
+    from pixart_batch.expansion import choose_size, image_key, image_seed
     from pixart_batch.prompts import read_prompts
 
     config = load_config(args.config)
@@ -104,7 +104,7 @@ def loop_main(args: argparse.Namespace) -> int:
     table = aspect_ratio_table(geometry.sample_size)
     groups: dict[tuple[int, int], list[tuple[str, str, int]]] = {}
     for record in read_prompts(args.prompts):
-        size = plan_size(record, generation, geometry, table)
+        size = choose_size(record, generation, geometry, table)
         for i in range(generation.images_per_prompt):
             key = image_key(record.prompt_id, i)
             groups.setdefault((size.height, size.width), []).append(

@@ -21,10 +21,10 @@ from .errors import PixartBatchError, UserError
 
 API_FUNCTIONS = ("generate", "encode", "plan", "status", "verify", "export", "score", "gallery")
 """The commands' functions, re-exported from :mod:`pixart_batch.api` on first use."""
-CALLABLE_MODULES = ("plan", "export", "gallery")
-"""Commands whose name is also a submodule's (``pixart_batch.plan``, ...): the submodule stays what it is
-and is made callable, calling the API function of its name (``pixart_batch.plan(...)`` is
-``pixart_batch.api.plan(...)``, whichever was imported first)."""
+CALLABLE_MODULES = ("export", "gallery")
+"""Commands whose name is also a submodule's (``pixart_batch.export``, ...): the submodule stays what it is
+and is made callable, calling the API function of its name (``pixart_batch.export(...)`` is
+``pixart_batch.api.export(...)``, whichever was imported first)."""
 
 __all__ = ["PixartBatchError", "UserError", "__version__", *API_FUNCTIONS]
 

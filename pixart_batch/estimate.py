@@ -2,7 +2,7 @@
 
 Streams the prompt file twice (:func:`~pixart_batch.prompts.scan_prompts` validates it, then
 :func:`~pixart_batch.prompts.iter_prompts` sizes each prompt the way the run plans it,
-:func:`~pixart_batch.plan.plan_size`), so memory stays flat for millions of prompts: it keeps
+:func:`~pixart_batch.expansion.choose_size`), so memory stays flat for millions of prompts: it keeps
 the per-bucket counts, 8 bytes per caption for counting distinct captions
 (:class:`DistinctCaptions`), a sample of up to :data:`TOKEN_SAMPLE` distinct captions for counting
 tokens, and the 8 bytes per prompt of the scan's duplicate-id check.
@@ -423,7 +423,7 @@ def estimate_run(config: RunConfig, prompts: Prompts, facts: CheckpointFacts | N
     from functools import lru_cache
 
     from .buckets import ModelGeometry, aspect_ratio_table
-    from .plan import plan_size
+    from .expansion import choose_size
     from .prompts import PromptRecord, count_records, iter_prompts, scan_prompts
     from .spec import CleanSpec
 
@@ -437,7 +437,7 @@ def estimate_run(config: RunConfig, prompts: Prompts, facts: CheckpointFacts | N
 
     @lru_cache(maxsize=4096)
     def size_of(width: int | None, height: int | None, ratio: float | None) -> tuple[int, int, int, int]:
-        plan = plan_size(PromptRecord("", "", None, width, height, ratio, ""), generation, geometry, table)
+        plan = choose_size(PromptRecord("", "", None, width, height, ratio, ""), generation, geometry, table)
         return plan.bucket_width, plan.bucket_height, plan.width, plan.height
 
     result = Estimate(

@@ -34,7 +34,7 @@ def raise_if_injected(stage: str, keys: list[str]) -> None:
             raise RuntimeError(f"injected out of memory: {stage} batch of {len(keys)} images (> {fault_key})")
 
 
-def raise_if_full(name: str) -> None:
+def inject_full_disk(name: str) -> None:
     import errno
 
     prefixes = [p for p in os.environ.get(FULL_ENV, "").split(",") if p]

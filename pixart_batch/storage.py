@@ -114,16 +114,16 @@ def write_bytes_atomic(
 
     ``before_commit`` runs between writing the temporary file and renaming it (tests use it).
     """
-    from .faults import raise_if_full
+    from .faults import inject_full_disk
 
     parent, name = posixpath.split(path)
     if not loc.is_local:
         try:
-            raise_if_full(name)
+            inject_full_disk(name)
             with loc.fs.open_output_stream(path) as stream:
                 stream.write(data)
         except OSError as exc:
-            _raise_if_full(exc, loc, path)
+            _as_disk_full(exc, loc, path)
             raise
         return
     makedirs(loc, parent)
@@ -131,7 +131,7 @@ def write_bytes_atomic(
     try:
         with loc.fs.open_output_stream(tmp) as stream:
             stream.write(data[: len(data) // 2])
-            raise_if_full(name)  # fault injection: a disk that fills up mid-file
+            inject_full_disk(name)  # fault injection: a disk that fills up mid-file
             stream.write(data[len(data) // 2 :])
         _fsync(tmp)
         if before_commit is not None:
@@ -140,11 +140,11 @@ def write_bytes_atomic(
     except BaseException as exc:
         _remove_quietly(loc, tmp)
         if isinstance(exc, OSError):
-            _raise_if_full(exc, loc, path)
+            _as_disk_full(exc, loc, path)
         raise
 
 
-def _raise_if_full(exc: OSError, loc: Location, path: str) -> None:
+def _as_disk_full(exc: OSError, loc: Location, path: str) -> None:
     """Turn "no space left" (however the file system reports it) into one :class:`StorageFullError`."""
     code = getattr(exc, "errno", None)
     text = str(exc)
@@ -229,12 +229,12 @@ class ParquetStreamWriter:
 
     def commit(self) -> int:
         """Finish the file and make it visible under its final name; returns its size in bytes."""
-        from .faults import raise_if_full
+        from .faults import inject_full_disk
 
         try:
             self._writer.close()
             self._stream.close()
-            raise_if_full(self.name)  # fault injection: a disk that fills up as the file completes
+            inject_full_disk(self.name)  # fault injection: a disk that fills up as the file completes
             size = os.path.getsize(self.tmp)  # local either way: the temporary or the spill file
             if self.loc.is_local:
                 _fsync(self.tmp)
@@ -278,7 +278,7 @@ class ParquetStreamWriter:
     def _fail(self, exc: BaseException) -> None:
         self.abort()
         if isinstance(exc, OSError) and not isinstance(exc, StorageFullError):
-            _raise_if_full(exc, self.loc, self.path)
+            _as_disk_full(exc, self.loc, self.path)
 
     def __enter__(self) -> ParquetStreamWriter:
         return self

@@ -28,7 +28,7 @@ def run_plan(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def test_counts_per_bucket_are_what_the_run_plans(tiny_model, capsys):
-    from pixart_batch.plan import plan_size
+    from pixart_batch.expansion import choose_size
     from pixart_batch.prompts import read_prompts
     from pixart_batch.spec import RunSpec
 
@@ -37,7 +37,7 @@ def test_counts_per_bucket_are_what_the_run_plans(tiny_model, capsys):
     expected: Counter = Counter()
     pixels = 0
     for record in read_prompts(PROMPTS):
-        size = plan_size(record, config.generation, spec.geometry, spec.table)
+        size = choose_size(record, config.generation, spec.geometry, spec.table)
         expected[f"{size.bucket_width}x{size.bucket_height}"] += 3
         pixels += 3 * size.width * size.height
     assert len(expected) >= 3

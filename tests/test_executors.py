@@ -15,7 +15,7 @@ from PIL import Image
 from pixart_batch.config import ConfigError
 from pixart_batch.errors import UserError
 from pixart_batch.executors import choose_executor
-from pixart_batch.run import plan_run, run_generate
+from pixart_batch.run import prepare_run, run_generate
 
 RECIPE = Path(__file__).parent.parent / "configs" / "tiny.yaml"
 
@@ -150,7 +150,7 @@ def test_local_run_asking_for_a_gpu_without_one_is_refused_before_writing(tmp_pa
     prompts = copy_prompts("mixed.txt", tmp_path)
     output = tmp_path / "out"
     with pytest.raises(UserError, match="stages denoise ask for a GPU"):
-        plan_run(
+        prepare_run(
             tiny_config(**{"ray.executor": "local", "stages.denoise.num_gpus": 1}), str(prompts), str(output)
         )
     assert not output.exists()

@@ -275,7 +275,7 @@ def test_labels_reach_every_row(tmp_path, tiny_model, executor_env, fmt):
 def test_rerun_with_a_new_class_appends_its_name(tmp_path, tiny_model):
     from datasets import ClassLabel, load_dataset
 
-    from pixart_batch.run import plan_run
+    from pixart_batch.run import prepare_run
 
     first, output = _run(tmp_path, "local", "parquet")
     grown = THREE.replace("  goldfish:\n", "  goldfish:\n  aardvark:\n")
@@ -307,7 +307,7 @@ def test_rerun_with_a_new_class_appends_its_name(tmp_path, tiny_model):
     plain = tmp_path / "plain.txt"
     plain.write_text("a photo of a goldfish\n")
     with pytest.raises(OutputError, match="setting 'output.label_names' is null"):
-        plan_run(tiny_config(**{"ray.executor": "local"}), str(plain), str(output))
+        prepare_run(tiny_config(**{"ray.executor": "local"}), str(plain), str(output))
 
 
 @pytest.mark.parametrize("names", ['"cat"', "[1, 2]", '["cat", "cat"]'])
@@ -336,7 +336,7 @@ def test_plan_shows_images_per_class(tiny_model, capsys):
 
 @pytest.mark.slow
 def test_labelled_run_over_unlabelled_images_is_refused(tmp_path, tiny_model):
-    from pixart_batch.run import plan_run, run_generate
+    from pixart_batch.run import prepare_run, run_generate
 
     plain = tmp_path / "plain.txt"
     plain.write_text("a photo of a goldfish\n")
@@ -346,7 +346,7 @@ def test_labelled_run_over_unlabelled_images_is_refused(tmp_path, tiny_model):
     with pytest.raises(
         OutputError, match=r"setting 'output.label_names' is \[.*\] but this output was generated with null"
     ):
-        plan_run(config, str(_yaml(tmp_path, THREE)), str(tmp_path / "out"))
+        prepare_run(config, str(_yaml(tmp_path, THREE)), str(tmp_path / "out"))
     assert sorted(p.name for p in (tmp_path / "out").rglob("*")) == before
 
 

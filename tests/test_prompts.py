@@ -868,7 +868,7 @@ def test_largest_size_fits_int32(tmp_path):
     )
     assert [(r.width, r.height) for r in records] == [(2**31 - 1, 2**31 - 1), (1, 2**31 - 1)]
     pytest.importorskip("pyarrow")
-    from pixart_batch.plan import prompt_chunk
+    from pixart_batch.expansion import prompt_chunk
 
     assert prompt_chunk(records, "").column("requested_height").to_pylist() == [2**31 - 1] * 2
 

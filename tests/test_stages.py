@@ -10,7 +10,7 @@ from helpers import encode_spec
 from pixart_batch import schema as S
 from pixart_batch.buckets import aspect_ratio_table, read_model_geometry
 from pixart_batch.config import GenerationConfig
-from pixart_batch.plan import image_key, image_seed, plan_size
+from pixart_batch.expansion import choose_size, image_key, image_seed
 from pixart_batch.prompts import PromptRecord
 from pixart_batch.spec import CleanSpec
 from pixart_batch.store import EmbeddingStore, StoreIdentity, caption_key
@@ -169,14 +169,14 @@ def test_sizes_map_to_diffusers_bins(tiny_model):
         fields = {"width": None, "height": None, "aspect_ratio": None, **kw}
         return PromptRecord(prompt_id="p", prompt="x", negative_prompt=None, source="f:1", **fields)
 
-    native = plan_size(record(), GenerationConfig(), geometry, table)
+    native = choose_size(record(), GenerationConfig(), geometry, table)
     assert (native.height, native.width, native.bucket_height, native.bucket_width) == (256, 256, 256, 256)
-    wide = plan_size(record(aspect_ratio=0.25), GenerationConfig(), geometry, table)
+    wide = choose_size(record(aspect_ratio=0.25), GenerationConfig(), geometry, table)
     assert (wide.height, wide.width) == (wide.bucket_height, wide.bucket_width) == (128, 512)
-    exact = plan_size(record(height=96, width=160), GenerationConfig(), geometry, table)
+    exact = choose_size(record(height=96, width=160), GenerationConfig(), geometry, table)
     assert (exact.height, exact.width) == (96, 160)
     assert (exact.bucket_height, exact.bucket_width) == (192, 320)
-    default = plan_size(record(), GenerationConfig(width=320, height=192), geometry, table)
+    default = choose_size(record(), GenerationConfig(width=320, height=192), geometry, table)
     assert (default.bucket_height, default.bucket_width) == (192, 320)
 
 

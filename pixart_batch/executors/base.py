@@ -51,21 +51,22 @@ class Cleaned:
 
 @dataclass(frozen=True)
 class ToEncode:
-    """The distinct captions the store lacks (``todo``: the executor's own handle)."""
+    """The distinct captions the store lacks (``rows``: the executor's own handle), ``count`` of them;
+    ``reused``: those the store holds already."""
 
-    todo: Any
+    rows: Any
     count: int
     reused: int
 
 
 @dataclass(frozen=True)
-class Planned:
-    """The images still to make (``remaining``: the executor's handle, None when there are none),
-    sorted by bucket then caption key; ``planned`` images in all, per bucket in ``buckets``."""
+class ToGenerate:
+    """The images still to make (``rows``: the executor's handle, None when there are none; ``count``
+    of them), sorted by bucket then caption key; ``planned`` images in all, per bucket in ``buckets``."""
 
-    remaining: Any
+    rows: Any
     planned: int
-    todo: int
+    count: int
     buckets: Counter = field(default_factory=Counter)
     labels: Counter = field(default_factory=Counter)
     """A labelled run's planned images per class id."""
@@ -109,17 +110,19 @@ class Executor(ABC):
         """The distinct captions (and negative prompts, with CFG) the store does not hold, sorted by key."""
 
     @abstractmethod
-    def encode(self, todo: ToEncode, writer: StoreWriter) -> None:
-        """T5 over ``todo`` into committed store parts (as batches finish)."""
+    def encode(self, captions: ToEncode, writer: StoreWriter) -> None:
+        """T5 over ``captions`` into committed store parts (as batches finish)."""
 
     @abstractmethod
-    def plan(self, cleaned: Cleaned, writer: PlanWriter, shards: OutputFormat, dry_run: bool) -> Planned:
-        """Expand prompts into images, write the plan (through ``writer``), drop the keys ``shards``
+    def to_generate(
+        self, cleaned: Cleaned, writer: PlanWriter, shards: OutputFormat, dry_run: bool
+    ) -> ToGenerate:
+        """The images still to make: expand prompts into images, write the plan (through ``writer``), drop the keys ``shards``
         holds, and (unless ``dry_run``) sort by bucket, then caption key."""
 
     @abstractmethod
     def generate(
-        self, planned: Planned, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits
+        self, images: ToGenerate, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits
     ) -> ImageWriteResult:
         """Embeddings → DiT → VAE → encoded images → committed shards; stops with :class:`SystemicFailure`."""
 
@@ -135,7 +138,7 @@ def clean_and_size(
     table: dict[str, list[float]],
 ) -> Batch:
     """Cleaned captions, their store keys, and the size plan of each staged prompt."""
-    from ..plan import add_sizes
+    from ..expansion import add_sizes
     from ..stages.clean import CaptionCleaner
     from ..store import caption_key
 

@@ -35,8 +35,8 @@ from .base import (
     Executor,
     FailureCounter,
     FailureLimits,
-    Planned,
     ToEncode,
+    ToGenerate,
     caption_rows,
     clean_and_size,
     lost_summary,
@@ -106,25 +106,29 @@ class LocalExecutor(Executor):
         captions = caption_rows(cleaned.prompts, self.spec.uses_negative)
         distinct = dict(zip(captions[S.CAPTION_KEY].tolist(), captions[S.CAPTION].tolist(), strict=True))
         known = store.held_keys(distinct)
-        todo = sorted(key for key in distinct if key not in known)  # by key, as the Ray path writes parts
+        missing = sorted(key for key in distinct if key not in known)  # by key, as the Ray path writes parts
         batch: Batch = {
-            S.CAPTION_KEY: np.array(todo, dtype=object),
-            S.CAPTION: np.array([distinct[key] for key in todo], dtype=object),
+            S.CAPTION_KEY: np.array(missing, dtype=object),
+            S.CAPTION: np.array([distinct[key] for key in missing], dtype=object),
         }
-        return ToEncode(batch, len(todo), len(distinct) - len(todo))
+        return ToEncode(batch, len(missing), len(distinct) - len(missing))
 
-    def encode(self, todo: ToEncode, writer: StoreWriter) -> None:
-        if not todo.count:
+    def encode(self, captions: ToEncode, writer: StoreWriter) -> None:
+        if not captions.count:
             return
         stage = self.config.stages.encode
         encoder = stage_class("encode")(spec=self.spec.encode_spec())
-        for task, chunk in enumerate(chunks(todo.todo, stage.batch_size)):  # parts commit as batches finish
+        for task, chunk in enumerate(
+            chunks(captions.rows, stage.batch_size)
+        ):  # parts commit as batches finish
             writer.write([encoder(chunk)], task)
         del encoder
         release_gpu_memory(stage.num_gpus)  # T5 (9.5 GB for T5-XXL) leaves the card before the DiT loads
 
-    def plan(self, cleaned: Cleaned, writer: PlanWriter, shards: OutputFormat, dry_run: bool) -> Planned:
-        from ..plan import expand_images
+    def to_generate(
+        self, cleaned: Cleaned, writer: PlanWriter, shards: OutputFormat, dry_run: bool
+    ) -> ToGenerate:
+        from ..expansion import expand_images
 
         generation = self.config.generation
         images = expand_images(dict(cleaned.prompts), generation.images_per_prompt, generation.seed)
@@ -135,19 +139,19 @@ class LocalExecutor(Executor):
         # As the Ray path: by bucket, then caption key (a batch's embeddings sit together in the store).
         columns = (S.KEY, S.CAPTION_KEY, S.BUCKET_WIDTH, S.BUCKET_HEIGHT)
         remaining = take(remaining, np.lexsort(tuple(remaining[name] for name in columns)))
-        todo = rows(remaining)
-        return Planned(
-            remaining if todo and not dry_run else None, written.rows, todo, written.buckets, written.labels
+        count = rows(remaining)
+        return ToGenerate(
+            remaining if count and not dry_run else None, written.rows, count, written.buckets, written.labels
         )
 
     def generate(
-        self, planned: Planned, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits
+        self, images: ToGenerate, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits
     ) -> ImageWriteResult:
         from ..output.writers import ImageWriteResult
         from ..stages.write import ImageEncoder
         from ..store import AttachEmbeddings
 
-        remaining: Batch = planned.remaining
+        remaining: Batch = images.rows
         stages = self.config.stages
         counter = FailureCounter(limits.max_consecutive, limits.max_rate, limits.rate_after)
         attach = AttachEmbeddings(store.root, store.identity, store.index(), self.spec.uses_negative)

@@ -41,9 +41,9 @@ from .base import (
     Cleaned,
     Executor,
     FailureLimits,
-    Planned,
     PolledCounter,
     ToEncode,
+    ToGenerate,
     attach_embeddings,
     caption_rows,
     clean_and_size,
@@ -391,21 +391,21 @@ class RayExecutor(Executor):
         )
         wanted = distinct.count()
         parts = store.part_files()
-        todo = distinct
+        missing = distinct
         if parts:
             known = keys_in(parts, store.location.fs, S.CAPTION_KEY, task)
-            todo = without(distinct, known, S.CAPTION_KEY, rows, task).materialize()
-        count = todo.count()
-        return ToEncode(todo, count, wanted - count)
+            missing = without(distinct, known, S.CAPTION_KEY, rows, task).materialize()
+        count = missing.count()
+        return ToEncode(missing, count, wanted - count)
 
-    def encode(self, todo: ToEncode, writer: StoreWriter) -> None:
-        if not todo.count:
+    def encode(self, captions: ToEncode, writer: StoreWriter) -> None:
+        if not captions.count:
             return
         stage, task = self.config.stages.encode, self.config.ray.task_num_cpus
         # Sorted by key and kept in order, so each store part covers a narrow key range and a lookup
         # opens few parts; small blocks, so actors work in parallel and parts commit as batches finish.
         # The sort is done before the T5 pool starts: Ray's sort tasks take a whole CPU (see ray_resources).
-        ordered = todo.todo.sort(S.CAPTION_KEY).materialize()
+        ordered = captions.rows.sort(S.CAPTION_KEY).materialize()
         context = ray.data.DataContext.get_current()
         before, context.execution_options.preserve_order = context.execution_options.preserve_order, True
         try:
@@ -417,10 +417,12 @@ class RayExecutor(Executor):
         finally:
             context.execution_options.preserve_order = before
 
-    def plan(self, cleaned: Cleaned, writer: PlanWriter, shards: OutputFormat, dry_run: bool) -> Planned:
+    def to_generate(
+        self, cleaned: Cleaned, writer: PlanWriter, shards: OutputFormat, dry_run: bool
+    ) -> ToGenerate:
         """Everything here runs in Ray workers; the driver only sees counts."""
+        from ..expansion import expand_images
         from ..output.writers import PlanWriteResult
-        from ..plan import expand_images
 
         generation, task = self.config.generation, self.config.ray.task_num_cpus
         images = cleaned.prompts.map_batches(
@@ -444,13 +446,13 @@ class RayExecutor(Executor):
             # By bucket (one shape per DiT batch), then by caption key: a batch's embeddings sit together
             # in the store (sorted by caption key), so lookups read about what they use.
             remaining = remaining.sort([S.BUCKET_HEIGHT, S.BUCKET_WIDTH, S.CAPTION_KEY, S.KEY]).materialize()
-        todo = remaining.count()
-        return Planned(
-            remaining if todo and not dry_run else None, written.rows, todo, written.buckets, written.labels
+        count = remaining.count()
+        return ToGenerate(
+            remaining if count and not dry_run else None, written.rows, count, written.buckets, written.labels
         )
 
     def generate(
-        self, planned: Planned, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits
+        self, images: ToGenerate, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits
     ) -> ImageWriteResult:
         from ..output.writers import ImageWriteResult
 
@@ -463,7 +465,7 @@ class RayExecutor(Executor):
         dataset = (
             # Blocks of one DiT batch: images stream through the stages and shards commit as they
             # finish, instead of a whole sorted partition at a time.
-            small_blocks(planned.remaining, stages.denoise.batch_size, task).map_batches(
+            small_blocks(images.rows, stages.denoise.batch_size, task).map_batches(
                 attach_embeddings,  # type: ignore[arg-type]  # Ray types fn as fn(batch); fn_kwargs: the rest
                 fn_kwargs={
                     "root": store.root,
@@ -498,7 +500,7 @@ class RayExecutor(Executor):
             num_cpus=stages.write.num_cpus,  # PNG encoding: CPU work kept off the GPU actors
         )
         sink = ImageSink(writer)
-        progress = Progress(planned.todo, self.config.console.progress_interval_s)
+        progress = Progress(images.count, self.config.console.progress_interval_s)
         poll = MonitorPoll(monitor)
         with GracefulStop(lambda: progress.done, flag) as stop, Poller(progress, poll):
             dataset.write_datasink(sink, ray_remote_args={"num_cpus": stages.write.num_cpus})  # as encoding

@@ -24,7 +24,7 @@ def stage_prompts(
 ) -> list[str]:
     """Write the chunks of the scanned prompt file (with class ids by ``label_names`` for a labelled
     run); returns their paths. On failure the run's work folder is removed (nothing half-staged stays)."""
-    from ..plan import prompt_chunk
+    from ..expansion import prompt_chunk
     from ..prompts import iter_prompts
 
     paths: list[str] = []

@@ -1,8 +1,8 @@
-"""The run as an application: an immutable plan of the run (everything checked, nothing written),
+"""The run as an application: a prepared run (:class:`PreparedRun`: everything checked, nothing written),
 then :func:`execute` carries it out with an executor, phase by phase, each phase's result passed on
 as a value.
 
-Order: :func:`plan_run` validates the prompt file (a streaming pass), the checkpoint and its classes
+Order: :func:`prepare_run` validates the prompt file (a streaming pass), the checkpoint and its classes
 (→ ``RunSpec``), sizes and steps, that the output is ours, its metadata and the settings guard, and
 what the executor can do here → :func:`execute` starts the executor (Ray) and checks its resources →
 opens the output session (:class:`~pixart_batch.output.session.OutputSession`: the lock, the marker, the
@@ -11,7 +11,7 @@ writes ``settings.json`` and the store pointer, sets damaged files aside, stages
 clean → encode (distinct captions minus the store) → plan (images minus committed keys, sorted by
 bucket) → generate → the card → the report → releases the lock.
 
-Nothing to do costs little: a re-run of a finished job (:func:`unchanged_plan`: the last run's report
+Nothing to do costs little: a re-run of a finished job (:func:`prepare_unchanged_run`: the last run's report
 says it finished the latest plan from these prompt bytes, and the settings this run would record — the
 checkpoint's file digests included — are the output's) is planned from the output's files and the
 checkpoint's configs alone, importing no torch, diffusers or Ray; :func:`execute` then takes the lock,
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class RunPlan:
+class PreparedRun:
     """Everything a run needs, checked; nothing written yet."""
 
     config: RunConfig
@@ -81,9 +81,9 @@ class RunPlan:
     label_names: tuple[str, ...] | None = None
     """A labelled run's class names, in id order (the output's earlier ones first)."""
     finished: dict[str, Any] | None = None
-    """The output's last run report when this run looks to have nothing left to do (:func:`unchanged_plan`;
+    """The output's last run report when this run looks to have nothing left to do (:func:`prepare_unchanged_run`;
     ``spec`` is then a light one): :func:`execute` checks under the lock and starts nothing. None: the
-    full plan, carried out by the executor."""
+    full run, carried out by the executor."""
 
     def output(self) -> OutputDataset:
         return OutputDataset(self.output_uri, self.config.output.format)
@@ -97,33 +97,33 @@ def with_labels(settings: dict[str, Any], names: tuple[str, ...] | list[str] | N
     return settings if names is None else {**settings, S.LABEL_NAMES_SETTING: list(names)}
 
 
-def plan_run(
+def prepare_run(
     config: RunConfig,
     prompts: Prompts,
     output: str,
     encode_only: bool = False,
     dry_run: bool = False,
-) -> RunPlan:
-    """Check everything that can be checked without writing; returns the plan of the run (for a re-run
-    with nothing left to do, :func:`unchanged_plan`'s)."""
+) -> PreparedRun:
+    """Check everything that can be checked without writing; returns the prepared run (for a re-run
+    with nothing left to do, :func:`prepare_unchanged_run`'s)."""
     started = time.time()
     scan = scan_prompts(prompts)
     if not (encode_only or dry_run):
-        unchanged = unchanged_plan(config, scan, output, started)
+        unchanged = prepare_unchanged_run(config, scan, output, started)
         if unchanged is not None:
             return unchanged
-    return full_plan(config, scan, output, started, encode_only, dry_run)
+    return prepare_full_run(config, scan, output, started, encode_only, dry_run)
 
 
-def full_plan(
+def prepare_full_run(
     config: RunConfig,
     scan: PromptScan,
     output: str,
     started: float,
     encode_only: bool = False,
     dry_run: bool = False,
-) -> RunPlan:
-    """The plan of a run through the executor: the checkpoint and its weights, every check."""
+) -> PreparedRun:
+    """A run prepared for the executor: the checkpoint and its weights, every check."""
     if config.model.clean_caption:
         from ..stages.clean import require_cleaning_dependencies
 
@@ -143,7 +143,7 @@ def full_plan(
     EmbeddingStore(store_root, identity).check()
     executor = choose_executor(config, scan.count * config.generation.images_per_prompt)
     make_executor(executor, config, spec).check()
-    return RunPlan(
+    return PreparedRun(
         config=config,
         spec=spec,
         scan=scan,
@@ -159,8 +159,10 @@ def full_plan(
     )
 
 
-def unchanged_plan(config: RunConfig, scan: PromptScan, output: str, started: float) -> RunPlan | None:
-    """The plan of a re-run that looks to have nothing left to do, from the output's files and the
+def prepare_unchanged_run(
+    config: RunConfig, scan: PromptScan, output: str, started: float
+) -> PreparedRun | None:
+    """A re-run prepared that looks to have nothing left to do, from the output's files and the
     checkpoint's configs and file digests (no torch, diffusers or Ray); None for any other run.
 
     It looks so when the output is ours, its last run report finished the latest plan from the bytes this
@@ -184,7 +186,7 @@ def unchanged_plan(config: RunConfig, scan: PromptScan, output: str, started: fl
         store_root = config.output.store or target.location.child(STORE_DIR).uri
         check_relations(target.uri, store_root, scan.path, checkpoint_folders(spec))
         names = label_names(target, scan.labels)
-        plan = RunPlan(
+        run = PreparedRun(
             config=config,
             spec=spec,
             scan=scan,
@@ -197,18 +199,18 @@ def unchanged_plan(config: RunConfig, scan: PromptScan, output: str, started: fl
             label_names=None if names is None else tuple(names),
             finished=previous,
         )
-        return plan if records_this_run(target, plan) else None
+        return run if records_this_run(target, run) else None
     except (UserError, OSError, ValueError):
         return None
 
 
-def records_this_run(output: OutputDataset, plan: RunPlan) -> bool:
-    """Whether ``output`` records exactly ``plan``'s settings and store, and its last run finished the
-    latest plan from the plan's prompt bytes (read again under the lock: another run may change them)."""
-    if finished_report(output, plan.scan) is None or output.read_settings() != plan.settings():
+def records_this_run(output: OutputDataset, run: PreparedRun) -> bool:
+    """Whether ``output`` records exactly ``run``'s settings and store, and its last run finished the
+    latest plan from the run's prompt bytes (read again under the lock: another run may change them)."""
+    if finished_report(output, run.scan) is None or output.read_settings() != run.settings():
         return False
     pointer = output.read_object(STORE_POINTER_FILE, {"uri": str}, "store pointer", RECREATE)
-    store = EmbeddingStore(plan.store_root, plan.identity)
+    store = EmbeddingStore(run.store_root, run.identity)
     return pointer is not None and pointer["uri"] == store_pointer(output, store)
 
 
@@ -223,162 +225,163 @@ def run_generate(
 ) -> dict[str, Any]:
     """The whole pipeline (or only the embedding store with ``encode_only``, or only the plan with
     ``dry_run``); returns the run report."""
-    return execute(plan_run(config, prompts, output, encode_only=encode_only, dry_run=dry_run))
+    return execute(prepare_run(config, prompts, output, encode_only=encode_only, dry_run=dry_run))
 
 
-def execute(plan: RunPlan, log: Callable[[str], None] = say) -> dict[str, Any]:
-    """Carry out ``plan`` in an output session; returns the run report (also in ``run_report.json``).
-    A plan with nothing left to do (:attr:`RunPlan.finished`) starts no executor, unless the output
-    turns out, under the lock, to lack something: then the full plan is made and carried out."""
-    if plan.finished is not None:
-        report = finish_unchanged(plan, log)
+def execute(run: PreparedRun, log: Callable[[str], None] = say) -> dict[str, Any]:
+    """Carry out ``run`` in an output session; returns the run report (also in ``run_report.json``).
+    A run with nothing left to do (:attr:`PreparedRun.finished`) starts no executor, unless the output
+    turns out, under the lock, to lack something: then the full run is prepared and carried out."""
+    if run.finished is not None:
+        report = finish_unchanged(run, log)
         if report is not None:
             return report
-        plan = full_plan(plan.config, plan.scan, plan.output_uri, plan.started)
-    output = plan.output()
-    warning = None if plan.encode_only else card_settings_warning(plan.spec)
+        run = prepare_full_run(run.config, run.scan, run.output_uri, run.started)
+    output = run.output()
+    warning = None if run.encode_only else card_settings_warning(run.spec)
     if warning:
         log(warning)
-    executor = make_executor(plan.executor, plan.config, plan.spec)
+    executor = make_executor(run.executor, run.config, run.spec)
     try:
         # Ray started and its resources checked before the output is touched: a refusal leaves nothing behind.
         executor.start()
         executor.check_resources()
-        with OutputSession(output, plan.run_id, inputs=(plan.scan.path,), log=log) as session:
+        with OutputSession(output, run.run_id, inputs=(run.scan.path,), log=log) as session:
             # Under the lock: another run may have changed the output's settings while this one started.
-            session.recheck(lambda: check_settings(output, plan.settings()))
-            return _phases(plan, session, executor, log)
+            session.recheck(lambda: check_settings(output, run.settings()))
+            return _phases(run, session, executor, log)
     finally:
         executor.close()
 
 
-def finish_unchanged(plan: RunPlan, log: Callable[[str], None] = say) -> dict[str, Any] | None:
+def finish_unchanged(run: PreparedRun, log: Callable[[str], None] = say) -> dict[str, Any] | None:
     """Under the output's lock: the output checked again (the last run's report and the settings, then
     :func:`~.checks.left_to_do`: every planned image committed whole, every caption stored, nothing
-    damaged); with nothing left, only the report and ``run_config.json`` are written (the plan, the card
+    damaged); with nothing left, only the report and ``run_config.json`` are written (the run, the card
     and the shards stay as they are). Returns the report, or None when something is left to do."""
-    assert plan.finished is not None
-    output = plan.output()
-    store = EmbeddingStore(plan.store_root, plan.identity)
-    with OutputSession(output, plan.run_id, inputs=(plan.scan.path,), log=log) as session:
+    assert run.finished is not None
+    output = run.output()
+    store = EmbeddingStore(run.store_root, run.identity)
+    with OutputSession(output, run.run_id, inputs=(run.scan.path,), log=log) as session:
         removed = session.prepare()
-        images_per_prompt = plan.config.generation.images_per_prompt
+        images_per_prompt = run.config.generation.images_per_prompt
         try:
-            if not records_this_run(output, plan):
+            if not records_this_run(output, run):
                 return None  # another run changed the output while this one started
-            left = left_to_do(output, plan.scan, images_per_prompt, store, plan.spec.uses_negative)
+            left = left_to_do(output, run.scan, images_per_prompt, store, run.spec.uses_negative)
         except (UserError, OSError, ValueError) as exc:  # a file that does not read: the full path says what
             left = Left(first_line(exc))
         if left.reason is not None:
             log(f"{output.uri}: {left.reason}; running the pipeline")
             return None
         report = RunReport(
-            prompts=plan.scan.count,
+            prompts=run.scan.count,
             images_planned=left.planned,
             images_skipped=left.planned,
             embeddings_reused=left.captions,
             captions_empty=left.captions_empty,
             temporaries_removed=removed,
-            executor=plan.executor,
+            executor=run.executor,
             buckets=left.buckets,
             output=output.uri,
             store=store.uri,
-            plan_run=str(plan.finished["plan_run"]),
-            prompt_file=prompt_bytes(plan.scan),
+            plan_run=str(run.finished["plan_run"]),
+            prompt_file=prompt_bytes(run.scan),
             nothing_to_do=True,
         )
-        if plan.label_names is not None:
-            report.labels = {plan.label_names[number]: count for number, count in left.labels.items()}
+        if run.label_names is not None:
+            report.labels = {run.label_names[number]: count for number, count in left.labels.items()}
         report_left_alone(output, store, report, log)
         log(
             f"nothing to do: the {left.planned} planned images are committed and the {left.captions} "
             "captions stored, with this run's settings and prompt file; no executor or model started"
         )
-        final = report.close(time.time() - plan.started)
+        final = report.close(time.time() - run.started)
         session.write_report(final)
-        session.write_report(json.loads(config_json(plan.config)), CONFIG_FILE)
+        session.write_report(json.loads(config_json(run.config)), CONFIG_FILE)
     log(summary(final, output.uri))
     return final
 
 
 def _phases(
-    plan: RunPlan, session: OutputSession, executor: Executor, log: Callable[[str], None]
+    run: PreparedRun, session: OutputSession, executor: Executor, log: Callable[[str], None]
 ) -> dict[str, Any]:
-    config, output = plan.config, session.output
+    config, output = run.config, session.output
     report = RunReport(
-        prompts=plan.scan.count,
-        dry_run=plan.dry_run,
-        encode_only=plan.encode_only and not plan.dry_run,
+        prompts=run.scan.count,
+        dry_run=run.dry_run,
+        encode_only=run.encode_only and not run.dry_run,
         executor=executor.name,
         output=output.uri,
-        prompt_file=prompt_bytes(plan.scan),
+        prompt_file=prompt_bytes(run.scan),
     )
 
     # -- prepare the output
     report.temporaries_removed = session.prepare()
-    session.write_settings(plan.settings())
-    store = EmbeddingStore(plan.store_root, plan.identity).open()
+    session.write_settings(run.settings())
+    store = EmbeddingStore(run.store_root, run.identity).open()
     report.temporaries_removed += store.remove_temporaries()
     report.store = store.uri
     output.write_json(STORE_POINTER_FILE, {"uri": store_pointer(output, store)})
-    set_aside_damaged(plan.run_id, output, store, report, log)
-    names = None if plan.label_names is None else list(plan.label_names)
-    chunks = stage_prompts(output, plan.run_id, plan.scan, config.generation.negative_prompt, names)
+    set_aside_damaged(run.run_id, output, store, report, log)
+    names = None if run.label_names is None else list(run.label_names)
+    chunks = stage_prompts(output, run.run_id, run.scan, config.generation.negative_prompt, names)
 
     # -- clean
     start = time.perf_counter()
     cleaned = executor.clean(chunks, output.location.fs)
     report.captions_empty = cleaned.captions_empty
     report.stage_seconds["clean"] = time.perf_counter() - start
-    log(f"cleaned {plan.scan.count} prompts ({report.captions_empty} cleaned to empty text)")
+    log(f"cleaned {run.scan.count} prompts ({report.captions_empty} cleaned to empty text)")
     report.captions_lost = cleaned.captions_lost
     if cleaned.captions_lost:
         log(lost_line(cleaned.captions_lost, cleaned.lost_example or ""))
 
     # -- encode (not on a dry run)
-    if not plan.dry_run:
+    if not run.dry_run:
         start = time.perf_counter()
-        todo = executor.to_encode(cleaned, store)
-        report.embeddings_encoded, report.embeddings_reused = todo.count, todo.reused
+        captions = executor.to_encode(cleaned, store)
+        report.embeddings_encoded, report.embeddings_reused = captions.count, captions.reused
         log(
-            f"embedding store {store.uri}: {todo.count} captions to encode, {todo.reused} reused "
-            f"({CAPTIONS_NOTE.format(prompts=plan.scan.count)})"
+            f"embedding store {store.uri}: {captions.count} captions to encode, {captions.reused} reused "
+            f"({CAPTIONS_NOTE.format(prompts=run.scan.count)})"
         )
         executor.encode(
-            todo, StoreWriter(plan.store_root, plan.identity, rows_per_part=config.output.store_rows_per_part)
+            captions,
+            StoreWriter(run.store_root, run.identity, rows_per_part=config.output.store_rows_per_part),
         )
         report.stage_seconds["encode"] = time.perf_counter() - start
 
     # -- plan and generate
-    if not plan.encode_only or plan.dry_run:
+    if not run.encode_only or run.dry_run:
         start = time.perf_counter()
-        planned = executor.plan(cleaned, PlanWriter(output.uri, plan.run_id), output.format, plan.dry_run)
-        output.commit_plan(plan.run_id, planned.planned, dry_run=plan.dry_run)
-        report.plan_run = "" if plan.dry_run else plan.run_id
-        report.images_planned, report.images_skipped = planned.planned, planned.planned - planned.todo
-        report.buckets = dict(sorted(planned.buckets.items()))
-        if plan.label_names is not None:
+        images = executor.to_generate(cleaned, PlanWriter(output.uri, run.run_id), output.format, run.dry_run)
+        output.commit_plan(run.run_id, images.planned, dry_run=run.dry_run)
+        report.plan_run = "" if run.dry_run else run.run_id
+        report.images_planned, report.images_skipped = images.planned, images.planned - images.count
+        report.buckets = dict(sorted(images.buckets.items()))
+        if run.label_names is not None:
             report.labels = {
-                plan.label_names[number]: count for number, count in sorted(planned.labels.items())
+                run.label_names[number]: count for number, count in sorted(images.labels.items())
             }
         report.stage_seconds["plan"] = time.perf_counter() - start
         log(
-            f"{'dry run: ' if plan.dry_run else ''}planned {planned.planned} images in {len(planned.buckets)} buckets; "
-            f"{planned.todo} to generate, {report.images_skipped} already done"
+            f"{'dry run: ' if run.dry_run else ''}planned {images.planned} images in {len(images.buckets)} buckets; "
+            f"{images.count} to generate, {report.images_skipped} already done"
         )
-        if not plan.dry_run:
-            if planned.remaining is not None:
+        if not run.dry_run:
+            if images.rows is not None:
                 start = time.perf_counter()
                 session.committed()  # shards may be committed from here on: the settings stay
-                made = executor.generate(planned, store, image_writer(plan, output), _limits(config))
+                made = executor.generate(images, store, image_writer(run, output), _limits(config))
                 report.add_generated(made, time.perf_counter() - start)
             session.write_card(
-                plan.settings(), {"images_total": report.images_planned, "prompts": report.prompts}
+                run.settings(), {"images_total": report.images_planned, "prompts": report.prompts}
             )
 
     # -- the report
-    final = report.close(time.time() - plan.started)
-    if plan.dry_run:  # beside the real run's report and config, which stay as they were
+    final = report.close(time.time() - run.started)
+    if run.dry_run:  # beside the real run's report and config, which stay as they were
         session.write_report(final, DRY_RUN_REPORT_FILE)
     else:
         session.write_report(final)
@@ -392,13 +395,13 @@ def _limits(config: RunConfig) -> FailureLimits:
     return FailureLimits(failures.max_consecutive, failures.max_rate, failures.rate_after)
 
 
-def image_writer(plan: RunPlan, output: OutputDataset) -> ImageWriter:
-    settings = plan.config.output
+def image_writer(run: PreparedRun, output: OutputDataset) -> ImageWriter:
+    settings = run.config.output
     return ImageWriter(
         output.uri,
-        plan.run_id,
-        plan.spec.row_constants(),
-        plan.settings(),
+        run.run_id,
+        run.spec.row_constants(),
+        run.settings(),
         settings.rows_per_shard,
         settings.row_group_size,
         settings.format,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ... import schema as S
 from ...errors import first_line
-from ...faults import raise_if_full, stall
+from ...faults import inject_full_disk, stall
 from ...storage import (
     Location,
     discard_spill,
@@ -218,7 +218,7 @@ class _TarShard(ShardWriter):
         try:
             self.tar.close()
             self.file.close()
-            raise_if_full(posixpath.basename(self.path))
+            inject_full_disk(posixpath.basename(self.path))
             size = os.path.getsize(self.tmp)
             write_parquet_atomic(
                 self.loc, self.index, pa.table({S.KEY: self.keys}, schema=S.key_index_schema(self.settings))

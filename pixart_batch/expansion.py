@@ -31,7 +31,7 @@ def image_key(prompt_id: str, image_index: int) -> str:
 
 
 @dataclass(frozen=True)
-class SizePlan:
+class ChosenSize:
     height: int
     """Final image height (what was asked for)."""
     width: int
@@ -40,9 +40,9 @@ class SizePlan:
     bucket_width: int
 
 
-def plan_size(
+def choose_size(
     record: PromptRecord, generation: GenerationConfig, geometry: ModelGeometry, table: dict
-) -> SizePlan:
+) -> ChosenSize:
     """Requested size → bucket, by diffusers' ``classify_height_width_bin``.
 
     ``--hw``/width+height: exact size, generated at its bucket and resized back;
@@ -58,7 +58,7 @@ def plan_size(
     else:
         height = width = geometry.native_size
     bucket_height, bucket_width = bucket_for(height, width, table)
-    return SizePlan(int(height), int(width), bucket_height, bucket_width)
+    return ChosenSize(int(height), int(width), bucket_height, bucket_width)
 
 
 # --------------------------------------------------------------------------- batch forms (run in Ray workers)
@@ -103,7 +103,7 @@ def add_sizes(batch: dict, generation: GenerationConfig, geometry: ModelGeometry
         batch[S.REQUESTED_WIDTH], batch[S.REQUESTED_HEIGHT], batch[S.ASPECT_RATIO], strict=True
     ):
         record = PromptRecord("", "", None, int(width) or None, int(height) or None, float(ratio) or None, "")
-        sizes.append(plan_size(record, generation, geometry, table))
+        sizes.append(choose_size(record, generation, geometry, table))
     batch[S.WIDTH] = np.array([s.width for s in sizes], dtype=np.int32)
     batch[S.HEIGHT] = np.array([s.height for s in sizes], dtype=np.int32)
     batch[S.BUCKET_WIDTH] = np.array([s.bucket_width for s in sizes], dtype=np.int32)
