@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pixart_batch.cli import main
-from pixart_batch.executors.base import lost_summary, lost_text
+from pixart_batch.stages.rows import lost_summary, lost_text
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """The interface every executor implements, the typed values its phases pass on, and the Ray-free
-pieces the executors use (the batch functions, the failure counter, the monitored stage).
+pieces the executors use (the failure counter, the monitored stage; the batch functions are
+:mod:`pixart_batch.stages.rows`).
 
 An executor carries out the phases of one run over a handle of its own kind (a Ray ``Dataset``, an
 in-memory batch): :mod:`pixart_batch.run` calls them in order and passes each phase's result to the
@@ -15,23 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .. import schema as S
 from ..batches import Batch
 from ..errors import SystemicFailure, shorten
-from ..stopping import nothing
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
-    from ..buckets import ModelGeometry
-    from ..config import GenerationConfig, RunConfig
+    from ..config import RunConfig
     from ..output.formats import OutputFormat
     from ..output.writers import ImageWriter, ImageWriteResult, PlanWriter
-    from ..spec import CleanSpec, RunSpec
-    from ..stopping import StopFlag
-    from ..store import EmbeddingStore, StoreIdentity, StoreWriter
+    from ..spec import RunSpec
+    from ..store import EmbeddingStore, StoreWriter
 
 
 # --------------------------------------------------------------------------- what the phases pass on
@@ -44,7 +38,7 @@ class Cleaned:
     prompts: Any
     captions_empty: int
     captions_lost: int = 0
-    """Prompts whose caption kept less than half of their letters and digits (:func:`lost_text`)."""
+    """Prompts whose caption kept less than half of their letters and digits (:func:`~pixart_batch.stages.rows.lost_text`)."""
     lost_example: str | None = None
     """One of them (the greatest, so the same on every run)."""
 
@@ -103,7 +97,7 @@ class Executor(ABC):
 
     @abstractmethod
     def clean(self, chunks: list[str], output_fs: Any) -> Cleaned:
-        """Read the staged prompt chunks, clean the captions and size each prompt (:func:`clean_and_size`)."""
+        """Read the staged prompt chunks, clean the captions and size each prompt (:func:`~pixart_batch.stages.rows.clean_and_size`)."""
 
     @abstractmethod
     def to_encode(self, cleaned: Cleaned, store: EmbeddingStore) -> ToEncode:
@@ -128,79 +122,6 @@ class Executor(ABC):
 
 
 # --------------------------------------------------------------------------- shared, Ray-free
-
-
-def clean_and_size(
-    batch: Batch,
-    spec: CleanSpec,
-    generation: GenerationConfig,
-    geometry: ModelGeometry,
-    table: dict[str, list[float]],
-) -> Batch:
-    """Cleaned captions, their store keys, and the size plan of each staged prompt."""
-    from ..expansion import add_sizes
-    from ..stages.clean import CaptionCleaner
-    from ..store import caption_key
-
-    batch = CaptionCleaner(spec)(batch)
-    batch[S.CAPTION_KEY] = np.array([caption_key(c) for c in batch[S.CAPTION]], dtype=object)
-    batch[S.NEGATIVE_KEY] = np.array([caption_key(c) for c in batch[S.NEGATIVE_CAPTION]], dtype=object)
-    batch[S.EMPTY_CAPTION] = np.array([not c for c in batch[S.CAPTION]], dtype=np.int64)
-    pairs = zip(batch[S.PROMPT].tolist(), batch[S.CAPTION].tolist(), strict=True)
-    batch[S.LOST_PROMPT] = np.array(
-        [prompt if lost_text(prompt, caption) else "" for prompt, caption in pairs], dtype=object
-    )
-    return add_sizes(batch, generation, geometry, table)
-
-
-def lost_text(prompt: str, caption: str) -> bool:
-    """Whether cleaning removed most of a prompt's letters and digits: diffusers' PixArt cleaning keeps
-    Latin letters, digits and some punctuation, and drops CJK and other scripts, URLs and HTML."""
-    before = sum(char.isalnum() for char in prompt)
-    return before >= 2 and 2 * sum(char.isalnum() for char in caption) < before
-
-
-def lost_summary(lost: list[str]) -> tuple[int, str | None]:
-    """``(count, example)`` of a :data:`~pixart_batch.schema.LOST_PROMPT` column's values."""
-    found = [prompt for prompt in lost if prompt]
-    return len(found), max(found) if found else None
-
-
-def caption_rows(batch: Batch, negatives: bool) -> Batch:
-    """Every caption a prompt needs encoded: its own and (with CFG on) its negative prompt's."""
-    if not negatives:
-        return {S.CAPTION_KEY: batch[S.CAPTION_KEY], S.CAPTION: batch[S.CAPTION]}
-    return {
-        S.CAPTION_KEY: np.concatenate([batch[S.CAPTION_KEY], batch[S.NEGATIVE_KEY]]),
-        S.CAPTION: np.concatenate([batch[S.CAPTION], batch[S.NEGATIVE_CAPTION]]),
-    }
-
-
-def encode_images(batch: Batch, image_format: str, quality: int) -> Batch:
-    from ..stages.write import ImageEncoder
-
-    return ImageEncoder(image_format, quality)(batch)
-
-
-def first_of_group(table: pa.Table) -> pa.Table:
-    """One row per caption key (the input of ``groupby(caption_key).map_groups``)."""
-    return table.slice(0, 1)
-
-
-def attach_embeddings(
-    batch: Batch,
-    root: str,
-    identity: StoreIdentity,
-    index: list,
-    negatives: bool,
-    stop: StopFlag,
-) -> Batch:
-    """The rows' embeddings from the store; none once the run is stopping (:mod:`pixart_batch.stopping`)."""
-    from ..store import AttachEmbeddings
-
-    if stop.requested():
-        return nothing(batch)
-    return AttachEmbeddings(root, identity, index, negatives)(batch)
 
 
 class FailureCounter:

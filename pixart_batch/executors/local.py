@@ -29,6 +29,7 @@ from ..batches import Batch, chunks, concat, rows, take
 from ..errors import UserError
 from ..progress import Progress
 from ..stages import stage_class
+from ..stages.rows import caption_rows, clean_and_size, lost_summary
 from ..stopping import GracefulStop
 from .base import (
     Cleaned,
@@ -37,9 +38,6 @@ from .base import (
     FailureLimits,
     ToEncode,
     ToGenerate,
-    caption_rows,
-    clean_and_size,
-    lost_summary,
     monitored,
 )
 

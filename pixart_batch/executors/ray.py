@@ -35,6 +35,14 @@ from ..batches import Batch
 from ..errors import UserError
 from ..progress import Poller, Progress, say
 from ..stages import stage_class
+from ..stages.rows import (
+    attach_embeddings,
+    caption_rows,
+    clean_and_size,
+    encode_images,
+    first_of_group,
+    lost_summary,
+)
 from ..stopping import GracefulStop, StopFlag, stoppable
 from ..streams import divert_native_stderr, no_colour_reset_at_exit
 from .base import (
@@ -44,12 +52,6 @@ from .base import (
     PolledCounter,
     ToEncode,
     ToGenerate,
-    attach_embeddings,
-    caption_rows,
-    clean_and_size,
-    encode_images,
-    first_of_group,
-    lost_summary,
     monitored,
 )
 from .ray_resources import generate_pools, require_cpus, require_gpus, shuffle_partitions
