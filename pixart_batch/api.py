@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .config_tables import OVERRIDES  # each flag's config keys, declared on the fields (setting(flag=...))
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -71,27 +72,6 @@ Progress = Callable[[str], None] | None
 PathLike = str | os.PathLike[str]
 ConfigLike = Any
 """A :class:`RunConfig`, the path of a YAML recipe (``str`` / ``os.PathLike``), or None (the defaults)."""
-
-OVERRIDES: dict[str, tuple[str, ...]] = {
-    "model": ("model.path",),
-    "max_sequence_length": ("model.max_sequence_length",),
-    "store": ("output.store",),
-    "executor": ("ray.executor",),
-    "verbose": ("console.verbose",),
-    "progress_interval": ("console.progress_interval_s",),
-    "image_format": ("output.image_format",),
-    "output_format": ("output.format",),
-    "seed": ("generation.seed",),
-    "images_per_prompt": ("generation.images_per_prompt",),
-    "steps": ("generation.num_inference_steps",),
-    "guidance_scale": ("generation.guidance_scale",),
-    "scheduler": ("generation.scheduler",),
-    "batch_size": ("stages.denoise.batch_size", "stages.decode.batch_size"),
-    "gpu": ("estimate.gpu",),
-    "usd_per_gpu_hour": ("estimate.usd_per_gpu_hour",),
-}
-"""Each CLI flag (its argparse ``dest``, the keyword argument of the same name) → the dotted config keys
-it overrides."""
 
 DATASET_BATCH_ROWS = 10_000
 """Rows per batch when a ``datasets`` object is streamed into the temporary Parquet file."""

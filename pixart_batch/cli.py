@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from .api import OVERRIDES  # the flags' config keys (the API's keyword arguments of the same names)
+from .config_tables import FLAGS, Flag
 from .errors import UserError, first_line
 from .signals import Terminated, install_signal_handlers
 
 EXIT_CLOSED_PIPE = 141
 """Every command's exit status when its stdout is a pipe whose reader went away."""
+
+TERMINATED = "pixart-batch: terminated (SIGTERM); committed work is kept; re-run the same command to resume"
+"""What a run stopped by SIGTERM prints (exit 143)."""
 
 VERIFY_EXIT_STATUS = """exit status:
   0  OK: nothing damaged and every planned image present (images committed under an earlier
@@ -26,9 +31,30 @@ VERIFY_EXIT_STATUS = """exit status:
   141  stdout closed early (a pipe into head), as for every command"""
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    from .config import EXECUTORS
+def _add_config_flags(parser: argparse.ArgumentParser, *dests: str) -> None:
+    """The flags that override config fields, each as its fields declare it (``setting(flag=...)``):
+    its help, its type, its choices; the default None (a flag not given overrides nothing)."""
+    for dest in dests:
+        flag = FLAGS[dest]
+        options: dict[str, Any] = {"dest": dest, "help": flag_help(flag)}
+        if flag.kind is bool:
+            options.update(action="store_true", default=None)
+        elif flag.kind is not str:
+            options["type"] = flag.kind
+        if flag.facts.choices is not None:
+            options["choices"] = flag.facts.choices
+        parser.add_argument(flag.option, **options)
 
+
+def flag_help(flag: Flag) -> str:
+    """The first sentence of the fields' help, without reST markup, and the config keys it sets."""
+    text = flag.facts.help.replace("``", "")
+    first = re.split(r"(?<=[.])\s", text, maxsplit=1)[0]
+    return f"{first} ({', '.join(flag.keys)})".replace("%", "%%")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``generate`` and ``encode``: the recipe, the prompts, the output, and the run's config flags."""
     parser.add_argument(
         "--config", help="YAML recipe (configs/tiny.yaml, configs/pixart-alpha-1024.yaml, ...)"
     )
@@ -40,22 +66,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_column_arguments(parser)
     parser.add_argument("--output", required=True, help="output directory (local path, s3:// or gs://)")
-    parser.add_argument(
-        "--model", help="hub id or local checkpoint directory, or 'tiny' (overrides model.path)"
-    )
-    parser.add_argument("--store", help="embedding store root (default OUTPUT/embeddings)")
-    parser.add_argument("--max-sequence-length", type=int, help="T5 token limit (120 for α, 300 for Σ)")
-    parser.add_argument(
-        "--verbose", action="store_true", default=None, help="show Ray's own log lines and progress bars"
-    )
-    parser.add_argument(
-        "--progress-interval", type=float, help="seconds between progress lines when not a terminal (30)"
-    )
-    parser.add_argument(
-        "--executor",
-        choices=EXECUTORS,
-        help="ray: the Ray pipeline; local: in this process; auto (default): local for small runs without a cluster",
-    )
+    _add_config_flags(parser, "model", "store", "max_sequence_length", "verbose", "progress_interval")
+    _add_config_flags(parser, "executor")
 
 
 COLUMN_FLAGS = ("prompt_column", "id_column", "label_column", "negative_prompt_column")
@@ -70,51 +82,46 @@ def _add_column_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every sub-command and its flags (nothing heavy imported: ``--help`` is instant)."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="pixart-batch", description="Batch PixArt-α / PixArt-Σ image datasets on Ray."
     )
-    from . import __version__
-    from .config import IMAGE_FORMATS, OUTPUT_FORMATS
-    from .families import CHECKPOINT_SCHEDULER, FAMILY_NAMES, SCHEDULERS
-
     parser.add_argument("--version", action="version", version=f"pixart-batch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run_commands(commands)
+    _add_inspection_commands(commands)
+    _add_plan_command(commands)
+    _add_dataset_commands(commands)
+    _add_tiny_command(commands)
+    return parser
 
+
+Commands = Any
+"""``argparse``'s sub-parsers action (``add_parser``), a private class of argparse."""
+
+
+def _add_run_commands(commands: Commands) -> None:
+    """``generate`` and ``encode``."""
     generate = commands.add_parser("generate", help="prompts → embedding store → images → sharded dataset")
     _add_run_arguments(generate)
-    generate.add_argument("--seed", type=int, help="run seed (generation.seed)")
-    generate.add_argument(
-        "--images-per-prompt", type=int, help="images per prompt (generation.images_per_prompt)"
-    )
-    generate.add_argument(
-        "--batch-size", type=int, help="DiT and VAE batch size (stages.denoise/decode.batch_size)"
-    )
-    generate.add_argument("--steps", type=int, help="denoising steps (generation.num_inference_steps)")
-    generate.add_argument(
-        "--guidance-scale", type=float, help="CFG scale (generation.guidance_scale); <= 1 runs without CFG"
-    )
-    generate.add_argument("--scheduler", help=f"{CHECKPOINT_SCHEDULER} (default), {', '.join(SCHEDULERS)}")
-    generate.add_argument(
-        "--image-format", choices=IMAGE_FORMATS, help="image encoding (output.image_format)"
-    )
-    generate.add_argument(
-        "--output-format",
-        choices=OUTPUT_FORMATS,
-        help="shard format (output.format): parquet or webdataset tars",
-    )
+    _add_config_flags(generate, "seed", "images_per_prompt", "batch_size", "steps", "guidance_scale")
+    _add_config_flags(generate, "scheduler", "image_format", "output_format")
     generate.add_argument(
         "--dry-run",
         action="store_true",
         help="validate, clean and plan only (writes the plan; no models run)",
     )
-
     encode = commands.add_parser("encode", help="build the embedding store only")
     _add_run_arguments(encode)
 
+
+def _add_inspection_commands(commands: Commands) -> None:
+    """``status`` and ``verify``: read an output, write nothing."""
     status = commands.add_parser("status", help="planned / embedded / done / failed images per bucket")
     status.add_argument("output")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
     verify = commands.add_parser(
         "verify",
         help="check every file, key, sha256 and planned image; exit 1 on damage or missing images",
@@ -124,24 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("output")
 
+
+def _add_plan_command(commands: Commands) -> None:
+    """``plan``: the estimate of a run, before it starts."""
     plan = commands.add_parser(
         "plan", help="images per bucket, GPU-hours, cost and sizes of a run, before it starts"
     )
     plan.add_argument("prompts", metavar="PROMPTS", help="prompt file, folder or hf:// dataset (as generate)")
     _add_column_arguments(plan)
     plan.add_argument("--config", help="YAML recipe (its estimate: section sets the GPU kind and price)")
-    plan.add_argument(
-        "--model", help="hub id or local checkpoint directory, or 'tiny' (overrides model.path)"
-    )
-    plan.add_argument(
-        "--images-per-prompt", type=int, help="images per prompt (generation.images_per_prompt)"
-    )
-    plan.add_argument("--steps", type=int, help="denoising steps (generation.num_inference_steps)")
-    plan.add_argument("--gpu", help="GPU kind of the estimate (estimate.gpu)")
-    plan.add_argument(
-        "--usd-per-gpu-hour", type=float, help="price of a GPU-hour (estimate.usd_per_gpu_hour)"
-    )
+    _add_config_flags(plan, "model", "images_per_prompt", "steps", "gpu", "usd_per_gpu_hour")
     plan.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _add_dataset_commands(commands: Commands) -> None:
+    """``gallery``, ``export`` and ``score``: an existing output viewed, filtered, scored."""
+    from .config import OUTPUT_FORMATS
 
     gallery = commands.add_parser(
         "gallery", help="a static HTML gallery of a sample of the images in OUTPUT/gallery/"
@@ -171,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=OUTPUT_FORMATS, help="shard format of the export (default: the source's)"
     )
     export.add_argument("--per-label", type=int, help="at most N rows per label (the first N in shard order)")
+    _add_score_command(commands)
+
+
+def _add_score_command(commands: Commands) -> None:
+    """``score``: the API's arguments of ``api.score`` (not config overrides: the recipe's
+    ``stages.score`` section is the base they change)."""
     score = commands.add_parser(
         "score", help="add clip_score (and aesthetic_score) to an existing output's shards"
     )
@@ -185,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="safetensors linear head over the image embedding (stages.score.aesthetic_head)",
     )
     score.add_argument("--batch-size", type=int, help="images per CLIP call (stages.score.batch_size)")
+
+
+def _add_tiny_command(commands: Commands) -> None:
+    """``make-tiny-checkpoint``."""
+    from .families import FAMILY_NAMES, SCHEDULERS
 
     tiny = commands.add_parser(
         "make-tiny-checkpoint", help="write a random tiny PixArt checkpoint (diffusers layout)"
@@ -209,7 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("tiny", "small"),
         help="tiny (tests) or small (real block structure, for CPU benchmarks)",
     )
-    return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -222,7 +237,8 @@ def _columns(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """One command through :mod:`pixart_batch.api`: its result printed (``--json``: as JSON), its exit status."""
+    """One command through :mod:`pixart_batch.api`: its result printed (``--json``: as JSON), its exit
+    status."""
     from . import api
 
     if args.command == "make-tiny-checkpoint":
@@ -316,8 +332,9 @@ def check_job_paths(args: argparse.Namespace) -> None:
         value = getattr(args, flag, None)
         if value and "://" not in value and not os.path.isabs(os.path.expanduser(value)):
             raise UserError(
-                f"--{flag} {value}: a relative path inside a Ray job resolves in the job's temporary working "
-                "directory and is lost when the job ends; give an absolute path on storage every node sees, or s3:// / gs://"
+                f"--{flag} {value}: a relative path inside a Ray job resolves in the job's temporary "
+                "working directory and is lost when the job ends; give an absolute path on storage every "
+                "node sees, or s3:// / gs://"
             )
 
 
@@ -366,10 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("pixart-batch: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     except Terminated:
-        print(
-            "pixart-batch: terminated (SIGTERM); committed work is kept; re-run the same command to resume",
-            file=sys.stderr,
-        )
+        print(TERMINATED, file=sys.stderr)
         return 143
     except Exception as exc:
         cause = user_cause(exc)
@@ -383,10 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"pixart-batch: {first_line(cause, limit=None)}", file=sys.stderr)
             return 1
         if isinstance(cause, Terminated):
-            print(
-                "pixart-batch: terminated (SIGTERM); committed work is kept; re-run the same command to resume",
-                file=sys.stderr,
-            )
+            print(TERMINATED, file=sys.stderr)
             return 143
         token = ray_token_error(exc)
         if token:

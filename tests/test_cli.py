@@ -7,7 +7,8 @@ def test_help_does_not_import_heavy_modules():
         "import sys\n"
         "from pixart_batch.cli import build_parser\n"
         "try:\n    build_parser().parse_args(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'ray', 'datasets', 'pyarrow') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'ray', 'datasets', 'pyarrow')"
+        " if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
