@@ -14,6 +14,7 @@ from . import schema as S
 from .buckets import ModelGeometry, bucket_for
 from .config import GenerationConfig
 from .prompts import PromptRecord
+from .stages.columns import columns, stage_columns
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -64,12 +65,25 @@ def choose_size(
 # --------------------------------------------------------------------------- batch forms (run in Ray workers)
 
 
+@stage_columns(
+    writes=columns(
+        S.PROMPT_ID,
+        S.PROMPT,
+        S.NEGATIVE_PROMPT,
+        S.REQUESTED_WIDTH,
+        S.REQUESTED_HEIGHT,
+        S.ASPECT_RATIO,
+        S.SOURCE,
+        labelled=(S.LABEL, S.TEMPLATE),
+    ),
+    keeps=False,
+)
 def prompt_chunk(
     records: list[PromptRecord], default_negative: str, label_ids: dict[str, int] | None = None
 ) -> pa.Table:
-    """An Arrow table of staged prompts (the negative prompt default already applied; 0 in a
-    size column means "not given"); with ``label_ids`` (a labelled run) each record's class id and
-    template index (-1: none)."""
+    """An Arrow table of staged prompts, the source of the pipeline's rows (the negative prompt default
+    already applied; 0 in a size column means "not given"); with ``label_ids`` (a labelled run) each
+    record's class id and template index (-1: none)."""
     import pyarrow as pa
 
     labelled = {}
@@ -94,6 +108,10 @@ def prompt_chunk(
     )
 
 
+@stage_columns(
+    reads=(S.REQUESTED_WIDTH, S.REQUESTED_HEIGHT, S.ASPECT_RATIO),
+    writes=(S.WIDTH, S.HEIGHT, S.BUCKET_WIDTH, S.BUCKET_HEIGHT),
+)
 def add_sizes(batch: dict, generation: GenerationConfig, geometry: ModelGeometry, table: dict) -> dict:
     """Adds ``width``, ``height``, ``bucket_width``, ``bucket_height`` to a batch of staged prompts."""
     import numpy as np
@@ -111,8 +129,14 @@ def add_sizes(batch: dict, generation: GenerationConfig, geometry: ModelGeometry
     return batch
 
 
+@stage_columns(
+    reads=(S.PROMPT_ID,),
+    writes=(S.IMAGE_INDEX, S.KEY, S.SEED, S.ERROR),
+    drops=(S.REQUESTED_WIDTH, S.REQUESTED_HEIGHT, S.ASPECT_RATIO),
+)
 def expand_images(batch: dict, images_per_prompt: int, run_seed: int) -> dict:
-    """One row per image: each prompt row repeated ``images_per_prompt`` times with its key and seed."""
+    """One row per image: each prompt row repeated ``images_per_prompt`` times with its key and seed
+    (every column but the requested size passed on, repeated)."""
     import numpy as np
 
     count = len(batch[S.PROMPT_ID])

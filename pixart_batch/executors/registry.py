@@ -1,12 +1,22 @@
-"""The executors by name (data only, so the config can list them without importing one)."""
+"""The executors by name (lazy entries, so the config can list them without importing one)."""
 
 from __future__ import annotations
 
-EXECUTORS = {
-    "ray": "pixart_batch.executors.ray:RayExecutor",
-    "local": "pixart_batch.executors.local:LocalExecutor",
-}
-"""``ray.executor`` → where its class is (imported only when chosen: the Ray one imports Ray)."""
+from typing import TYPE_CHECKING
+
+from ..registry import Registry
+
+if TYPE_CHECKING:
+    from .base import Executor
+
+EXECUTORS: Registry[type[Executor]] = Registry(
+    "executor",
+    {
+        "ray": "pixart_batch.executors.ray:RayExecutor",
+        "local": "pixart_batch.executors.local:LocalExecutor",
+    },
+)
+"""``ray.executor`` → its class (imported only when chosen: the Ray one imports Ray)."""
 
 AUTO = "auto"
 """``ray.executor: auto``: in-process for a small run that joins no cluster, else Ray."""

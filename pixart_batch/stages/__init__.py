@@ -5,21 +5,21 @@ Batches are dicts of equal-length numpy arrays (Ray Data's ``numpy`` batch forma
 
 from __future__ import annotations
 
-STAGES = {
-    "encode": ("pixart_batch.stages.encode", "TextEncoder"),
-    "denoise": ("pixart_batch.stages.denoise", "Denoiser"),
-    "decode": ("pixart_batch.stages.decode", "Decoder"),
-    "generate": ("pixart_batch.stages.generate", "DenoiseDecode"),
-    "score": ("pixart_batch.stages.score", "Scorer"),
-}
-"""The model stages by name → (module, class); imported only when asked for (they import torch)."""
+from ..registry import Registry
+
+STAGES: Registry[type] = Registry(
+    "stage",
+    {
+        "encode": "pixart_batch.stages.encode:TextEncoder",
+        "denoise": "pixart_batch.stages.denoise:Denoiser",
+        "decode": "pixart_batch.stages.decode:Decoder",
+        "generate": "pixart_batch.stages.generate:DenoiseDecode",
+        "score": "pixart_batch.stages.score:Scorer",
+    },
+)
+"""The model stages by name; imported only when asked for (they import torch)."""
 
 
 def stage_class(name: str) -> type:
     """The stage class called ``name`` (a key of :data:`STAGES`); an unknown name raises."""
-    import importlib
-
-    if name not in STAGES:
-        raise KeyError(f"unknown stage {name!r}; the stages are {', '.join(STAGES)}")
-    module, cls = STAGES[name]
-    return getattr(importlib.import_module(module), cls)
+    return STAGES.load(name)

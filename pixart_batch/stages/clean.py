@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+from typing import ClassVar
 
 import numpy as np
 
 from .. import schema as S
 from ..errors import UserError
 from ..spec import CleanSpec
+from .columns import Columns, columns
 
 
 def require_cleaning_dependencies() -> None:
@@ -29,6 +31,11 @@ class CaptionCleaner:
     """Adds ``caption`` and ``negative_caption``: the text diffusers feeds T5 for ``prompt`` and
     ``negative_prompt`` (``_text_preprocessing``, which runs ``_clean_caption`` twice; without
     cleaning the text is lowercased and stripped, as in diffusers)."""
+
+    reads: ClassVar[Columns] = columns(S.PROMPT, S.NEGATIVE_PROMPT)
+    writes: ClassVar[Columns] = columns(S.CAPTION, S.NEGATIVE_CAPTION)
+    drops: ClassVar[tuple[str, ...]] = ()
+    keeps: ClassVar[bool] = True
 
     def __init__(self, spec: CleanSpec) -> None:
         if spec.clean_caption:

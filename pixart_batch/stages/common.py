@@ -15,13 +15,14 @@ import logging
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TypeVar
 
 import numpy as np
 
 from .. import schema as S
 from ..faults import raise_if_injected, stall
+from .columns import PRESENT, Columns, columns
 
 log = logging.getLogger("pixart_batch")
 
@@ -35,6 +36,18 @@ def group_rows(keys: list[G]) -> dict[G, list[int]]:
     for index, key in enumerate(keys):
         groups[key].append(index)
     return groups
+
+
+def group_reads(*names: str, **when: Iterable[str]) -> Columns:
+    """The reads of a stage that runs :func:`run_groups`: ``names`` and what it reads itself (each row's
+    key and error, the tracebacks of earlier failures when an earlier stage recorded them)."""
+    return columns(*names, S.KEY, S.ERROR, present=(S.TRACEBACK, *when.pop(PRESENT, ())), **when)
+
+
+def group_writes(stage: str, *names: str, **when: Iterable[str]) -> Columns:
+    """The writes of a stage that runs :func:`run_groups` as ``stage``: ``names`` and what it writes
+    itself (error, traceback, the stage's busy seconds)."""
+    return columns(*names, S.ERROR, S.TRACEBACK, S.BUSY_COLUMNS[stage], **when)
 
 
 def error_text(stage: str, exc: BaseException) -> str:

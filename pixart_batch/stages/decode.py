@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from .. import schema as S
 from ..spec import DecodeSpec
 from ..tensors import bytes_to_tensor
-from .common import run_groups
+from .columns import Columns
+from .common import group_reads, group_writes, run_groups
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +58,11 @@ class Decoder:
     ``postprocess`` then maps to [0, 1] and the bytes are ``round(x * 255)``, as diffusers'
     ``numpy_to_pil`` does.
     """
+
+    reads: ClassVar[Columns] = group_reads(S.LATENTS, S.BUCKET_HEIGHT, S.BUCKET_WIDTH, S.HEIGHT, S.WIDTH)
+    writes: ClassVar[Columns] = group_writes("decode", S.PIXELS)
+    drops: ClassVar[tuple[str, ...]] = (S.LATENTS,)
+    keeps: ClassVar[bool] = True
 
     def __init__(self, spec: DecodeSpec) -> None:
         import torch

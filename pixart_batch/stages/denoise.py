@@ -3,14 +3,15 @@ one bucket per call."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from .. import schema as S
 from ..spec import DenoiseSpec
 from ..tensors import bytes_to_tensor, tensor_to_bytes
-from .common import run_groups
+from .columns import Columns
+from .common import group_reads, group_writes, run_groups
 
 if TYPE_CHECKING:
     import torch
@@ -32,7 +33,23 @@ class Denoiser:
     the same shapes — text padded to ``max_sequence_length``, the batch padded to ``batch_size`` with
     copies of its last row (their outputs dropped) — so a bucket compiles once. ``step_cache`` and
     ``fp8`` are the opt-in fast modes (:mod:`pixart_batch.fast`).
+
+    Reads the negative columns whether CFG is on or not (without it they are the empty placeholders
+    the store lookup attaches); drops the embeddings once the latents are made.
     """
+
+    reads: ClassVar[Columns] = group_reads(
+        S.NUM_TOKENS,
+        S.NEGATIVE_NUM_TOKENS,
+        S.PROMPT_EMBEDDING,
+        S.NEGATIVE_EMBEDDING,
+        S.SEED,
+        S.BUCKET_HEIGHT,
+        S.BUCKET_WIDTH,
+    )
+    writes: ClassVar[Columns] = group_writes("denoise", S.LATENTS, S.SCHEDULER)
+    drops: ClassVar[tuple[str, ...]] = (S.PROMPT_EMBEDDING, S.NEGATIVE_EMBEDDING)
+    keeps: ClassVar[bool] = True
 
     def __init__(self, spec: DenoiseSpec) -> None:
         import diffusers

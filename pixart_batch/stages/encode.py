@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -12,13 +12,15 @@ from ..errors import UserError
 from ..faults import stall
 from ..spec import EncodeSpec
 from ..tensors import tensor_to_bytes
+from .columns import Columns, columns
 
 if TYPE_CHECKING:
     import torch
 
 
 def load_text_encoder(spec: EncodeSpec):
-    """The checkpoint's T5 encoder in ``spec.dtype``, its linear weights quantized as ``spec.quantization`` says.
+    """The checkpoint's T5 encoder in ``spec.dtype``, its linear weights quantized as
+    ``spec.quantization`` says.
 
     ``int8``: torchao weight-only int8 (CPU and GPU), applied after loading on the device.
     ``bnb-int8`` / ``bnb-nf4``: bitsandbytes through transformers' ``quantization_config`` (CUDA only).
@@ -46,7 +48,8 @@ def load_text_encoder(spec: EncodeSpec):
         )
     if spec.device != "cuda":
         raise UserError(
-            f"stages.encode.quantization {spec.quantization}: bitsandbytes needs a GPU (set stages.encode.num_gpus)"
+            f"stages.encode.quantization {spec.quantization}: bitsandbytes needs a GPU "
+            "(set stages.encode.num_gpus)"
         )
     cls = component_type(spec.model, "text_encoder")
     return cls.from_pretrained(
@@ -91,6 +94,11 @@ class TextEncoder:
     attention mask gives the valid tokens the same values either way (up to rounding).
     Adds ``num_tokens``, ``truncated`` and ``embedding`` (raw bytes of tokens × d_model).
     """
+
+    reads: ClassVar[Columns] = columns(S.CAPTION)
+    writes: ClassVar[Columns] = columns(S.NUM_TOKENS, S.TRUNCATED, S.EMBEDDING, S.BUSY_COLUMNS["encode"])
+    drops: ClassVar[tuple[str, ...]] = ()
+    keeps: ClassVar[bool] = True
 
     def __init__(self, spec: EncodeSpec) -> None:
         import torch

@@ -15,19 +15,29 @@ from __future__ import annotations
 
 import threading
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .. import schema as S
 from ..batches import take
 from ..spec import DecodeSpec, DenoiseSpec
+from .columns import Columns, chained
 from .decode import Decoder
 from .denoise import Denoiser
 
+DENOISE_DECODE = chained(Denoiser, Decoder)
+"""The columns of the DiT then the VAE on one batch."""
+
 
 class DenoiseDecode:
-    """Denoiser then Decoder on one batch; decodes in chunks of ``decode_batch_size`` rows."""
+    """Denoiser then Decoder on one batch; decodes in chunks of ``decode_batch_size`` rows. Its columns
+    are the two stages' chained (:func:`~.columns.chained`): it runs in their place."""
+
+    reads: ClassVar[Columns] = DENOISE_DECODE.reads
+    writes: ClassVar[Columns] = DENOISE_DECODE.writes
+    drops: ClassVar[tuple[str, ...]] = DENOISE_DECODE.drops
+    keeps: ClassVar[bool] = True
 
     def __init__(self, denoise: DenoiseSpec, decode: DecodeSpec, decode_batch_size: int) -> None:
         self.denoiser = Denoiser(denoise)

@@ -1,6 +1,7 @@
 """The Ray-free batch functions between the model stages: clean and size the staged prompts, the
 captions to encode, the store lookup that attaches embeddings, image encoding. Both executors call
-them on their own batches (a Ray ``map_batches`` task, an in-memory batch)."""
+them on their own batches (a Ray ``map_batches`` task, an in-memory batch). Each declares the columns
+it reads and writes (:func:`~.columns.stage_columns`), as the model stages do."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import numpy as np
 from .. import schema as S
 from ..batches import Batch
 from ..stopping import nothing
+from .columns import columns, stage_columns
+from .write import ImageEncoder
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -22,6 +25,21 @@ if TYPE_CHECKING:
     from ..store import StoreIdentity
 
 
+@stage_columns(
+    reads=(S.PROMPT, S.NEGATIVE_PROMPT, S.REQUESTED_WIDTH, S.REQUESTED_HEIGHT, S.ASPECT_RATIO),
+    writes=(
+        S.CAPTION,
+        S.NEGATIVE_CAPTION,
+        S.CAPTION_KEY,
+        S.NEGATIVE_KEY,
+        S.EMPTY_CAPTION,
+        S.LOST_PROMPT,
+        S.WIDTH,
+        S.HEIGHT,
+        S.BUCKET_WIDTH,
+        S.BUCKET_HEIGHT,
+    ),
+)
 def clean_and_size(
     batch: Batch,
     spec: CleanSpec,
@@ -58,8 +76,14 @@ def lost_summary(lost: list[str]) -> tuple[int, str | None]:
     return len(found), max(found) if found else None
 
 
+@stage_columns(
+    reads=columns(S.CAPTION_KEY, S.CAPTION, cfg=(S.NEGATIVE_KEY, S.NEGATIVE_CAPTION)),
+    writes=(S.CAPTION_KEY, S.CAPTION),
+    keeps=False,
+)
 def caption_rows(batch: Batch, negatives: bool) -> Batch:
-    """Every caption a prompt needs encoded: its own and (with CFG on) its negative prompt's."""
+    """Every caption a prompt needs encoded: its own and (with CFG on) its negative prompt's; a batch
+    of these two columns only."""
     if not negatives:
         return {S.CAPTION_KEY: batch[S.CAPTION_KEY], S.CAPTION: batch[S.CAPTION]}
     return {
@@ -68,17 +92,30 @@ def caption_rows(batch: Batch, negatives: bool) -> Batch:
     }
 
 
+@stage_columns(ImageEncoder.reads, ImageEncoder.writes, ImageEncoder.drops)
 def encode_images(batch: Batch, image_format: str, quality: int) -> Batch:
-    from .write import ImageEncoder
-
+    """The rows' pixels encoded as ``image_format`` (:class:`~.write.ImageEncoder`)."""
     return ImageEncoder(image_format, quality)(batch)
 
 
+@stage_columns()
 def first_of_group(table: pa.Table) -> pa.Table:
     """One row per caption key (the input of ``groupby(caption_key).map_groups``)."""
     return table.slice(0, 1)
 
 
+@stage_columns(
+    reads=columns(S.CAPTION_KEY, cfg=(S.NEGATIVE_KEY,)),
+    writes=(
+        S.NUM_TOKENS,
+        S.TRUNCATED,
+        S.PROMPT_EMBEDDING,
+        S.NEGATIVE_NUM_TOKENS,
+        S.NEGATIVE_EMBEDDING,
+        S.STORE_BYTES_READ,
+        S.STORE_BYTES_USED,
+    ),
+)
 def attach_embeddings(
     batch: Batch,
     root: str,
@@ -87,7 +124,8 @@ def attach_embeddings(
     negatives: bool,
     stop: StopFlag,
 ) -> Batch:
-    """The rows' embeddings from the store; none once the run is stopping (:mod:`pixart_batch.stopping`)."""
+    """The rows' embeddings from the store (without CFG the negative columns are empty placeholders);
+    no rows once the run is stopping (:mod:`pixart_batch.stopping`)."""
     from ..store import AttachEmbeddings
 
     if stop.requested():

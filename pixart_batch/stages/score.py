@@ -11,13 +11,14 @@ are truncated by the processor.
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from .. import schema as S
 from ..spec import ScoreSpec
-from .common import run_groups
+from .columns import Columns
+from .common import group_reads, group_writes, run_groups
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -35,6 +36,11 @@ def load_head(path: str) -> tuple[Any, Any]:
 
 class Scorer:
     """Adds ``clip_score`` (and ``aesthetic_score`` with a head) to a batch that still has ``pixels``."""
+
+    reads: ClassVar[Columns] = group_reads(S.PIXELS, S.HEIGHT, S.WIDTH, S.CAPTION)
+    writes: ClassVar[Columns] = group_writes("score", S.CLIP_SCORE, aesthetic_head=(S.AESTHETIC_SCORE,))
+    drops: ClassVar[tuple[str, ...]] = ()
+    keeps: ClassVar[bool] = True
 
     def __init__(self, spec: ScoreSpec) -> None:
         import torch

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import io
+from typing import ClassVar
 
 import numpy as np
 
 from .. import schema as S
-from .common import run_groups
+from .columns import Columns
+from .common import group_reads, group_writes, run_groups
 
 
 class ImageEncoder:
     """Replaces ``pixels`` with ``image_bytes`` and adds ``sha256`` (of the encoded bytes)."""
+
+    reads: ClassVar[Columns] = group_reads(S.PIXELS, S.HEIGHT, S.WIDTH)
+    writes: ClassVar[Columns] = group_writes("write", S.IMAGE_BYTES, S.SHA256)
+    drops: ClassVar[tuple[str, ...]] = (S.PIXELS,)
+    keeps: ClassVar[bool] = True
 
     def __init__(self, image_format: str, quality: int) -> None:
         self.image_format = image_format

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ...registry import Registry
 from ...storage import Location
 from .base import (
     DATA_DIR,
@@ -20,10 +21,9 @@ from .base import (
 from .parquet import ParquetFormat
 from .webdataset import WebDatasetFormat
 
-FORMATS: dict[str, type[OutputFormat]] = {
-    "parquet": ParquetFormat,
-    "webdataset": WebDatasetFormat,
-}
+FORMATS: Registry[type[OutputFormat]] = Registry(
+    "output format", {"parquet": ParquetFormat, "webdataset": WebDatasetFormat}
+)
 """``output.format`` → its :class:`OutputFormat` (read live: ``output.format``'s check and the CLI's
 choices follow :func:`register_format`)."""
 
@@ -46,18 +46,10 @@ def detect_format(location: Location) -> str:
 def register_format(name: str, cls: type[OutputFormat]) -> Callable[[], None]:
     """Add the format ``cls`` as ``output.format: name`` (a plugin's, a test's); returns the function
     that removes it again. Refuses a name taken or one that is not ``cls.name``."""
-    if name in FORMATS:
-        raise ValueError(f"output format {name!r} is registered already")
-    if getattr(cls, "name", None) != name:
-        named = getattr(cls, "name", None)
+    named = getattr(cls, "name", None)
+    if named != name and name not in FORMATS:  # a taken name is refused first, by the registry
         raise ValueError(f"output format {name!r}: its class {cls.__name__} is named {named!r}")
-    FORMATS[name] = cls
-
-    def unregister() -> None:
-        if FORMATS.get(name) is cls:
-            del FORMATS[name]
-
-    return unregister
+    return FORMATS.register(name, cls)
 
 
 __all__ = [

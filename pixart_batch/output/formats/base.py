@@ -151,7 +151,8 @@ class OutputFormat(ABC):
         return pa.chunked_array(chunks, pa.string()).combine_chunks()
 
     def key_file(self, shard: str) -> str:
-        """The key file of the committed shard ``shard`` (the shard itself unless the format keeps an index)."""
+        """The key file of the committed shard ``shard`` (the shard itself unless the format keeps an
+        index)."""
         return shard
 
     def shard_of(self, key_file: str) -> str:

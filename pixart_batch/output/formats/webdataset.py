@@ -166,9 +166,10 @@ class WebDatasetFormat(OutputFormat):
             "format": self.name,
             "data_files": f"{DATA_GLOB}{self.suffix}",
             "features": [],
-            "layout": "WebDataset tar shards (`data/<run>/<task//1000>/*.tar`): per image `KEY.<image format>`, `KEY.json` "
-            "(every other column of the row) and `KEY.txt` (the caption), and with labels `KEY.cls` (the class id; "
-            "`label` and `label_name` in `KEY.json`); `*.keys.parquet` beside each tar lists its keys.",
+            "layout": "WebDataset tar shards (`data/<run>/<task//1000>/*.tar`): per image "
+            "`KEY.<image format>`, `KEY.json` (every other column of the row) and `KEY.txt` (the caption), "
+            "and with labels `KEY.cls` (the class id; `label` and `label_name` in `KEY.json`); "
+            "`*.keys.parquet` beside each tar lists its keys.",
         }
 
 
