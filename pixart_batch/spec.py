@@ -1,7 +1,8 @@
 """The run specification: the config resolved against the checkpoint, Ray-free.
 
-Every config field has one **role** (:data:`ROLES`), and everything downstream is derived
-from the roles instead of kept by hand:
+Every config field has one **role**, declared on the field itself (``setting(role=...)`` in
+:mod:`pixart_batch.config`; :data:`ROLES` is derived from the fields by :mod:`.config_tables`), and
+everything downstream is derived from the roles instead of kept by hand:
 
 - ``embedding``: changes the T5 outputs → part of the embedding store's key
   (:meth:`RunSpec.store_identity`) and of the settings guard;
@@ -15,20 +16,23 @@ from the roles instead of kept by hand:
 calls it: a new option cannot silently escape the store key or the guard.
 
 The stages receive their own typed specs (:class:`EncodeSpec`, :class:`DenoiseSpec`,
-:class:`DecodeSpec`, :class:`CleanSpec`), never loose scalars from several config sections.
+:class:`DecodeSpec`, :class:`CleanSpec`), never loose scalars from several config sections; the
+executors receive :meth:`RunSpec.execution` (:mod:`pixart_batch.execution`), never the config.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from . import schema as S
 from .buckets import ModelGeometry, aspect_ratio_table, read_model_geometry
 from .config import STEP_CACHE_PARAMETERS, DenoiseStageConfig, RunConfig, get_dotted
+from .config_fields import Role
+from .config_tables import ROLES as ROLES  # re-exported: derived from the fields
+from .config_tables import check_classified as check_classified
+from .config_tables import default_of, leaf_fields, role_of
+from .execution import ExecutionSpec
 from .families import FAMILIES, ModelFamily, scheduler_class_for
 from .models import ModelSource, ResolvedModel, checkpoint_identity, encoder_identity, resolve_model
 from .score_model import SCORE_SETTING, ScoreModel, resolve_score_model
@@ -37,122 +41,9 @@ if TYPE_CHECKING:
     from .store import StoreIdentity
 
 
-class Role(str, Enum):
-    EMBEDDING = "embedding"
-    IMAGE = "image"
-    CHECKPOINT = "checkpoint"
-    OPERATIONAL = "operational"
-
-
-ROLES: dict[str, Role] = {
-    "model.path": Role.CHECKPOINT,
-    "model.tiny_seed": Role.CHECKPOINT,
-    "model.revision": Role.CHECKPOINT,
-    "model.components_from": Role.CHECKPOINT,
-    "model.max_sequence_length": Role.EMBEDDING,
-    "model.clean_caption": Role.EMBEDDING,
-    "generation.seed": Role.IMAGE,
-    "generation.images_per_prompt": Role.IMAGE,
-    "generation.num_inference_steps": Role.IMAGE,
-    "generation.guidance_scale": Role.IMAGE,
-    "generation.negative_prompt": Role.IMAGE,
-    "generation.width": Role.IMAGE,
-    "generation.height": Role.IMAGE,
-    "generation.scheduler": Role.IMAGE,
-    "generation.timesteps": Role.IMAGE,
-    # Resources of every stage ("*" stands for the stage's name only; each field is listed).
-    "stages.*.batch_size": Role.OPERATIONAL,  # batch invariance: images do not depend on batch size (tested)
-    "stages.*.num_gpus": Role.OPERATIONAL,
-    "stages.*.num_cpus": Role.OPERATIONAL,
-    "stages.*.concurrency": Role.OPERATIONAL,
-    "stages.clean.dtype": Role.OPERATIONAL,  # no model in this stage
-    "stages.write.dtype": Role.OPERATIONAL,  # no model in this stage
-    "stages.encode.dtype": Role.EMBEDDING,
-    "stages.encode.quantization": Role.EMBEDDING,
-    "stages.denoise.dtype": Role.IMAGE,
-    "stages.denoise.compile": Role.OPERATIONAL,  # exact mode: the same images within the parity tolerance (tested)
-    "stages.denoise.step_cache": Role.IMAGE,  # fast mode: approximates steps
-    "stages.denoise.step_cache_threshold": Role.IMAGE,  # recorded only where its mode uses it (RunSpec.resolved)
-    "stages.denoise.step_cache_interval": Role.IMAGE,  # recorded only where its mode uses it (RunSpec.resolved)
-    "stages.denoise.fp8": Role.IMAGE,  # fast mode: float8 linear layers
-    "stages.decode.dtype": Role.IMAGE,
-    "stages.decode.vae_tiling": Role.IMAGE,
-    "stages.decode.vae_slicing": Role.OPERATIONAL,  # one image at a time: the same pixels
-    "stages.decode.colocate": Role.OPERATIONAL,  # where the VAE runs, not what it computes
-    # The score stage changes no image; what determines the scores is recorded as settings()["score"]
-    # (the scoring model's identity: score_model.ScoreModel.identity), as the checkpoint's files are.
-    "stages.score.enabled": Role.CHECKPOINT,
-    "stages.score.model": Role.CHECKPOINT,
-    "stages.score.revision": Role.CHECKPOINT,
-    "stages.score.aesthetic_head": Role.CHECKPOINT,
-    "stages.score.dtype": Role.CHECKPOINT,
-    "output.image_format": Role.IMAGE,
-    "output.image_quality": Role.IMAGE,
-    "output.rows_per_shard": Role.OPERATIONAL,
-    "output.row_group_size": Role.OPERATIONAL,
-    "output.store_rows_per_part": Role.OPERATIONAL,
-    "output.store": Role.OPERATIONAL,
-    # Changes the files, not the pixels; IMAGE so that it is in settings() and so the settings guard
-    # refuses a run in another format on an existing output (one output never mixes formats).
-    "output.format": Role.IMAGE,
-    "failures.max_consecutive": Role.OPERATIONAL,
-    "failures.max_rate": Role.OPERATIONAL,
-    "failures.rate_after": Role.OPERATIONAL,
-    "ray.address": Role.OPERATIONAL,
-    "ray.num_cpus": Role.OPERATIONAL,
-    "ray.no_progress_timeout_s": Role.OPERATIONAL,
-    "ray.executor": Role.OPERATIONAL,  # the same stages and seeds either way (tested)
-    "ray.local_max_images": Role.OPERATIONAL,
-    "ray.task_num_cpus": Role.OPERATIONAL,
-    "console.progress_interval_s": Role.OPERATIONAL,
-    "console.verbose": Role.OPERATIONAL,
-    "estimate.gpu": Role.OPERATIONAL,  # read by `pixart-batch plan` only
-    "estimate.usd_per_gpu_hour": Role.OPERATIONAL,
-}
-
 GROWABLE_SETTINGS = {"generation.images_per_prompt", "output.label_names"}
 """Settings that may grow between runs without changing existing images (more images per prompt; class
 names appended to a labelled output's, the earlier ones keeping their ids)."""
-
-
-def leaf_fields(cls: type = RunConfig, prefix: str = "") -> list[str]:
-    """Dotted names of every leaf field of a (nested) config dataclass."""
-    hints = typing.get_type_hints(cls)
-    names = []
-    for item in dataclasses.fields(cls):
-        name = f"{prefix}{item.name}"
-        hint = hints[item.name]
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            names.extend(leaf_fields(hint, name + "."))
-        else:
-            names.append(name)
-    return names
-
-
-def default_of(name: str) -> Any:
-    """The default value of a dotted config field (``stages.denoise.step_cache`` → ``"none"``)."""
-    value = get_dotted(RunConfig(), name)
-    return value.value if isinstance(value, Enum) else value
-
-
-def role_of(name: str) -> Role | None:
-    if name in ROLES:
-        return ROLES[name]
-    parts = name.split(".")
-    if len(parts) == 3 and parts[0] == "stages":
-        return ROLES.get(f"stages.*.{parts[2]}")
-    return None
-
-
-def check_classified(cls: type = RunConfig) -> None:
-    """Raise if a config field has no role (or a role names a field that does not exist)."""
-    fields = leaf_fields(cls)
-    missing = [name for name in fields if role_of(name) is None]
-    if missing:
-        raise TypeError(f"config fields without a role in pixart_batch.spec.ROLES: {', '.join(missing)}")
-    stale = [name for name in ROLES if "*" not in name and name not in fields]
-    if stale:
-        raise TypeError(f"pixart_batch.spec.ROLES names fields that do not exist: {', '.join(stale)}")
 
 
 def config_value(config: RunConfig, name: str) -> Any:
@@ -233,13 +124,15 @@ class DecodeSpec:
 @dataclass(frozen=True)
 class ScoreSpec:
     model_dir: str
-    """The CLIP model: its hub id or local directory (loaded with ``CLIPModel`` / ``CLIPProcessor.from_pretrained``)."""
+    """The CLIP model: its hub id or local directory (loaded with ``CLIPModel`` /
+    ``CLIPProcessor.from_pretrained``)."""
     head: str | None
     dtype: str
     device: str
     batch_size: int
     image_format: str = "png"
-    """The stored format: a lossy one is encoded and decoded before scoring, so scores match the stored image."""
+    """The stored format: a lossy one is encoded and decoded before scoring, so scores match the stored
+    image."""
     image_quality: int = 95
     revision: str | None = None
 
@@ -373,6 +266,11 @@ class RunSpec:
         row.update({S.MODEL: self.model.name, S.FAST_MODE: self.config.stages.denoise.fast_mode})
         return {column: row[column] for column in S.OUTPUT_COLUMNS if column in row}
 
+    def execution(self) -> ExecutionSpec:
+        """What an executor is given: each stage's execution spec (resources, batch size, its registry name
+        and constructor arguments, built from the stage specs below) and the run's execution settings."""
+        return ExecutionSpec.build(self.config, self)
+
     # -- stage specs
     def clean_spec(self) -> CleanSpec:
         return CleanSpec(self.config.model.clean_caption, self.family.pipeline_class)
@@ -406,11 +304,6 @@ class RunSpec:
             fp8=stage.fp8,
         )
 
-    def stage_spec(self, name: str) -> DenoiseSpec | DecodeSpec | ScoreSpec:
-        if name == "score":
-            return self.score_spec()
-        return self.denoise_spec() if name == "denoise" else self.decode_spec()
-
     def score_spec(self) -> ScoreSpec:
         assert self.score is not None, "stages.score is not enabled"
         stage, output = self.config.stages.score, self.config.output
@@ -424,14 +317,6 @@ class RunSpec:
             output.image_format,
             output.image_quality,
         )
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        """Constructor arguments of the colocated DiT + VAE stage (``stages.decode.colocate``)."""
-        return {
-            "denoise": self.denoise_spec(),
-            "decode": self.decode_spec(),
-            "decode_batch_size": self.config.stages.decode.batch_size,
-        }
 
     def decode_spec(self) -> DecodeSpec:
         stage = self.config.stages.decode

@@ -22,6 +22,7 @@ import ray
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import tiny_config  # noqa: E402
 
+from pixart_batch.execution import ExecutionSpec  # noqa: E402
 from pixart_batch.executors.ray import model_pools  # noqa: E402
 
 
@@ -60,7 +61,7 @@ def main(cards: int) -> None:
         started = tempfile.mkdtemp(prefix="placement-")
         wait_for = cards if name == "fixed" else 0
         dataset = ray.data.range(cards * 8, override_num_blocks=cards * 8)
-        for _, _, kwargs in model_pools(config):
+        for _, _, kwargs in model_pools(ExecutionSpec.build(config)):
             constructor = {
                 **kwargs.get("fn_constructor_kwargs", {}),
                 "started": started,

@@ -4,6 +4,7 @@ import pytest
 
 from pixart_batch.config import load_config
 from pixart_batch.errors import UserError
+from pixart_batch.execution import ExecutionSpec
 from pixart_batch.executors.ray import check_gpus
 
 
@@ -12,21 +13,22 @@ def test_phases_are_counted_against_cluster_gpus(monkeypatch):
 
     gpus = {"GPU": 0.0}
     monkeypatch.setattr(ray, "cluster_resources", lambda: dict(gpus))
-    one = load_config("configs/one-gpu.yaml")
+    one = ExecutionSpec.build(load_config("configs/one-gpu.yaml"))
     with pytest.raises(
         UserError, match=r"the encode stages need 1 GPUs at once \(encode 1×1\) but the Ray cluster has 0"
     ):
         check_gpus(one)
     gpus["GPU"] = 1.0
     check_gpus(one)  # T5 alone, then one DiT + VAE actor: fits one card
-    eight = load_config("configs/node-8gpu.yaml")
+    eight = ExecutionSpec.build(load_config("configs/node-8gpu.yaml"))
     with pytest.raises(UserError, match=r"generate stages need 8 GPUs at once \(denoise 8×1\)"):
         check_gpus(eight)
     gpus["GPU"] = 8.0
     check_gpus(eight)
-    check_gpus(load_config("configs/multi-node.yaml"))  # autoscaling pools: their minimum fits one node
+    # Autoscaling pools: their minimum fits one node.
+    check_gpus(ExecutionSpec.build(load_config("configs/multi-node.yaml")))
     gpus["GPU"] = 0.0
-    check_gpus(load_config("configs/tiny.yaml"))
+    check_gpus(ExecutionSpec.build(load_config("configs/tiny.yaml")))
 
 
 @pytest.mark.slow

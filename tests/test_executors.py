@@ -14,6 +14,7 @@ from PIL import Image
 
 from pixart_batch.config import ConfigError
 from pixart_batch.errors import UserError
+from pixart_batch.execution import ExecutionSpec
 from pixart_batch.executors import choose_executor
 from pixart_batch.run import prepare_run, run_generate
 
@@ -122,12 +123,12 @@ def test_nothing_to_do_loads_no_model(both, monkeypatch):
 def test_auto_picks_local_only_for_small_runs_without_a_cluster(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     config = tiny_config(**{"ray.local_max_images": 10})
-    assert choose_executor(config, 10) == "local"
-    assert choose_executor(config, 11) == "ray"
-    assert choose_executor(tiny_config(**{"ray.address": "10.0.0.1:6379"}), 1) == "ray"
+    assert choose_executor(ExecutionSpec.build(config), 10) == "local"
+    assert choose_executor(ExecutionSpec.build(config), 11) == "ray"
+    assert choose_executor(ExecutionSpec.build(tiny_config(**{"ray.address": "10.0.0.1:6379"})), 1) == "ray"
     monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # what ray job submit sets
-    assert choose_executor(config, 1) == "ray"
-    assert choose_executor(tiny_config(**{"ray.executor": "local"}), 10**9) == "local"
+    assert choose_executor(ExecutionSpec.build(config), 1) == "ray"
+    assert choose_executor(ExecutionSpec.build(tiny_config(**{"ray.executor": "local"})), 10**9) == "local"
 
 
 @pytest.mark.parametrize(
@@ -157,7 +158,8 @@ def test_local_run_asking_for_a_gpu_without_one_is_refused_before_writing(tmp_pa
 
 
 def test_a_local_run_imports_no_ray(tmp_path, tiny_model):
-    """The in-process executor (and the application around it) never imports Ray: checked in a fresh process."""
+    """The in-process executor (and the application around it) never imports Ray: checked in a fresh
+    process."""
     import subprocess
     import sys
 

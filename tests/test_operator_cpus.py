@@ -13,6 +13,7 @@ import pytest
 from helpers import tiny_config
 
 from pixart_batch.errors import UserError
+from pixart_batch.execution import ExecutionSpec
 from pixart_batch.executors.base import PolledCounter
 from pixart_batch.executors.ray_resources import WHOLE_CPU, require_cpus, steps
 
@@ -21,7 +22,9 @@ CPUS = {"ray.task_num_cpus": 0.15, "stages.clean.num_cpus": 0.2, "stages.write.n
 
 
 def test_an_execution_with_actor_pools_needs_their_minimum_and_one_task_of_each_operator():
-    needs = {(step.phase, bool(step.pools)): step.need for step in steps(tiny_config(**CPUS))}
+    needs = {
+        (step.phase, bool(step.pools)): step.need for step in steps(ExecutionSpec.build(tiny_config(**CPUS)))
+    }
     assert needs[("encode", True)] == pytest.approx(0.5 + 0.15 + 0.15)  # T5 pool; repartition, store write
     # DiT and VAE pools; repartition, embeddings, image encoding and write
     assert needs[("generate", True)] == pytest.approx(0.5 + 0.5 + 0.15 + 0.2 + 0.3)
@@ -37,19 +40,19 @@ def test_an_execution_with_actor_pools_needs_their_minimum_and_one_task_of_each_
         "stages.score.num_cpus": 0.4,
     }
     grown = tiny_config(**pools)
-    generate = [step for step in steps(grown) if step.phase == "generate"][0]
+    generate = [step for step in steps(ExecutionSpec.build(grown)) if step.phase == "generate"][0]
     assert [name for name, _, _ in generate.pools] == ["denoise", "decode", "score"]
     assert generate.need == pytest.approx(2 * 0.5 + 0.5 + 0.4 + 0.25 * 3)  # a growing pool: its minimum
     colocated = tiny_config(**{"stages.decode.colocate": True, "stages.denoise.concurrency": 3})
-    generate = [step for step in steps(colocated) if step.phase == "generate"][0]
+    generate = [step for step in steps(ExecutionSpec.build(colocated)) if step.phase == "generate"][0]
     assert [pool[:2] for pool in generate.pools] == [("generate", 3)]
 
 
 def test_a_cluster_too_small_for_a_phase_is_refused_in_one_line():
     config = tiny_config(**CPUS)
-    require_cpus(config, 1.65)
+    require_cpus(ExecutionSpec.build(config), 1.65)
     with pytest.raises(UserError) as refused:
-        require_cpus(config, 1.5)
+        require_cpus(ExecutionSpec.build(config), 1.5)
     message = str(refused.value)
     assert message == (
         "the generate phase needs 1.65 CPUs at once (denoise 1×0.5 + decode 1×0.5 + one task each: "
@@ -58,9 +61,10 @@ def test_a_cluster_too_small_for_a_phase_is_refused_in_one_line():
     )
     whole = r"^the clean phase needs 1 CPUs at once \(its largest task: file listing 1\) .* 0.5; add CPUs$"
     with pytest.raises(UserError, match=whole):
-        require_cpus(config, 0.5)  # Ray 2.60 fixes a read's file listing at a whole CPU: nothing to lower
+        # Ray 2.60 fixes a read's file listing at a whole CPU: nothing to lower.
+        require_cpus(ExecutionSpec.build(config), 0.5)
     with pytest.raises(UserError, match=r"^the encode phase needs 2\.3 CPUs at once \(encode 4×0\.5 "):
-        require_cpus(tiny_config(**CPUS, **{"stages.encode.concurrency": 4}), 2)
+        require_cpus(ExecutionSpec.build(tiny_config(**CPUS, **{"stages.encode.concurrency": 4})), 2)
 
 
 def test_a_restarted_counter_takes_back_the_counts_its_poller_saw():
@@ -142,7 +146,7 @@ def test_every_operator_asks_what_the_config_gives_it(ray_session, tiny_model, t
             ours = ("ReadFiles", "StreamingRepartition", "Write", "JoinShuffleReduce", "MapBatches")
             configured = kind == "ActorPoolMapOperator" or not name.startswith(ours) or cpus in CPUS.values()
             assert configured, (name, ops)
-    model = {step.phase: step.need for step in steps(tiny_config(**CPUS)) if step.pools}
+    model = {step.phase: step.need for step in steps(ExecutionSpec.build(tiny_config(**CPUS))) if step.pools}
     for ops, phase in zip(pooled, ("encode", "generate"), strict=True):
         assert all(cpus < WHOLE_CPU for _, _, cpus in ops), ops  # no whole-CPU task beside an actor pool
         assert sum(cpus for _, _, cpus in ops) <= model[phase] + 1e-9, (phase, ops)

@@ -13,6 +13,7 @@ import pytest
 from helpers import tiny_config
 
 from pixart_batch.config import ConfigError
+from pixart_batch.execution import ExecutionSpec
 from pixart_batch.executors.ray import check_gpus, model_pools
 
 PROBE = Path(__file__).with_name("placement_probe.py")
@@ -48,9 +49,9 @@ def test_colocated_pool_takes_the_denoise_resources_and_two_batches_per_gpu_acto
     config = tiny_config(
         **{"stages.denoise.num_gpus": 1.0, "stages.denoise.concurrency": 8, "stages.decode.colocate": True}
     )
-    [(name, reports, kwargs)] = model_pools(config)
+    [(name, reports, kwargs)] = model_pools(ExecutionSpec.build(config))
     assert name == "generate" and reports and kwargs["num_gpus"] == 1.0 and kwargs["max_concurrency"] == 2
-    separate = model_pools(tiny_config())
+    separate = model_pools(ExecutionSpec.build(tiny_config()))
     assert [name for name, _, _ in separate] == ["denoise", "decode"]
     assert all("max_concurrency" not in kwargs for _, _, kwargs in separate)
 
@@ -65,23 +66,27 @@ def test_check_gpus_counts_a_colocated_pool_once(monkeypatch):
 
     monkeypatch.setattr(pipeline.ray, "cluster_resources", lambda: {"GPU": 8.0})
     check_gpus(
-        tiny_config(
-            **{
-                "stages.denoise.num_gpus": 1.0,
-                "stages.denoise.concurrency": 8,
-                "stages.decode.colocate": True,
-            }
-        )
-    )
-    with pytest.raises(Exception, match="need 12 GPUs"):
-        check_gpus(
+        ExecutionSpec.build(
             tiny_config(
                 **{
                     "stages.denoise.num_gpus": 1.0,
                     "stages.denoise.concurrency": 8,
-                    "stages.decode.num_gpus": 0.5,
-                    "stages.decode.concurrency": 8,
+                    "stages.decode.colocate": True,
                 }
+            )
+        )
+    )
+    with pytest.raises(Exception, match="need 12 GPUs"):
+        check_gpus(
+            ExecutionSpec.build(
+                tiny_config(
+                    **{
+                        "stages.denoise.num_gpus": 1.0,
+                        "stages.denoise.concurrency": 8,
+                        "stages.decode.num_gpus": 0.5,
+                        "stages.decode.concurrency": 8,
+                    }
+                )
             )
         )
 

@@ -9,7 +9,10 @@ failure limits) and imports no Ray at all:
 - clean, distinct captions, the anti-joins and the sort run over in-memory columns (a local run
   plans at most ``ray.local_max_images`` images, so the plan fits in memory);
 - a phase with nothing to do loads no model;
-- each model is loaded once and uses every core (torch's default threads), as the plain diffusers loop does;
+- the spec's stages run in its order, each model loaded once and using every core (torch's default
+  threads), as the plain diffusers loop does, over batches of its ``batch_size``; what this cannot honour
+  (``num_cpus``, ``concurrency``, ``stages.decode.colocate``, a share of a GPU or several) is named in
+  one warning line when it differs from the default (:attr:`LocalExecutor.honours`);
 - the image rows stream through the same :class:`~pixart_batch.output.writers.ImageWriter` that Ray's
   write tasks use, a shard committed as soon as it is full; a first SIGINT / SIGTERM lets the batch being
   made finish and commits every row made, the open shard as a short one (:mod:`pixart_batch.stopping`).
@@ -19,7 +22,7 @@ The same prompts, config and seeds make the same rows either way (tested).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,7 +32,7 @@ from ..batches import Batch, chunks, concat, rows, take
 from ..errors import UserError
 from ..progress import Progress
 from ..stages import stage_class
-from ..stages.rows import caption_rows, clean_and_size, lost_summary
+from ..stages.rows import caption_rows, clean_and_size, encode_images, lost_summary
 from ..stopping import GracefulStop
 from .base import (
     Cleaned,
@@ -60,22 +63,38 @@ def release_gpu_memory(num_gpus: float) -> None:
         torch.cuda.empty_cache()
 
 
+def over_chunks(stage: Callable[[Batch], Batch], batch: Batch, size: int) -> Batch:
+    """``stage`` over ``batch`` in chunks of ``size`` rows (the batches Ray would hand it), joined again."""
+    if rows(batch) <= size:
+        return stage(batch)
+    return concat([stage(chunk) for chunk in chunks(batch, size)])
+
+
+def whole_gpus(num_gpus: float) -> bool:
+    """A stage runs on no GPU or on one: a share of a card, or several, means nothing in one process."""
+    return num_gpus in (0, 1)
+
+
 class LocalExecutor(Executor):
     name = "local"
+    honours = {"stages.*.batch_size": None, "stages.*.num_gpus": whole_gpus}
+    ignores_why = (
+        "it runs each stage once, one batch at a time, in this process, on every core and at most one GPU; "
+        "ray.executor: ray uses them"
+    )
 
     def check(self) -> None:
         """Stages asking for GPUs need one in this process (there is no cluster to find one on)."""
-        stages = self.config.stages
-        wants = [name for name in ("encode", "denoise", "decode") if getattr(stages, name).num_gpus > 0]
-        wants += ["score"] if stages.score.enabled and stages.score.num_gpus > 0 else []
+        execution = self.execution
+        wants = [stage.source for stage in (execution.encode, *execution.generate) if stage.num_gpus > 0]
         if not wants:
             return
         import torch
 
         if not torch.cuda.is_available():
             raise UserError(
-                f"stages {', '.join(wants)} ask for a GPU (num_gpus > 0) but torch sees none on this machine; "
-                "use a CPU recipe (configs/tiny.yaml, configs/cpu.yaml) or run on a GPU machine"
+                f"stages {', '.join(wants)} ask for a GPU (num_gpus > 0) but torch sees none on this "
+                "machine; use a CPU recipe (configs/tiny.yaml, configs/cpu.yaml) or run on a GPU machine"
             )
 
     def check_resources(self) -> None:
@@ -93,15 +112,14 @@ class LocalExecutor(Executor):
         staged: Batch = {
             name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names
         }
-        prompts = clean_and_size(
-            staged, self.spec.clean_spec(), self.config.generation, self.spec.geometry, self.spec.table
-        )
+        step = self.execution.clean
+        prompts = over_chunks(lambda batch: clean_and_size(batch, **step.args), staged, step.batch_size)
         return Cleaned(
             prompts, int(prompts[S.EMPTY_CAPTION].sum()), *lost_summary(prompts[S.LOST_PROMPT].tolist())
         )
 
     def to_encode(self, cleaned: Cleaned, store: EmbeddingStore) -> ToEncode:
-        captions = caption_rows(cleaned.prompts, self.spec.uses_negative)
+        captions = caption_rows(cleaned.prompts, self.execution.uses_negative)
         distinct = dict(zip(captions[S.CAPTION_KEY].tolist(), captions[S.CAPTION].tolist(), strict=True))
         known = store.held_keys(distinct)
         missing = sorted(key for key in distinct if key not in known)  # by key, as the Ray path writes parts
@@ -114,11 +132,10 @@ class LocalExecutor(Executor):
     def encode(self, captions: ToEncode, writer: StoreWriter) -> None:
         if not captions.count:
             return
-        stage = self.config.stages.encode
-        encoder = stage_class("encode")(spec=self.spec.encode_spec())
-        for task, chunk in enumerate(
-            chunks(captions.rows, stage.batch_size)
-        ):  # parts commit as batches finish
+        stage = self.execution.encode
+        encoder = stage_class(stage.name)(**stage.args)
+        # store parts commit as batches finish
+        for task, chunk in enumerate(chunks(captions.rows, stage.batch_size)):
             writer.write([encoder(chunk)], task)
         del encoder
         release_gpu_memory(stage.num_gpus)  # T5 (9.5 GB for T5-XXL) leaves the card before the DiT loads
@@ -128,8 +145,8 @@ class LocalExecutor(Executor):
     ) -> ToGenerate:
         from ..expansion import expand_images
 
-        generation = self.config.generation
-        images = expand_images(dict(cleaned.prompts), generation.images_per_prompt, generation.seed)
+        execution = self.execution
+        images = expand_images(dict(cleaned.prompts), execution.images_per_prompt, execution.seed)
         written = writer.write([{name: images[name] for name in S.plan_schema(S.LABEL in images).names}], 0)
         committed = shards.committed_keys()
         keep = np.array([key not in committed for key in images[S.KEY].tolist()], dtype=bool)
@@ -146,56 +163,62 @@ class LocalExecutor(Executor):
         self, images: ToGenerate, store: EmbeddingStore, writer: ImageWriter, limits: FailureLimits
     ) -> ImageWriteResult:
         from ..output.writers import ImageWriteResult
-        from ..stages.write import ImageEncoder
-        from ..store import AttachEmbeddings
 
-        remaining: Batch = images.rows
-        stages = self.config.stages
         counter = FailureCounter(limits.max_consecutive, limits.max_rate, limits.rate_after)
-        attach = AttachEmbeddings(store.root, store.identity, store.index(), self.spec.uses_negative)
-        # DiT then VAE in this process (decoding in chunks of stages.decode.batch_size).
-        model = monitored(stage_class("generate"), counter.record, report_success=True)(
-            **self.spec.generate_kwargs()
-        )
-        encode = ImageEncoder(self.config.output.image_format, self.config.output.image_quality)
-        score = None  # quality scores on the decoded pixels, before they are encoded (stages.score)
-        if stages.score.enabled:
-            score = monitored(stage_class("score"), counter.record, report_success=False)(
-                spec=self.spec.score_spec()
-            )
-        progress = Progress(rows(remaining), self.config.console.progress_interval_s)
+        steps = self.model_steps(store, counter)
+        progress = Progress(images.count, self.execution.progress_interval_s)
         # A graceful stop (first SIGINT / SIGTERM): the batch being made finishes, no new one starts, the
         # rows made so far are written (the open shard as a short one), then the interrupt is raised.
         stop = GracefulStop(lambda: progress.done)
 
         def batches() -> Iterator[Batch]:
-            for chunk in chunks(remaining, stages.denoise.batch_size):
+            for chunk in chunks(images.rows, self.execution.generate[0].batch_size):
                 if stop.requested:
                     return
-                out = model(attach(chunk))
-                out = encode(score(out) if score is not None else out)
+                out = chunk
+                for step, size in steps:
+                    out = over_chunks(step, out, size)
                 failed = int(out[S.ERROR].astype(bool).sum())
                 progress.add(rows(out) - failed, failed)
                 yield out
 
-        def shards() -> Iterator[list[Batch]]:
-            """The rows in groups of ``rows_per_shard`` (the last one smaller): one write task each, so each
-            shard is committed as soon as it is full and a killed run keeps what it made."""
-            per_shard, pending = self.config.output.rows_per_shard, []
-            for batch in batches():
-                pending.append(batch)
-                while sum(rows(b) for b in pending) >= per_shard:
-                    whole = concat(pending)
-                    yield [take(whole, slice(0, per_shard))]
-                    rest = take(whole, slice(per_shard, None))
-                    pending = [rest] if rows(rest) else []
-            if pending:
-                yield pending
-
         result = ImageWriteResult()
         with stop:
-            for task, group in enumerate(shards()):
+            for task, group in enumerate(in_shards(batches(), writer.rows_per_shard)):
                 result.add(writer.write(group, task))
         progress.close()
         stop.raise_if_stopped()
         return result
+
+    def model_steps(
+        self, store: EmbeddingStore, counter: FailureCounter
+    ) -> list[tuple[Callable[[Batch], Batch], int]]:
+        """What each batch of the generate phase goes through, with the batch size of each: the stored
+        embeddings attached, the spec's model stages in order (each loaded once, in this process), the
+        image encoding."""
+        from ..store import AttachEmbeddings
+
+        execution = self.execution
+        attach = AttachEmbeddings(store.root, store.identity, store.index(), execution.uses_negative)
+        steps: list[tuple[Callable[[Batch], Batch], int]] = [(attach, execution.generate[0].batch_size)]
+        for stage in execution.generate:
+            model = monitored(stage_class(stage.name), counter.record, report_success=stage.reports_success)
+            steps.append((model(**stage.args), stage.batch_size))
+        write = execution.write
+        steps.append((lambda batch: encode_images(batch, **write.args), write.batch_size))
+        return steps
+
+
+def in_shards(batches: Iterable[Batch], per_shard: int) -> Iterator[list[Batch]]:
+    """The rows in groups of ``per_shard`` (the last one smaller): one write task each, so each shard is
+    committed as soon as it is full and a killed run keeps what it made."""
+    pending: list[Batch] = []
+    for batch in batches:
+        pending.append(batch)
+        while sum(rows(b) for b in pending) >= per_shard:
+            whole = concat(pending)
+            yield [take(whole, slice(0, per_shard))]
+            rest = take(whole, slice(per_shard, None))
+            pending = [rest] if rows(rest) else []
+    if pending:
+        yield pending

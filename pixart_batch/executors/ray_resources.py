@@ -8,7 +8,7 @@ what the actors leave to some operators while another never gets a task started 
 ``ExecutionTimeoutError`` of a small cluster). An execution without actor pools holds nothing between
 tasks: its largest task is enough.
 
-Every task operator's CPUs come from the config: ``ray.task_num_cpus`` for Ray Data's own operators
+Every task operator's CPUs come from the execution spec: ``ray.task_num_cpus`` for Ray Data's own operators
 (reads, repartitions, de-duplication, join reduces, the store and plan writes), ``stages.clean.num_cpus``
 for the CPU batch functions, ``stages.write.num_cpus`` for the image encoding and writes. The exceptions
 are fixed by Ray 2.60 at a whole CPU and cannot be set: a read's file listing task and the shuffles'
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from ..errors import UserError
 
 if TYPE_CHECKING:
-    from ..config import RunConfig, StageConfig
+    from ..execution import ExecutionSpec, StageExecution
 
 WHOLE_CPU = 1.0
 """What a Ray 2.60 file listing or shuffle task asks (fixed in Ray; see the module docstring)."""
@@ -37,18 +37,6 @@ WHOLE_CPU = 1.0
 def shuffle_partitions(rows: int) -> int:
     """Partitions for an all-to-all step: ~100k small rows each, at least 1, at most 64."""
     return max(1, min(64, math.ceil(rows / 100_000)))
-
-
-def generate_pools(config: RunConfig) -> list[tuple[str, StageConfig]]:
-    """The actor pools of the generate phase, in pipeline order: ``(stage, its config)``.
-
-    With ``stages.decode.colocate`` one pool of DiT + VAE actors sized by ``stages.denoise``, else a
-    DiT pool and a VAE pool; with ``stages.score.enabled`` then a pool of CLIP actors."""
-    stages = config.stages
-    score = [("score", stages.score)] if stages.score.enabled else []
-    if stages.decode.colocate:
-        return [("generate", stages.denoise), *score]
-    return [("denoise", stages.denoise), ("decode", stages.decode), *score]
 
 
 @dataclass(frozen=True)
@@ -77,17 +65,17 @@ class Step:
         return f"{pools} + one task each: {tasks}"
 
 
-def _pool(name: str, stage: StageConfig) -> tuple[str, int, float]:
-    return name, stage.pool_size()[0], stage.num_cpus
+def _pool(stage: StageExecution, name: str) -> tuple[str, int, float]:
+    return name, stage.concurrency[0], stage.num_cpus
 
 
-def steps(config: RunConfig) -> list[Step]:
+def steps(execution: ExecutionSpec) -> list[Step]:
     """Every execution of a Ray run that needs CPUs at once, phase by phase, with what each operator asks
     (each operator counted apart, also where Ray fuses two into one task: an upper bound)."""
-    stages, task = config.stages, config.ray.task_num_cpus
-    clean, write = stages.clean.num_cpus, stages.write.num_cpus
+    task = execution.ray.task_num_cpus
+    clean, write = execution.clean.num_cpus, execution.write.num_cpus
     listing, shuffle = ("file listing", WHOLE_CPU), ("shuffle", WHOLE_CPU)
-    encode = (_pool("encode", stages.encode),)
+    encode = (_pool(execution.encode, execution.encode.name),)
     return [
         Step("clean", tasks=(listing, ("read prompts", task), ("clean", clean), shuffle)),
         Step("encode", tasks=(("captions", clean), shuffle, ("distinct", task), listing, ("join", task))),
@@ -95,15 +83,15 @@ def steps(config: RunConfig) -> list[Step]:
         Step("plan", tasks=(("expand", clean), ("plan write", task), listing, shuffle, ("join", task))),
         Step(
             "generate",
-            tuple(_pool(name, stage) for name, stage in generate_pools(config)),
+            tuple(_pool(stage, stage.name) for stage in execution.generate),
             (("repartition", task), ("embeddings", clean), ("image encoding and write", write)),
         ),
     ]
 
 
-def require_cpus(config: RunConfig, available: float) -> None:
+def require_cpus(execution: ExecutionSpec, available: float) -> None:
     """Refuse in one line a run with a phase that needs more CPUs at once than the cluster's ``available``."""
-    for step in steps(config):
+    for step in steps(execution):
         if step.need > available + 1e-9:
             lower = "lower stages.*.num_cpus, stages.*.concurrency or ray.task_num_cpus, or "
             fix = f"{lower if step.pools else ''}add CPUs"
@@ -113,21 +101,18 @@ def require_cpus(config: RunConfig, available: float) -> None:
             )
 
 
-def require_gpus(config: RunConfig, available: float) -> None:
+def require_gpus(execution: ExecutionSpec, available: float) -> None:
     """Refuse in one line a run whose stages need more GPUs at once than the cluster's ``available``.
 
-    The encode phase runs alone; DiT and VAE actors run together. Each pool needs its
-    minimum size × ``num_gpus`` to start.
+    The encode phase runs alone; the generate phase's stages run together (a colocated DiT + VAE stage
+    once, named by the stage whose resources it takes). Each pool needs its minimum size × ``num_gpus``
+    to start.
     """
-    stages = config.stages
-    phases: dict[str, list[tuple[str, StageConfig]]] = {
-        "encode": [("encode", stages.encode)],
-        "generate": [("denoise", stages.denoise)]
-        + ([] if stages.decode.colocate else [("decode", stages.decode)])
-        + ([("score", stages.score)] if stages.score.enabled else []),
-    }
+    phases = {"encode": (execution.encode,), "generate": execution.generate}
     for phase, members in phases.items():
-        parts = [_pool(name, stage)[:2] + (stage.num_gpus,) for name, stage in members if stage.num_gpus > 0]
+        parts = [
+            _pool(stage, stage.source)[:2] + (stage.num_gpus,) for stage in members if stage.num_gpus > 0
+        ]
         need = sum(size * gpus for _, size, gpus in parts)
         if need > available + 1e-9:
             detail = " + ".join(f"{name} {size}×{gpus:g}" for name, size, gpus in parts)

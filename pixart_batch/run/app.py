@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 from .. import schema as S
 from ..config import RunConfig, config_json
-from ..errors import UserError, first_line, shorten
+from ..errors import UserError, first_line
+from ..execution import ExecutionSpec
 from ..executors import choose_executor, make_executor
-from ..executors.base import Executor, FailureLimits
+from ..executors.base import Cleaned, Executor, ignored_line
 from ..fast import check_fast_modes
 from ..output import OutputDataset
 from ..output.guard import check_settings, label_names
@@ -57,7 +58,7 @@ from .checks import (
     left_to_do,
     prompt_bytes,
 )
-from .report import CAPTIONS_NOTE, RunReport, summary
+from .report import CAPTIONS_NOTE, RunReport, lost_line, summary
 
 if TYPE_CHECKING:
     from ..prompts import Prompts, PromptScan
@@ -69,6 +70,9 @@ class PreparedRun:
 
     config: RunConfig
     spec: RunSpec
+    execution: ExecutionSpec
+    """What the executor is given (:meth:`RunSpec.execution`; for a run with nothing left to do, the
+    resources only: it is never given to an executor)."""
     scan: PromptScan
     identity: StoreIdentity
     output_uri: str
@@ -81,9 +85,9 @@ class PreparedRun:
     label_names: tuple[str, ...] | None = None
     """A labelled run's class names, in id order (the output's earlier ones first)."""
     finished: dict[str, Any] | None = None
-    """The output's last run report when this run looks to have nothing left to do (:func:`prepare_unchanged_run`;
-    ``spec`` is then a light one): :func:`execute` checks under the lock and starts nothing. None: the
-    full run, carried out by the executor."""
+    """The output's last run report when this run looks to have nothing left to do
+    (:func:`prepare_unchanged_run`; ``spec`` is then a light one): :func:`execute` checks under the lock
+    and starts nothing. None: the full run, carried out by the executor."""
 
     def output(self) -> OutputDataset:
         return OutputDataset(self.output_uri, self.config.output.format)
@@ -141,11 +145,13 @@ def prepare_full_run(
     check_settings(target, with_labels(spec.settings(), names))
     identity = spec.store_identity()  # hashes the encoder's files: once
     EmbeddingStore(store_root, identity).check()
-    executor = choose_executor(config, scan.count * config.generation.images_per_prompt)
-    make_executor(executor, config, spec).check()
+    execution = spec.execution()
+    executor = choose_executor(execution, scan.count * config.generation.images_per_prompt)
+    make_executor(executor, execution).check()
     return PreparedRun(
         config=config,
         spec=spec,
+        execution=execution,
         scan=scan,
         identity=identity,
         output_uri=target.uri,
@@ -186,14 +192,16 @@ def prepare_unchanged_run(
         store_root = config.output.store or target.location.child(STORE_DIR).uri
         check_relations(target.uri, store_root, scan.path, checkpoint_folders(spec))
         names = label_names(target, scan.labels)
+        execution = ExecutionSpec.build(config)  # resources only: a light spec builds no stage
         run = PreparedRun(
             config=config,
             spec=spec,
+            execution=execution,
             scan=scan,
             identity=spec.store_identity(),
             output_uri=target.uri,
             store_root=store_root,
-            executor=choose_executor(config, scan.count * config.generation.images_per_prompt),
+            executor=choose_executor(execution, scan.count * config.generation.images_per_prompt),
             run_id=new_run_id(),
             started=started,
             label_names=None if names is None else tuple(names),
@@ -215,7 +223,8 @@ def records_this_run(output: OutputDataset, run: PreparedRun) -> bool:
 
 
 def checkpoint_folders(spec: RunSpec) -> list[str]:
-    """The local folders the run reads its model from (the checkpoint's, and any ``model.components_from``)."""
+    """The local folders the run reads its model from (the checkpoint's, and any
+    ``model.components_from``)."""
     model = spec.model
     return sorted({str(model.local_dir)} | ({str(model.base.local_dir)} if model.base is not None else set()))
 
@@ -241,7 +250,10 @@ def execute(run: PreparedRun, log: Callable[[str], None] = say) -> dict[str, Any
     warning = None if run.encode_only else card_settings_warning(run.spec)
     if warning:
         log(warning)
-    executor = make_executor(run.executor, run.config, run.spec)
+    executor = make_executor(run.executor, run.execution)
+    ignored = ignored_line(executor)  # stage settings this executor cannot honour: one line names them
+    if ignored:
+        log(ignored)
     try:
         # Ray started and its resources checked before the output is touched: a refusal leaves nothing behind.
         executor.start()
@@ -306,7 +318,9 @@ def finish_unchanged(run: PreparedRun, log: Callable[[str], None] = say) -> dict
 def _phases(
     run: PreparedRun, session: OutputSession, executor: Executor, log: Callable[[str], None]
 ) -> dict[str, Any]:
-    config, output = run.config, session.output
+    """The phases in order: prepare the output, clean, encode (not on a dry run), plan and generate
+    (not with ``encode_only``), then the report."""
+    output = session.output
     report = RunReport(
         prompts=run.scan.count,
         dry_run=run.dry_run,
@@ -315,17 +329,7 @@ def _phases(
         output=output.uri,
         prompt_file=prompt_bytes(run.scan),
     )
-
-    # -- prepare the output
-    report.temporaries_removed = session.prepare()
-    session.write_settings(run.settings())
-    store = EmbeddingStore(run.store_root, run.identity).open()
-    report.temporaries_removed += store.remove_temporaries()
-    report.store = store.uri
-    output.write_json(STORE_POINTER_FILE, {"uri": store_pointer(output, store)})
-    set_aside_damaged(run.run_id, output, store, report, log)
-    names = None if run.label_names is None else list(run.label_names)
-    chunks = stage_prompts(output, run.run_id, run.scan, config.generation.negative_prompt, names)
+    store, chunks = _prepare_output(run, session, report, log)
 
     # -- clean
     start = time.perf_counter()
@@ -337,47 +341,10 @@ def _phases(
     if cleaned.captions_lost:
         log(lost_line(cleaned.captions_lost, cleaned.lost_example or ""))
 
-    # -- encode (not on a dry run)
     if not run.dry_run:
-        start = time.perf_counter()
-        captions = executor.to_encode(cleaned, store)
-        report.embeddings_encoded, report.embeddings_reused = captions.count, captions.reused
-        log(
-            f"embedding store {store.uri}: {captions.count} captions to encode, {captions.reused} reused "
-            f"({CAPTIONS_NOTE.format(prompts=run.scan.count)})"
-        )
-        executor.encode(
-            captions,
-            StoreWriter(run.store_root, run.identity, rows_per_part=config.output.store_rows_per_part),
-        )
-        report.stage_seconds["encode"] = time.perf_counter() - start
-
-    # -- plan and generate
+        _encode(run, executor, cleaned, store, report, log)
     if not run.encode_only or run.dry_run:
-        start = time.perf_counter()
-        images = executor.to_generate(cleaned, PlanWriter(output.uri, run.run_id), output.format, run.dry_run)
-        output.commit_plan(run.run_id, images.planned, dry_run=run.dry_run)
-        report.plan_run = "" if run.dry_run else run.run_id
-        report.images_planned, report.images_skipped = images.planned, images.planned - images.count
-        report.buckets = dict(sorted(images.buckets.items()))
-        if run.label_names is not None:
-            report.labels = {
-                run.label_names[number]: count for number, count in sorted(images.labels.items())
-            }
-        report.stage_seconds["plan"] = time.perf_counter() - start
-        log(
-            f"{'dry run: ' if run.dry_run else ''}planned {images.planned} images in {len(images.buckets)} buckets; "
-            f"{images.count} to generate, {report.images_skipped} already done"
-        )
-        if not run.dry_run:
-            if images.rows is not None:
-                start = time.perf_counter()
-                session.committed()  # shards may be committed from here on: the settings stay
-                made = executor.generate(images, store, image_writer(run, output), _limits(config))
-                report.add_generated(made, time.perf_counter() - start)
-            session.write_card(
-                run.settings(), {"images_total": report.images_planned, "prompts": report.prompts}
-            )
+        _plan_and_generate(run, session, executor, cleaned, store, report, log)
 
     # -- the report
     final = report.close(time.time() - run.started)
@@ -385,14 +352,83 @@ def _phases(
         session.write_report(final, DRY_RUN_REPORT_FILE)
     else:
         session.write_report(final)
-        session.write_report(json.loads(config_json(config)), CONFIG_FILE)
+        session.write_report(json.loads(config_json(run.config)), CONFIG_FILE)
     log(summary(final, output.uri))
     return final
 
 
-def _limits(config: RunConfig) -> FailureLimits:
-    failures = config.failures
-    return FailureLimits(failures.max_consecutive, failures.max_rate, failures.rate_after)
+def _prepare_output(
+    run: PreparedRun, session: OutputSession, report: RunReport, log: Callable[[str], None]
+) -> tuple[EmbeddingStore, list[str]]:
+    """Own temporaries removed, the settings and the store pointer written, damaged files set aside, the
+    prompts staged; returns the open store and the staged chunks."""
+    output = session.output
+    report.temporaries_removed = session.prepare()
+    session.write_settings(run.settings())
+    store = EmbeddingStore(run.store_root, run.identity).open()
+    report.temporaries_removed += store.remove_temporaries()
+    report.store = store.uri
+    output.write_json(STORE_POINTER_FILE, {"uri": store_pointer(output, store)})
+    set_aside_damaged(run.run_id, output, store, report, log)
+    names = None if run.label_names is None else list(run.label_names)
+    negative = run.config.generation.negative_prompt
+    return store, stage_prompts(output, run.run_id, run.scan, negative, names)
+
+
+def _encode(
+    run: PreparedRun,
+    executor: Executor,
+    cleaned: Cleaned,
+    store: EmbeddingStore,
+    report: RunReport,
+    log: Callable[[str], None],
+) -> None:
+    """The encode phase: the distinct captions the store lacks, through T5 into committed store parts."""
+    start = time.perf_counter()
+    captions = executor.to_encode(cleaned, store)
+    report.embeddings_encoded, report.embeddings_reused = captions.count, captions.reused
+    log(
+        f"embedding store {store.uri}: {captions.count} captions to encode, {captions.reused} reused "
+        f"({CAPTIONS_NOTE.format(prompts=run.scan.count)})"
+    )
+    rows_per_part = run.config.output.store_rows_per_part
+    executor.encode(captions, StoreWriter(run.store_root, run.identity, rows_per_part=rows_per_part))
+    report.stage_seconds["encode"] = time.perf_counter() - start
+
+
+def _plan_and_generate(
+    run: PreparedRun,
+    session: OutputSession,
+    executor: Executor,
+    cleaned: Cleaned,
+    store: EmbeddingStore,
+    report: RunReport,
+    log: Callable[[str], None],
+) -> None:
+    """The plan (committed, also on a dry run), then, unless a dry run, the images still to make and the
+    card."""
+    output = session.output
+    start = time.perf_counter()
+    images = executor.to_generate(cleaned, PlanWriter(output.uri, run.run_id), output.format, run.dry_run)
+    output.commit_plan(run.run_id, images.planned, dry_run=run.dry_run)
+    report.plan_run = "" if run.dry_run else run.run_id
+    report.images_planned, report.images_skipped = images.planned, images.planned - images.count
+    report.buckets = dict(sorted(images.buckets.items()))
+    if run.label_names is not None:
+        report.labels = {run.label_names[number]: count for number, count in sorted(images.labels.items())}
+    report.stage_seconds["plan"] = time.perf_counter() - start
+    log(
+        f"{'dry run: ' if run.dry_run else ''}planned {images.planned} images in {len(images.buckets)} "
+        f"buckets; {images.count} to generate, {report.images_skipped} already done"
+    )
+    if run.dry_run:
+        return
+    if images.rows is not None:
+        start = time.perf_counter()
+        session.committed()  # shards may be committed from here on: the settings stay
+        made = executor.generate(images, store, image_writer(run, output), run.execution.limits)
+        report.add_generated(made, time.perf_counter() - start)
+    session.write_card(run.settings(), {"images_total": report.images_planned, "prompts": report.prompts})
 
 
 def image_writer(run: PreparedRun, output: OutputDataset) -> ImageWriter:
@@ -452,12 +488,3 @@ def report_left_alone(
         for root in nested_roots(location, path):
             report.left_alone.append(root)
             log(f"left alone: {root} holds another pixart-batch output or store; move it out of {path}")
-
-
-def lost_line(count: int, example: str) -> str:
-    """The one line about prompts whose caption lost most of its text in cleaning."""
-    return (
-        f"{count} prompts lost most of their text in caption cleaning (diffusers' PixArt cleaning drops CJK and "
-        f"other non-Latin scripts, URLs and HTML), e.g. {shorten(example, 60)!r}; their captions are what T5 "
-        "encodes: translate them, or set model.clean_caption: false to encode them lowercased and stripped"
-    )

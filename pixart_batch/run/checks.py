@@ -26,7 +26,8 @@ beyond it a decode needs tens of GB per image and no bucket is near the requeste
 
 
 def check_quantization(config: RunConfig) -> None:
-    """Refuse up front a T5 quantization this environment cannot run (not inside an actor, restarted forever)."""
+    """Refuse up front a T5 quantization this environment cannot run (not inside an actor, restarted
+    forever)."""
     stage = config.stages.encode
     needs = {
         "int8": ("torchao", "pip install torchao"),
@@ -38,7 +39,8 @@ def check_quantization(config: RunConfig) -> None:
     module, hint = needs
     if importlib.util.find_spec(module) is None:
         raise UserError(
-            f"stages.encode.quantization {stage.quantization} needs {module} ({hint}, or pip install -e '.[lowvram]')"
+            f"stages.encode.quantization {stage.quantization} needs {module} ({hint}, "
+            "or pip install -e '.[lowvram]')"
         )
     if stage.quantization.startswith("bnb") and stage.num_gpus <= 0:
         raise UserError(
@@ -48,7 +50,8 @@ def check_quantization(config: RunConfig) -> None:
 
 
 def check_sizes(spec: RunSpec, scan: PromptScan) -> None:
-    """Refuse before anything starts: steps the scheduler cannot run and sizes beyond what the model can make."""
+    """Refuse before anything starts: steps the scheduler cannot run and sizes beyond what the model can
+    make."""
     generation = spec.config.generation
     limit = MAX_SIDE_FACTOR * spec.geometry.native_size
     sides = [("generation.width", generation.width), ("generation.height", generation.height)]
@@ -64,8 +67,8 @@ def check_sizes(spec: RunSpec, scan: PromptScan) -> None:
     steps_limit = spec.max_steps
     if generation.num_inference_steps > steps_limit:
         raise UserError(
-            f"generation.num_inference_steps: {generation.num_inference_steps} is more than {spec.scheduler_class} "
-            f"accepts for this checkpoint ({steps_limit})"
+            f"generation.num_inference_steps: {generation.num_inference_steps} is more than "
+            f"{spec.scheduler_class} accepts for this checkpoint ({steps_limit})"
         )
 
 

@@ -1,9 +1,12 @@
-"""The run report (``run_report.json``) and the run's summary line."""
+"""The run report (``run_report.json``), the run's summary line and its line about the prompts that
+caption cleaning stripped of most of their text."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from ..errors import shorten
 
 if TYPE_CHECKING:
     from ..output.writers import ImageWriteResult
@@ -96,9 +99,20 @@ def summary(report: dict[str, Any], plan_uri: str) -> str:
     return (
         f"done in {report['wall_seconds']:.1f} s: {report['images_generated']} images generated{failed}, "
         f"{report['images_skipped']} skipped, {captions}; {rate}"
-        f"{report['images_per_second_overall']:.2f} images/s overall ({report['executor']} executor) -> {report['output']}"
+        f"{report['images_per_second_overall']:.2f} images/s overall ({report['executor']} executor) "
+        f"-> {report['output']}"
     )
 
 
 CAPTIONS_NOTE = "the distinct captions of {prompts} prompts and the negative prompt"
 """What the captions counted are (so 23 captions for 22 prompts is explained)."""
+
+
+def lost_line(count: int, example: str) -> str:
+    """The one line about prompts whose caption lost most of its text in cleaning."""
+    return (
+        f"{count} prompts lost most of their text in caption cleaning (diffusers' PixArt cleaning drops "
+        f"CJK and other non-Latin scripts, URLs and HTML), e.g. {shorten(example, 60)!r}; their captions "
+        "are what T5 encodes: translate them, or set model.clean_caption: false to encode them lowercased "
+        "and stripped"
+    )
