@@ -83,7 +83,8 @@ IMPORT_NOISE_LOGGERS = (
     "torchao",
     "torch.utils._pytree",
     "diffusers.quantizers.torchao.torchao_quantizer",
-    "transformers.utils.import_utils",  # "CLIPImageProcessor requires torchvision ... falling back" (same pixels)
+    # "CLIPImageProcessor requires torchvision ... falling back" (the same pixels either way)
+    "transformers.utils.import_utils",
 )
 """Third-party loggers that warn on import about nothing a run did (quiet unless ``--verbose``)."""
 

@@ -161,7 +161,8 @@ def _encode_only(output: OutputDataset, captions: int) -> dict[str, Any]:
 
 
 def _dry_run_plan(output: OutputDataset, done: set[str]) -> dict[str, int]:
-    """The latest dry run's plan (``dry_run.json``), beside the real plan: its images and how many are made."""
+    """The latest dry run's plan (``dry_run.json``), beside the real plan: its images and how many are
+    made."""
     keys = set(output.read_plan([S.KEY], name=DRY_RUN_POINTER_FILE).column(S.KEY).to_pylist())
     return {"planned": len(keys), "done": len(keys & done)}
 
@@ -187,8 +188,9 @@ def format_status(report: dict[str, Any]) -> str:
     if "captions" in report:
         running = f" (a run is writing it now: {report['running']})" if report.get("running") else ""
         return (
-            f"{report['output']}: an encode-only output (pixart-batch encode): {report['captions']} captions in its "
-            f"embedding store, no images planned; run generate with the same prompts to make them{running}"
+            f"{report['output']}: an encode-only output (pixart-batch encode): {report['captions']} "
+            "captions in its embedding store, no images planned; run generate with the same prompts to "
+            f"make them{running}"
         )
     dry = " (plan of the latest dry run)" if report.get("plan") == "dry run" else ""
     lines = [f"{report['output']}{dry}"]
@@ -197,7 +199,9 @@ def format_status(report: dict[str, Any]) -> str:
     lines.append(f"{'bucket (w x h)':>16} {'planned':>9} {'embedded':>9} {'done':>9} {'failed':>9}")
     damaged = report.get("damaged") or []
     for name, counts in [*report["buckets"].items(), ("total", report["total"])]:
-        line = f"{name:>16} {counts['planned']:>9} {counts['embedded']:>9} {counts['done']:>9} {counts['failed']:>9}"
+        line = f"{name:>16} " + " ".join(
+            f"{counts[column]:>9}" for column in ("planned", "embedded", "done", "failed")
+        )
         shards = [shard for shard in damaged if name in shard["buckets"]]
         if shards:
             images = sum(shard["buckets"][name] for shard in shards)
@@ -220,14 +224,16 @@ def format_status(report: dict[str, Any]) -> str:
         first = damaged[0]
         one = len(damaged) == 1
         lines.append(
-            f"damaged: {_shards_text(len(damaged))} ({'' if one else 'e.g. '}{first['path']}: {first['reason']})"
+            f"damaged: {_shards_text(len(damaged))} "
+            f"({'' if one else 'e.g. '}{first['path']}: {first['reason']})"
             + (
-                f"; {'its keys are' if one else f'{unknown} have keys that are'} unreadable, so not in a bucket above"
+                f"; {'its keys are' if one else f'{unknown} have keys that are'} unreadable, "
+                "so not in a bucket above"
                 if unknown
                 else ""
             )
-            + f" — run `pixart-batch verify {report['output']}`; the next run sets {'it' if one else 'them'} aside "
-            + f"and redoes {'its' if one else 'their'} images"
+            + f" — run `pixart-batch verify {report['output']}`; the next run sets "
+            + f"{'it' if one else 'them'} aside and redoes {'its' if one else 'their'} images"
         )
     return "\n".join(lines)
 
@@ -316,7 +322,8 @@ def _verify_row(result: Verification, seen: dict[str, str], path: str, row: dict
             image.load()
             if image.size != (row[S.WIDTH], row[S.HEIGHT]):
                 result.problem(
-                    f"{path}: {key}: image is {image.size[0]}x{image.size[1]}, row says {row[S.WIDTH]}x{row[S.HEIGHT]}"
+                    f"{path}: {key}: image is {image.size[0]}x{image.size[1]}, "
+                    f"row says {row[S.WIDTH]}x{row[S.HEIGHT]}"
                 )
     except Exception as exc:
         result.problem(

@@ -95,8 +95,9 @@ def read_model_geometry(model_dir: str | Path, folders: dict[str, Path] | None =
         value = configs[name].get(key, other)
         if value != other:
             raise CheckpointError(
-                f"{where[name] / 'config.json'}: '{key}' is {json.dumps(value)} but the {other_name}'s '{other_key}' is "
-                f"{other} ({where[other_name] / 'config.json'}); these components do not fit together"
+                f"{where[name] / 'config.json'}: '{key}' is {json.dumps(value)} but the {other_name}'s "
+                f"'{other_key}' is {other} ({where[other_name] / 'config.json'}); "
+                "these components do not fit together"
             )
     return geometry
 

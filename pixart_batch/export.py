@@ -56,7 +56,10 @@ class ExportResult:
     """Exported rows per class (None when the source has no label column)."""
 
     def summary(self) -> str:
-        text = f"export: {self.rows_exported} of {self.rows_read} rows exported in {self.shards} {self.format} shards"
+        text = (
+            f"export: {self.rows_exported} of {self.rows_read} rows exported in {self.shards} "
+            f"{self.format} shards"
+        )
         if self.per_label is not None:
             text += (
                 " (" + ", ".join(f"{name}: {count}" for name, count in sorted(self.per_label.items())) + ")"
@@ -112,7 +115,8 @@ def export(
     picked, plan = _pick(source, condition, per_label, result)
     if not result.rows_exported:
         raise UserError(
-            f"{source.output.uri}: no row satisfies --where {where!r} ({result.rows_read} rows read); nothing was written"
+            f"{source.output.uri}: no row satisfies --where {where!r} ({result.rows_read} rows read); "
+            "nothing was written"
         )
     settings = {
         **source.settings,
@@ -164,7 +168,8 @@ def _open_source(uri: str) -> _Source:
     if not shards:
         raise OutputError(f"{output.uri}: holds no images yet; nothing to export")
     output.refuse_damaged_shards(
-        f"run `pixart-batch verify {output.uri}`, or re-run generate to set it aside and redo its images; nothing was written"
+        f"run `pixart-batch verify {output.uri}`, or re-run generate to set it aside and redo its images; "
+        "nothing was written"
     )
     settings = output.read_settings() or shard_settings(output) or {}
     names = S.label_names(settings)
@@ -197,7 +202,8 @@ def _check_destination(source: OutputDataset, to: str) -> Location:
     location = locate(to)
     if check_ours(location) and unfinished_export(OutputDataset(location.uri)) is None:
         raise OutputError(
-            f"{location.uri}: is a pixart-batch output already; export writes a new dataset: choose a new or empty directory"
+            f"{location.uri}: is a pixart-batch output already; export writes a new dataset: "
+            "choose a new or empty directory"
         )
     return location
 

@@ -312,7 +312,8 @@ class _Compiler:
         if not isinstance(value, str):
             raise self.refuse(
                 node,
-                f"column '{column.name}' is a class label compared by class name ('{column.names[0]}'), not a number",
+                f"column '{column.name}' is a class label compared by class name "
+                f"('{column.names[0]}'), not a number",
             )
         wanted = _nfc(value)
         ids = frozenset(i for i, name in enumerate(column.names) if _nfc(name) == wanted)

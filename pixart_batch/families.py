@@ -24,7 +24,8 @@ class ModelFamily:
     name: str
     """``alpha`` or ``sigma``."""
     pipeline_class: str
-    """The diffusers pipeline class the DiT stage calls (``PixArtAlphaPipeline`` / ``PixArtSigmaPipeline``)."""
+    """The diffusers pipeline class the DiT stage calls (``PixArtAlphaPipeline`` /
+    ``PixArtSigmaPipeline``)."""
     max_sequence_length: int
     """The T5 token limit the family was trained with (120 for α, 300 for Σ)."""
 
@@ -93,7 +94,8 @@ def declared_classes(model_index: dict, where: str) -> dict[str, tuple[str, str]
             if isinstance(value, list) and value and value[0] is None:
                 continue  # an optional component that is not there (e.g. PixArt's unused ones)
             raise CheckpointError(
-                f"{where}: unknown component {component!r} ({_short(value)}); only {', '.join(COMPONENTS)} are loaded"
+                f"{where}: unknown component {component!r} ({_short(value)}); "
+                f"only {', '.join(COMPONENTS)} are loaded"
             )
         if not (isinstance(value, list) and len(value) == 2):
             raise CheckpointError(
@@ -104,12 +106,14 @@ def declared_classes(model_index: dict, where: str) -> dict[str, tuple[str, str]
             continue
         if not (isinstance(library, str) and isinstance(cls, str)):
             raise CheckpointError(
-                f"{where}: component {component!r} is declared as {_short(value)}, expected [library, class] (two strings)"
+                f"{where}: component {component!r} is declared as {_short(value)}, "
+                "expected [library, class] (two strings)"
             )
         if (library, cls) not in ALLOWED_CLASSES[component]:
             allowed = ", ".join(f"{lib}.{name}" for lib, name in sorted(ALLOWED_CLASSES[component]))
             raise CheckpointError(
-                f"{where}: {component} is {library}.{cls}, which is not loaded (allowed: {allowed}; no custom or remote code)"
+                f"{where}: {component} is {library}.{cls}, which is not loaded "
+                f"(allowed: {allowed}; no custom or remote code)"
             )
         classes[component] = (str(library), str(cls))
     return classes
@@ -122,7 +126,8 @@ def _short(value: object, limit: int = 80) -> str:
 
 
 def scheduler_class_for(option: str, shipped: str) -> str:
-    """The scheduler class that runs for ``generation.scheduler`` ``option`` on a checkpoint shipping ``shipped``."""
+    """The scheduler class that runs for ``generation.scheduler`` ``option`` on a checkpoint shipping
+    ``shipped``."""
     if option == CHECKPOINT_SCHEDULER:
         return shipped
     return SCHEDULERS[option]
@@ -177,7 +182,7 @@ def card_warning(card: CardSettings | None, steps: int, guidance_scale: float) -
         return None
     timesteps = f", timesteps {list(card.timesteps)}" if card.timesteps else ""
     return (
-        f"warning: this {card.kind} checkpoint runs with {' and '.join(far)}; its model card says {card.steps} "
-        f"step{'s' * (card.steps != 1)}{timesteps}, guidance {card.guidance_scale:g}: use {card.recipe} "
-        "(or --steps / --guidance-scale)"
+        f"warning: this {card.kind} checkpoint runs with {' and '.join(far)}; its model card says "
+        f"{card.steps} step{'s' * (card.steps != 1)}{timesteps}, guidance {card.guidance_scale:g}: "
+        f"use {card.recipe} (or --steps / --guidance-scale)"
     )

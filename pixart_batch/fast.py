@@ -161,9 +161,10 @@ class StepCache:
 
     ``PixArtTransformer2DModel`` is not a ``CacheMixin`` (it has no ``enable_cache``) and the PixArt
     pipelines set no cache context, so this does what ``CacheMixin`` does: the ``diffusers.hooks``
-    ``apply_*`` functions add the hooks (``BasicTransformerBlock`` is registered for them), and :meth:`call` wraps one pipeline
-    call in a cache context and resets every stateful hook afterwards, so no state leaks from one
-    batch (or bucket) into the next. With CFG the pipeline runs both branches in one batch: one context.
+    ``apply_*`` functions add the hooks (``BasicTransformerBlock`` is registered for them), and
+    :meth:`call` wraps one pipeline call in a cache context and resets every stateful hook afterwards,
+    so no state leaks from one batch (or bucket) into the next. With CFG the pipeline runs both
+    branches in one batch: one context.
     """
 
     def __init__(self, transformer: torch.nn.Module, spec: DenoiseSpec) -> None:

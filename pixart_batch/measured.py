@@ -23,9 +23,9 @@ MEASURED: dict[str, dict[str, Any]] = {
         "t5_prompts_per_s": 322.0,
         "t5_tokens": 120,
         "source": (
-            "benchmarks/RESULTS.md, GPU check 2026-11-26 (random PixArt-XL-2 weights): pixart_batch Denoiser + "
-            "Decoder stages 0.8485 s/image (plain diffusers loop 0.8461; the design estimate 0.80-0.84), VAE decode "
-            "0.0726 s/image at batch 8, T5-XXL bf16 322 prompts/s padded to 120 tokens"
+            "benchmarks/RESULTS.md, GPU check 2026-11-26 (random PixArt-XL-2 weights): pixart_batch "
+            "Denoiser + Decoder stages 0.8485 s/image (plain diffusers loop 0.8461; the design estimate "
+            "0.80-0.84), VAE decode 0.0726 s/image at batch 8, T5-XXL bf16 322 prompts/s padded to 120 tokens"
         ),
     },
 }

@@ -231,7 +231,8 @@ def _locate(path: str, revision: str | None, weights: bool = True) -> Checkpoint
 
 
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
-"""What is fetched of a hub checkpoint to run it: safetensors weights, configs, tokenizer files (no pickles)."""
+"""What is fetched of a hub checkpoint to run it: safetensors weights, configs, tokenizer files (no
+pickles)."""
 HUB_CONFIG_PATTERNS = ["*.json", "tokenizer/*"]
 """What is fetched of a hub checkpoint to plan a run (``weights`` False): its configs and tokenizer."""
 
@@ -268,7 +269,8 @@ def _hash_components(model: ResolvedModel, components: tuple[str, ...]) -> str:
 
 def digest_folder(digest: Any, folder: Path, label: str) -> None:
     """Feed the files directly in ``folder`` to ``digest`` (a ``hashlib`` hash), each by ``label/name``:
-    whole up to 64 MiB, larger ones by their safetensors header — names, dtypes, shapes, offsets — and size."""
+    whole up to 64 MiB, larger ones by their safetensors header — names, dtypes, shapes, offsets — and
+    size."""
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         if not path.is_file():
             continue

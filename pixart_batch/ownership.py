@@ -13,11 +13,14 @@ adopted.
   blocks the next run, and a live one always does. The file is never deleted (deleting a file
   others may have open would let two runs lock two different files).
 - Object stores (``s3://``, ``gs://``), which have no locks: a lease. The holder rewrites the
-  lock object every ``HEARTBEAT_S`` seconds; a lock whose object was last written more than
-  ``STALE_AFTER_S`` seconds ago belongs to a dead holder (SIGKILL, a lost node) and is taken
-  over — at once when the holder ran on this machine and its process is gone. Two runs that start
-  within the same moment both write their record, wait ``SETTLE_S`` and read it back: only the one
-  whose record survived goes on.
+  lock object every :data:`HEARTBEAT_S` seconds; a lock whose object was last written more than
+  :func:`stale_after_s` seconds ago (``$PIXART_BATCH_LOCK_STALE_S``, default 90) belongs to a dead
+  holder (SIGKILL, a lost node) and is taken over — at once when the holder ran on this machine and
+  its process is gone. Two runs that start within the same moment both write their record, wait
+  :func:`settle_s` (``$PIXART_BATCH_LOCK_SETTLE_S``, default 2) and read it back: only the one whose
+  record survived goes on.
+
+The environment is read when a lock is taken or probed, never at import.
 """
 
 from __future__ import annotations
@@ -37,8 +40,26 @@ from .storage import Location, is_file, read_bytes, read_json_object, write_byte
 MARKER_FILE = ".pixart-batch"
 LOCK_FILE = ".pixart-batch.lock"
 HEARTBEAT_S = 15.0
-STALE_AFTER_S = float(os.environ.get("PIXART_BATCH_LOCK_STALE_S", "90"))
-SETTLE_S = float(os.environ.get("PIXART_BATCH_LOCK_SETTLE_S", "2"))
+"""Seconds between an object-store lease's renewals."""
+STALE_AFTER_ENV = "PIXART_BATCH_LOCK_STALE_S"
+"""The environment variable that sets :func:`stale_after_s` (default 90 seconds)."""
+SETTLE_ENV = "PIXART_BATCH_LOCK_SETTLE_S"
+"""The environment variable that sets :func:`settle_s` (default 2 seconds)."""
+
+
+def stale_after_s() -> float:
+    """Seconds after which a lease nobody renewed belongs to a dead holder: ``$PIXART_BATCH_LOCK_STALE_S``
+    (default 90), read when called, so a process that sets it later (a test, an embedding program) is
+    heard."""
+    return float(os.environ.get(STALE_AFTER_ENV, "90"))
+
+
+def settle_s() -> float:
+    """Seconds a run waits after writing its lease before reading it back: ``$PIXART_BATCH_LOCK_SETTLE_S``
+    (default 2), read when called."""
+    return float(os.environ.get(SETTLE_ENV, "2"))
+
+
 LEGACY_SETTINGS_FILE = "settings.json"
 """What marks an output written before the marker existed (``output.layout.SETTINGS_FILE``)."""
 
@@ -98,7 +119,8 @@ def _check_ours(location: Location) -> bool:
 
 
 def is_output(location: Location) -> bool:
-    """Whether ``location`` is a pixart-batch output (its marker, or a settings.json an older version wrote)."""
+    """Whether ``location`` is a pixart-batch output (its marker, or a settings.json an older version
+    wrote)."""
     return is_file(location, location.join(MARKER_FILE)) or _is_legacy_output(location)
 
 
@@ -264,13 +286,13 @@ class OutputLock:
 
     def _acquire_lease(self) -> None:
         holder, age = self._lease_state()
-        fresh = age is None or age < STALE_AFTER_S
+        fresh = age is None or age < stale_after_s()
         if holder is not None and holder.token != self.me.token and fresh and not _dead_here(holder):
             raise self._busy(holder, age)
         if holder is not None:
             self.took_over = holder.describe(age)
         write_bytes_atomic(self.location, self.path, self._record())
-        time.sleep(SETTLE_S)
+        time.sleep(settle_s())
         winner, age = self._lease_state()
         if winner is None or winner.token != self.me.token:
             raise self._busy(winner, age)
@@ -286,6 +308,17 @@ class OutputLock:
                 write_bytes_atomic(self.location, self.path, self._record())
             except OSError:
                 pass  # a missed beat; the next one retries
+
+    def stop_heartbeat(self) -> bool:
+        """Stop renewing the lease, keeping it: to the other runs this holder now looks dead (SIGKILLed,
+        its node lost), and its lease goes stale after :func:`stale_after_s`. Waits for the renewals to
+        end; returns whether there were any (an object-store lease; a local ``flock`` has none).
+        :meth:`release` still lets go as usual. Tests use it to simulate a dead holder."""
+        self._stop.set()
+        if self._thread is None:
+            return False
+        self._thread.join()
+        return True
 
     def release(self, remove: bool = False) -> None:
         """Let go of the output; ``remove``: delete the lock file too (locally, while still holding it, so a
@@ -337,7 +370,7 @@ def current_holder(location: Location) -> Holder | None:
     """
     if not location.is_local:
         holder, age = OutputLock(location, "probe")._lease_state()
-        fresh = age is None or age < STALE_AFTER_S
+        fresh = age is None or age < stale_after_s()
         return holder if holder is not None and fresh and not _dead_here(holder) else None
     try:
         fd = os.open(location.join(LOCK_FILE), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))

@@ -23,7 +23,8 @@ class DuplicateKeyError(ValueError):
         super().__init__(f"line {line}: {self.message}")
 
     def describe(self, where: str) -> str:
-        """``WHERE:LINE: duplicate key 'KEY' (first on line N)`` (no parenthesis when both are on one line)."""
+        """``WHERE:LINE: duplicate key 'KEY' (first on line N)`` (no parenthesis when both are on one
+        line)."""
         first = f" (first on line {self.first})" if self.first != self.line else ""
         return f"{where}:{self.line}: {self.message}{first}"
 
@@ -40,7 +41,8 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def loads_json(text: str) -> Any:
-    """``json.loads`` that raises :class:`DuplicateKeyError` for an object giving a key twice (at any depth)."""
+    """``json.loads`` that raises :class:`DuplicateKeyError` for an object giving a key twice (at any
+    depth)."""
     try:
         return json.loads(text, object_pairs_hook=_unique_pairs)
     except _Repeated:

@@ -93,7 +93,8 @@ class Progress:
                 return
             finished = done + failed >= self.total
             if (force or finished) and self._shown_counts == (done, failed):
-                return  # the final counts are shown once (a terminal's log, `script`, would show a rewrite twice)
+                # The final counts are shown once (a terminal's log, `script`, would show a rewrite twice).
+                return
             self._shown_at, self._shown_counts = now, (done, failed)
             if self.callback is not None:
                 self.callback(self.line().removeprefix(PREFIX + " "))

@@ -103,11 +103,12 @@ def score_output(
     if result.undecodable and result.first_undecodable is not None:
         key, error = result.first_undecodable
         log(
-            f"{result.undecodable} images could not be decoded, their scores are null (first: {key}: {error}); "
-            f"run pixart-batch verify {output.uri}"
+            f"{result.undecodable} images could not be decoded, their scores are null "
+            f"(first: {key}: {error}); run pixart-batch verify {output.uri}"
         )
     log(
-        f"scored {result.rows} images in {result.shards_scored} shards ({result.shards_skipped} already scored) -> {output.uri}"
+        f"scored {result.rows} images in {result.shards_scored} shards "
+        f"({result.shards_skipped} already scored) -> {output.uri}"
     )
     return result
 
@@ -133,7 +134,8 @@ def _check_output(output: OutputDataset, identity: dict[str, Any]) -> dict[str, 
             "score with the same model and head, or export to a new output first"
         )
     output.refuse_damaged_shards(
-        "re-run pixart-batch generate with the same command to set it aside and redo its images, then score; nothing was written"
+        "re-run pixart-batch generate with the same command to set it aside and redo its images, "
+        "then score; nothing was written"
     )
     return recorded
 
@@ -154,7 +156,8 @@ def _column_names(output: OutputDataset, path: str) -> list[str]:
         return output.format.columns(path)
     except Exception as exc:
         raise OutputError(
-            f"{path}: damaged shard ({one_line(str(exc))}); re-run pixart-batch generate to set it aside, then score"
+            f"{path}: damaged shard ({one_line(str(exc))}); "
+            "re-run pixart-batch generate to set it aside, then score"
         ) from None
 
 

@@ -59,16 +59,19 @@ LABEL_NAME = "label_name"
 TEMPLATE = "template"
 """Staged prompts of a class × template file: the template's index in the file (-1: none)."""
 CLIP_SCORE = "clip_score"
-"""float32: 100 × cosine similarity of the CLIP image and text embeddings (``stages.score``; absent when off)."""
+"""float32: 100 × cosine similarity of the CLIP image and text embeddings (``stages.score``; absent
+when off)."""
 AESTHETIC_SCORE = "aesthetic_score"
-"""float32: a linear head over the CLIP image embedding (``stages.score.aesthetic_head``; absent without one)."""
+"""float32: a linear head over the CLIP image embedding (``stages.score.aesthetic_head``; absent
+without one)."""
 SCORE_SETTING = "score"
 """The settings key of the scoring model's identity (``pixart_batch.score_model``); absent when not scored."""
 
 EMPTY_CAPTION = "_empty"
 """1 where a prompt's caption cleaned to empty text (clean phase only, never written)."""
 LOST_PROMPT = "_lost"
-"""The prompt where cleaning removed most of its letters and digits, else "" (clean phase only, never written)."""
+"""The prompt where cleaning removed most of its letters and digits, else "" (clean phase only, never
+written)."""
 RUN = "run"
 """The failures table's run id column."""
 
@@ -130,7 +133,8 @@ ADDED_COLUMNS = frozenset({FAST_MODE})
 
 
 def bucket_name(width: int, height: int) -> str:
-    """An aspect bucket's name, ``WIDTHxHEIGHT`` (as ``status``, the report, the plan and the gallery show it)."""
+    """An aspect bucket's name, ``WIDTHxHEIGHT`` (as ``status``, the report, the plan and the gallery
+    show it)."""
     return f"{int(width)}x{int(height)}"
 
 
@@ -274,7 +278,8 @@ def shard_schema(settings: dict[str, Any] | None = None) -> pa.Schema:
 
 
 def key_index_schema(settings: dict[str, Any] | None = None) -> pa.Schema:
-    """A key file of a format whose shards are not Parquet: one ``key`` column, the settings in the metadata."""
+    """A key file of a format whose shards are not Parquet: one ``key`` column, the settings in the
+    metadata."""
     import pyarrow as pa
 
     return with_settings(pa.schema([(KEY, pa.string())]), settings)

@@ -40,7 +40,8 @@ class ScoreModel:
 
     @property
     def source(self) -> str:
-        """What the actors load: a hub id (each node's own cache, as for the checkpoint) or the local directory."""
+        """What the actors load: a hub id (each node's own cache, as for the checkpoint) or the local
+        directory."""
         return self.name if self.name not in (TINY_CLIP, "local model") else str(self.local_dir)
 
     def identity(self) -> dict[str, Any]:
@@ -109,7 +110,8 @@ def _locate(path: str, revision: str | None) -> tuple[str, Path]:
 
 
 def check_head(head: Path, dim: int) -> None:
-    """Refuse a head that is not a safetensors file of ``weight`` ``[1, dim]`` (and optionally ``bias`` ``[1]``)."""
+    """Refuse a head that is not a safetensors file of ``weight`` ``[1, dim]`` (and optionally ``bias``
+    ``[1]``)."""
     from safetensors import safe_open
 
     if not head.is_file():
@@ -124,8 +126,8 @@ def check_head(head: Path, dim: int) -> None:
     if shapes.get("weight") != [1, dim] or set(shapes) - {"weight", "bias"} or shapes.get("bias", [1]) != [1]:
         found = ", ".join(f"{name} {shape}" for name, shape in sorted(shapes.items())) or "no tensors"
         raise ConfigError(
-            f"stages.score.aesthetic_head: {head}: expected weight [1, {dim}] (and optionally bias [1]) over the "
-            f"CLIP image embedding, found {found}"
+            f"stages.score.aesthetic_head: {head}: expected weight [1, {dim}] (and optionally bias [1]) "
+            f"over the CLIP image embedding, found {found}"
         )
 
 

@@ -92,6 +92,15 @@ _seen: dict[StopFlag, tuple[float | None, bool]] = {}
 """Per process: when each flag was last read, and whether it was set."""
 
 
+def clear_caches() -> None:
+    """Forget, in this process, which stop flags were read (and whether they were set) and the
+    locations resolved for them, so the next :meth:`StopFlag.requested` reads the flag again. A run
+    never needs it (a flag once seen stays seen for its run); for tests and long-lived processes that
+    reuse a run id."""
+    _seen.clear()
+    _location.cache_clear()
+
+
 def nothing(batch: Batch) -> Batch:
     """The batch's columns with no rows: what a stopped stage returns for the rows it did not start."""
     return take(batch, slice(0, 0))

@@ -340,7 +340,7 @@ def _groups(location: Location, path: str, reads: Reads | None = None) -> _Group
     return _GROUPS[key]
 
 
-class _GroupCache:
+class RowGroupCache:
     """Decoded row groups, least recently used out first, at most ``limit`` embedding bytes in all."""
 
     def __init__(self, limit: int) -> None:
@@ -371,8 +371,20 @@ class _GroupCache:
         self.size = 0
 
 
-_CACHE = _GroupCache(CACHE_BYTES)
+_CACHE = RowGroupCache(CACHE_BYTES)
 _FOOTERS: dict[tuple[str, str], pq.FileMetaData] = {}
+"""This process's read caches, by ``(store uri, part path)``: parts never change once committed, so
+their footers (:data:`_FOOTERS`), row-group key ranges (:data:`_GROUPS`) and decoded row groups
+(:data:`_CACHE`) are read once; :func:`clear_caches` forgets them all."""
+
+
+def clear_caches() -> None:
+    """Forget every part footer, row-group index and decoded row group this process has cached, so the
+    next lookup reads from storage again. A run never needs it (committed parts never change); tests
+    call it to measure cold reads."""
+    _CACHE.clear()
+    _GROUPS.clear()
+    _FOOTERS.clear()
 
 
 def _footer(location: Location, path: str, reads: Reads | None = None) -> pq.FileMetaData:

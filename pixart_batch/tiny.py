@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -221,91 +221,18 @@ def build_tiny_checkpoint(
     Every option and the path are checked before anything is imported or written.
     """
     from .errors import UserError
-    from .families import FAMILY_NAMES, SCHEDULERS
 
-    if family not in FAMILY_NAMES:
-        raise UserError(f"--family: must be one of {', '.join(FAMILY_NAMES)}, got {family!r}")
-    if scheduler not in SCHEDULERS:
-        raise UserError(f"--scheduler: must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
-    if size not in SIZES:
-        raise UserError(f"--size: must be one of {', '.join(SIZES)}, got {size!r}")
-    dims = SIZES[size]
+    dims = _checked_size(family, scheduler, size)
     target = Path(directory)
     try:
         _check_new_directory(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{target}: cannot create the checkpoint directory ({exc.strerror or exc})") from None
-
-    import diffusers
-    import torch
-    from diffusers import AutoencoderKL, PixArtTransformer2DModel
-    from transformers import T5Config, T5EncoderModel, T5Tokenizer
-
-    try:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     except OSError as exc:
         raise UserError(f"{target}: cannot create the checkpoint directory ({exc.strerror or exc})") from None
     try:
-        tokenizer = T5Tokenizer.from_pretrained(write_spiece_tokenizer(staging / "tokenizer-source"))
-        generator = torch.Generator().manual_seed(seed)
-        d_model = dims["t5_d_model"]
-        text_encoder = T5EncoderModel(
-            T5Config(
-                vocab_size=len(tokenizer),
-                d_model=d_model,
-                d_kv=8,
-                d_ff=2 * d_model,
-                num_layers=2,
-                num_heads=d_model // 8,
-                relative_attention_num_buckets=8,
-                relative_attention_max_distance=32,
-                feed_forward_proj="gated-gelu",
-                is_encoder_decoder=False,
-                use_cache=False,
-            )
-        )
-        transformer = PixArtTransformer2DModel(
-            num_attention_heads=dims["dit_heads"],
-            attention_head_dim=dims["dit_head_dim"],
-            in_channels=4,
-            out_channels=8,
-            num_layers=dims["dit_layers"],
-            cross_attention_dim=dims["dit_heads"] * dims["dit_head_dim"],
-            sample_size=32,
-            patch_size=2,
-            caption_channels=d_model,
-            norm_type="ada_norm_single",
-            norm_elementwise_affine=False,
-            norm_eps=1e-6,
-            use_additional_conditions=False,
-        )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=dims["vae_channels"],
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=dims["vae_groups"],
-            sample_size=256,
-            scaling_factor=VAE_SCALING[family],
-        )
-        for module in (text_encoder, transformer, vae):
-            _seeded_init_(module, generator)
-        sched_cls = getattr(diffusers, SCHEDULERS[scheduler])
-        accepted = inspect.signature(sched_cls.__init__).parameters
-        sched = sched_cls(**{k: v for k, v in _base_scheduler_config().items() if k in accepted})
-        pipeline_cls = getattr(diffusers, FAMILY_NAMES[family].pipeline_class)
-        pipe = pipeline_cls(
-            tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=sched
-        )
         out = staging / "checkpoint"
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # its "Writing model shards" bar is not this tool's output
-        pipe.save_pretrained(out, safe_serialization=True)
+        _tiny_pipeline(staging, seed, family, scheduler, dims).save_pretrained(out, safe_serialization=True)
         # The tokenizer exactly as the hub ships it (spiece.model + tokenizer_config.json), not
         # whatever this transformers version writes on save.
         shutil.rmtree(out / "tokenizer")
@@ -317,6 +244,98 @@ def build_tiny_checkpoint(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _checked_size(family: str, scheduler: str, size: str) -> TinySize:
+    """The dimensions of ``size``, once ``family``, ``scheduler`` and ``size`` are known options
+    (a one-line :class:`~pixart_batch.errors.UserError` naming the flag otherwise)."""
+    from .errors import UserError
+    from .families import FAMILY_NAMES, SCHEDULERS
+
+    if family not in FAMILY_NAMES:
+        raise UserError(f"--family: must be one of {', '.join(FAMILY_NAMES)}, got {family!r}")
+    if scheduler not in SCHEDULERS:
+        raise UserError(f"--scheduler: must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    if size not in SIZES:
+        raise UserError(f"--size: must be one of {', '.join(SIZES)}, got {size!r}")
+    return SIZES[size]
+
+
+def _tiny_pipeline(staging: Path, seed: int, family: str, scheduler: str, dims: TinySize) -> Any:
+    """The random pipeline, in memory: the tokenizer (written to ``staging`` and read back), the
+    three models seeded from ``seed`` (text encoder, transformer, VAE, in that order) and the
+    scheduler, in the family's pipeline class. Its progress bar is off: the caller saves it."""
+    import diffusers
+    import torch
+    from transformers import T5Tokenizer
+    from transformers.utils import logging as transformers_logging
+
+    from .families import FAMILY_NAMES, SCHEDULERS
+
+    tokenizer = T5Tokenizer.from_pretrained(write_spiece_tokenizer(staging / "tokenizer-source"))
+    generator = torch.Generator().manual_seed(seed)
+    text_encoder, transformer, vae = _tiny_models(len(tokenizer), family, dims)
+    for module in (text_encoder, transformer, vae):
+        _seeded_init_(module, generator)
+    sched_cls = getattr(diffusers, SCHEDULERS[scheduler])
+    accepted = inspect.signature(sched_cls.__init__).parameters
+    sched = sched_cls(**{k: v for k, v in _base_scheduler_config().items() if k in accepted})
+    pipeline_cls = getattr(diffusers, FAMILY_NAMES[family].pipeline_class)
+    transformers_logging.disable_progress_bar()  # its "Writing model shards" bar is not this tool's output
+    return pipeline_cls(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=sched
+    )
+
+
+def _tiny_models(vocab_size: int, family: str, dims: TinySize) -> tuple[Any, Any, Any]:
+    """The text encoder (T5), the transformer (DiT) and the VAE of ``dims``, not yet seeded."""
+    from diffusers import AutoencoderKL, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    d_model = dims["t5_d_model"]
+    text_encoder = T5EncoderModel(
+        T5Config(
+            vocab_size=vocab_size,
+            d_model=d_model,
+            d_kv=8,
+            d_ff=2 * d_model,
+            num_layers=2,
+            num_heads=d_model // 8,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=32,
+            feed_forward_proj="gated-gelu",
+            is_encoder_decoder=False,
+            use_cache=False,
+        )
+    )
+    transformer = PixArtTransformer2DModel(
+        num_attention_heads=dims["dit_heads"],
+        attention_head_dim=dims["dit_head_dim"],
+        in_channels=4,
+        out_channels=8,
+        num_layers=dims["dit_layers"],
+        cross_attention_dim=dims["dit_heads"] * dims["dit_head_dim"],
+        sample_size=32,
+        patch_size=2,
+        caption_channels=d_model,
+        norm_type="ada_norm_single",
+        norm_elementwise_affine=False,
+        norm_eps=1e-6,
+        use_additional_conditions=False,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=dims["vae_channels"],
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=dims["vae_groups"],
+        sample_size=256,
+        scaling_factor=VAE_SCALING[family],
+    )
+    return text_encoder, transformer, vae
 
 
 def _check_new_directory(target: Path) -> None:

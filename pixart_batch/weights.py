@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from .models import ResolvedModel
 
 WEIGHT_FILES = {"diffusers": "diffusion_pytorch_model.safetensors", "transformers": "model.safetensors"}
-"""The file ``from_pretrained(use_safetensors=True)`` loads, per library (``<name>.index.json`` when sharded)."""
+"""The file ``from_pretrained(use_safetensors=True)`` loads, per library (``<name>.index.json`` when
+sharded)."""
 MODEL_COMPONENTS = ("transformer", "vae", "text_encoder")
 
 
@@ -58,7 +59,8 @@ def _compare(
     expected: dict[str, tuple[int, ...]],
     tied: list[list[str]],
 ) -> None:
-    """Refuse weights whose headers do not fit the ``expected`` parameter shapes (``tied``: names sharing a tensor)."""
+    """Refuse weights whose headers do not fit the ``expected`` parameter shapes (``tied``: names sharing
+    a tensor)."""
     common = set(found) & set(expected)
     if not common:
         raise CheckpointError(
@@ -67,14 +69,16 @@ def _compare(
     for name in sorted(common):
         if _squeezed(found[name][1]) != _squeezed(expected[name]):
             raise CheckpointError(
-                f"{found[name][0]}: weight {name} has shape {list(found[name][1])} but {folder / 'config.json'} "
-                f"makes it {list(expected[name])}; the config does not match the weights"
+                f"{found[name][0]}: weight {name} has shape {list(found[name][1])} "
+                f"but {folder / 'config.json'} makes it {list(expected[name])}; "
+                "the config does not match the weights"
             )
     missing = sorted(names[0] for names in tied if not set(names) & set(found))
     if missing:
         shown = ", ".join(missing[:3]) + (f", ... ({len(missing)} in all)" if len(missing) > 3 else "")
         raise CheckpointError(
-            f"{folder}: its weights lack {shown}, which {folder / 'config.json'} makes; the config does not match the weights"
+            f"{folder}: its weights lack {shown}, which {folder / 'config.json'} makes; "
+            "the config does not match the weights"
         )
 
 

@@ -253,7 +253,7 @@ def test_two_runs_one_output_then_a_dead_holder_is_taken_over(tmp_path):
 
 def test_object_store_lease_is_exclusive_until_stale(monkeypatch):
     """The object-store lock: a fresh lease refuses a second run; one not renewed for longer than
-    STALE_AFTER_S (a SIGKILLed holder, a lost node) is taken over."""
+    ownership.stale_after_s() (a SIGKILLed holder, a lost node) is taken over."""
     from pyarrow import fs
 
     from pixart_batch import ownership
@@ -269,15 +269,13 @@ def test_object_store_lease_is_exclusive_until_stale(monkeypatch):
 
     root = tempfile.mkdtemp()
     location = FakeObjectStore(fs.LocalFileSystem(), root, f"s3://bucket{root}")
-    monkeypatch.setattr(ownership, "SETTLE_S", 0.05)
+    monkeypatch.setenv(ownership.SETTLE_ENV, "0.05")
     monkeypatch.setattr(ownership, "HEARTBEAT_S", 0.05)
     first = ownership.OutputLock(location, "run1").acquire()
     with pytest.raises(OutputError, match=r"holds this output \(host .*, pid \d+, .*run run1"):
         ownership.OutputLock(location, "run2").acquire()
-    first._stop.set()  # the holder dies: no more heartbeats
-    assert first._thread is not None
-    first._thread.join()
-    monkeypatch.setattr(ownership, "STALE_AFTER_S", 0.3)
+    assert first.stop_heartbeat()  # the holder dies: no more heartbeats
+    monkeypatch.setenv(ownership.STALE_AFTER_ENV, "0.3")
     time.sleep(0.5)
     second = ownership.OutputLock(location, "run2").acquire()
     assert second.took_over and "run run1" in second.took_over

@@ -196,7 +196,7 @@ def test_distinct_captions_in_bounded_memory():
     assert again.sample() == sample  # the same sample whatever the order and the repeats
 
 
-# --------------------------------------------------------------------------- offline, per GPU kind, one number style
+# -------------------------------------------------------------------- offline, per GPU kind, one number style
 
 RECIPES = sorted(p for p in (ROOT / "configs").glob("*.yaml") if load_config(str(p)).model.path != "tiny")
 """The shipped recipes of published checkpoints (the tiny-model demos aside)."""
@@ -263,7 +263,8 @@ def test_offline_plan_in_a_fresh_process(tmp_path):
 
 
 def test_the_cost_is_the_measured_seconds_times_the_price(offline, tmp_path, capsys):
-    """1024² at 20 steps with CFG on an H200: within 10 % of 0.8485 s/image × $3.5/h; the H100 row is scaled."""
+    """1024² at 20 steps with CFG on an H200: within 10 % of 0.8485 s/image × $3.5/h; the H100 row is
+    scaled."""
     config = str(ROOT / "configs" / "pixart-alpha-1024.yaml")
     code, out, err = run_plan(
         capsys, square_prompts(tmp_path), "--config", config, "--usd-per-gpu-hour", "3.5", "--json"
@@ -328,20 +329,23 @@ def test_tiny_with_a_gpu_recipe_says_so(tiny_model, capsys):
 def test_the_hubs_configs_win_and_a_disagreement_is_noted(monkeypatch):
     from dataclasses import replace
 
+    from pixart_batch.estimate import facts as estimate_facts
     from pixart_batch.spec import RunSpec
 
     config = load_config(str(ROOT / "configs" / "pixart-alpha-1024.yaml"))
-    shipped = estimate._shipped_facts(config)
+    shipped = estimate.shipped_checkpoint_facts(config)
     assert shipped is not None and shipped.sample_size == 128
     monkeypatch.setattr(RunSpec, "build", classmethod(lambda cls, config, weights=True: None))
-    monkeypatch.setattr(estimate, "facts_of", lambda spec: replace(shipped, sample_size=64, source="hub"))
+    monkeypatch.setattr(
+        estimate_facts, "facts_of", lambda spec: replace(shipped, sample_size=64, source="hub")
+    )
     facts = estimate.checkpoint_facts(config)
     assert facts.sample_size == 64 and len(facts.notes) == 1
     assert (
         "the hub's configs differ from the shipped facts (sample_size 128 → 64); the hub's are used"
         in facts.notes[0]
     )
-    monkeypatch.setattr(estimate, "facts_of", lambda spec: shipped)
+    monkeypatch.setattr(estimate_facts, "facts_of", lambda spec: shipped)
     assert estimate.checkpoint_facts(config).notes == ()  # agreeing: nothing to say
 
 

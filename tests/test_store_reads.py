@@ -18,8 +18,8 @@ from pixart_batch.store import (
     AttachEmbeddings,
     EmbeddingStore,
     Reads,
+    RowGroupCache,
     StoreIdentity,
-    _GroupCache,
     caption_key,
 )
 
@@ -28,11 +28,9 @@ IDENTITY = StoreIdentity(encoder="test", d_model=64, settings={"max_sequence_len
 
 @pytest.fixture(autouse=True)
 def _cold_caches():
-    for cache in (store_module._CACHE, store_module._GROUPS, store_module._FOOTERS):
-        cache.clear()
+    store_module.clear_caches()
     yield
-    for cache in (store_module._CACHE, store_module._GROUPS, store_module._FOOTERS):
-        cache.clear()
+    store_module.clear_caches()
 
 
 def rows(captions: list[str], d_model: int, seed: int) -> pa.Table:
@@ -125,7 +123,7 @@ def test_attach_embeddings_counts_bytes(tmp_path):
 
 
 def test_cache_is_bounded_least_recently_used_out():
-    cache = _GroupCache(limit=1000)
+    cache = RowGroupCache(limit=1000)
     for i in range(25):
         cache.put(("uri", "part", i), {f"k{i}": {}}, 100)
         if i >= 1:
@@ -173,8 +171,7 @@ def test_reads_counts_group_chunks(tmp_path):
     assert metadata.num_row_groups == 10
     key = table.sort_by(S.CAPTION_KEY).column(S.CAPTION_KEY)[3].as_py()
     index = store.index()  # on the driver; a lookup task's process reads the footer itself
-    store_module._FOOTERS.clear()
-    store_module._GROUPS.clear()
+    store_module.clear_caches()
     reads = Reads()
     store.lookup([key], index, reads)
     chunks = sum(metadata.row_group(3).column(j).total_compressed_size for j in (0, 2, 3, 4))

@@ -120,16 +120,14 @@ def test_an_object_store_lease_is_a_holder_until_stale(monkeypatch, tmp_path):
             return False
 
     location = FakeObjectStore(fs.LocalFileSystem(), str(tmp_path), f"s3://bucket{tmp_path}")
-    monkeypatch.setattr(ownership, "SETTLE_S", 0.01)
+    monkeypatch.setenv(ownership.SETTLE_ENV, "0.01")
     monkeypatch.setattr(ownership, "HEARTBEAT_S", 0.05)
     lock = OutputLock(location, "leased").acquire()
     try:
         found = current_holder(location)
         assert found is not None and found.run_id == "leased"
-        lock._stop.set()  # the holder stops renewing (a lost node) ...
-        assert lock._thread is not None
-        lock._thread.join()
-        monkeypatch.setattr(ownership, "STALE_AFTER_S", 0.2)
+        assert lock.stop_heartbeat()  # the holder stops renewing (a lost node) ...
+        monkeypatch.setenv(ownership.STALE_AFTER_ENV, "0.2")
         monkeypatch.setattr(ownership, "_dead_here", lambda holder: False)  # ... on another machine
         time.sleep(0.4)
         assert current_holder(location) is None  # ... and its lease went stale
@@ -287,8 +285,9 @@ def test_status_and_verify_into_a_closed_pipe_exit_quietly(finished, command):
 
 def test_a_test_not_marked_slow_may_not_start_ray():
     from pixart_batch.errors import UserError
+    from pixart_batch.execution import ExecutionSpec
     from pixart_batch.executors.ray import init_ray
 
     assert os.environ.get("PIXART_BATCH_FORBID_RAY") == "1"  # inherited by the CLI subprocesses a test runs
     with pytest.raises(UserError, match="PIXART_BATCH_FORBID_RAY"):
-        init_ray(tiny_config())  # refused before it looks at any Ray, running or not
+        init_ray(ExecutionSpec.build(tiny_config()))  # refused before it looks at any Ray, running or not

@@ -95,10 +95,14 @@ def write_card(
         generation=settings,
     )
     rows = "\n".join(f"| {name} | {buckets[name]} |" for name in sorted(buckets))
-    loader = 'ds = load_dataset(OUTPUT, split="train")  # this folder (or its Hub repo): README\'s configs find the shards'
+    loader = (
+        'ds = load_dataset(OUTPUT, split="train")'
+        "  # this folder (or its Hub repo): README's configs find the shards"
+    )
     body = (
         "# Synthetic images generated with pixart_batch\n\n"
-        f"{images} images from {counts.get('prompts', 0)} prompts ({counts.get('images_total', images)} planned), "
+        f"{images} images from {counts.get('prompts', 0)} prompts "
+        f"({counts.get('images_total', images)} planned), "
         f"model `{settings.get('model')}`. {described['layout']}\n\n"
         "Each row records what reproduces its image with plain diffusers: `prompt`, `negative_prompt`, "
         '`seed` (a `torch.Generator("cpu").manual_seed(seed)`), `num_inference_steps`, `guidance_scale`, '
@@ -139,8 +143,8 @@ def score_text(settings: dict[str, Any]) -> str:
         else ""
     )
     return (
-        f"Every row has `clip_score` (100 × cosine similarity of the CLIP image and text embeddings of the image "
-        f"and its `caption`, model `{score.get('model')}`){head}: filter with e.g. "
+        "Every row has `clip_score` (100 × cosine similarity of the CLIP image and text embeddings of the "
+        f"image and its `caption`, model `{score.get('model')}`){head}: filter with e.g. "
         '`ds.filter(lambda row: row["clip_score"] >= 28)`.\n\n'
     )
 

@@ -46,7 +46,8 @@ def shard_settings(output: OutputDataset) -> dict[str, Any] | None:
                 found = settings
             elif changed_setting(settings, found) is not None:
                 raise OutputError(
-                    f"{path}: records other settings than the output's other shards; this output mixes settings"
+                    f"{path}: records other settings than the output's other shards; "
+                    "this output mixes settings"
                 )
             continue
         found = settings
@@ -80,7 +81,8 @@ def check_settings(output: OutputDataset, settings: dict[str, Any]) -> str | Non
         else ""
     )
     raise OutputError(
-        f"{output.uri}: setting '{name}' is {_shown(now)} but this output was generated with {_shown(before)}; "
+        f"{output.uri}: setting '{name}' is {_shown(now)} but this output was generated with "
+        f"{_shown(before)}; "
         f"re-run with the same setting, or write to a new output{hint}"
     )
 

@@ -3,9 +3,11 @@
 Layout::
 
     OUTPUT/data/...                              the shards, in the output's format (:mod:`.formats`)
-    OUTPUT/README.md                             Hub dataset card: configs, features, settings, images per bucket
+    OUTPUT/README.md                             Hub dataset card: configs, features, settings, images
+                                                 per bucket
     OUTPUT/sample_grid.jpg                       a few images per bucket (linked from the card)
-    OUTPUT/settings.json                         the settings that determine the images (the guard, :mod:`.guard`)
+    OUTPUT/settings.json                         the settings that determine the images (the guard,
+                                                 :mod:`.guard`)
     OUTPUT/store.json                            where this output's embedding store is
     OUTPUT/plan.json, plan/<run>/part-*.parquet  every planned image of the latest run (key, prompt, bucket)
     OUTPUT/.work/<run>/                          the run's staged prompt chunks (hidden; removed at the end)
@@ -110,7 +112,8 @@ class OutputDataset:
         return self._format
 
     def format_on_disk(self) -> OutputFormat:
-        """The format of the shards the folder holds, whatever the run asks for (Parquet when there are none)."""
+        """The format of the shards the folder holds, whatever the run asks for (Parquet when there are
+        none)."""
         return make_format(detect_format(self.location), self.location)
 
     def data_path(self, *parts: str) -> str:
@@ -164,7 +167,8 @@ class OutputDataset:
         ):
             path = self.location.join(SETTINGS_FILE)
             raise OutputError(
-                f"{path}: damaged settings ('{S.LABEL_NAMES_SETTING}' is not a list of distinct names); {RESTORE}"
+                f"{path}: damaged settings ('{S.LABEL_NAMES_SETTING}' is not a list of distinct names); "
+                f"{RESTORE}"
             )
         return settings
 
@@ -362,6 +366,7 @@ def store_location(output: OutputDataset) -> Location | None:
         return locate(uri)
     if ".." in uri.split("/"):
         raise OutputError(
-            f"{output.location.join(STORE_POINTER_FILE)}: damaged store pointer (leaves the output); restore it"
+            f"{output.location.join(STORE_POINTER_FILE)}: damaged store pointer (leaves the output); "
+            "restore it"
         )
     return output.location.child(*uri.split("/"))

@@ -110,13 +110,13 @@ def check_relations(output: str, store: str, prompts: str | None, checkpoints: I
         part = into.first_part_below(out)
         if part in RESERVED_FILES:
             raise OutputError(
-                f"{into.uri}: the embedding store would take the place of {out.child(part).uri}, a file the output "
-                f"{out.uri} writes; choose another store folder"
+                f"{into.uri}: the embedding store would take the place of {out.child(part).uri}, "
+                f"a file the output {out.uri} writes; choose another store folder"
             )
         if part in STORE_FORBIDDEN_DIRS:
             raise OutputError(
-                f"{into.uri}: the embedding store lies inside {out.child(part).uri}, which the output {out.uri} writes; "
-                "choose a store outside it"
+                f"{into.uri}: the embedding store lies inside {out.child(part).uri}, "
+                f"which the output {out.uri} writes; choose a store outside it"
             )
         not_inside_others(into, "the embedding store", STORE_FORBIDDEN_DIRS)
     if not own_store:  # the output's own store: the output's checks say what is wrong with its folder
@@ -133,7 +133,8 @@ def check_relations(output: str, store: str, prompts: str | None, checkpoints: I
         for target, rule in written:
             if place.inside(target):
                 raise OutputError(
-                    f"{place.uri}: {what} lies inside {target.uri}, which {rule}; move it or choose another output"
+                    f"{place.uri}: {what} lies inside {target.uri}, which {rule}; "
+                    "move it or choose another output"
                 )
         if what == "the checkpoint" and out.inside(place) and place.inside(out):
             raise OutputError(f"{out.uri}: the output is the checkpoint's folder; choose another output")
@@ -174,17 +175,20 @@ def not_inside_others(place: Place, what: str, reserved: tuple[str, ...] = RESER
         try:
             if _is_store(location):
                 raise OutputError(
-                    f"{place.uri}: {what} lies inside the embedding store {ancestor.uri}; choose another place"
+                    f"{place.uri}: {what} lies inside the embedding store {ancestor.uri}; "
+                    "choose another place"
                 )
             if not is_output(location):
                 continue
         except OSError:
-            continue  # an ancestor that cannot be read (a bucket's root, a folder without permission): nothing there is ours
+            # An ancestor that cannot be read (a bucket's root, a folder without permission): nothing
+            # there is ours.
+            continue
         part = place.first_part_below(ancestor)
         if part in reserved:
             raise OutputError(
-                f"{place.uri}: {what} lies inside {ancestor.child(part).uri}, which the pixart-batch output {ancestor.uri} "
-                "writes; choose a place outside it"
+                f"{place.uri}: {what} lies inside {ancestor.child(part).uri}, "
+                f"which the pixart-batch output {ancestor.uri} writes; choose a place outside it"
             )
 
 

@@ -99,8 +99,8 @@ class OutputSession:
         reason = self.takeover(self.output) if self.takeover is not None else None
         if reason is None:
             raise OutputError(
-                f"{uri}: is a pixart-batch output already (another command finished it while this one was starting); "
-                "nothing was written: choose a new or empty directory"
+                f"{uri}: is a pixart-batch output already (another command finished it while this one was "
+                "starting); nothing was written: choose a new or empty directory"
             )
         self.log(f"{uri}: {reason}; starting it again")
         self._empty()
@@ -152,7 +152,8 @@ class OutputSession:
         return False
 
     def _empty(self) -> None:
-        """Everything in a fresh output but the lock file (all of it was written under this session's lock)."""
+        """Everything in a fresh output but the lock file (all of it was written under this session's
+        lock)."""
         from pyarrow import fs
 
         location = self.output.location
@@ -190,7 +191,8 @@ class OutputSession:
         self._settings_changed = True
 
     def committed(self) -> None:
-        """Say that data (a shard) was committed: from now on a failure keeps the settings it was made with."""
+        """Say that data (a shard) was committed: from now on a failure keeps the settings it was made
+        with."""
         self.data_committed = True
 
     def write_card(

@@ -95,7 +95,8 @@ def to_table(batch: Batch, constants: dict[str, Any], settings: dict[str, Any] |
 
 
 class ImageWriter:
-    """Image rows into shards of at most ``rows_per_shard`` rows in ``output_format``, each committed atomically."""
+    """Image rows into shards of at most ``rows_per_shard`` rows in ``output_format``, each committed
+    atomically."""
 
     def __init__(
         self,

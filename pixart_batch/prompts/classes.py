@@ -179,7 +179,8 @@ def _parse(path: str | os.PathLike[str], name: str, tally: Tally) -> tuple[Any, 
 
 
 def read_class_file(path: str | os.PathLike[str], name: str, tally: Tally) -> ClassFile:
-    """Parse and check a class × template file (errors: one line naming ``FILE:LINE``); nothing is expanded."""
+    """Parse and check a class × template file (errors: one line naming ``FILE:LINE``); nothing is
+    expanded."""
     spec, at = _parse(path, name, tally)
     if not isinstance(spec, dict):
         fail(name, "a class × template file is a mapping with 'classes' and 'templates'")

@@ -55,7 +55,8 @@ def explicit_id(value: Any, source: str, column: str = "id") -> str:
     if not _ID_RE.fullmatch(value):
         fail(
             source,
-            f"id {quote(value)} is not allowed: ids are 1-128 characters from A-Z a-z 0-9 _ - (they become output keys)",
+            f"id {quote(value)} is not allowed: ids are 1-128 characters from A-Z a-z 0-9 _ - "
+            "(they become output keys)",
         )
     return value
 

@@ -237,7 +237,8 @@ def read_entries(
     if reader is None:
         fail(
             name,
-            f"unsupported prompt file type {extension or '(no extension)'!r}; use one of {', '.join(SUPPORTED_EXTENSIONS)}",
+            f"unsupported prompt file type {extension or '(no extension)'!r}; "
+            f"use one of {', '.join(SUPPORTED_EXTENSIONS)}",
         )
     mapped = source.mapped()
     if mapped and extension not in TABLE_EXTENSIONS:

@@ -135,7 +135,8 @@ class _Labels:
         if self.first_labelled is not None and self.first_unlabelled is not None:
             fail(
                 self.first_unlabelled,
-                f"no 'label', but other records have one (first at {self.first_labelled}); label every record or none",
+                f"no 'label', but other records have one (first at {self.first_labelled}); "
+                "label every record or none",
             )
 
 

@@ -120,7 +120,8 @@ class Tally:
     def _changed(self, detail: str) -> NoReturn:
         fail(
             self.name,
-            f"the prompt file changed while the run was starting ({detail}); re-run when it is no longer being written",
+            f"the prompt file changed while the run was starting ({detail}); "
+            "re-run when it is no longer being written",
         )
 
 
