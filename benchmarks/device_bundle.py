@@ -129,7 +129,8 @@ def canonical(name: str) -> str:
 
 def needed() -> dict[str, str]:
     """``{distribution: version}`` of everything to fetch: :data:`ROOTS` and their requirements (for
-    Linux, Python 3.12, the extras the project uses) that the GPU image lacks, at this environment's versions."""
+    Linux, Python 3.12, the extras the project uses) that the GPU image lacks, at this environment's
+    versions."""
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
 
@@ -258,7 +259,8 @@ def build(packages: dict[str, str], work: Path) -> Path:
     )
     slimmed, stripped = slim(site), strip_binaries(site)
     print(
-        f"device_bundle: Ray slimmed by {slimmed / 2**20:.1f} MiB, binaries stripped by {stripped / 2**20:.1f} MiB"
+        f"device_bundle: Ray slimmed by {slimmed / 2**20:.1f} MiB, "
+        f"binaries stripped by {stripped / 2**20:.1f} MiB"
     )
     BUNDLE.parent.mkdir(exist_ok=True)
     with tarfile.open(BUNDLE, "w:xz", preset=6) as archive:
@@ -312,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if total > LIMIT_BYTES:
         print(
-            f"device_bundle: DOES NOT FIT: {total - LIMIT_BYTES} bytes over the {LIMIT_BYTES // 2**20} MiB a device call carries",
+            f"device_bundle: DOES NOT FIT: {total - LIMIT_BYTES} bytes over the {LIMIT_BYTES // 2**20} MiB "
+            "a device call carries",
             file=sys.stderr,
         )
         return 1

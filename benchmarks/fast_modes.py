@@ -2,8 +2,8 @@
 
 For each mode (exact; each ``stages.denoise.step_cache``; ``fp8`` where CUDA >= 8.9; optionally the
 exact ``compile`` path) the pipeline's own Denoiser denoises the same prompts and seeds in batches,
-after one warm-up batch (CUDA or compile only); the exact VAE decodes every result. Reported: s/image (denoise only; the
-least of ``--repeats`` passes; process CPU time on the CPU, wall time on CUDA),
+after one warm-up batch (CUDA or compile only); the exact VAE decodes every result. Reported: s/image
+(denoise only; the least of ``--repeats`` passes; process CPU time on the CPU, wall time on CUDA),
 speedup over exact, and PSNR / max |Δ| of the uint8 pixels against exact mode.
 
     python benchmarks/fast_modes.py [--size small] [--device cpu|cuda] [--images 4] [--steps 20]
@@ -22,9 +22,14 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pixart_batch.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = [
@@ -54,10 +59,12 @@ def machine(device: str) -> str:
 
     if device == "cuda":
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores (torch {torch.__version__})"
+    processor = platform.processor() or platform.machine()
+    return f"CPU {processor}, {os.cpu_count()} cores (torch {torch.__version__})"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--size",
@@ -91,22 +98,16 @@ def main() -> None:
     parser.add_argument(
         "--no-append", action="store_true", help="print only; do not append to benchmarks/RESULTS.md"
     )
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    import torch
 
-    from pixart_batch import schema as S
+def run_spec(args: argparse.Namespace, dtype: str) -> RunSpec:
+    """The run's spec: the chosen (or a random) checkpoint, ``--steps``, the DiT at ``--batch`` and
+    ``dtype``, every model stage on the GPU with ``--device cuda``."""
     from pixart_batch.config import DenoiseStageConfig, GenerationConfig, ModelConfig, RunConfig, StagesConfig
-    from pixart_batch.fast import FP8_MIN_CAPABILITY
     from pixart_batch.spec import RunSpec
-    from pixart_batch.stages.decode import Decoder
-    from pixart_batch.stages.denoise import Denoiser
-    from pixart_batch.stages.encode import TextEncoder
-    from pixart_batch.tensors import tensor_to_bytes
     from pixart_batch.tiny import cached_tiny_checkpoint
 
-    torch.set_grad_enabled(False)
-    dtype = args.dtype or ("float16" if args.device == "cuda" else "float32")
     gpus = 1.0 if args.device == "cuda" else 0.0
     model = args.model or str(cached_tiny_checkpoint(0, size=args.size))
     stage = {"batch_size": args.batch, "num_gpus": gpus, "dtype": dtype}
@@ -120,7 +121,20 @@ def main() -> None:
             decode=dataclasses.replace(StagesConfig().decode, num_gpus=gpus, dtype=dtype),
         ),
     )
-    spec = RunSpec.build(config)
+    return RunSpec.build(config)
+
+
+def mode_runner(args: argparse.Namespace, spec: RunSpec) -> Callable[..., tuple[float, np.ndarray]]:
+    """``run(name, **fields)``: the seconds per image of the Denoiser with ``fields`` over the spec's
+    denoise spec, and the pixels its latents decode to. The prompts are encoded once, here."""
+    import torch
+
+    from pixart_batch import schema as S
+    from pixart_batch.stages.decode import Decoder
+    from pixart_batch.stages.denoise import Denoiser
+    from pixart_batch.stages.encode import TextEncoder
+    from pixart_batch.tensors import tensor_to_bytes
+
     side = spec.geometry.native_size
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.images)]
     hidden, counts, _ = TextEncoder(spec.encode_spec()).encode([*prompts, ""])
@@ -162,6 +176,17 @@ def main() -> None:
         print(f"{name}: {seconds:.3f} s/image", file=sys.stderr)
         return seconds, pixels
 
+    return run
+
+
+def modes_to_time(args: argparse.Namespace) -> tuple[dict[str, dict[str, object]], str]:
+    """``(modes, fp8_note)``: each mode's name and denoise fields (exact first), and why fp8 is not
+    among them ("" when it is)."""
+    import torch
+
+    from pixart_batch.config import DenoiseStageConfig
+    from pixart_batch.fast import FP8_MIN_CAPABILITY
+
     modes: dict[str, dict[str, object]] = {"exact": {}}
     if args.compile:
         modes["exact + compile"] = {"compile": True}
@@ -176,10 +201,13 @@ def main() -> None:
     if args.device == "cuda" and torch.cuda.get_device_capability() >= FP8_MIN_CAPABILITY:
         modes["fp8"] = {"fp8": True}
         fp8_note = ""
+    return modes, fp8_note
 
-    results = {name: run(name, **fields) for name, fields in modes.items()}
+
+def results_table(results: dict[str, tuple[float, np.ndarray]], device: str) -> str:
+    """The Markdown table: each mode's s/image, speedup and pixel quality against exact mode."""
     exact_s, exact_px = results["exact"]
-    unit = "GPU wall" if args.device == "cuda" else "CPU"
+    unit = "GPU wall" if device == "cuda" else "CPU"
     lines = [
         f"| mode | {unit} s/image | speedup | PSNR vs exact (dB) | max abs diff (uint8) |",
         "|---|---:|---:|---:|---:|",
@@ -189,29 +217,52 @@ def main() -> None:
         delta = int(np.abs(pixels.astype(np.int16) - exact_px.astype(np.int16)).max())
         shown = "∞" if quality == float("inf") else f"{quality:.1f}"
         lines.append(f"| {name} | {seconds:.3f} | {exact_s / seconds:.2f}× | {shown} | {delta} |")
-    table = "\n".join(lines)
-    print(table)
-    if fp8_note:
-        print(fp8_note)
-    if args.no_append:
-        return
+    return "\n".join(lines)
+
+
+def results_section(args: argparse.Namespace, side: int, dtype: str, table: str, fp8_note: str) -> str:
+    """The section appended to benchmarks/RESULTS.md: date, machine, command, settings, the table."""
     command = "python benchmarks/" + " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
     clock_note = (
         "wall time"
         if args.device == "cuda"
         else "CPU time of all threads: wall time on a shared machine measures its neighbours; still noisy"
     )
-    section = (
-        f"\n## DiT fast modes against exact mode ({args.size if not args.model else args.model}, {args.device})\n\n"
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine(args.device)}; command: `{command}`. "
-        f"{args.images} images ({side}×{side}, {args.steps} steps, CFG 4.5, {dtype}, batches of {args.batch}), "
-        "the same prompts and seeds in every mode; s/image is the DiT alone (after a warm-up batch on CUDA), the least of "
+    return (
+        "\n## DiT fast modes against exact mode "
+        f"({args.size if not args.model else args.model}, {args.device})\n\n"
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {machine(args.device)}; "
+        f"command: `{command}`. "
+        f"{args.images} images ({side}×{side}, {args.steps} steps, CFG 4.5, {dtype}, "
+        f"batches of {args.batch}), "
+        "the same prompts and seeds in every mode; s/image is the DiT alone "
+        "(after a warm-up batch on CUDA), the least of "
         f"{args.repeats} passes ({clock_note}); "
         "pixels are decoded by the same exact VAE.\n\n"
         + table
         + "\n"
         + (f"\n{fp8_note}.\n" if fp8_note else "")
     )
+
+
+def main() -> None:
+    args = parse_args()
+
+    import torch
+
+    torch.set_grad_enabled(False)
+    dtype = args.dtype or ("float16" if args.device == "cuda" else "float32")
+    spec = run_spec(args, dtype)
+    run = mode_runner(args, spec)
+    modes, fp8_note = modes_to_time(args)
+    results = {name: run(name, **fields) for name, fields in modes.items()}
+    table = results_table(results, args.device)
+    print(table)
+    if fp8_note:
+        print(fp8_note)
+    if args.no_append:
+        return
+    section = results_section(args, spec.geometry.native_size, dtype, table, fp8_note)
     with open(ROOT / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as handle:
         handle.write(section)
 

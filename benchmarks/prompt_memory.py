@@ -26,7 +26,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = (
-    "red blue green golden ancient futuristic cat dog dragon castle forest ocean city robot portrait painting "
+    "red blue green golden ancient futuristic cat dog dragon castle forest ocean city robot portrait "
+    "painting "
     "photo of a in the with at night"
 ).split()
 

@@ -27,7 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-WORDS = "a red blue green small big cat dog house tree boat city night sky forest river robot castle flower".split()
+WORDS = (
+    "a red blue green small big cat dog house tree boat city night sky forest river robot castle flower"
+).split()
 SHAPES = ["", " --ar 1:2", " --ar 2:1", " --hw 80:80", " --ar 3:4"]
 
 
@@ -107,10 +109,12 @@ def main() -> int:
         f"### Score cost `{args.size}` PixArt + `{args.clip}` CLIP — {now}",
         "",
         f"Machine: {machine()}; commit {commit}; torch {torch.__version__}. Command: `{command.strip()}`.",
-        f"{args.prompts} prompts (mixed aspect ratios), configs/tiny.yaml, local executor, {args.rounds} runs each, "
+        f"{args.prompts} prompts (mixed aspect ratios), configs/tiny.yaml, local executor, "
+        f"{args.rounds} runs each, "
         "alternating; images/s of the generate phase (run_report.json `images_per_second`), median.",
         "",
-        "| run | images | images/s median | images/s best | runs | median ratio to unscored | best ratio to unscored "
+        "| run | images | images/s median | images/s best | runs | median ratio to unscored "
+        "| best ratio to unscored "
         "| score busy s (median) | score share of the generate phase |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
@@ -119,13 +123,15 @@ def main() -> int:
         shown = ", ".join(f"{r:.2f}" for r in rates)
         median = statistics.median(rates)
         lines.append(
-            f"| {name} | {images} | {median:.3f} | {max(rates):.3f} | {shown} | {median / base:.3f} | {max(rates) / best:.3f} "
+            f"| {name} | {images} | {median:.3f} | {max(rates):.3f} | {shown} | {median / base:.3f} "
+            f"| {max(rates) / best:.3f} "
             f"| {busy:.2f} | {share:.1%} |"
         )
     lines += [
         "",
-        "The score share (the score stage's busy seconds over the generate phase's seconds) is the cost that does "
-        "not depend on what else the machine runs; the images/s of single runs on a shared machine vary more than it.",
+        "The score share (the score stage's busy seconds over the generate phase's seconds) is the cost "
+        "that does not depend on what else the machine runs; the images/s of single runs on a shared "
+        "machine vary more than it.",
     ]
     text = "\n".join(lines) + "\n"
     print(text)

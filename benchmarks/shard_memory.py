@@ -138,7 +138,8 @@ def main() -> None:
         measure(args)
         return
     print(
-        f"{args.rows} rows of {args.image_mb} MB images, row_group_size {args.row_group_size}, blocks of 8 rows"
+        f"{args.rows} rows of {args.image_mb} MB images, row_group_size {args.row_group_size}, "
+        "blocks of 8 rows"
     )
     print("| code | rows_per_shard | shards | peak RSS above start MB | arrow pool peak MB | s |")
     print("|---|---:|---:|---:|---:|---:|")

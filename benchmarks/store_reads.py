@@ -223,13 +223,16 @@ def main() -> None:
                 stats = replay(module, root, identity, plan, args.batch, sizes)
                 results.append((label, layout, order, stats))
     print(
-        f"{len(captions)} prompts × {args.images_per_prompt} images, {args.buckets} buckets, batch {args.batch}, "
+        f"{len(captions)} prompts × {args.images_per_prompt} images, {args.buckets} buckets, "
+        f"batch {args.batch}, "
         f"d_model {args.d_model}, {args.min_tokens}-{args.max_tokens} tokens; "
-        f"mean embedding {np.mean(list(sizes.values())) / 1e6:.3f} MB, store {sum(sizes.values()) / 1e6:.0f} MB; "
+        f"mean embedding {np.mean(list(sizes.values())) / 1e6:.3f} MB, "
+        f"store {sum(sizes.values()) / 1e6:.0f} MB; "
         f"current code's cache {args.cache_mb:.0f} MiB"
     )
     print(
-        "| code | store parts | plan order | rows read / embedding used | bytes read / used | MB read / image | replay s |"
+        "| code | store parts | plan order | rows read / embedding used | bytes read / used "
+        "| MB read / image | replay s |"
     )
     print("|---|---|---|---:|---:|---:|---:|")
     for label, layout, order, st in results:

@@ -16,12 +16,13 @@ Presets:
 
 Measured, each as its own process, one after the other on one prompt file with mixed aspect ratios:
 
-  (0) ``python -c "import ray; ray.init(address='local', num_cpus=N, include_dashboard=False); ray.shutdown()"``
+  (0) ``python -c "import ray; ray.init(address='local', num_cpus=N, include_dashboard=False);
+      ray.shutdown()"`` (a bare Ray start and stop)
   (a) the plain diffusers loop (``--loop``, below): ``PixArtAlphaPipeline.from_pretrained``, prompts
       grouped by requested size, batches of the config's DiT batch size per group, one
       ``torch.Generator("cpu").manual_seed(seed)`` per image (the seed and size pixart_batch plans for
-      that image: ``plan.image_seed`` / ``plan.choose_size``), diffusers' own resolution binning, each
-      image PNG-encoded and written to a file. No Ray.
+      that image: ``expansion.image_seed`` / ``expansion.choose_size``), diffusers' own resolution
+      binning, each image PNG-encoded and written to a file. No Ray.
   (b) ``pixart-batch generate --config C --prompts P --output O``
   (c) the same command again (nothing to do)
   (d) the same with 3 prompts appended to a copy of the prompt file, into the same output
@@ -61,6 +62,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -76,6 +78,9 @@ EXTRA_PROMPTS = (
     "a paper boat on a rainy street, macro shot --ar 16:9",
 )
 RAY_MISSING = "ray not installed: (0) and (b)-(d) skipped"
+
+if TYPE_CHECKING:
+    from pixart_batch.config import RunConfig
 
 
 # --------------------------------------------------------------------------- (a): the plain loop
@@ -321,8 +326,9 @@ def table(preset: str, results: dict, gpu: bool) -> list[str]:
     a = results.get("a", {})
     zero = results.get("0", {})
     lines = [
-        "| run | wall s | images | images/s (wall) | generate-phase images/s | ratio wall to (a) | ratio wall to (0) "
-        "| target | pass | busy s per stage | peak RSS MB |" + (" GPU peak MB | GPU util % |" if gpu else ""),
+        "| run | wall s | images | images/s (wall) | generate-phase images/s | ratio wall to (a) "
+        "| ratio wall to (0) | target | pass | busy s per stage | peak RSS MB |"
+        + (" GPU peak MB | GPU util % |" if gpu else ""),
         "|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|" + ("---:|---:|" if gpu else ""),
     ]
     names = {
@@ -427,16 +433,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve() if args.out else work
     out.mkdir(parents=True, exist_ok=True)
     print(f"workdir {work}, results {out}", flush=True)
-
-    checkpoint, base = build_checkpoint(preset, work, args.small)
-    config = write_config(base, checkpoint, work / "config.yaml", preset.startswith("xl") and not gpu, preset)
-    prompts = work / "prompts.txt"
-    if preset == "tiny-cpu" and not args.prompts:
-        shutil.copy(ROOT / "examples" / "prompts.txt", prompts)  # the README demo
-    else:
-        write_prompts(prompts, args.prompts or DEFAULT_PROMPTS[preset])
-    more = work / "prompts-plus-3.txt"
-    more.write_text(prompts.read_text(encoding="utf-8") + "\n".join(EXTRA_PROMPTS) + "\n", encoding="utf-8")
+    checkpoint, config, prompts, more = prepare_inputs(args, work, gpu)
 
     from pixart_batch.config import load_config
 
@@ -446,67 +443,19 @@ def run_benchmark(args: argparse.Namespace) -> int:
         RAY_DATA_DISABLE_PROGRESS_BARS="1",
         PYTHONPATH=f"{ROOT}:{os.environ.get('PYTHONPATH', '')}",
     )
-    python = sys.executable
     has_ray = importlib.util.find_spec("ray") is not None
     results: dict[str, dict] = {}
     notes: list[str] = []
-
     if has_ray:
         num_cpus = run_config.ray.num_cpus or os.cpu_count()
-        code = f"import ray; ray.init(address='local', num_cpus={num_cpus}, include_dashboard=False); ray.shutdown()"
-        results["0"] = measure("0", [python, "-c", code], out / "ray_init.log", gpu, env)
-
-    loop_report = work / "loop_report.json"
-    loop = [
-        python,
-        str(Path(__file__).resolve()),
-        "--loop",
-        "--config",
-        str(config),
-        "--prompts",
-        str(prompts),
-    ]
-    results["a"] = measure(
-        "a",
-        [*loop, "--out", str(work / "loop_images"), "--report", str(loop_report)],
-        out / "loop.log",
-        gpu,
-        env,
-    )
-    if loop_report.is_file():
-        report = json.loads(loop_report.read_text())
-        results["a"].update(images=report["images"], generate_images_per_s=report["images_per_second"])
-        print(
-            f"    loop: load {report['load_seconds']} s, generate {report['generate_seconds']} s, {report}",
-            flush=True,
+        code = (
+            f"import ray; ray.init(address='local', num_cpus={num_cpus}, include_dashboard=False); "
+            "ray.shutdown()"
         )
-
+        results["0"] = measure("0", [sys.executable, "-c", code], out / "ray_init.log", gpu, env)
+    results["a"] = measure_loop(config, prompts, work, out, gpu, env)
     if has_ray:
-        output = work / "output"
-        generate = [
-            python,
-            "-m",
-            "pixart_batch",
-            "generate",
-            "--config",
-            str(config),
-            "--output",
-            str(output),
-            "--prompts",
-        ]
-        runs = [("b", prompts, output, []), ("c", prompts, output, []), ("d", more, output, [])]
-        if not args.skip_ray_row:  # (b) again through the Ray executor: what a cluster run pays here
-            runs.append(("b_ray", prompts, work / "output-ray", ["--executor", "ray"]))
-        for key, prompt_file, target, extra in runs:
-            command = [*generate[:-3], "--output", str(target), "--prompts", str(prompt_file), *extra]
-            results[key] = measure(key, command, out / f"generate_{key}.log", gpu, env)
-            report = _report(target)
-            results[key].update(
-                executor=report.get("executor", ""),
-                images=report.get("images_generated", 0),
-                generate_images_per_s=report.get("images_per_second") or None,
-                busy=report.get("stage_busy_seconds") or {},
-            )
+        results.update(measure_generate(args, config, (prompts, more), work, out, gpu, env))
     else:
         notes.append(
             RAY_MISSING
@@ -515,23 +464,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         print(notes[-1], flush=True)
 
     judge(preset, results)
-    steps = run_config.generation.num_inference_steps
-    command = "python benchmarks/throughput.py " + shlex.join(args.argv)
-    header = [
-        f"### Throughput `{preset}` — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
-        "",
-        f"Machine: {machine()}; commit {commit()}; torch {torch.__version__}. Command: `{command}`.",
-        f"{sum(1 for line in prompts.read_text().splitlines() if line.strip())} prompts (mixed aspect ratios), "
-        f"{steps} steps, DiT batch {run_config.stages.denoise.batch_size}, {run_config.stages.denoise.dtype}, "
-        f"checkpoint `{checkpoint.name}`.",
-        "",
-    ]
-    lines = header + table(preset, results, gpu) + [""] + [f"Note: {note}" for note in notes]
-    if "a" in results and results["a"].get("generate_images_per_s"):
-        lines.append(
-            f"(a)'s generate phase (after imports and model load): {results['a']['generate_images_per_s']:.3f} images/s."
-        )
-    text = "\n".join(lines).rstrip() + "\n"
+    text = results_text(args, results, notes, run_config, prompts, checkpoint, gpu)
     print("\n" + text, flush=True)
     (out / "throughput.md").write_text(text)
     (out / "throughput.json").write_text(
@@ -543,6 +476,128 @@ def run_benchmark(args: argparse.Namespace) -> int:
         print("appended to benchmarks/RESULTS.md", flush=True)
     failed = [key for key, r in results.items() if r["exit"] != 0]
     return 1 if failed else 0
+
+
+def prepare_inputs(args: argparse.Namespace, work: Path, gpu: bool) -> tuple[Path, Path, Path, Path]:
+    """``(checkpoint, config, prompts, more)`` in ``work``: the preset's checkpoint and config, its
+    prompt file and a copy with EXTRA_PROMPTS appended (run (d))."""
+    preset = args.preset
+    checkpoint, base = build_checkpoint(preset, work, args.small)
+    config = write_config(base, checkpoint, work / "config.yaml", preset.startswith("xl") and not gpu, preset)
+    prompts = work / "prompts.txt"
+    if preset == "tiny-cpu" and not args.prompts:
+        shutil.copy(ROOT / "examples" / "prompts.txt", prompts)  # the README demo
+    else:
+        write_prompts(prompts, args.prompts or DEFAULT_PROMPTS[preset])
+    more = work / "prompts-plus-3.txt"
+    more.write_text(prompts.read_text(encoding="utf-8") + "\n".join(EXTRA_PROMPTS) + "\n", encoding="utf-8")
+    return checkpoint, config, prompts, more
+
+
+def measure_loop(config: Path, prompts: Path, work: Path, out: Path, gpu: bool, env: dict) -> dict:
+    """Run (a), the plain diffusers loop, as its own process; its images and generate-phase rate from
+    the report it writes."""
+    loop_report = work / "loop_report.json"
+    loop = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--loop",
+        "--config",
+        str(config),
+        "--prompts",
+        str(prompts),
+    ]
+    result = measure(
+        "a",
+        [*loop, "--out", str(work / "loop_images"), "--report", str(loop_report)],
+        out / "loop.log",
+        gpu,
+        env,
+    )
+    if loop_report.is_file():
+        report = json.loads(loop_report.read_text())
+        result.update(images=report["images"], generate_images_per_s=report["images_per_second"])
+        print(
+            f"    loop: load {report['load_seconds']} s, generate {report['generate_seconds']} s, {report}",
+            flush=True,
+        )
+    return result
+
+
+def measure_generate(
+    args: argparse.Namespace,
+    config: Path,
+    prompt_files: tuple[Path, Path],
+    work: Path,
+    out: Path,
+    gpu: bool,
+    env: dict,
+) -> dict[str, dict]:
+    """Runs (b), (c), (d) and, unless ``--skip-ray-row``, (b) through the Ray executor: ``pixart-batch
+    generate`` as its own process each, with what its run report says."""
+    prompts, more = prompt_files
+    output = work / "output"
+    generate = [
+        sys.executable,
+        "-m",
+        "pixart_batch",
+        "generate",
+        "--config",
+        str(config),
+        "--output",
+        str(output),
+        "--prompts",
+    ]
+    runs = [("b", prompts, output, []), ("c", prompts, output, []), ("d", more, output, [])]
+    if not args.skip_ray_row:  # (b) again through the Ray executor: what a cluster run pays here
+        runs.append(("b_ray", prompts, work / "output-ray", ["--executor", "ray"]))
+    results: dict[str, dict] = {}
+    for key, prompt_file, target, extra in runs:
+        command = [*generate[:-3], "--output", str(target), "--prompts", str(prompt_file), *extra]
+        results[key] = measure(key, command, out / f"generate_{key}.log", gpu, env)
+        report = _report(target)
+        results[key].update(
+            executor=report.get("executor", ""),
+            images=report.get("images_generated", 0),
+            generate_images_per_s=report.get("images_per_second") or None,
+            busy=report.get("stage_busy_seconds") or {},
+        )
+    return results
+
+
+def results_text(
+    args: argparse.Namespace,
+    results: dict,
+    notes: list[str],
+    run_config: RunConfig,
+    prompts: Path,
+    checkpoint: Path,
+    gpu: bool,
+) -> str:
+    """The Markdown section: date, machine, commit, command and settings, the table, the notes."""
+    import torch
+
+    preset = args.preset
+    steps = run_config.generation.num_inference_steps
+    denoise = run_config.stages.denoise
+    command = "python benchmarks/throughput.py " + shlex.join(args.argv)
+    count = sum(1 for line in prompts.read_text().splitlines() if line.strip())
+    header = [
+        f"### Throughput `{preset}` — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        "",
+        f"Machine: {machine()}; commit {commit()}; torch {torch.__version__}. Command: `{command}`.",
+        f"{count} prompts (mixed aspect ratios), "
+        f"{steps} steps, DiT batch {denoise.batch_size}, {denoise.dtype}, "
+        f"checkpoint `{checkpoint.name}`.",
+        "",
+    ]
+    lines = header + table(preset, results, gpu) + [""] + [f"Note: {note}" for note in notes]
+    if "a" in results and results["a"].get("generate_images_per_s"):
+        lines.append(
+            "(a)'s generate phase (after imports and model load): "
+            f"{results['a']['generate_images_per_s']:.3f} images/s."
+        )
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""Ray job entrypoint: ``ray job submit --working-dir . -- python jobs/generate.py --config ... --prompts ... --output ...``.
+"""Ray job entrypoint:
+``ray job submit --working-dir . -- python jobs/generate.py --config ... --prompts ... --output ...``.
 
 Runs unchanged locally (``python jobs/generate.py ...`` starts a local Ray) and on a cluster
 (``RAY_ADDRESS`` set, or launched by ``ray job submit``). Same arguments as ``pixart-batch generate``.

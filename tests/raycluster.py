@@ -50,7 +50,8 @@ def ray_cli(
     result = subprocess.run([ray, *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
     if check and result.returncode != 0:
         raise AssertionError(
-            f"ray {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            f"ray {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
     return result
 
@@ -178,7 +179,9 @@ while True:
             with opener.open(f"http://127.0.0.1:{port}/api/healthz", timeout=5) as answer:
                 if answer.status != 200:
                     raise RuntimeError(f"agent :{port} healthz answered {answer.status}")
-        alive = list_nodes(address=spec["gcs"], filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
+        alive = list_nodes(
+            address=spec["gcs"], filters=[("state", "=", "ALIVE")], raise_on_missing_output=False
+        )
         if len(alive) < spec["nodes"]:
             raise RuntimeError(f"{len(alive)} of {spec['nodes']} nodes alive")
         print("ready")
@@ -341,7 +344,8 @@ class Cluster:
     def _wait_ready(self) -> None:
         self.wanted_alive += 1
         deadline = time.monotonic() + self.ready_timeout
-        # Each node's dashboard agent persists the HTTP port it bound (-1 when it could not bind): ours, not another Ray's.
+        # Each node's dashboard agent persists the HTTP port it bound (-1 when it could not bind): ours,
+        # not another Ray's.
         alive = [i for i in range(len(self.nodes)) if i not in self.killed]
         wanted = {self.nodes[i].dashboard_agent_listen for i in alive}
         while True:
@@ -413,7 +417,8 @@ class Cluster:
             not_ready = NOT_READY in output and "submitted successfully" not in output
             if not not_ready or time.monotonic() + delay > deadline:
                 raise AssertionError(
-                    f"ray job submit failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+                    f"ray job submit failed ({result.returncode}):\n"
+                    f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
                 )
             self.submit_retries += 1
             time.sleep(delay)
@@ -429,8 +434,8 @@ class Cluster:
         return "\n".join(tails)
 
     def own_processes(self) -> list[psutil.Process]:
-        """This cluster's processes: named by its temp dir or its GCS port (the Ray client server names only the
-        latter), started after it, with their descendants; never this process or its ancestors."""
+        """This cluster's processes: named by its temp dir or its GCS port (the Ray client server names
+        only the latter), started after it, with their descendants; never this process or its ancestors."""
         return self._processes([d.rstrip("/") + "/" for d in self.temp_dirs], port=True)
 
     def _processes(self, temp_marks: list[str], port: bool) -> list[psutil.Process]:

@@ -31,8 +31,12 @@ SMALL = {"output.rows_per_shard": 2, "output.row_group_size": 2, "ray.executor":
 
 
 def test_verbose_lets_the_third_party_import_warnings_speak():
-    """Quiet by default (the package sets their level on import); --verbose hands them their own levels back."""
-    code = "import logging, pixart_batch as p; print({logging.getLogger(n).getEffectiveLevel() for n in p.IMPORT_NOISE_LOGGERS})"
+    """Quiet by default (the package sets their level on import); --verbose hands them their own levels
+    back."""
+    code = (
+        "import logging, pixart_batch as p; "
+        "print({logging.getLogger(n).getEffectiveLevel() for n in p.IMPORT_NOISE_LOGGERS})"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=60
     )

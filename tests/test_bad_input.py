@@ -241,7 +241,10 @@ def test_long_error_texts_are_cut_between_words():
     from pixart_batch.errors import a_or_an, first_line, shorten
 
     host = "my-bucket.s3.eu-west-1.amazonaws.com"
-    text = f"AWS Error NETWORK_CONNECTION during HeadObject operation: curlCode: 6, Could not resolve host: {host}"
+    text = (
+        "AWS Error NETWORK_CONNECTION during HeadObject operation: curlCode: 6, "
+        f"Could not resolve host: {host}"
+    )
     error = OSError(text + "\nmore")
     whole = first_line(error, limit=None)
     assert whole.endswith(host) and "more" not in whole

@@ -43,7 +43,8 @@ def test_an_lcm_checkpoint_run_with_the_tiny_recipe_is_warned_once(capsys, tmp_p
     lcm = cached_tiny_checkpoint(0, scheduler="lcm")
     warned = dry_run(capsys, tmp_path, lcm)  # the tiny recipe: 20 steps, guidance 4.5
     assert warned == [
-        "[pixart-batch] warning: this LCM checkpoint runs with 20 steps and guidance 4.5; its model card says 4 steps, "
+        "[pixart-batch] warning: this LCM checkpoint runs with 20 steps and guidance 4.5; "
+        "its model card says 4 steps, "
         "guidance 0: use configs/pixart-lcm-1024.yaml (or --steps / --guidance-scale)"
     ]
     assert (

@@ -81,7 +81,8 @@ EDITS = {
     ),
     "variant only": (
         lambda ck: _weights(ck, "vae").rename(ck / "vae" / "diffusion_pytorch_model.fp16.safetensors"),
-        r"vae: no diffusion_pytorch_model.safetensors \(safetensors found: diffusion_pytorch_model.fp16.safetensors\)",
+        r"vae: no diffusion_pytorch_model.safetensors "
+        r"\(safetensors found: diffusion_pytorch_model.fp16.safetensors\)",
     ),
     "no bins": (
         lambda ck: _config(ck, "transformer", sample_size=8),

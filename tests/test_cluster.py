@@ -150,7 +150,8 @@ def test_submit_retries_only_the_not_ready_answer(monkeypatch):
         [],
         1,
         "",
-        f"RuntimeError: Request failed with status code 500: {raycluster.NOT_READY}, please try again later..",
+        f"RuntimeError: Request failed with status code 500: {raycluster.NOT_READY}, "
+        "please try again later..",
     )
     other = subprocess.CompletedProcess(
         [], 1, "", "RuntimeError: Request failed with status code 400: bad entrypoint"

@@ -270,7 +270,7 @@ def test_bad_fast_mode_values_are_refused_in_one_line(tmp_path, text, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
-# --------------------------------------------------------------------------- T5: one tokenisation, sorted sub-batches
+# ------------------------------------------------------------------- T5: one tokenisation, sorted sub-batches
 
 
 def test_t5_tokenises_once_and_sub_batches_change_no_embedding(tiny_model, monkeypatch):

@@ -103,10 +103,41 @@ def test_only_the_ray_executor_imports_ray():
         for name, path in MODULES.items()
         if any(module == "ray" or module.startswith("ray.") for module, _ in _imports(name, path))
     )
-    assert users == ["pixart_batch.executors.ray"]
+    # the Ray executor's modules: the executor, its setup (init_ray, Ray Data's context), its monitor actor
+    assert users == [
+        "pixart_batch.executors.ray",
+        "pixart_batch.executors.ray_monitor",
+        "pixart_batch.executors.ray_setup",
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_no_module_is_too_long(name):
     lines = len(MODULES[name].read_text().splitlines())
     assert lines <= MAX_LINES, f"{name}: {lines} lines"
+
+
+MAX_FUNCTION_LINES = 80
+FUNCTION_ROOTS = ("pixart_batch", "tests", "jobs", "benchmarks")
+
+
+def _long_functions(root: Path) -> list[str]:
+    """``path:line name (N lines)`` of every function or method under ``root`` longer than
+    MAX_FUNCTION_LINES, counted from its ``def`` to its last line."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    where = path.relative_to(PACKAGE.parent)
+                    found.append(f"{where}:{node.lineno} {node.name} ({lines} lines)")
+    return found
+
+
+@pytest.mark.parametrize("root", FUNCTION_ROOTS)
+def test_no_function_is_too_long(root):
+    """No function over MAX_FUNCTION_LINES lines (one screen) in the package, its tests, jobs and
+    benchmarks: a longer one is split into named steps."""
+    long = _long_functions(PACKAGE.parent / root)
+    assert long == [], f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)

@@ -249,7 +249,8 @@ PROMPTS = ["a red fox in the snow", "a cute cat sitting on a chair, oil painting
 
 
 def _stage_images(spec: RunSpec, prompts, seeds, sizes, negative="") -> tuple[list[np.ndarray], list[str]]:
-    """Clean → encode → denoise → decode with pixart_batch's stages; ``sizes`` are (bucket_h, bucket_w, h, w)."""
+    """Clean → encode → denoise → decode with pixart_batch's stages; ``sizes`` are
+    (bucket_h, bucket_w, h, w)."""
     from pixart_batch.stages.clean import CaptionCleaner
     from pixart_batch.stages.decode import Decoder
     from pixart_batch.stages.denoise import Denoiser
@@ -364,7 +365,8 @@ def test_each_scheduler_option_reproduces_with_from_config(tiny_model, option):
 
 
 def test_lcm_checkpoint_runs_its_own_scheduler_without_cfg():
-    """A checkpoint shipping LCMScheduler runs LCM (not DPM-Solver), 4 steps, guidance 0: no negative branch."""
+    """A checkpoint shipping LCMScheduler runs LCM (not DPM-Solver), 4 steps, guidance 0: no negative
+    branch."""
     from pixart_batch.tiny import cached_tiny_checkpoint
 
     path = cached_tiny_checkpoint(0, scheduler="lcm")

@@ -601,7 +601,8 @@ def test_unsupported_extension_fails_at_once(tmp_path):
         with pytest.raises(PromptFileError) as info:
             reader(path)  # no iteration needed
         assert str(info.value) == (
-            f"{path}: unsupported prompt file type '.json'; use one of .txt, .jsonl, .ndjson, .csv, .parquet, .yaml, .yml"
+            f"{path}: unsupported prompt file type '.json'; "
+            "use one of .txt, .jsonl, .ndjson, .csv, .parquet, .yaml, .yml"
         )
     expect_error(write(tmp_path, "prompts", "a"), "", r"unsupported prompt file type '\(no extension\)'")
 
@@ -710,87 +711,95 @@ def test_nul_in_text_is_refused(tmp_path):
     expect_error(tmp_path / "p.parquet", ":row 2", r"'negative_prompt' contains a NUL byte")
 
 
-def test_distinct_records_get_distinct_derived_ids(tmp_path):
-    """Property: across formats and files, equal base ids (``-N`` dropped) mean equal records."""
+ID_PIECES = [
+    "a",
+    "b",
+    "cat",
+    " ",
+    "  ",
+    "\t",
+    ",",
+    ":",
+    "1",
+    "12",
+    "2",
+    ".",
+    "-",
+    "--",
+    "\\0",
+    "\x01",
+    "\x1f",
+    "\x7f",
+    "é",
+    "猫",
+    "🙂",
+    "\u2028",
+    "\u200b",
+    "\ufeff",
+    " --hw 1:12",
+    " --hw 11:2",
+    " --ar 1:2",
+    " --ar 2:4",
+    "\\x00",
+]
+"""What the random prompts of the derived-id property are made of: near-collisions of text, flags and
+separators."""
+ID_NEGATIVES = [None, "", " ", "a", "cat", "\x01", " --hw 1:12", "\\0", "猫 🙂", "a\tb", ",", "--ar 1:2"]
+ID_SIZES = [None, (12, 1), (2, 11), (1, 12), (64, 64), (2**31 - 1, 1), "1:2", "2:4", " 1:2 ", "1.5:1", "3:2"]
+ID_TWINS = [
+    {"prompt": "a cat\x01blurry"},
+    {"prompt": "a cat", "negative_prompt": "\x01blurry"},
+    {"prompt": "a cat", "negative_prompt": "blurry"},
+    {"prompt": "a cat --hw 12:1"},
+    {"prompt": "a cat", "width": 1, "height": 12},
+    {"prompt": "a cat --hw 1:21"},
+    {"prompt": "a cat --hw 1:2", "negative_prompt": "1"},
+    {"prompt": "a cat", "negative_prompt": " --hw 64:64"},
+    {"prompt": "a cat", "width": 64, "height": 64},
+]
+"""Cross-format twins: the same request as a flag, as columns, with a negative prompt (only the 4th and
+5th are one request)."""
+
+
+def random_requests(seed: int, count: int) -> tuple[list[dict], list[str]]:
+    """``count`` random JSONL rows that parse (prompt, a size unless the prompt has one, a negative half
+    the time) and the prompts of those that fit on a line of a .txt file."""
     import random
 
-    rng = random.Random(1234)
-    pieces = [
-        "a",
-        "b",
-        "cat",
-        " ",
-        "  ",
-        "\t",
-        ",",
-        ":",
-        "1",
-        "12",
-        "2",
-        ".",
-        "-",
-        "--",
-        "\\0",
-        "\x01",
-        "\x1f",
-        "\x7f",
-        "é",
-        "猫",
-        "🙂",
-        "\u2028",
-        "\u200b",
-        "\ufeff",
-        " --hw 1:12",
-        " --hw 11:2",
-        " --ar 1:2",
-        " --ar 2:4",
-        "\\x00",
-    ]
-    negatives = [None, "", " ", "a", "cat", "\x01", " --hw 1:12", "\\0", "猫 🙂", "a\tb", ",", "--ar 1:2"]
-    sizes = [None, (12, 1), (2, 11), (1, 12), (64, 64), (2**31 - 1, 1), "1:2", "2:4", " 1:2 ", "1.5:1", "3:2"]
+    rng = random.Random(seed)
 
     def text() -> str:
-        return "".join(rng.choice(pieces) for _ in range(rng.randint(1, 5)))
+        return "".join(rng.choice(ID_PIECES) for _ in range(rng.randint(1, 5)))
 
     rows: list[dict] = []
     lines: list[str] = []
-    while len(rows) < 400:
+    while len(rows) < count:
         prompt = text()
         try:
             _, width, _, ratio = parse_prompt_line(prompt, "x")
         except PromptFileError:
             continue
         row: dict = {"prompt": prompt}
-        size = rng.choice(sizes) if width is None and ratio is None else None
+        size = rng.choice(ID_SIZES) if width is None and ratio is None else None
         if isinstance(size, tuple):
             row["width"], row["height"] = size
         elif size is not None:
             row["aspect_ratio"] = size
-        negative = rng.choice(negatives) if rng.random() < 0.5 else text()
+        negative = rng.choice(ID_NEGATIVES) if rng.random() < 0.5 else text()
         if negative is not None:
             row["negative_prompt"] = negative
         rows.append(row)
         if "\n" not in prompt and "\r" not in prompt:
             lines.append(prompt)
+    return rows, lines
+
+
+def test_distinct_records_get_distinct_derived_ids(tmp_path):
+    """Property: across formats and files, equal base ids (``-N`` dropped) mean equal records."""
+    rows, lines = random_requests(1234, 400)
     files = [write_jsonl(tmp_path, rows, "r.jsonl"), write(tmp_path, "r.txt", "\n".join(lines) + "\n")]
     # Cross-format twins: the same request as a flag, as columns, with a negative prompt.
-    files.append(
-        write_jsonl(
-            tmp_path,
-            [
-                {"prompt": "a cat\x01blurry"},
-                {"prompt": "a cat", "negative_prompt": "\x01blurry"},
-                {"prompt": "a cat", "negative_prompt": "blurry"},
-                {"prompt": "a cat --hw 12:1"},
-                {"prompt": "a cat", "width": 1, "height": 12},
-                {"prompt": "a cat --hw 1:21"},
-                {"prompt": "a cat --hw 1:2", "negative_prompt": "1"},
-                {"prompt": "a cat", "negative_prompt": " --hw 64:64"},
-                {"prompt": "a cat", "width": 64, "height": 64},
-            ],
-            "twins.jsonl",
-        )
-    )
+    files.append(write_jsonl(tmp_path, ID_TWINS, "twins.jsonl"))
     seen: dict[str, tuple] = {}
     total = 0
     for path in files:
@@ -908,7 +917,8 @@ def test_fifo_is_refused_without_blocking(tmp_path):
         kind, value = _in_thread(lambda reader=reader: reader(fifo))
         assert kind == "raised" and isinstance(value, PromptFileError), value
         assert str(value) == (
-            f"{fifo}: is a named pipe (FIFO), not a regular file; prompt files must be regular files or object-store objects"
+            f"{fifo}: is a named pipe (FIFO), not a regular file; "
+            "prompt files must be regular files or object-store objects"
         )
     link = tmp_path / "link.jsonl"
     link.symlink_to(fifo)
@@ -941,7 +951,7 @@ def test_symlink_to_regular_file_is_fine(tmp_path):
     assert read_prompts(f"file://{target}")[0].source == f"file://{target}:1"
 
 
-# --------------------------------------------------------------------------- validated and staged from the same bytes
+# ------------------------------------------------------------------- validated and staged from the same bytes
 
 CHANGED = (
     r"the prompt file changed while the run was starting \(.+\); re-run when it is no longer being written$"

@@ -241,8 +241,8 @@ def test_an_output_without_images_is_taken_over_by_other_settings(tmp_path, caps
     code, captured, err = generate(capsys, "--prompts", str(prompts), "--output", str(out), "--seed", "2")
     assert code == 0, err
     assert (
-        "holds no images yet: this run's settings replace its earlier ones (setting 'generation.seed' was 0, now 2)"
-        in (captured + err)
+        "holds no images yet: this run's settings replace its earlier ones "
+        "(setting 'generation.seed' was 0, now 2)" in (captured + err)
     )
     assert json.loads((out / "settings.json").read_text())["generation.seed"] == 2
     # Now it holds an image: the guard protects it.

@@ -217,8 +217,8 @@ def test_a_store_in_place_of_an_output_file_is_refused(made, tmp_path, prompts, 
     output = copy_of(made, tmp_path)
     before = snapshot(output)
     code, out, err = run(
-        capsys, "generate", "--config", "configs/tiny.yaml", "--prompts", str(prompts), "--output", str(output),
-        "--store", str(output / name), "--executor", "local",
+        capsys, "generate", "--config", "configs/tiny.yaml", "--prompts", str(prompts),
+        "--output", str(output), "--store", str(output / name), "--executor", "local",
     )  # fmt: skip
     assert code == 2 and "a file the output" in err and len(err.strip().splitlines()) == 1, err
     assert snapshot(output) == before
@@ -227,8 +227,8 @@ def test_a_store_in_place_of_an_output_file_is_refused(made, tmp_path, prompts, 
 def test_a_store_inside_a_file_is_refused(tmp_path, prompts, capsys, tiny_model):
     (tmp_path / "file").write_text("mine")
     code, out, err = run(
-        capsys, "generate", "--config", "configs/tiny.yaml", "--prompts", str(prompts), "--output", str(tmp_path / "o"),
-        "--store", str(tmp_path / "file" / "store"), "--executor", "local",
+        capsys, "generate", "--config", "configs/tiny.yaml", "--prompts", str(prompts),
+        "--output", str(tmp_path / "o"), "--store", str(tmp_path / "file" / "store"), "--executor", "local",
     )  # fmt: skip
     assert code == 2 and "inside the file" in err and not (tmp_path / "o").exists(), err
 

@@ -33,7 +33,8 @@ to paste into benchmarks/RESULTS.md), so a timeout still leaves the numbers meas
 Layout: ``common`` (rows, timing, memory), ``configs`` (XL / --small configurations), ``context``,
 ``builders`` (random checkpoints; every stage spec through ``pixart_batch.spec.RunSpec``),
 ``reference`` (plain diffusers), ``adapter`` (every call into pixart_batch), ``sections/`` (one
-function per section), ``report`` (Markdown), ``cli`` (arguments). ``benchmarks/gpu_check.py`` runs ``cli.main``.
+function per section), ``report`` (Markdown), ``cli`` (arguments). ``benchmarks/gpu_check.py`` runs
+``cli.main``.
 """
 
 from __future__ import annotations

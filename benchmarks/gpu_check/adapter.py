@@ -42,7 +42,8 @@ class PixartBatchStages:
         expected = (d_model, latent_channels, vae_scale_factor)
         if (denoise.text_dim, decode.latent_channels, decode.vae_scale_factor) != expected:
             raise RuntimeError(
-                f"RunSpec's geometry {denoise.text_dim, decode.latent_channels, decode.vae_scale_factor} != {expected}"
+                "RunSpec's geometry "
+                f"{denoise.text_dim, decode.latent_channels, decode.vae_scale_factor} != {expected}"
             )
         self.denoiser = Denoiser(denoise)
         self.decoder = Decoder(decode)
@@ -140,9 +141,10 @@ def quantize_text_encoder_int8(model, dtype: torch.dtype, device: str, max_seque
         quantize_(model, Int8WeightOnlyConfig(), device=device)
         return (
             model.to(device),
-            f"quantize_(model, Int8WeightOnlyConfig(), device=...) directly (adapter: {type(exc).__name__}: {exc})"[
-                :300
-            ],
+            (
+                "quantize_(model, Int8WeightOnlyConfig(), device=...) directly "
+                f"(adapter: {type(exc).__name__}: {exc})"
+            )[:300],
         )
     original = models.load_component
     models.load_component = lambda *args, **kwargs: model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from functools import partial
 
 import torch
 
@@ -72,15 +73,14 @@ def dit_step_section(ctx: Context) -> None:
         }
         with torch.inference_mode():
             seconds = median_time(
-                lambda model=model, latents=latents, encoder=encoder, mask=mask, timestep=timestep, added=added: (
-                    model(
-                        latents,
-                        encoder_hidden_states=encoder,
-                        encoder_attention_mask=mask,
-                        timestep=timestep,
-                        added_cond_kwargs=added,
-                        return_dict=False,
-                    )
+                partial(
+                    model,
+                    latents,
+                    encoder_hidden_states=encoder,
+                    encoder_attention_mask=mask,
+                    timestep=timestep,
+                    added_cond_kwargs=added,
+                    return_dict=False,
                 ),
                 warmup=2,
                 reps=5,
@@ -118,7 +118,8 @@ def vae_section(ctx: Context) -> None:
 
 
 def sigma_section(ctx: Context) -> None:
-    """PixArt-Σ-XL-2 at the large size: its own random checkpoint, then parity as for α (Σ embeddings, 300 tokens)."""
+    """PixArt-Σ-XL-2 at the large size: its own random checkpoint, then parity as for α (Σ embeddings,
+    300 tokens)."""
     from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline
 
     spec = ctx.spec

@@ -68,7 +68,8 @@ def build_section(ctx: Context) -> None:
     )
     if dropped:
         print(
-            f"  transformer config keys this diffusers does not take (ignored, as from_pretrained does): {dropped}"
+            "  transformer config keys this diffusers does not take (ignored, as from_pretrained does): "
+            f"{dropped}"
         )
     info = ctx.results.setdefault("build", {})
     vae, seconds = timed(lambda: build_vae(ctx, ctx.dit_dtype, seed=1))
@@ -129,7 +130,8 @@ def parity_check(
     label: str,
     max_sequence_length: int | None = None,
 ) -> dict:
-    """Plain diffusers (``pipeline_class``) vs the stages on ``rows``: the four comparisons of parity_rows()."""
+    """Plain diffusers (``pipeline_class``) vs the stages on ``rows``: the four comparisons of
+    parity_rows()."""
     spec = ctx.spec
     groups = groups_of(rows)
 

@@ -112,7 +112,8 @@ def kill_and_resume(generate: list[str], output: Path, env: dict, timeout: int) 
 
 
 def small_shards(config: str, workdir: Path, rows: int = 4) -> str:
-    """``config`` with ``rows`` images per shard, so a run is killed with shards committed and shards to go."""
+    """``config`` with ``rows`` images per shard, so a run is killed with shards committed and shards
+    to go."""
     import yaml
 
     data = yaml.safe_load((ROOT / config).read_text())

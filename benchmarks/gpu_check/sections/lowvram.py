@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import random
 import traceback
+from collections.abc import Callable
 
 import torch
 
@@ -38,10 +39,10 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images / 2 + 0.5).clamp(0, 1).float() * 255).round().to(torch.uint8).cpu()
 
 
-def lowvram_t5(ctx: Context, result: dict) -> None:
-    """(a) T5-XXL bf16 vs torchao int8 weight-only: weights, peak while encoding, deviation; (b) memory once deleted."""
-    spec = ctx.spec
-    count, limit = spec.lowvram_t5_prompts, spec.sigma_max_tokens
+def t5_inputs(ctx: Context) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """``(lengths, ids, mask)`` of the section's prompts on the CPU: the first ``sigma_max_tokens`` long,
+    the rest of random lengths, each ended by ``</s>`` and padded to the longest."""
+    count, limit = ctx.spec.lowvram_t5_prompts, ctx.spec.sigma_max_tokens
     draw = random.Random(6)
     lengths = [limit] + [draw.randint(5, limit) for _ in range(count - 1)]
     width = max(lengths)  # padded to the longest, as the encode stage pads a batch
@@ -50,8 +51,16 @@ def lowvram_t5(ctx: Context, result: dict) -> None:
     mask = torch.zeros(count, width, dtype=torch.long)
     for i, length in enumerate(lengths):
         ids[i, length - 1], ids[i, length:], mask[i, :length] = 1, 0, 1  # </s>, then <pad>
+    return lengths, ids, mask
+
+
+def lowvram_t5(ctx: Context, result: dict) -> None:
+    """(a) T5-XXL bf16 vs torchao int8 weight-only: weights, peak while encoding, deviation;
+    (b) memory once deleted."""
+    spec = ctx.spec
+    lengths, ids, mask = t5_inputs(ctx)
+    count, width = len(lengths), max(lengths)
     valid = mask.bool()
-    int8_error = None
     result.update(
         dtype=DTYPE_NAMES[ctx.t5_dtype],
         prompts=count,
@@ -105,6 +114,39 @@ def lowvram_t5(ctx: Context, result: dict) -> None:
     except Exception as exc:  # noqa: BLE001 - a yardstick, not a check
         result["bf16_vs_fp32"] = {"error": f"{type(exc).__name__}: {exc}"[:200]}
 
+    model, int8_error = measure_int8(ctx, result, model, measure, reference, valid)
+    print(f"  T5 int8: {result['int8']}", flush=True)
+
+    del model, ids, mask
+    free_memory()
+    # (b) what the encode actor leaves behind when it exits (here: the process goes on, the memory
+    # must be free)
+    ctx.results["lowvram"]["freed"] = {
+        "allocated_GB": allocated_gb(),
+        "reserved_GB": reserved_gb(),
+        "allocated_above_baseline_GB": above_baseline(allocated_gb()),
+    }
+    print(f"  after deleting the encoder: {ctx.results['lowvram']['freed']}", flush=True)
+    if int8_error:
+        raise RuntimeError(f"int8: {int8_error['error']}")
+
+
+def measure_int8(
+    ctx: Context,
+    result: dict,
+    model: torch.nn.Module,
+    measure: Callable[[torch.nn.Module], tuple[dict, torch.Tensor]],
+    reference: torch.Tensor,
+    valid: torch.Tensor,
+) -> tuple[torch.nn.Module, dict | None]:
+    """``result["int8"]``: the encoder quantized by torchao weight-only int8 as load_text_encoder does it,
+    measured like the reference (``measure``), its embeddings on the valid tokens against ``reference``'s.
+
+    Returns the model now in use (the quantized one, for the caller to delete) and the error dict
+    should quantizing or measuring fail (the caller raises it after measuring what is freed).
+    """
+    limit = ctx.spec.sigma_max_tokens
+    int8_error = None
     if importlib.util.find_spec("torchao") is None:
         result["int8"] = {"skipped": "torchao not installed"}
     else:
@@ -143,23 +185,12 @@ def lowvram_t5(ctx: Context, result: dict) -> None:
             except Exception as exc:  # still measure (b) below
                 traceback.print_exc()
                 int8_error = result["int8"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
-    print(f"  T5 int8: {result['int8']}", flush=True)
-
-    del model, ids, mask
-    free_memory()
-    # (b) what the encode actor leaves behind when it exits (here: the process goes on, the memory must be free)
-    ctx.results["lowvram"]["freed"] = {
-        "allocated_GB": allocated_gb(),
-        "reserved_GB": reserved_gb(),
-        "allocated_above_baseline_GB": above_baseline(allocated_gb()),
-    }
-    print(f"  after deleting the encoder: {ctx.results['lowvram']['freed']}", flush=True)
-    if int8_error:
-        raise RuntimeError(f"int8: {int8_error['error']}")
+    return model, int8_error
 
 
 def lowvram_vae(ctx: Context, result: dict) -> None:
-    """(c) VAE decode untiled vs tiled (two sizes), and a batch with vs without slicing: peaks, pixel deltas."""
+    """(c) VAE decode untiled vs tiled (two sizes), and a batch with vs without slicing: peaks, pixel
+    deltas."""
     spec = ctx.spec
     free_memory()
     baseline = allocated_gb()
@@ -233,7 +264,8 @@ def lowvram_vae(ctx: Context, result: dict) -> None:
 
 
 def lowvram_section(ctx: Context) -> None:
-    """The low-VRAM recipe's pieces at real size: int8 T5, the encoder's memory freed, VAE tiling and slicing."""
+    """The low-VRAM recipe's pieces at real size: int8 T5, the encoder's memory freed, VAE tiling and
+    slicing."""
     result = ctx.results.setdefault("lowvram", {})
     if not ctx.cuda:
         result["memory"] = "n/a on CPU"
