@@ -23,11 +23,22 @@ def _modules() -> dict[str, Path]:
 
 
 MODULES = _modules()
+MAX_FUNCTION_LINES = 80
+FUNCTION_ROOTS = ("pixart_batch", "tests", "jobs", "benchmarks")
+TREES = {
+    path: ast.parse(path.read_text(encoding="utf-8"), str(path))
+    for root in FUNCTION_ROOTS
+    for path in sorted((PACKAGE.parent / root).rglob("*.py"))
+}
+"""Every source file parsed once, when this module is collected: before any test of the session has
+started a thread. CPython 3.11 keeps ``ast.parse``'s recursion counter per interpreter, not per thread,
+so a parse racing one in a thread an earlier test left running (a compile worker, say) fails with
+``SystemError: AST constructor recursion depth mismatch``."""
 
 
 def _imports(name: str, path: Path) -> list[tuple[str, str]]:
     """``(module, imported name)`` of every import that runs (``if TYPE_CHECKING:`` blocks left out)."""
-    tree = ast.parse(path.read_text())
+    tree = TREES[path]
     typing_only = {
         id(inner)
         for node in ast.walk(tree)
@@ -117,16 +128,12 @@ def test_no_module_is_too_long(name):
     assert lines <= MAX_LINES, f"{name}: {lines} lines"
 
 
-MAX_FUNCTION_LINES = 80
-FUNCTION_ROOTS = ("pixart_batch", "tests", "jobs", "benchmarks")
-
-
 def _long_functions(root: Path) -> list[str]:
     """``path:line name (N lines)`` of every function or method under ``root`` longer than
     MAX_FUNCTION_LINES, counted from its ``def`` to its last line."""
     found = []
     for path in sorted(root.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(TREES[path]):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 lines = (node.end_lineno or node.lineno) - node.lineno + 1
                 if lines > MAX_FUNCTION_LINES:
