@@ -159,6 +159,12 @@ class GenerationConfig:
         if (self.width is None) != (self.height is None):
             raise ConfigError("generation.width/height: give both or neither")
 
+    @property
+    def cfg(self) -> bool:
+        """Classifier-free guidance runs (negative prompts encoded and fed to the DiT) only when
+        ``guidance_scale`` > 1, as in diffusers."""
+        return self.guidance_scale > 1.0
+
 
 @dataclass(frozen=True)
 class OutputConfig:

@@ -110,7 +110,7 @@ class ExecutionSpec:
             images_per_prompt=config.generation.images_per_prompt,
             seed=config.generation.seed,
             limits=FailureLimits(failures.max_consecutive, failures.max_rate, failures.rate_after),
-            uses_negative=spec.uses_negative if spec is not None else config.generation.guidance_scale > 1.0,
+            uses_negative=config.generation.cfg,
             clean=_stage("clean", "clean", stages.clean, args("clean")),
             encode=_stage("encode", "encode", stages.encode, args("encode")),
             generate=generate,

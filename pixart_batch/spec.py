@@ -216,7 +216,7 @@ class RunSpec:
     @property
     def uses_negative(self) -> bool:
         """Whether negative prompts are encoded and fed to the DiT (CFG on)."""
-        return self.config.generation.guidance_scale > 1.0
+        return self.config.generation.cfg
 
     def resolved(self, name: str) -> Any:
         """A field's value as it takes effect (defaults resolved against the checkpoint)."""

@@ -88,3 +88,14 @@ def _no_ray_unless_slow(request, monkeypatch):
     if ray is not None and not before and ray.is_initialized():
         ray.shutdown()
         pytest.fail(f"{request.node.nodeid} started Ray but is not marked slow", pytrace=False)
+
+
+@pytest.fixture
+def existing_output(tmp_path):
+    """An output directory with content that must survive every refused run or call
+    (``test_bad_input``, ``test_api``)."""
+    output = tmp_path / "out"
+    (output / "data").mkdir(parents=True)
+    (output / "data" / "train-keep.parquet").write_bytes(b"PAR1 committed shard PAR1")
+    (output / "README.md").write_text("card")
+    return output

@@ -28,16 +28,6 @@ ROOT = Path(__file__).parent.parent
 TINY = str(ROOT / "configs" / "tiny.yaml")
 
 
-@pytest.fixture
-def existing_output(tmp_path):
-    """As ``test_bad_input``'s: an output with content that must survive every refused call."""
-    output = tmp_path / "out"
-    (output / "data").mkdir(parents=True)
-    (output / "data" / "train-keep.parquet").write_bytes(b"PAR1 committed shard PAR1")
-    (output / "README.md").write_text("card")
-    return output
-
-
 def _table(test) -> list[tuple]:
     """The parameter rows of one of ``test_bad_input``'s parametrized tests."""
     (mark,) = [mark for mark in test.pytestmark if mark.name == "parametrize"]

@@ -13,16 +13,6 @@ from pixart_batch.cli import main
 GOOD = "a red fox in the snow\n"
 
 
-@pytest.fixture
-def existing_output(tmp_path):
-    """An output directory with content that must survive every refused run."""
-    output = tmp_path / "out"
-    (output / "data").mkdir(parents=True)
-    (output / "data" / "train-keep.parquet").write_bytes(b"PAR1 committed shard PAR1")
-    (output / "README.md").write_text("card")
-    return output
-
-
 def snapshot(directory: Path) -> dict[str, str]:
     return {
         str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()

@@ -86,7 +86,7 @@ def shipped_checkpoint_facts(config: RunConfig) -> CheckpointFacts | None:
         **{key: row[key] for key in COMPARED},
         max_sequence_length=config.model.max_sequence_length or row["max_sequence_length"],
         tokenizer=None,
-        uses_negative=config.generation.guidance_scale > 1.0,
+        uses_negative=config.generation.cfg,
         source="the shipped facts of the published checkpoint, pixart_batch/checkpoint_facts.py",
     )
 

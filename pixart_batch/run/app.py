@@ -309,8 +309,7 @@ def finish_unchanged(run: PreparedRun, log: Callable[[str], None] = say) -> dict
             "captions stored, with this run's settings and prompt file; no executor or model started"
         )
         final = report.close(time.time() - run.started)
-        session.write_report(final)
-        session.write_report(json.loads(config_json(run.config)), CONFIG_FILE)
+        write_reports(session, run, final)
     log(summary(final, output.uri))
     return final
 
@@ -348,13 +347,18 @@ def _phases(
 
     # -- the report
     final = report.close(time.time() - run.started)
-    if run.dry_run:  # beside the real run's report and config, which stay as they were
-        session.write_report(final, DRY_RUN_REPORT_FILE)
-    else:
-        session.write_report(final)
-        session.write_report(json.loads(config_json(run.config)), CONFIG_FILE)
+    write_reports(session, run, final)
     log(summary(final, output.uri))
     return final
+
+
+def write_reports(session: OutputSession, run: PreparedRun, final: dict[str, Any]) -> None:
+    """The run report and ``run_config.json``; a dry run's report beside them (they stay as they were)."""
+    if run.dry_run:
+        session.write_report(final, DRY_RUN_REPORT_FILE)
+        return
+    session.write_report(final)
+    session.write_report(json.loads(config_json(run.config)), CONFIG_FILE)
 
 
 def _prepare_output(
