@@ -259,9 +259,8 @@ def _hash_components(model: ResolvedModel, components: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
     for component in components:
         checkpoint = model.checkpoint_of(component)
-        if (
-            checkpoint.is_hub
-        ):  # a hub id: its name and revision are part of what it is; a local dir is its files
+        # a hub id: its name and revision are part of what it is; a local dir is its files
+        if checkpoint.is_hub:
             digest.update(f"{component}@{checkpoint.name}@{checkpoint.revision}".encode())
         digest_folder(digest, checkpoint.local_dir / component, component)
     return digest.hexdigest()[:32]

@@ -108,9 +108,8 @@ def test_changed_settings_are_refused_and_output_untouched(tmp_path, first_run, 
 
         flags[flags.index("CKPT")] = str(build_tiny_checkpoint(tmp_path / "other", seed=9))
     target = output
-    if (
-        setting == "generation.images_per_prompt"
-    ):  # an output recorded with 2 images per prompt, re-run asking for 1
+    # an output recorded with 2 images per prompt, re-run asking for 1
+    if setting == "generation.images_per_prompt":
         import shutil
 
         target = tmp_path / "grown"

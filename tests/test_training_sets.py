@@ -55,9 +55,8 @@ def test_expand_generate_with_scores_and_export_balanced(tmp_path, tiny_model, c
     threshold = sorted(row[S.CLIP_SCORE] for row in rows)[len(rows) // 3]
     wanted = {"goldfish", "tabby cat"}
     expected: dict[str, list[str]] = {}
-    for path in sorted(
-        (output / "data").rglob("*.parquet")
-    ):  # shards in order, rows in order: the first 2 per label
+    # shards in order, rows in order: the first 2 per label
+    for path in sorted((output / "data").rglob("*.parquet")):
         for row in pq.read_table(path, columns=[S.KEY, S.LABEL, S.CLIP_SCORE]).to_pylist():
             label = names[row[S.LABEL]]
             if row[S.CLIP_SCORE] >= threshold and label in wanted and len(expected.setdefault(label, [])) < 2:

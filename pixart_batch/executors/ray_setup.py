@@ -30,9 +30,8 @@ def init_ray(execution: ExecutionSpec) -> None:
     instance (``address="local"``: never silently join some other Ray running on this machine)."""
     from ..signals import install_signal_handlers
 
-    if os.environ.get(
-        "PIXART_BATCH_FORBID_RAY"
-    ):  # the test suite's guard: tests not marked slow start no Ray
+    # the test suite's guard: tests not marked slow start no Ray
+    if os.environ.get("PIXART_BATCH_FORBID_RAY"):
         raise UserError("PIXART_BATCH_FORBID_RAY is set: this run may not use Ray (a test not marked slow)")
     if ray.is_initialized():
         return
